@@ -1,0 +1,81 @@
+"""What the sans-I/O core asks its runtime to do.
+
+The core never performs I/O: every method of :class:`~pyflowmesh.node.MeshNode`
+queues effects, and the runtime (asyncio in a tab, or the simulator) carries them
+out and reports back: a ``StartCall`` comes back as ``call_succeeded`` or
+``call_failed``, a ``WatchPeer`` as ``peer_gone`` when that tab disappears.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from .protocol import Message
+
+__all__ = ["Effect", "Send", "StartCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "WatchPeer", "Source"]
+
+Source = Literal["call", "mesh", "cache"]
+"""Where an execute's data came from: this tab's own call, another tab, or this tab's cache."""
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Post ``data`` (the encoded ``message``) to the channel."""
+
+    data: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class StartCall:
+    """Call the flow function ``flow(*args)``; report with ``call_succeeded``/``call_failed(call_id, ...)``."""
+
+    call_id: int
+    flow: str
+    args: tuple[Any, ...]
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """The execute ``waiter`` is done: it returns ``value``."""
+
+    waiter: int
+    value: Any
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """The execute ``waiter`` is done: it raises ``error``."""
+
+    waiter: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderChanged:
+    """This tab's view of the leader changed (``None``: no leader known now)."""
+
+    leader: str | None
+    is_self: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CacheUpdated:
+    """A new result for ``key`` entered this tab's cache (from ``origin``)."""
+
+    key: str
+    value: Any
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchPeer:
+    """Report ``peer_gone(node_id)`` if that tab disappears (``None``: stop watching)."""
+
+    node_id: str | None
+
+
+Effect = Union[Send, StartCall, Resolve, Reject, LeaderChanged, CacheUpdated, WatchPeer]

@@ -1,0 +1,256 @@
+"""Who leads: a Bully election with terms, sticky leadership and heartbeats.
+
+The rules, in the order they matter:
+
+* **Sticky.** A joining tab asks (``Hello``) and follows the live leader that
+  answers, whatever its own ID. Elections run only when no live leader is known.
+* **Bully.** A tab that finds no leader broadcasts ``Election``. A higher tab that
+  hears it stands itself (its own ``Election`` tells lower tabs to wait), or, if it
+  is already waiting for an even higher tab, sends ``Answer``. A candidate that hears
+  nothing from above within ``answer_timeout`` announces itself (``Coordinator``).
+  On a broadcast channel every tab sends at most one ``Election`` per round, so an
+  election costs O(n) messages, not classic Bully's O(n^2).
+* **Terms.** Every leadership has a term, one above the highest the candidate knew.
+  Leaders are ordered by ``(term, id)``; a leader that hears a greater one steps
+  down, and one that hears a lesser one reasserts itself, so any split brain (a
+  frozen leader thawing next to its successor, two candidates that missed each
+  other) ends with one leader.
+* **Failure detection.** A follower presumes its leader dead after
+  :meth:`MeshConfig.silence_limit` without a heartbeat (longer for a hidden leader,
+  whose timers the browser throttles), at once on its ``Bye``, or at once when the
+  browser reports its tab gone (Web Locks). A leader that notices it was itself
+  silent that long (frozen, or starved) steps down before doing anything else: its
+  followers may already have elected another, and it must not serve them twice.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Callable
+
+from .config import MeshConfig
+from .protocol import Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message
+from .stats import MeshStats
+
+__all__ = ["Role", "BullyElection"]
+
+_NEVER = float("inf")
+
+
+class Role(str, Enum):
+    """A tab's part in the election."""
+
+    JOINING = "joining"  # asked the mesh for its leader; waiting for an answer
+    CANDIDATE = "candidate"  # stands in an election
+    WAITING = "waiting"  # a higher tab is standing; waiting for its announcement
+    FOLLOWER = "follower"  # follows a live leader
+    LEADER = "leader"
+    PEER = "peer"  # peer-to-peer strategy: there is no leader
+    LEFT = "left"  # disposed
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BullyElection:
+    """The election state of one tab. The node feeds it messages and ticks; it sends through ``send``."""
+
+    def __init__(
+        self,
+        node_id: str,
+        config: MeshConfig,
+        stats: MeshStats,
+        send: Callable[[Message], None],
+        on_leader_change: Callable[[str | None, float], None],
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.stats = stats
+        self._send = send
+        self._on_leader_change = on_leader_change
+        self.role = Role.JOINING
+        self.term = 0  # the highest leader term this tab knows
+        self.leader: str | None = None
+        self.hidden = False
+        self._leader_term = 0
+        self._silence_deadline = _NEVER  # follower: when the leader is presumed dead
+        self._phase_deadline = _NEVER  # joining / candidate / waiting: when to move on
+        self._candidate_term = 0
+        self._answered = False  # sent an Answer in this round
+        self._next_beat = _NEVER  # leader: when the next heartbeat is due
+        self._last_beat = 0.0  # leader: when it last showed its followers it is alive
+        self._last_reassert = -_NEVER
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Join the mesh: ask for the leader, and stand if none answers in time."""
+        self._join(now)
+
+    def deadline(self) -> float:
+        """When :meth:`tick` must next be called (``inf``: never)."""
+        if self.role is Role.LEADER:
+            return self._next_beat
+        if self.role is Role.FOLLOWER:
+            return self._silence_deadline
+        if self.role in (Role.JOINING, Role.CANDIDATE, Role.WAITING):
+            return self._phase_deadline
+        return _NEVER
+
+    def check_sleep(self, now: float) -> None:
+        """Step down if this leader was silent longer than its followers wait (frozen, starved)."""
+        if self.role is Role.LEADER and now - self._last_beat > self.config.silence_limit(
+            self.config.heartbeat, self.hidden
+        ):
+            self.stats.stepped_down += 1
+            self._set_leader(None, now)
+            self._join(now)
+
+    def tick(self, now: float) -> None:
+        """Act on whatever deadline has passed."""
+        if self.role is Role.LEADER and now >= self._next_beat:
+            self._beat(now)
+        elif self.role is Role.FOLLOWER and now >= self._silence_deadline:
+            self._leader_lost(now)
+        elif self.role is Role.JOINING and now >= self._phase_deadline:
+            self._stand(now)
+        elif self.role is Role.CANDIDATE and now >= self._phase_deadline:
+            self._win(now)
+        elif self.role is Role.WAITING and now >= self._phase_deadline:
+            self._stand(now)  # the higher tab never announced itself
+
+    def on_message(self, message: Message, now: float) -> None:
+        """Take an election message (others are ignored)."""
+        if isinstance(message, (Coordinator, Heartbeat)):
+            self._on_leader_message(message, now)
+        elif isinstance(message, Election):
+            self._on_election(message, now)
+        elif isinstance(message, Answer):
+            if message.src > self.node_id and self.role in (Role.JOINING, Role.CANDIDATE):
+                self._wait_for_higher(now)
+        elif isinstance(message, Hello):
+            if self.role is Role.LEADER:
+                self._announce(now)  # always: the newcomer may have missed any earlier one
+        elif isinstance(message, Bye):
+            self.on_peer_gone(message.src, now)
+
+    def on_peer_gone(self, node_id: str, now: float) -> None:
+        """The tab ``node_id`` left or crashed (Bye, or the browser released its lock)."""
+        if node_id == self.leader and self.role is Role.FOLLOWER:
+            self._leader_lost(now)
+
+    def set_hidden(self, hidden: bool, now: float) -> None:
+        """The page became hidden or visible; a leader tells its followers at once."""
+        if hidden == self.hidden:
+            return
+        self.hidden = hidden
+        if self.role is Role.LEADER:
+            self._beat(now)
+
+    def leave(self) -> None:
+        """Stop taking part (the node sends the ``Bye``)."""
+        self.role = Role.LEFT
+        self.leader = None
+
+    # --- transitions --------------------------------------------------------------------
+
+    def _join(self, now: float) -> None:
+        self.role = Role.JOINING
+        self._phase_deadline = now + self.config.answer_timeout
+        self._send(Hello(self.node_id))
+
+    def _stand(self, now: float) -> None:
+        self.stats.elections += 1
+        self.role = Role.CANDIDATE
+        self._candidate_term = self.term + 1
+        self._answered = False
+        self._phase_deadline = now + self.config.answer_timeout
+        self._send(Election(self.node_id, self._candidate_term))
+
+    def _wait_for_higher(self, now: float) -> None:
+        if self.role is not Role.WAITING:
+            self.role = Role.WAITING
+            self._phase_deadline = now + self.config.coordinator_timeout
+
+    def _win(self, now: float) -> None:
+        self.role = Role.LEADER
+        self.term = max(self.term, self._candidate_term)
+        self._leader_term = self.term
+        self._set_leader(self.node_id, now)
+        self._announce(now)
+
+    def _announce(self, now: float) -> None:
+        self._last_reassert = now
+        self._send(Coordinator(self.node_id, self.term, self.config.heartbeat, self.hidden))
+        self._mark_beat(now)
+
+    def _beat(self, now: float) -> None:
+        self._send(Heartbeat(self.node_id, self.term, self.config.heartbeat, self.hidden))
+        self._mark_beat(now)
+
+    def _mark_beat(self, now: float) -> None:
+        self._last_beat = now
+        self._next_beat = now + self.config.heartbeat
+
+    def _reassert(self, now: float) -> None:
+        # One announcement answers a whole burst of candidates; they all hear it.
+        if now - self._last_reassert >= self.config.answer_timeout / 4:
+            self._announce(now)
+
+    def _leader_lost(self, now: float) -> None:
+        self._set_leader(None, now)
+        self._stand(now)
+
+    def _follow(self, leader: str, term: int, interval: float, hidden: bool, now: float) -> None:
+        if self.role is Role.LEADER:
+            self.stats.stepped_down += 1
+        self.role = Role.FOLLOWER
+        self.term = max(self.term, term)
+        self._leader_term = term
+        self._silence_deadline = now + self.config.silence_limit(interval, hidden)
+        self._set_leader(leader, now)
+
+    def _set_leader(self, leader: str | None, now: float) -> None:
+        if leader != self.leader:
+            self.leader = leader
+            self.stats.leader_changes += 1
+            self._on_leader_change(leader, now)
+
+    # --- message handlers ---------------------------------------------------------------
+
+    def _on_leader_message(self, message: Coordinator | Heartbeat, now: float) -> None:
+        claim = (message.term, message.src)
+        if self.role is Role.LEFT:
+            return
+        if self.role is Role.LEADER:
+            if claim > (self.term, self.node_id):
+                self._follow(message.src, message.term, message.interval, message.hidden, now)
+            else:
+                self._reassert(now)  # the other one steps down when it hears us
+            return
+        if self.role is Role.FOLLOWER and self.leader is not None:
+            if message.src == self.leader or claim > (self._leader_term, self.leader):
+                self._follow(message.src, message.term, message.interval, message.hidden, now)
+            return  # a lesser claimant: our leader reasserts itself and it steps down
+        if self.role is Role.CANDIDATE and claim < (self._candidate_term, self.node_id):
+            return  # we outrank it: our Coordinator will make it step down
+        if message.term >= self.term or self.role is Role.WAITING:
+            self._follow(message.src, message.term, message.interval, message.hidden, now)
+
+    def _on_election(self, message: Election, now: float) -> None:
+        if self.role is Role.LEADER:
+            self._reassert(now)  # sticky: a live leader keeps the mesh
+            return
+        if self.role is Role.FOLLOWER:
+            if message.src != self.leader:
+                return  # we have a live leader; it answers the candidate itself
+            self._set_leader(None, now)  # our leader gave up its leadership
+        if message.src < self.node_id:
+            if self.role is Role.WAITING:
+                if not self._answered:
+                    self._answered = True
+                    self._send(Answer(self.node_id, self.term))
+            elif self.role is not Role.CANDIDATE:
+                self._stand(now)  # our Election tells the lower tab to wait
+        elif self.role in (Role.JOINING, Role.CANDIDATE, Role.FOLLOWER):
+            self._wait_for_higher(now)

@@ -1,0 +1,37 @@
+"""The exceptions pyflowmesh raises to its users."""
+
+from __future__ import annotations
+
+__all__ = ["MeshError", "SharedFlowError", "MeshDisposedError"]
+
+
+class MeshError(Exception):
+    """Base class of pyflowmesh's own errors."""
+
+
+class MeshDisposedError(MeshError, RuntimeError):
+    """The mesh member was disposed; it can no longer execute or share."""
+
+
+class SharedFlowError(MeshError):
+    """A flow failed in another tab (or is backing off after a failure there).
+
+    The original exception lives in the tab that made the call; what crosses the
+    channel is its type name and message, so this error carries those.
+
+    Attributes:
+        key: the cache key of the failed execute.
+        error_type: the failing exception's type name, e.g. ``"ConnectionError"``.
+        message: its message.
+        origin: the node ID of the tab whose call failed.
+        retry_in: milliseconds until the mesh will try this key again (0: at once).
+    """
+
+    def __init__(self, key: str, error_type: str, message: str, origin: str, retry_in: float) -> None:
+        self.key = key
+        self.error_type = error_type
+        self.message = message
+        self.origin = origin
+        self.retry_in = max(0.0, float(retry_in))
+        wait = f"; the mesh retries in {self.retry_in / 1000:.1f} s" if self.retry_in > 0 else ""
+        super().__init__(f"{error_type}: {message} (in tab {origin}, key {key!r}{wait})")

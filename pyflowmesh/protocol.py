@@ -1,0 +1,423 @@
+"""The wire format: every message the mesh sends, its encoding and its validation.
+
+A message is one JSON object sent as text over the channel::
+
+    {"proto": "pyflowmesh", "v": 1, "type": "heartbeat", "src": "<node id>", ...}
+
+``decode`` is strict: anything that is not text, not JSON, not ours, of another
+protocol version, of an unknown type, or with a missing or ill-typed field raises
+:class:`ProtocolError` with a short reason. The node counts the reason and drops
+the message; nothing foreign can ever change a tab's state. Other versions are
+dropped too, so old and new versions of a page sharing a channel after a deploy
+form two separate meshes instead of confusing each other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Union
+
+from .values import check_json
+
+__all__ = [
+    "PROTOCOL",
+    "VERSION",
+    "ProtocolError",
+    "Message",
+    "Hello",
+    "Election",
+    "Answer",
+    "Coordinator",
+    "Heartbeat",
+    "Bye",
+    "Request",
+    "Accept",
+    "Decline",
+    "Result",
+    "Failure",
+    "Claim",
+    "Invalidate",
+    "Sync",
+    "SyncEntry",
+    "SyncFailure",
+    "MESSAGE_TYPES",
+    "encode",
+    "decode",
+]
+
+PROTOCOL = "pyflowmesh"
+VERSION = 1
+_MAX_ID = 128
+
+
+class ProtocolError(ValueError):
+    """A message that is not a valid message of this protocol version; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A tab joined: the leader (or, peer-to-peer, every tab) answers with what it knows."""
+
+    TYPE: ClassVar[str] = "hello"
+    src: str
+
+
+@dataclass(frozen=True, slots=True)
+class Election:
+    """Bully: the sender found no live leader and stands for ``term``."""
+
+    TYPE: ClassVar[str] = "election"
+    src: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Bully: a higher tab is alive and takes over the election; lower candidates stand down."""
+
+    TYPE: ClassVar[str] = "answer"
+    src: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Coordinator:
+    """The sender is the leader of ``term``: newly elected, or reasserting itself."""
+
+    TYPE: ClassVar[str] = "coordinator"
+    src: str
+    term: int
+    interval: float
+    hidden: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The leader is alive; ``interval`` and ``hidden`` tell followers how long to wait for the next."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+    src: str
+    term: int
+    interval: float
+    hidden: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """The sender leaves the mesh (dispose, page hidden for good): re-elect or re-claim at once."""
+
+    TYPE: ClassVar[str] = "bye"
+    src: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A follower asks the leader ``dst`` to execute ``flow(*args)`` for the cache key ``key``."""
+
+    TYPE: ClassVar[str] = "request"
+    src: str
+    dst: str
+    req: int
+    key: str
+    flow: str
+    args: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """The leader will serve request ``req``: the result comes as a broadcast ``Result``."""
+
+    TYPE: ClassVar[str] = "accept"
+    src: str
+    dst: str
+    req: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """The tab cannot serve request ``req`` (``reason``: ``unknown-flow`` or ``not-leader``)."""
+
+    TYPE: ClassVar[str] = "decline"
+    src: str
+    dst: str
+    req: int
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A successful result for ``key``, ``age`` ms old, produced by ``origin`` as ``version``.
+
+    ``shared`` results go into every tab's cache; others only answer the tabs in ``to``.
+    """
+
+    TYPE: ClassVar[str] = "result"
+    src: str
+    key: str
+    value: Any
+    version: int
+    origin: str
+    age: float
+    shared: bool
+    to: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed call of ``key``; ``shared`` failures make every tab back off ``retry_in`` ms."""
+
+    TYPE: ClassVar[str] = "failure"
+    src: str
+    key: str
+    error_type: str
+    message: str
+    retry_in: float
+    attempt: int
+    shared: bool
+    to: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The sender calls (``running``) or is about to call ``key`` itself; others wait for its result."""
+
+    TYPE: ClassVar[str] = "claim"
+    src: str
+    key: str
+    running: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidate:
+    """Drop ``key`` (or, with ``None``, every entry) from every tab's cache."""
+
+    TYPE: ClassVar[str] = "invalidate"
+    src: str
+    key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEntry:
+    """One cache entry in a :class:`Sync`."""
+
+    key: str
+    value: Any
+    version: int
+    origin: str
+    age: float
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFailure:
+    """One active back-off in a :class:`Sync`."""
+
+    key: str
+    error_type: str
+    message: str
+    retry_in: float
+    attempt: int
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """The cache entries and back-offs a joining tab ``dst`` should know."""
+
+    TYPE: ClassVar[str] = "sync"
+    src: str
+    dst: str
+    entries: list[SyncEntry] = field(default_factory=list)
+    failures: list[SyncFailure] = field(default_factory=list)
+
+
+Message = Union[
+    Hello, Election, Answer, Coordinator, Heartbeat, Bye, Request, Accept, Decline,
+    Result, Failure, Claim, Invalidate, Sync,
+]
+MESSAGE_TYPES: dict[str, type] = {
+    cls.TYPE: cls
+    for cls in (Hello, Election, Answer, Coordinator, Heartbeat, Bye, Request, Accept, Decline,
+                Result, Failure, Claim, Invalidate, Sync)
+}
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def encode(message: Message) -> str:
+    """The message as JSON text. Values must already have passed :func:`check_json`."""
+    body = asdict(message)  # type: ignore[call-overload]
+    if body.get("to", 0) is None:
+        del body["to"]
+    return json.dumps(
+        {"proto": PROTOCOL, "v": VERSION, "type": message.TYPE, **body},
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+
+
+# --- decoding and validation ----------------------------------------------------------------
+
+
+def _node_id(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID:
+        raise ProtocolError(f"bad-field:{name}")
+    return value
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError(f"bad-field:{name}")
+    return value
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(f"bad-field:{name}")
+    return value
+
+
+def _millis(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ProtocolError(f"bad-field:{name}")
+    return float(value)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ProtocolError(f"bad-field:{name}")
+    return value
+
+
+def _json(value: Any, name: str) -> Any:
+    try:
+        check_json(value, name)
+    except TypeError:  # json.loads cannot produce this, but a dict handed to decode could
+        raise ProtocolError(f"bad-field:{name}") from None
+    return value
+
+
+def _args(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ProtocolError(f"bad-field:{name}")
+    return _json(value, name)
+
+
+def _optional(check: Any) -> Any:
+    def optional(value: Any, name: str) -> Any:
+        return None if value is None else check(value, name)
+
+    return optional
+
+
+def _ids(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > 10_000:
+        raise ProtocolError(f"bad-field:{name}")
+    return [_node_id(item, name) for item in value]
+
+
+def _records(cls: type, checks: dict[str, Any]) -> Any:
+    def records(value: Any, name: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise ProtocolError(f"bad-field:{name}")
+        return [_record(cls, checks, item, name) for item in value]
+
+    return records
+
+
+def _record(cls: type, checks: dict[str, Any], item: Any, name: str) -> Any:
+    if not isinstance(item, dict) or set(item) != set(checks):
+        raise ProtocolError(f"bad-field:{name}")
+    return cls(**{key: check(item[key], f"{name}.{key}") for key, check in checks.items()})
+
+
+_ENTRY = {"key": _text, "value": _json, "version": _count, "origin": _node_id, "age": _millis}
+_FAILURE = {"key": _text, "error_type": _text, "message": _text, "retry_in": _millis,
+            "attempt": _count, "origin": _node_id}
+
+# The check of every field of every message type, by field name.
+_CHECKS: dict[str, Any] = {
+    "src": _node_id,
+    "dst": _node_id,
+    "term": _count,
+    "interval": _millis,
+    "hidden": _flag,
+    "req": _count,
+    "key": _text,
+    "flow": _text,
+    "args": _args,
+    "reason": _text,
+    "value": _json,
+    "version": _count,
+    "origin": _node_id,
+    "age": _millis,
+    "shared": _flag,
+    "to": _optional(_ids),
+    "error_type": _text,
+    "message": _text,
+    "retry_in": _millis,
+    "attempt": _count,
+    "running": _flag,
+    "entries": _records(SyncEntry, _ENTRY),
+    "failures": _records(SyncFailure, _FAILURE),
+}
+_CHECKS_BY_TYPE: dict[str, dict[str, Any]] = {
+    name: {f.name: _CHECKS[f.name] for f in fields(cls)} for name, cls in MESSAGE_TYPES.items()
+}
+_CHECKS_BY_TYPE["invalidate"]["key"] = _optional(_text)
+_OPTIONAL_FIELDS = {"to"}
+
+
+def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
+    """Parse and validate one message received from the channel.
+
+    Raises:
+        ProtocolError: with ``reason`` one of ``not-text``, ``too-large``,
+            ``not-json``, ``not-object``, ``foreign``, ``version``, ``unknown-type``,
+            ``bad-field:<name>``, ``extra-field:<name>``.
+    """
+    if not isinstance(raw, str):
+        raise ProtocolError("not-text")
+    if len(raw) > max_bytes:  # characters; a cheap upper bound check before parsing
+        raise ProtocolError("too-large")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise ProtocolError("not-json") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("not-object")
+    if body.get("proto") != PROTOCOL:
+        raise ProtocolError("foreign")
+    if body.get("v") != VERSION or isinstance(body.get("v"), bool):
+        raise ProtocolError("version")
+    kind = body.get("type")
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError("unknown-type")
+    checks = _CHECKS_BY_TYPE[kind]
+    values: dict[str, Any] = {}
+    for name, value in body.items():
+        if name in ("proto", "v", "type"):
+            continue
+        check = checks.get(name)
+        if check is None:
+            raise ProtocolError(f"extra-field:{name}")
+        values[name] = check(value, name)
+    for name in checks:
+        if name not in values and name not in _OPTIONAL_FIELDS:
+            raise ProtocolError(f"bad-field:{name}")
+    return cls(**values)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -1,0 +1,55 @@
+"""Counters a mesh member keeps about itself: what it sent, dropped, elected and called."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MeshStats"]
+
+
+@dataclass
+class MeshStats:
+    """What one tab's mesh member has done since it started.
+
+    Attributes:
+        sent: messages posted to the channel.
+        received: valid messages received (including ones addressed to other tabs).
+        dropped: messages received and dropped as malformed, foreign or of another version.
+        drop_reasons: ``dropped`` by reason (``"not-json"``, ``"version"``, ``"bad-field:term"`` ...).
+        elections: elections this tab started.
+        leader_changes: times this tab's view of the leader changed.
+        calls: calls of flow functions made in this tab.
+        failed_calls: of those, the ones that raised.
+        served_by_mesh: executes answered by a result another tab produced.
+        served_from_cache: executes answered from this tab's cache without waiting.
+        requests_served: requests from other tabs this tab accepted as leader.
+        fallbacks: executes this tab ran itself because no leader could serve them.
+        stepped_down: times this tab stopped leading on its own (a newer leader, or it
+            slept past its followers' patience).
+    """
+
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+    drop_reasons: Counter[str] = field(default_factory=Counter)
+    elections: int = 0
+    leader_changes: int = 0
+    calls: int = 0
+    failed_calls: int = 0
+    served_by_mesh: int = 0
+    served_from_cache: int = 0
+    requests_served: int = 0
+    fallbacks: int = 0
+    stepped_down: int = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped += 1
+        self.drop_reasons[reason] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy, e.g. for showing in a page."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["drop_reasons"] = dict(self.drop_reasons)
+        return data

@@ -1,0 +1,78 @@
+"""What may cross the channel: JSON data, checked where it is offered.
+
+Every value a tab shares is read by other tabs, maybe by another version of the
+page. So values are plain JSON (``dict`` with ``str`` keys, ``list``/``tuple``,
+``str``, ``int``, finite ``float``, ``bool``, ``None``) and nothing else: no
+pickling, no evaluation. A value that is not JSON is a ``TypeError`` raised in
+the tab that offered it, with the path to the offending part, so that the bug
+shows where it was written and never as a failure in another tab.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = ["JSONValue", "check_json", "flow_key_for", "cache_key"]
+
+JSONValue = Any
+"""A JSON-compatible value (``Any`` because Python's type system cannot say it precisely)."""
+
+_MAX_DEPTH = 64
+
+
+def check_json(value: Any, what: str = "value") -> None:
+    """Raise ``TypeError`` unless ``value`` is JSON data that survives a round trip.
+
+    ``what`` names the value in the message (``"result of fetch_user"``).
+    """
+    _check(value, what, 0)
+
+
+def _check(value: Any, path: str, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise TypeError(f"{path} is nested deeper than {_MAX_DEPTH} levels; pyflowmesh shares JSON data only")
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{path} is {value!r}, which JSON cannot represent")
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{path} has the key {key!r} of type {type(key).__name__}; JSON object keys must be str"
+                )
+            _check(item, f"{path}[{key!r}]", depth + 1)
+        return
+    raise TypeError(
+        f"{path} is a {type(value).__module__}.{type(value).__qualname__}, not JSON data; "
+        "pyflowmesh shares only dict (str keys), list, tuple, str, int, float, bool and None"
+    )
+
+
+def flow_key_for(function: Any) -> str:
+    """The default key of a flow: the function's module and qualified name.
+
+    Stable across tabs and reloads of the same page, which is what makes two tabs
+    agree that they run "the same flow".
+    """
+    module = getattr(function, "__module__", None) or ""
+    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
+    if name is None:
+        raise TypeError(f"cannot derive a flow key from {function!r}; pass key=...")
+    return f"{module}.{name}" if module and module != "__main__" else name
+
+
+def cache_key(flow: str, args: tuple[Any, ...] | list[Any]) -> str:
+    """The mesh-wide key of one execute: the flow's key and its arguments, canonically."""
+    check_json(list(args), f"the arguments of {flow}")
+    if not args:
+        return flow
+    return flow + json.dumps(list(args), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
