@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# pyflowmesh: one entry point to build, serve and test. See docs/build-notes.md.
+#
+#   ./build.sh build              wheel into dist/, browser runtime into web/vendor/, wheel into web/wheels/
+#   ./build.sh demo [--port N]    build if needed, serve web/ at http://127.0.0.1:8000 (or $PORT)
+#   ./build.sh test [--level L]... [pytest args]
+#                                 venv + deps + Chromium + build, then the test levels
+#   ./build.sh help
+set -euo pipefail
+
+# ---- pinned versions (change here only) -----------------------------------
+PYODIDE_VERSION="314.0.7"          # npm: pyodide (Python 3.14.2)
+PYSCRIPT_VERSION="0.7.31"          # npm: @pyscript/core
+MICROPIP_VERSION="0.11.1"          # must equal what pyodide-lock.json lists
+PACKAGING_VERSION="26.1"           # must equal what pyodide-lock.json lists
+# Lock packages made available offline inside Pyodide, with their lock dependencies:
+# micropip (PyScript's `packages`), pytest + tblib (pytest-pyodide's run_in_pyodide
+# loads them when the lock lists them).
+PYODIDE_LOCK_PACKAGES=("micropip==${MICROPIP_VERSION}" "packaging==${PACKAGING_VERSION}" "pytest" "tblib")
+PYTEST_SPEC="pytest>=8.4,<9"       # pytest-pyodide 0.59.2 breaks under pytest 9
+PYTEST_PYODIDE_SPEC="pytest-pyodide==0.59.2"
+PLAYWRIGHT_SPEC="playwright>=1.65,<1.66"
+HYPOTHESIS_SPEC="hypothesis>=6.100,<7"
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+# ---------------------------------------------------------------------------
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+CACHE="$ROOT/.cache"
+WEB="$ROOT/web"
+PYODIDE_DIR="$WEB/vendor/pyodide"
+PYSCRIPT_DIR="$WEB/vendor/pyscript"
+WHEELS_DIR="$WEB/wheels"
+ARTIFACTS="$ROOT/test-artifacts"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+usage() {
+    cat <<EOF
+usage: ./build.sh <command> [options]
+
+commands:
+  build                 build the wheel into dist/ and assemble the offline browser runtime:
+                        web/vendor/pyodide/  (npm pyodide@${PYODIDE_VERSION} + PyPI wheels in its lock)
+                        web/vendor/pyscript/ (npm @pyscript/core@${PYSCRIPT_VERSION}, dist/)
+                        web/wheels/          (our wheel, manifest.json, pyscript.json)
+  demo [--port N]       build if needed, then serve web/ on http://127.0.0.1:N (default \$PORT or 8000)
+  test [--level L]... [pytest args]
+                        create .venv, install the test tools and Chromium if missing, build, run
+                        the levels: cpython (tests/), pyodide (tests/pyodide/, pytest-pyodide),
+                        browser (tests/browser/, Playwright tabs). Default: all three.
+                        Other arguments go to every pytest run (e.g. -x, -k NAME, -v).
+  help                  this text
+
+environment: PORT (demo), PYTHON (default python3), CHROMIUM (default /usr/bin/chromium)
+EOF
+}
+
+# ---- build -----------------------------------------------------------------
+
+# fetch_npm SPEC TARBALL SUBDIR DEST: extract package/SUBDIR of an npm tarball into DEST,
+# unless DEST already holds that exact SPEC (stamp file).
+fetch_npm() {
+    local spec="$1" tarball="$2" subdir="$3" dest="$4"
+    local stamp="$dest/.npm-package"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$spec" ]]; then
+        log "$spec already in ${dest#"$ROOT"/}"
+        return
+    fi
+    mkdir -p "$CACHE/npm"
+    if [[ ! -s "$CACHE/npm/$tarball" ]]; then
+        log "npm pack $spec"
+        (cd "$CACHE/npm" && npm pack --silent "$spec" >/dev/null)
+        [[ -s "$CACHE/npm/$tarball" ]] || die "npm pack $spec did not produce $tarball"
+    fi
+    local tmp
+    rm -rf "$CACHE"/unpack.*
+    tmp="$(mktemp -d "$CACHE/unpack.XXXXXX")"
+    tar -xzf "$CACHE/npm/$tarball" -C "$tmp"
+    local src="$tmp/package"
+    [[ "$subdir" == "." ]] || src="$src/$subdir"
+    [[ -d "$src" ]] || die "$tarball has no package/$subdir"
+    rm -rf "$dest"
+    mkdir -p "$(dirname "$dest")"
+    mv "$src" "$dest"
+    rm -rf "$tmp"
+    echo "$spec" >"$dest/.npm-package"
+    log "extracted $spec into ${dest#"$ROOT"/}"
+}
+
+build_wheel() {
+    log "building the wheel (hatchling)"
+    mkdir -p dist
+    rm -f dist/pyflowmesh-*.whl
+    "$PYTHON" -m pip wheel --quiet --no-deps --no-cache-dir . -w dist
+    WHEEL="$(ls dist/pyflowmesh-*-py3-none-any.whl)"
+    [[ -f "$WHEEL" ]] || die "no wheel in dist/"
+    log "built $WHEEL"
+}
+
+install_wheel_for_web() {
+    local name version
+    name="$(basename "$WHEEL")"
+    version="$(cut -d- -f2 <<<"$name")"
+    mkdir -p "$WHEELS_DIR"
+    rm -f "$WHEELS_DIR"/pyflowmesh-*.whl
+    cp "$WHEEL" "$WHEELS_DIR/"
+    # Stable names for pages: the wheel's file name changes with the version.
+    "$PYTHON" - "$WHEELS_DIR" "$name" "$version" "$PYODIDE_VERSION" "$PYSCRIPT_VERSION" <<'PY'
+import hashlib, json, sys
+from pathlib import Path
+out, name, version, pyodide, pyscript = sys.argv[1:]
+out = Path(out)
+sha = hashlib.sha256((out / name).read_bytes()).hexdigest()
+(out / "manifest.json").write_text(json.dumps({
+    "name": "pyflowmesh", "version": version, "wheel": name, "sha256": sha,
+    "url": f"./wheels/{name}", "pyodide": pyodide, "pyscript": pyscript,
+}, indent=2) + "\n")
+# A PyScript config for pages in web/: <script type="py" config="./wheels/pyscript.json">.
+# PyScript 0.7 resolves `interpreter` against the page and `packages` against this file.
+(out / "pyscript.json").write_text(json.dumps({
+    "interpreter": "./vendor/pyodide/pyodide.mjs",
+    "packages": [f"./{name}"],
+}, indent=2) + "\n")
+PY
+    log "web/wheels/: $name, manifest.json, pyscript.json"
+}
+
+do_build() {
+    local t0
+    t0="$(now)"
+    command -v npm >/dev/null || die "npm is required (the Pyodide and PyScript runtimes come from the npm registry)"
+    build_wheel
+    fetch_npm "pyodide@${PYODIDE_VERSION}" "pyodide-${PYODIDE_VERSION}.tgz" "." "$PYODIDE_DIR"
+    fetch_npm "@pyscript/core@${PYSCRIPT_VERSION}" "pyscript-core-${PYSCRIPT_VERSION}.tgz" "dist" "$PYSCRIPT_DIR"
+    "$PYTHON" tools/vendor_pyodide.py "$PYODIDE_DIR" "${PYODIDE_LOCK_PACKAGES[@]}" --add-wheel "$WHEEL"
+    install_wheel_for_web
+    log "build done in $(elapsed "$t0") s"
+}
+
+# ---- test environment --------------------------------------------------------
+
+ensure_chromium() {
+    if [[ -x "$CHROMIUM" ]]; then
+        return
+    fi
+    [[ "$CHROMIUM" == /usr/bin/chromium ]] || die "CHROMIUM=$CHROMIUM does not exist"
+    log "installing Debian's chromium (not found at $CHROMIUM)"
+    local sudo=()
+    [[ "$(id -u)" == 0 ]] || sudo=(sudo -n)
+    export DEBIAN_FRONTEND=noninteractive
+    # Lock::Timeout waits for an apt/dpkg that is already running instead of failing.
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=900 update -qq
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends chromium fonts-liberation
+    [[ -x "$CHROMIUM" ]] || die "apt-get install chromium did not provide $CHROMIUM"
+}
+
+ensure_venv() {
+    local specs=("$PYTEST_SPEC" "$PYTEST_PYODIDE_SPEC" "$PLAYWRIGHT_SPEC" "$HYPOTHESIS_SPEC")
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        log "creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.pyflowmesh-deps" want
+    want="$(printf '%s\n' "${specs[@]}"; sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$VENV/bin/python" -c 'import pyflowmesh' 2>/dev/null; then
+        log "test dependencies already installed in .venv"
+        return
+    fi
+    log "installing test dependencies into .venv: ${specs[*]} + pyflowmesh (editable)"
+    "$VENV/bin/python" -m pip install --quiet "${specs[@]}"
+    "$VENV/bin/python" -m pip install --quiet --no-deps -e .
+    echo "$want" >"$stamp"
+}
+
+# ---- test levels ---------------------------------------------------------------
+
+SUMMARY=()
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+TOTAL_SKIPPED=0
+ANY_FAILED=0
+
+# run_level NAME PYTEST_ARGS...: one pytest run, tolerant of "no tests collected" (exit 5).
+run_level() {
+    local name="$1"
+    shift
+    local junit="$ARTIFACTS/junit-$name.xml" t0 rc counts
+    mkdir -p "$ARTIFACTS"
+    rm -f "$junit"
+    log "level $name: pytest $*"
+    t0="$(now)"
+    set +e
+    "$VENV/bin/python" -m pytest --junitxml="$junit" "$@"
+    rc=$?
+    set -e
+    counts="$("$PYTHON" - "$junit" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError):
+    print("0 0 0"); raise SystemExit
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+t = f = s = 0
+for st in suites:
+    t += int(st.get("tests", 0)); s += int(st.get("skipped", 0))
+    f += int(st.get("failures", 0)) + int(st.get("errors", 0))
+print(t - f - s, f, s)
+PY
+)"
+    local passed failed skipped verdict
+    read -r passed failed skipped <<<"$counts"
+    case "$rc" in
+        0) verdict="ok" ;;
+        5) verdict="ok (no tests collected)" ;;
+        *) verdict="FAILED (pytest exit $rc)"; ANY_FAILED=1
+           [[ "$failed" == 0 ]] && failed=1 ;;  # e.g. an error before any test ran
+    esac
+    TOTAL_PASSED=$((TOTAL_PASSED + passed))
+    TOTAL_FAILED=$((TOTAL_FAILED + failed))
+    TOTAL_SKIPPED=$((TOTAL_SKIPPED + skipped))
+    SUMMARY+=("$(printf '%-8s %s passed, %s failed, %s skipped in %s s: %s' "$name" "$passed" "$failed" "$skipped" "$(elapsed "$t0")" "$verdict")")
+}
+
+do_test() {
+    local levels=() extra=()
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --level) [[ $# -ge 2 ]] || die "--level needs cpython, pyodide or browser"; levels+=("$2"); shift 2 ;;
+            --level=*) levels+=("${1#--level=}"); shift ;;
+            *) extra+=("$1"); shift ;;
+        esac
+    done
+    [[ ${#levels[@]} -gt 0 ]] || levels=(cpython pyodide browser)
+    local t0
+    t0="$(now)"
+    ensure_chromium
+    ensure_venv
+    do_build
+    # pytest-pyodide registers itself as a plugin in every pytest run of the venv; only the
+    # pyodide level wants it (its --runtime/--dist-dir options and its collection hooks).
+    local no_pyodide=(-p no:pytest_pyodide -p no:pytest_pyodide_hook)
+    local level
+    for level in "${levels[@]}"; do
+        case "$level" in
+            cpython) run_level cpython "${no_pyodide[@]}" tests --ignore=tests/pyodide --ignore=tests/browser ${extra[@]+"${extra[@]}"} ;;
+            pyodide) run_level pyodide tests/pyodide --dist-dir="$PYODIDE_DIR" --runtime=chrome --runner=playwright ${extra[@]+"${extra[@]}"} ;;
+            browser) run_level browser "${no_pyodide[@]}" tests/browser ${extra[@]+"${extra[@]}"} ;;
+            *) die "unknown level: $level (cpython, pyodide, browser)" ;;
+        esac
+    done
+    echo
+    echo "==================== pyflowmesh test summary ===================="
+    printf '%s\n' "${SUMMARY[@]}"
+    echo "(artifacts of failed browser tests: test-artifacts/<test>/; whole run $(elapsed "$t0") s)"
+    echo "TOTAL: ${TOTAL_PASSED} passed, ${TOTAL_FAILED} failed, ${TOTAL_SKIPPED} skipped"
+    return "$ANY_FAILED"
+}
+
+# ---- demo ----------------------------------------------------------------------
+
+do_demo() {
+    local port="${PORT:-8000}"
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --port) [[ $# -ge 2 ]] || die "--port needs a number"; port="$2"; shift 2 ;;
+            --port=*) port="${1#--port=}"; shift ;;
+            *) die "demo: unknown option $1" ;;
+        esac
+    done
+    do_build
+    log "demo at http://127.0.0.1:${port}/ (smoke page: http://127.0.0.1:${port}/smoke.html; API: /api/data, /api/stats); Ctrl-C stops it"
+    exec "$PYTHON" "$WEB/server.py" --host 127.0.0.1 --port "$port"
+}
+
+cmd="${1:-help}"
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+    build) do_build ;;
+    demo) do_demo "$@" ;;
+    test) do_test "$@" ;;
+    help | -h | --help) usage ;;
+    *) usage >&2; exit 2 ;;
+esac
