@@ -1,0 +1,222 @@
+"""``use_flow``: a function made into a flow that every tab of the mesh shares.
+
+A :class:`Flow` wraps one function (sync or async). ``await flow.execute(*args)``
+returns its data: in the leader by calling the function, in a follower by asking
+the leader, in any tab at once from the cache when a fresh result exists. The
+flow keeps the latest ``data``, ``error``, ``status`` and ``source`` and tells
+subscribers whenever they change, which is what a PyScript page re-renders from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any, Callable, Generic, Literal, Mapping, TypeVar
+
+from .effects import Source
+from .mesh import FlowMesh
+from .transport import Transport
+from .values import check_json, flow_key_for
+
+__all__ = ["Flow", "FlowStatus", "use_flow"]
+
+log = logging.getLogger("pyflowmesh")
+
+T = TypeVar("T")
+FlowStatus = Literal["idle", "loading", "success", "error"]
+
+# All flows of one tab on one channel share one member: (channel, transport id or None) -> mesh.
+_members: dict[tuple[str, int | None], FlowMesh] = {}
+
+
+def _member_key(channel: str, transport: Transport | None) -> tuple[str, int | None]:
+    return (channel, None if transport is None else id(transport))
+
+
+def _forget_mesh(mesh: FlowMesh) -> None:
+    for key, member in list(_members.items()):
+        if member is mesh:
+            del _members[key]
+
+
+def _mesh_for(options: Mapping[str, Any]) -> FlowMesh:
+    """The tab's member for these options: the existing one on that channel, or a new one."""
+    if not isinstance(options, Mapping):
+        raise TypeError(f"mesh= takes a dict of options or a FlowMesh, got {type(options).__name__}")
+    options = dict(options)
+    transport = options.pop("transport", None)
+    node_id = options.pop("node_id", None)
+    channel = options.get("channel")
+    if not isinstance(channel, str) or not channel:
+        raise ValueError("the mesh option 'channel' is required: the BroadcastChannel name, e.g. 'my-mesh'")
+    key = _member_key(channel, transport)
+    existing = _members.get(key)
+    if existing is not None and not existing.disposed:
+        wanted = existing.config.from_options(options)
+        if wanted != existing.config:
+            raise ValueError(
+                f"this tab already has a mesh member on channel {channel!r} with other options "
+                f"({existing.config}); every flow on one channel shares one member, so give them the same options"
+            )
+        return existing
+    mesh = FlowMesh(transport=transport, node_id=node_id, **options)
+    _members[key] = mesh
+    return mesh
+
+
+class Flow(Generic[T]):
+    """One function, executed through the mesh. Create it with :func:`use_flow`.
+
+    Attributes:
+        key: the flow's key: the same in every tab that runs the same flow.
+        mesh: the tab's mesh member, or ``None`` for a flow that runs locally only.
+        data: the latest successful result (kept while a new execute loads).
+        error: the latest execute's exception, or ``None``.
+        status: ``"idle"``, ``"loading"``, ``"success"`` or ``"error"``.
+        source: where ``data`` came from: ``"call"`` (this tab called the function),
+            ``"mesh"`` (another tab's call) or ``"cache"``; ``None`` before any data.
+    """
+
+    def __init__(self, function: Callable[..., Any], mesh: FlowMesh | None, key: str) -> None:
+        self.function = function
+        self.mesh = mesh
+        self.key = key
+        self.data: T | None = None
+        self.error: BaseException | None = None
+        self.status: FlowStatus = "idle"
+        self.source: Source | None = None
+        self._subscribers: list[Callable[["Flow[T]"], None]] = []
+        self._generation = 0
+        self._local_calls: dict[str, asyncio.Future[Any]] = {}
+        if mesh is not None:
+            mesh.register(key, function)
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.key!r} {self.status}>"
+
+    @property
+    def loading(self) -> bool:
+        return self.status == "loading"
+
+    async def execute(self, *args: Any) -> T:
+        """Run the flow with ``args`` through the mesh and return its data.
+
+        In the leader (or with no leader able to serve) this calls the function;
+        in a follower the leader's result arrives instead; a fresh cached result is
+        returned at once. Concurrent executes of the same arguments in one tab share
+        one call.
+
+        Raises:
+            TypeError: ``args`` (or the function's result) are not JSON data.
+            SharedFlowError: the call failed in another tab, or the mesh is backing
+                off after a failure; ``retry_in`` says for how long.
+            Exception: whatever the function raised, in the tab that called it.
+        """
+        self._generation += 1
+        generation = self._generation
+        self._set(status="loading", error=None)
+        try:
+            if self.mesh is not None:
+                value, source = await self.mesh.execute_with_source(self.key, *args)
+            else:
+                value, source = await self._run_locally(args), "call"
+        except Exception as error:
+            if generation == self._generation:
+                self._set(status="error", error=error)
+            log.warning("pyflowmesh: flow %r failed: %s: %s", self.key, type(error).__name__, error)
+            raise
+        if generation == self._generation:
+            self._set(status="success", data=value, source=source)
+        return value  # type: ignore[no-any-return]
+
+    async def refresh(self, *args: Any) -> T:
+        """Drop the cached result for ``args`` in every tab, then execute again."""
+        self.invalidate(*args)
+        return await self.execute(*args)
+
+    def invalidate(self, *args: Any) -> None:
+        """Drop the cached result for ``args`` in every tab."""
+        if self.mesh is not None:
+            from .values import cache_key
+
+            self.mesh.invalidate(cache_key(self.key, args))
+
+    def subscribe(self, callback: Callable[["Flow[T]"], None]) -> Callable[[], None]:
+        """Call ``callback(flow)`` whenever ``data``, ``error``, ``status`` or ``source`` changes.
+
+        Returns:
+            A function that unsubscribes.
+        """
+        self._subscribers.append(callback)
+
+        def off() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return off
+
+    def _set(self, **changes: Any) -> None:
+        for name, value in changes.items():
+            setattr(self, name, value)
+        for callback in list(self._subscribers):
+            try:
+                callback(self)
+            except Exception:
+                log.exception("pyflowmesh: a subscriber of flow %r raised", self.key)
+
+    async def _run_locally(self, args: tuple[Any, ...]) -> Any:
+        from .values import cache_key
+
+        key = cache_key(self.key, args)
+        running = self._local_calls.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._call(args))
+            self._local_calls[key] = running
+            running.add_done_callback(lambda _: self._local_calls.pop(key, None))
+        return await asyncio.shield(running)
+
+    async def _call(self, args: tuple[Any, ...]) -> Any:
+        result = self.function(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        check_json(result, f"the result of flow {self.key!r}")
+        return result
+
+
+def use_flow(
+    function: Callable[..., Any],
+    mesh: FlowMesh | Mapping[str, Any] | None = None,
+    *,
+    key: str | None = None,
+) -> Flow[Any]:
+    """Make ``function`` a flow shared by every tab of the mesh.
+
+    Args:
+        function: a sync or async function whose result is JSON data (e.g. one that
+            awaits ``pyodide.http.pyfetch`` and returns ``await response.json()``).
+        mesh: a :class:`FlowMesh`, or a dict of mesh options (``{"channel": ...,
+            "heartbeat": 5000, ...}``, TypeScript names accepted). Every flow of one
+            tab on one channel shares one mesh member. ``None``: the flow runs in
+            this tab only (concurrent executes still share one call).
+        key: the flow's key, the same in every tab; by default the function's
+            module and qualified name.
+
+    Returns:
+        The :class:`Flow`.
+    """
+    if not callable(function):
+        raise TypeError(f"use_flow needs a function, got {function!r}")
+    flow_key = key if key is not None else flow_key_for(function)
+    if not isinstance(flow_key, str) or not flow_key:
+        raise ValueError(f"a flow key must be a non-empty str, got {flow_key!r}")
+    member = mesh if isinstance(mesh, FlowMesh) or mesh is None else _mesh_for(mesh)
+    if isinstance(member, FlowMesh):
+        _members.setdefault(_member_key(member.channel, _explicit_transport(member)), member)
+    return Flow(function, member, flow_key)
+
+
+def _explicit_transport(mesh: FlowMesh) -> Transport | None:
+    from .testing import MemoryTransport
+
+    return mesh.transport if isinstance(mesh.transport, MemoryTransport) else None
