@@ -197,7 +197,7 @@ run_level() {
     log "level $name: pytest $*"
     t0="$(now)"
     set +e
-    "$VENV/bin/python" -m pytest --junitxml="$junit" "$@"
+    "$VENV/bin/python" -m pytest --junitxml="$junit" -o junit_family=xunit1 "$@"
     rc=$?
     set -e
     counts="$("$PYTHON" - "$junit" <<'PY'
