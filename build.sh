@@ -157,7 +157,7 @@ ensure_chromium() {
     export DEBIAN_FRONTEND=noninteractive
     # Lock::Timeout waits for an apt/dpkg that is already running instead of failing.
     "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=900 update -qq
-    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends chromium fonts-liberation
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=900 install -y -qq chromium
     [[ -x "$CHROMIUM" ]] || die "apt-get install chromium did not provide $CHROMIUM"
 }
 
