@@ -14,11 +14,10 @@ import inspect
 import logging
 import secrets
 import sys
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Callable
 
 from .config import MeshConfig
 from .effects import CacheUpdated, LeaderChanged, Reject, Resolve, Send, Source, StartCall, WatchPeer
-from .election import Role
 from .errors import MeshDisposedError
 from .node import MeshNode
 from .stats import MeshStats
@@ -37,11 +36,11 @@ def new_node_id() -> str:
     return secrets.token_hex(6)
 
 
-def _default_transport() -> Transport:
+def _default_transport(config: MeshConfig) -> Transport:
     if sys.platform == "emscripten":
         from .browser import BroadcastChannelTransport
 
-        return BroadcastChannelTransport()
+        return BroadcastChannelTransport(use_locks=config.use_locks)
     raise RuntimeError(
         "FlowMesh needs a transport outside the browser: pass transport=MemoryHub().transport() "
         "(from pyflowmesh.testing) or another Transport"
@@ -88,7 +87,7 @@ class FlowMesh:
         self.node_id = node_id or new_node_id()
         self._loop = _event_loop()
         self._node = MeshNode(self.node_id, self.config)
-        self._transport = transport if transport is not None else _default_transport()
+        self._transport = transport if transport is not None else _default_transport(self.config)
         self._flows: dict[str, FlowFunction] = {}
         self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
         self._cache_listeners: dict[str, list[Callable[[Any], None]]] = {}
