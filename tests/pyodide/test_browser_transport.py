@@ -1,0 +1,223 @@
+"""The browser transport inside real Pyodide in Chromium: BroadcastChannel, Web Locks, lifecycle, proxies.
+
+Two mesh members in one page talk over the real ``BroadcastChannel`` (it delivers
+to every other channel object of the same name, in the same page too), so these
+tests exercise the real adapter without the cost of a second Pyodide.
+Heartbeats are set long wherever a test must prove that something other than a
+heartbeat timeout (a ``Bye``, a released Web Lock) made the mesh react.
+"""
+
+from pytest_pyodide import run_in_pyodide
+
+
+@run_in_pyodide
+async def test_two_members_elect_one_leader_and_share_one_call(selenium_mesh):
+    import asyncio
+
+    from pyflowmesh import FlowMesh, use_flow
+    from pyflowmesh.browser import BroadcastChannelTransport
+
+    a = FlowMesh("t-elect", heartbeat=1000)
+    b = FlowMesh("t-elect", heartbeat=1000)
+    assert isinstance(a.transport, BroadcastChannelTransport)  # the default under Pyodide
+    for _ in range(200):
+        if {a.role, b.role} == {"leader", "follower"}:
+            break
+        await asyncio.sleep(0.01)
+    assert {a.role, b.role} == {"leader", "follower"}
+    assert a.leader_id == b.leader_id
+    calls = []
+
+    async def fetch(n):
+        calls.append(n)
+        await asyncio.sleep(0.01)
+        return {"n": n}
+
+    fa, fb = use_flow(fetch, a, key="f"), use_flow(fetch, b, key="f")
+    assert await asyncio.gather(fa.execute(3), fb.execute(3)) == [{"n": 3}, {"n": 3}]
+    assert calls == [3]
+    assert a.stats.sent > 0 and b.stats.received > 0 and a.stats.dropped == b.stats.dropped == 0
+    a.dispose()
+    b.dispose()
+
+
+@run_in_pyodide
+async def test_every_message_type_round_trips_through_the_real_channel(selenium_mesh):
+    import asyncio
+
+    import js
+    from pyodide.ffi import create_proxy
+
+    from pyflowmesh import protocol as p
+
+    messages = [
+        p.Hello("a"), p.Election("a", 3), p.Answer("b", 3), p.Coordinator("b", 4, 5000.0, False),
+        p.Heartbeat("b", 4, 5000.0, True), p.Bye("b", 4),
+        p.Request("a", "b", 7, 'f[1,"x"]', "f", [1, "x"]), p.Accept("b", "a", 7, "k"),
+        p.Decline("b", "a", 7, "k", "unknown-flow"),
+        p.Result("b", "k", {"deep": [1, 2.5, None, True, "ü"]}, 2, "b", 12.5, True),
+        p.Result("b", "k", [1], 2, "b", 0.0, False, ["a", "c"]),
+        p.Failure("b", "k", "ConnectionError", "503", 1000.0, 1, True),
+        p.Claim("a", "k", True), p.Invalidate("a", None), p.Invalidate("a", "k"),
+        p.Sync("b", "a", [p.SyncEntry("k", {"v": 1}, 1, "b", 3.0)],
+               [p.SyncFailure("k2", "E", "m", 10.0, 2, "b")]),
+    ]
+    assert {type(m) for m in messages} == set(p.MESSAGE_TYPES.values())
+    sender, receiver = js.BroadcastChannel.new("t-wire"), js.BroadcastChannel.new("t-wire")
+    received = []
+    done = asyncio.get_running_loop().create_future()
+
+    def on_message(event):
+        received.append(event.data)
+        if len(received) == len(messages) and not done.done():
+            done.set_result(None)
+
+    proxy = create_proxy(on_message)
+    receiver.addEventListener("message", proxy)
+    try:
+        for message in messages:
+            sender.postMessage(p.encode(message))
+        await asyncio.wait_for(done, 5)
+        assert [p.decode(data) for data in received] == messages
+    finally:
+        receiver.removeEventListener("message", proxy)
+        proxy.destroy()
+        sender.close()
+        receiver.close()
+
+
+@run_in_pyodide
+async def test_dispose_destroys_every_proxy_and_stops_sending(selenium_mesh):
+    import asyncio
+
+    from pyflowmesh import FlowMesh
+
+    a = FlowMesh("t-proxies", heartbeat=200)
+    b = FlowMesh("t-proxies", heartbeat=200)
+    for _ in range(200):
+        if a.leader_id and a.leader_id == b.leader_id:
+            break
+        await asyncio.sleep(0.01)
+    follower = a if not a.leader else b
+    transport = follower.transport
+    proxies = list(transport.proxies)
+    assert transport.live_proxies >= 3  # message, pagehide, visibilitychange (+ locks)
+    await asyncio.sleep(0.1)  # let the follower start watching its leader's lock
+    follower.dispose()
+    assert transport.live_proxies == 0
+    for proxy in proxies:
+        try:
+            proxy()
+        except Exception as error:  # a destroyed PyProxy refuses to be called
+            assert "destroyed" in str(error)
+        else:
+            raise AssertionError("a proxy survived dispose")
+    sent = transport.sent
+    await asyncio.sleep(0.6)  # three heartbeats
+    assert transport.sent == sent
+    (a if follower is b else b).dispose()
+
+
+@run_in_pyodide
+async def test_pagehide_makes_the_leader_hand_over_at_once(selenium_mesh):
+    import asyncio
+
+    import js
+
+    from pyflowmesh import FlowMesh
+
+    a = FlowMesh("t-pagehide", heartbeat=60_000)  # a heartbeat timeout would take 150 s
+    for _ in range(100):
+        if a.leader:
+            break
+        await asyncio.sleep(0.01)
+    assert a.leader
+    b = FlowMesh("t-pagehide", heartbeat=60_000)
+    for _ in range(100):
+        if b.leader_id == a.node_id:
+            break
+        await asyncio.sleep(0.01)
+    assert b.role == "follower"
+    # pagehide reaches every member of the page; b is in the same page, so detach it first.
+    b.transport._listeners = [l for l in b.transport._listeners if l[1] != "pagehide"]
+    js.window.dispatchEvent(js.Event.new("pagehide"))
+    assert a.disposed
+    for _ in range(200):
+        if b.leader:
+            break
+        await asyncio.sleep(0.01)
+    assert b.leader and b.term > a.term
+    b.dispose()
+
+
+@run_in_pyodide
+async def test_web_locks_reveal_a_vanished_leader_without_waiting_for_heartbeats(selenium_mesh):
+    import asyncio
+
+    import js
+
+    from pyflowmesh import FlowMesh
+    from pyflowmesh.browser import lock_name
+
+    assert js.navigator.locks  # pytest-pyodide serves from localhost: a secure context
+    a = FlowMesh("t-locks", heartbeat=60_000)
+    for _ in range(100):
+        if a.leader:
+            break
+        await asyncio.sleep(0.01)
+    b = FlowMesh("t-locks", heartbeat=60_000)
+    for _ in range(100):
+        if b.leader_id == a.node_id:
+            break
+        await asyncio.sleep(0.01)
+    held = [lock.name for lock in (await js.navigator.locks.query()).held]
+    assert lock_name("t-locks", a.node_id) in held and lock_name("t-locks", b.node_id) in held
+    await asyncio.sleep(0.1)  # b queues for a's lock
+    pending = [lock.name for lock in (await js.navigator.locks.query()).pending]
+    assert lock_name("t-locks", a.node_id) in pending
+    # a vanishes without a Bye: its timers stop and its channel and lock go, as when a tab crashes.
+    a._halt()
+    a.transport.close()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(300):
+        if b.leader:
+            break
+        await asyncio.sleep(0.01)
+    assert b.leader, "the follower did not notice the released lock"
+    assert loop.time() - started < 150  # far below the 150 s silence limit; the real figure is ms
+    b.dispose()
+    assert lock_name("t-locks", b.node_id) not in [l.name for l in (await js.navigator.locks.query()).held]
+
+
+@run_in_pyodide
+async def test_a_hidden_leader_tells_its_followers_to_be_patient(selenium_mesh):
+    import asyncio
+
+    import js
+
+    from pyflowmesh import FlowMesh
+
+    a = FlowMesh("t-hidden", heartbeat=200, hidden_timeout=30_000, use_locks=False)
+    for _ in range(100):
+        if a.leader:
+            break
+        await asyncio.sleep(0.01)
+    b = FlowMesh("t-hidden", heartbeat=200, hidden_timeout=30_000, use_locks=False)
+    for _ in range(100):
+        if b.leader_id == a.node_id:
+            break
+        await asyncio.sleep(0.01)
+    # Only a hears the page go hidden (as if it were another tab).
+    b.transport._listeners = [l for l in b.transport._listeners if l[1] != "visibilitychange"]
+    js.Object.defineProperty(js.document, "visibilityState", js.JSON.parse('{"value": "hidden", "configurable": true}'))
+    try:
+        js.document.dispatchEvent(js.Event.new("visibilitychange"))
+        await asyncio.sleep(0.05)
+        a._halt()  # its timers stop, as a hidden tab's are throttled; it is still alive
+        await asyncio.sleep(1.0)  # twice the visible silence limit (2.5 × 200 ms)
+        assert b.leader_id == a.node_id and b.role == "follower"
+    finally:
+        js.Reflect.deleteProperty(js.document, "visibilityState")
+        a.transport.close()
+        b.dispose()

@@ -1,0 +1,198 @@
+"""The pyflowmesh demo page: one flow shared by every open tab, and what the mesh is doing.
+
+Each tab executes ``fetch_dashboard`` on load. The leader calls the API ("Fetching
+API..."); the followers wait for its result ("Waiting cache..."). The server's
+call counter shows that five tabs cost one call, and its failure switch shows an
+outage reaching every tab at once.
+
+The "tabs this tab knows" list comes from a small presence channel of this demo
+(each tab says who it is every second), since the mesh itself only talks when
+it has something to say.
+"""
+
+import asyncio
+import json
+import time
+
+import js
+from pyodide.ffi import create_proxy
+from pyodide.http import pyfetch
+from pyscript import document, window
+
+import pyflowmesh
+from pyflowmesh import FlowMesh, SharedFlowError, use_flow
+
+CHANNEL = "pyflowmesh-demo"
+params = js.URLSearchParams.new(window.location.search)
+HEARTBEAT = float(params.get("heartbeat") or 2000)
+DELAY_MS = int(params.get("delay_ms") or 800)
+
+mesh = FlowMesh(channel=CHANNEL, heartbeat=HEARTBEAT, stale_time=15_000, error_backoff=3000)
+fetching_here = False
+
+
+async def fetch_dashboard() -> dict:
+    """The API call the mesh shares: only the tab that runs it hits the server."""
+    global fetching_here
+    fetching_here = True
+    render()
+    try:
+        response = await pyfetch(f"./api/data?key=dashboard&delay_ms={DELAY_MS}")
+        body = await response.json()
+        if not response.ok:
+            raise ConnectionError(f"HTTP {response.status}: {body.get('error', 'server error')}")
+        return {"value": body["value"], "api_call": body["calls"], "fetched_by": mesh.node_id,
+                "at": time.strftime("%H:%M:%S")}
+    finally:
+        fetching_here = False
+
+
+flow = use_flow(fetch_dashboard, mesh=mesh, key="dashboard")
+
+
+def el(element_id: str):
+    return document.getElementById(element_id)
+
+
+def render(*_: object) -> None:
+    role = "leader" if mesh.leader else ("follower" if mesh.leader_id else mesh.role)
+    el("role").className = f"role {role}"
+    el("role").innerHTML = (
+        '<span class="badge">👑 Leader</span>' if mesh.leader else f'<span class="badge">{role.capitalize()}</span>'
+    )
+    el("node-id").textContent = mesh.node_id
+    el("leader-id").textContent = mesh.leader_id or "(electing…)"
+    el("term").textContent = str(mesh.term)
+    status = el("status")
+    if flow.status == "loading":
+        status.textContent = "Fetching API..." if fetching_here else "Waiting cache..."
+    elif flow.status == "error":
+        status.textContent = f"Error: {flow.error}"
+    else:
+        status.textContent = flow.status
+    status.className = f"status {flow.status}"
+    if flow.data is not None:
+        el("data").textContent = json.dumps(flow.data, indent=2)
+        where = {
+            "call": "fetched here (this tab called the API)",
+            "mesh": f"received from the mesh (tab {flow.data.get('fetched_by')} called the API)",
+            "cache": f"served from the shared cache (fetched by tab {flow.data.get('fetched_by')})",
+        }
+        el("source").textContent = "Data " + where.get(flow.source or "", "")
+    stats = mesh.stats
+    el("stats").textContent = (
+        f"messages sent {stats.sent}, received {stats.received}, dropped {stats.dropped}; "
+        f"elections {stats.elections}; calls here {stats.calls}; served by the mesh {stats.served_by_mesh}"
+    )
+    window.pyflowmesh_state = js.JSON.parse(json.dumps(state()))
+
+
+def state() -> dict:
+    """What the page shows, for tests and the curious (window.pyflowmesh_state)."""
+    return {
+        "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.leader, "leader_id": mesh.leader_id,
+        "term": mesh.term, "status": flow.status, "source": flow.source, "data": flow.data,
+        "error": None if flow.error is None else f"{type(flow.error).__name__}: {flow.error}",
+        "stats": mesh.stats.as_dict(), "version": pyflowmesh.__version__,
+    }
+
+
+async def execute() -> None:
+    try:
+        await flow.execute()
+    except SharedFlowError as error:
+        js.console.warn(f"pyflowmesh demo: the mesh shared a failure: {error}")
+    except Exception as error:
+        js.console.error(f"pyflowmesh demo: fetch_dashboard failed here: {type(error).__name__}: {error}")
+
+
+async def refresh() -> None:
+    flow.invalidate()
+    await execute()
+
+
+async def set_server_failing(on: bool) -> None:
+    await pyfetch(f"./api/fail?on={1 if on else 0}", method="POST")
+    await poll_server()
+
+
+async def poll_server() -> None:
+    try:
+        stats = await (await pyfetch("./api/stats")).json()
+    except Exception:
+        return
+    el("api-calls").textContent = str(stats["calls"])
+    el("server-state").innerHTML = (
+        '<span class="down">Failing: every call answers HTTP 503</span>' if stats["failing"]
+        else '<span class="up">Healthy</span>'
+    )
+
+
+# --- presence, for the "tabs this tab knows" list --------------------------------------------
+presence = js.BroadcastChannel.new(CHANNEL + "-presence")
+seen: dict[str, tuple[float, str]] = {}
+
+
+def on_presence(event) -> None:
+    try:
+        info = json.loads(event.data)
+        seen[info["id"]] = (time.monotonic(), info["role"])
+    except Exception:
+        pass
+
+
+def render_tabs() -> None:
+    now = time.monotonic()
+    for node, (at, _) in list(seen.items()):
+        if now - at > 3.5:
+            del seen[node]
+    rows = [(mesh.node_id, mesh.role, True)] + [(n, r, False) for n, (_, r) in sorted(seen.items())]
+    el("tabs").innerHTML = "".join(
+        f'<li class="{"self" if me else ""}">{"👑 " if role == "leader" else ""}<code>{n}</code> '
+        f'{role}{" (this tab)" if me else ""}</li>'
+        for n, role, me in rows
+    )
+    el("tab-count").textContent = str(len(rows))
+
+
+async def heartbeat_loop() -> None:
+    while not mesh.disposed:
+        presence.postMessage(json.dumps({"id": mesh.node_id, "role": mesh.role}))
+        render_tabs()
+        render()
+        await poll_server()
+        await asyncio.sleep(1)
+
+
+proxies = [create_proxy(on_presence)]
+presence.addEventListener("message", proxies[0])
+
+
+def on_pagehide(event) -> None:
+    presence.close()
+    for proxy in proxies:
+        proxy.destroy()
+
+
+proxies.append(create_proxy(on_pagehide))
+window.addEventListener("pagehide", proxies[-1])
+
+
+def bind(button_id: str, action) -> None:
+    proxy = create_proxy(lambda event: asyncio.ensure_future(action()))
+    proxies.append(proxy)
+    el(button_id).addEventListener("click", proxy)
+    el(button_id).disabled = False
+
+
+bind("execute", execute)
+bind("refresh", refresh)
+bind("fail", lambda: set_server_failing(True))
+bind("recover", lambda: set_server_failing(False))
+flow.subscribe(render)
+mesh.on_leader_change(render)
+render()
+el("app").dataset.ready = "true"
+window.pyflowmesh_ready = True
+asyncio.ensure_future(heartbeat_loop())
+asyncio.ensure_future(execute())
