@@ -61,6 +61,20 @@ READY_JS = "window.pyflowmesh_ready === true"
 READY_TIMEOUT_S = float(os.environ.get("PYFLOWMESH_READY_TIMEOUT_S", "120"))
 
 
+def _run_last(items: list[pytest.Item], folder: Path) -> None:
+    """Move this folder's tests after all others. While a sync Playwright is running, the
+    main thread has a running asyncio loop, so ``asyncio.run()`` in a CPython test would
+    fail; the session's Playwright starts at the first browser test, so run those last."""
+    mine = [item for item in items if folder in Path(str(item.path)).parents]
+    if mine and len(mine) != len(items):
+        ids = {id(item) for item in mine}
+        items[:] = [item for item in items if id(item) not in ids] + mine
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _run_last(items, Path(__file__).parent)
+
+
 # ---- the server ------------------------------------------------------------------
 
 

@@ -55,10 +55,19 @@ def _pyodide_run_configured(config: pytest.Config) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip (rather than fail obscurely) when run without the pytest-pyodide options."""
-    if _pyodide_run_configured(config):
-        return
+    """Skip (rather than fail obscurely) when run without the pytest-pyodide options.
+
+    When they are given, run this folder's tests after the others: a running sync
+    Playwright (started by the first of them) makes ``asyncio.run()`` fail in the main
+    thread. (One process cannot run both this folder and tests/browser: two sync
+    Playwrights do not nest. build.sh runs them as separate pytest invocations.)"""
     here = Path(__file__).parent
+    if _pyodide_run_configured(config):
+        mine = [item for item in items if here in Path(str(item.path)).parents]
+        if mine and len(mine) != len(items):
+            ids = {id(item) for item in mine}
+            items[:] = [item for item in items if id(item) not in ids] + mine
+        return
     skip = pytest.mark.skip(
         reason="Pyodide tests need: ./build.sh test --level pyodide "
         "(or --dist-dir=web/vendor/pyodide --runtime=chrome --runner=playwright after ./build.sh build)"
