@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 
 from .protocol import Message
 
-__all__ = ["Effect", "Send", "StartCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "WatchPeer", "Source"]
+__all__ = ["Effect", "Send", "StartCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared", "WatchPeer", "Source"]
 
 Source = Literal["call", "mesh", "cache"]
 """Where an execute's data came from: this tab's own call, another tab, or this tab's cache."""
@@ -72,10 +72,18 @@ class CacheUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class FailureShared:
+    """Another tab reported that ``key`` failed (``error`` says how, and for how long the mesh backs off)."""
+
+    key: str
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
 class WatchPeer:
     """Report ``peer_gone(node_id)`` if that tab disappears (``None``: stop watching)."""
 
     node_id: str | None
 
 
-Effect = Union[Send, StartCall, Resolve, Reject, LeaderChanged, CacheUpdated, WatchPeer]
+Effect = Union[Send, StartCall, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeer]

@@ -15,9 +15,9 @@ import logging
 from typing import Any, Callable, Generic, Literal, Mapping, TypeVar
 
 from .effects import Source
-from .mesh import FlowMesh
+from .mesh import FlowMesh, _subscribe
 from .transport import Transport
-from .values import check_json, flow_key_for
+from .values import cache_key, check_json, flow_key_for
 
 __all__ = ["Flow", "FlowStatus", "use_flow"]
 
@@ -89,6 +89,8 @@ class Flow(Generic[T]):
         self._subscribers: list[Callable[["Flow[T]"], None]] = []
         self._generation = 0
         self._local_calls: dict[str, asyncio.Future[Any]] = {}
+        self._followed: str | None = None
+        self._unfollow: list[Callable[[], None]] = []
         if mesh is not None:
             mesh.register(key, function)
 
@@ -115,6 +117,8 @@ class Flow(Generic[T]):
         """
         self._generation += 1
         generation = self._generation
+        if self.mesh is not None:
+            self._follow(cache_key(self.key, args))
         self._set(status="loading", error=None)
         try:
             if self.mesh is not None:
@@ -138,23 +142,45 @@ class Flow(Generic[T]):
     def invalidate(self, *args: Any) -> None:
         """Drop the cached result for ``args`` in every tab."""
         if self.mesh is not None:
-            from .values import cache_key
-
             self.mesh.invalidate(cache_key(self.key, args))
 
     def subscribe(self, callback: Callable[["Flow[T]"], None]) -> Callable[[], None]:
         """Call ``callback(flow)`` whenever ``data``, ``error``, ``status`` or ``source`` changes.
 
+        Changes made by other tabs count too: after an execute, the flow follows its
+        key, so a newer result (another tab refreshed it) or a shared failure (the
+        server went down) reaches ``data``/``error`` and the subscribers without
+        another execute in this tab.
+
         Returns:
             A function that unsubscribes.
         """
-        self._subscribers.append(callback)
+        return _subscribe(self._subscribers, callback)
 
-        def off() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
+    def close(self) -> None:
+        """Stop following the mesh for this flow's latest key (subscribers stay)."""
+        for off in self._unfollow:
+            off()
+        self._unfollow = []
+        self._followed = None
 
-        return off
+    def _follow(self, key: str) -> None:
+        if key == self._followed or self.mesh is None:
+            return
+        self.close()
+        self._followed = key
+        self._unfollow = [
+            self.mesh.on_cache_update(key, self._on_mesh_data),
+            self.mesh.on_error(key, self._on_mesh_error),
+        ]
+
+    def _on_mesh_data(self, value: Any) -> None:
+        if self.status != "loading" and value != self.data:
+            self._set(status="success", data=value, error=None, source="mesh")
+
+    def _on_mesh_error(self, error: BaseException) -> None:
+        if self.status != "loading":
+            self._set(status="error", error=error)
 
     def _set(self, **changes: Any) -> None:
         for name, value in changes.items():
@@ -166,8 +192,6 @@ class Flow(Generic[T]):
                 log.exception("pyflowmesh: a subscriber of flow %r raised", self.key)
 
     async def _run_locally(self, args: tuple[Any, ...]) -> Any:
-        from .values import cache_key
-
         key = cache_key(self.key, args)
         running = self._local_calls.get(key)
         if running is None:

@@ -27,7 +27,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .cache import SharedCache
-from .effects import CacheUpdated, Reject, Resolve, Source, StartCall
+from .effects import CacheUpdated, FailureShared, Reject, Resolve, Source, StartCall
 from .election import Role
 from .errors import SharedFlowError
 from .protocol import (
@@ -327,11 +327,12 @@ class FlowCoordinator:
             self._backoffs[message.key] = _Backoff(now + message.retry_in, message.error_type, message.message,
                                                     message.attempt, message.src)
             self._attempts[message.key] = max(self._attempts.get(message.key, 0), message.attempt)
+        error = SharedFlowError(message.key, message.error_type, message.message, message.src, message.retry_in)
+        self._node.emit(FailureShared(message.key, error))
         pending = self.pending.get(message.key)
         if pending is None or pending.phase is Phase.CALLING:
             return
         del self.pending[message.key]
-        error = SharedFlowError(message.key, message.error_type, message.message, message.src, message.retry_in)
         for waiter in pending.waiters:
             self._node.emit(Reject(waiter, error))
         unserved = pending.requesters - set(message.to) if message.to is not None else set()

@@ -17,8 +17,8 @@ import sys
 from typing import Any, Callable
 
 from .config import MeshConfig
-from .effects import CacheUpdated, LeaderChanged, Reject, Resolve, Send, Source, StartCall, WatchPeer
-from .errors import MeshDisposedError
+from .effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, Source, StartCall, WatchPeer
+from .errors import MeshDisposedError, SharedFlowError
 from .node import MeshNode
 from .stats import MeshStats
 from .transport import Transport
@@ -91,6 +91,7 @@ class FlowMesh:
         self._flows: dict[str, FlowFunction] = {}
         self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
         self._cache_listeners: dict[str, list[Callable[[Any], None]]] = {}
+        self._error_listeners: dict[str, list[Callable[[SharedFlowError], None]]] = {}
         self._leader_listeners: list[Callable[[str | None], None]] = []
         self._calls: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -174,24 +175,19 @@ class FlowMesh:
         Returns:
             A function that unsubscribes (calling it twice is harmless).
         """
-        listeners = self._cache_listeners.setdefault(key, [])
-        listeners.append(callback)
+        return _subscribe(self._cache_listeners.setdefault(key, []), callback)
 
-        def off() -> None:
-            if callback in listeners:
-                listeners.remove(callback)
+    def on_error(self, key: str, callback: Callable[[SharedFlowError], None]) -> Callable[[], None]:
+        """Call ``callback(error)`` whenever another tab reports that ``key`` failed.
 
-        return off
+        Returns:
+            A function that unsubscribes.
+        """
+        return _subscribe(self._error_listeners.setdefault(key, []), callback)
 
     def on_leader_change(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         """Call ``callback(leader_id)`` whenever this tab's view of the leader changes."""
-        self._leader_listeners.append(callback)
-
-        def off() -> None:
-            if callback in self._leader_listeners:
-                self._leader_listeners.remove(callback)
-
-        return off
+        return _subscribe(self._leader_listeners, callback)
 
     # --- flows ---------------------------------------------------------------------------
 
@@ -286,6 +282,9 @@ class FlowMesh:
             elif isinstance(effect, CacheUpdated):
                 for callback in list(self._cache_listeners.get(effect.key, ())):
                     self._notify(callback, effect.value)
+            elif isinstance(effect, FailureShared):
+                for callback in list(self._error_listeners.get(effect.key, ())):
+                    self._notify(callback, effect.error)
             elif isinstance(effect, LeaderChanged):
                 for callback in list(self._leader_listeners):
                     self._notify(callback, effect.leader)
@@ -356,6 +355,17 @@ class FlowMesh:
         if not self._disposed:
             self._node.set_hidden(hidden, self._now())
             self._flush()
+
+
+def _subscribe(listeners: list[Callable[..., None]], callback: Callable[..., None]) -> Callable[[], None]:
+    """Add ``callback`` to ``listeners``; return the function that removes it again."""
+    listeners.append(callback)
+
+    def off() -> None:
+        if callback in listeners:
+            listeners.remove(callback)
+
+    return off
 
 
 class _Events:

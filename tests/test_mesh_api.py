@@ -418,3 +418,32 @@ def test_options_are_validated_with_clear_messages() -> None:
             FlowMesh("c")
 
     asyncio.run(main())
+
+
+@async_test
+async def test_a_flow_follows_its_key_a_refresh_or_an_outage_elsewhere_reaches_it() -> None:
+    hub, server = MemoryHub(), Server()
+    tabs = open_tabs(hub, 3, error_backoff=500)
+    flows = [use_flow(server.fetch, tab, key="live") for tab in tabs]
+    leader = await settle(tabs)
+    flows.sort(key=lambda f: f.mesh is not leader)  # flows[0] is the leader's: its calls fail with the original error
+    await asyncio.gather(*(flow.execute() for flow in flows))
+    renders: list[str] = []
+    flows[2].subscribe(lambda f: renders.append(f.status))
+    fresh = await flows[0].refresh()  # another tab refreshes: this one re-renders without executing
+    await until(lambda: flows[2].data == fresh, what="the refreshed data in a tab that did not execute")
+    assert flows[2].source == "mesh" and renders[-1] == "success"
+    server.down = True
+    with pytest.raises(ConnectionError):
+        await flows[0].refresh()
+    await until(lambda: flows[2].status == "error", what="the outage in a tab that did not execute")
+    assert isinstance(flows[2].error, SharedFlowError) and flows[2].error.error_type == "ConnectionError"
+    assert len(server.calls) == 3
+    seen: list[SharedFlowError] = []
+    off = flows[1].mesh.on_error("live", seen.append)  # type: ignore[union-attr]
+    await asyncio.sleep(0.55)
+    with pytest.raises(ConnectionError):
+        await flows[0].execute()
+    await until(lambda: seen, what="on_error in another tab")
+    off()
+    flows[2].close()
