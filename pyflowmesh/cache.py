@@ -17,7 +17,7 @@ from .protocol import SyncEntry
 
 __all__ = ["CacheEntry", "SharedCache"]
 
-Version = tuple[int, str]
+HighMark = tuple[int, str, float]  # version, origin, when it was produced (this tab's clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ class SharedCache:
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         # Highest version seen per key, kept after invalidation or expiry so that a
         # late copy of an old result cannot come back. Bounded like the entries.
-        self._high: OrderedDict[str, Version] = OrderedDict()
+        self._high: OrderedDict[str, HighMark] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -72,9 +72,14 @@ class SharedCache:
         if age >= self.stale_time:
             return False
         high = self._high.get(key)
-        if high is not None and (version, origin) <= high:
+        produced = now - age
+        # Versions count per key in the tab that produced them, so a tab that never saw
+        # the highest one (it joined after that entry went stale everywhere, so no Sync
+        # carried it) starts again from 1. A result produced once the known one was stale
+        # is newer whatever its number; anything produced earlier is ordered by version.
+        if high is not None and (version, origin) <= high[:2] and produced < high[2] + self.stale_time:
             return False
-        self._high[key] = (version, origin)
+        self._high[key] = (version, origin, produced)
         self._high.move_to_end(key)
         while len(self._high) > 4 * self.max_entries:
             self._high.popitem(last=False)

@@ -73,7 +73,7 @@ class CacheUpdated:
 
 @dataclass(frozen=True, slots=True)
 class FailureShared:
-    """Another tab reported that ``key`` failed (``error`` says how, and for how long the mesh backs off)."""
+    """A call of ``key`` failed, in this tab or another (``error``: the original, or a ``SharedFlowError``)."""
 
     key: str
     error: BaseException

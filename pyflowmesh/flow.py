@@ -175,8 +175,10 @@ class Flow(Generic[T]):
         ]
 
     def _on_mesh_data(self, value: Any) -> None:
-        if self.status != "loading" and value != self.data:
-            self._set(status="success", data=value, error=None, source="mesh")
+        if self.status != "loading" and self.mesh is not None and self._followed is not None:
+            entry = self.mesh.cached_entry(self._followed)
+            here = entry is not None and entry.origin == self.mesh.node_id
+            self._set(status="success", data=value, error=None, source="call" if here else "mesh")
 
     def _on_mesh_error(self, error: BaseException) -> None:
         if self.status != "loading":

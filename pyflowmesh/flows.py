@@ -479,6 +479,7 @@ class FlowCoordinator:
         if shared or requesters:
             self._node.send(Failure(self._me, key, type(error).__name__, str(error), retry_in, attempt,
                                     shared and back_off, None if shared else sorted(requesters)))
+        self._node.emit(FailureShared(key, error))
 
     def _store(self, key: str, value: Any, version: int, origin: str, age: float, now: float) -> None:
         if self._cache.offer(key, value, version, origin, age, now):

@@ -2,7 +2,7 @@
 
 This is the only place where the core meets time and I/O: it feeds the
 :class:`~pyflowmesh.node.MeshNode` with the transport's messages and with ticks from
-one ``loop.call_at`` timer (Pyodide's event loop maps it to ``setTimeout``), and it
+one ``loop.call_later`` timer (Pyodide's event loop maps it to ``setTimeout``), and it
 carries out the effects the node queues: sends, calls of flow functions, futures
 of waiting executes, listeners.
 """
@@ -16,9 +16,10 @@ import secrets
 import sys
 from typing import Any, Callable
 
+from .cache import CacheEntry
 from .config import MeshConfig
 from .effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, Source, StartCall, WatchPeer
-from .errors import MeshDisposedError, SharedFlowError
+from .errors import MeshDisposedError
 from .node import MeshNode
 from .stats import MeshStats
 from .transport import Transport
@@ -91,7 +92,7 @@ class FlowMesh:
         self._flows: dict[str, FlowFunction] = {}
         self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
         self._cache_listeners: dict[str, list[Callable[[Any], None]]] = {}
-        self._error_listeners: dict[str, list[Callable[[SharedFlowError], None]]] = {}
+        self._error_listeners: dict[str, list[Callable[[BaseException], None]]] = {}
         self._leader_listeners: list[Callable[[str | None], None]] = []
         self._calls: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -163,6 +164,10 @@ class FlowMesh:
         """The fresh cached value for ``key`` (from any tab), or ``None``."""
         return self._node.get_cached(key, self._now())
 
+    def cached_entry(self, key: str) -> CacheEntry | None:
+        """The fresh cache entry for ``key`` with its version, origin tab and age, or ``None``."""
+        return self._node.cache.get(key, self._now())
+
     def invalidate(self, key: str | None = None) -> None:
         """Drop ``key`` (or every entry) from every tab's cache."""
         self._check_open()
@@ -177,8 +182,11 @@ class FlowMesh:
         """
         return _subscribe(self._cache_listeners.setdefault(key, []), callback)
 
-    def on_error(self, key: str, callback: Callable[[SharedFlowError], None]) -> Callable[[], None]:
-        """Call ``callback(error)`` whenever another tab reports that ``key`` failed.
+    def on_error(self, key: str, callback: Callable[[BaseException], None]) -> Callable[[], None]:
+        """Call ``callback(error)`` whenever a call of ``key`` fails, in this tab or another.
+
+        ``error`` is the original exception where the call failed here, else a
+        :class:`SharedFlowError`.
 
         Returns:
             A function that unsubscribes.
@@ -308,7 +316,10 @@ class FlowMesh:
             self._timer = None
         self._timer_at = deadline
         if deadline is not None:
-            self._timer = self._loop.call_at(deadline / 1000.0, self._on_timer)
+            # call_later, not call_at: Pyodide's loop refuses a time in the past ("Can't schedule
+            # in the past"), and a deadline may have passed while the tab was busy.
+            delay = max(0.0, deadline / 1000.0 - self._loop.time())
+            self._timer = self._loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

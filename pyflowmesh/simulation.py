@@ -1,0 +1,1215 @@
+"""A deterministic simulator of many tabs sharing one mesh, in virtual time, with injected faults.
+
+Every tab is a real :class:`~pyflowmesh.node.MeshNode`; every message crosses the
+"channel" as the encoded text of its ``Send`` effect and enters the receiving tab
+through :meth:`MeshNode.receive`, so the wire format is exercised end to end. There
+is no wall clock and no asyncio: one event heap of ``(time, seq, event)`` in
+virtual milliseconds and one ``random.Random(seed)`` drive everything, so a seed
+reproduces a run exactly.
+
+What it models:
+
+* **BroadcastChannel**: a message reaches every *other* tab open at the time it
+  was posted (never its sender), after a random delay, in order per
+  sender→receiver pair; messages of different senders may overtake each other.
+* **The server**: a ``StartCall`` ends after a random duration as a success (a
+  JSON value naming the key and a per-run call number) or, during an outage, a
+  ``ConnectionError``. Every call is counted per key with its virtual time.
+* **Timers**: after every input a tick is scheduled at ``node.next_deadline()``
+  (stale ticks are ignored by a per-tab generation number; a tick that finds its
+  deadline moved later is re-armed instead of calling ``tick``).
+* **Web Locks** (per run): a tab watching a peer (``WatchPeer``) gets
+  ``peer_gone`` 40–90 ms after that tab crashes or closes.
+* **Faults**: crash (the tab vanishes: no Bye, messages to it are dropped, the
+  ones it sent still arrive), polite close (``leave`` then vanish), freeze and
+  thaw (a frozen tab runs nothing; its messages, ticks, call outcomes and lock
+  notices queue up and run in order on thaw), hidden tabs with throttled timers
+  (ticks aligned to a period of up to 60 s, as Chrome's intensive throttling),
+  late joiners, server outages, and foreign or other-version messages on the channel.
+
+:func:`run` builds a random scenario for a seed (a fault phase, then a quiet
+phase), runs it and checks the invariants listed in :class:`SimulationReport`.
+``python -m pyflowmesh.simulation --seeds 1000 --tabs 50`` runs many seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import random
+import sys
+import time
+import traceback
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from .config import MeshConfig
+from .effects import CacheUpdated, LeaderChanged, Reject, Resolve, Send, StartCall, WatchPeer
+from .election import Role
+from .errors import MeshDisposedError, SharedFlowError
+from .node import MeshNode
+from .values import cache_key
+
+__all__ = [
+    "FLOWS",
+    "ExecRecord",
+    "Violation",
+    "Bounds",
+    "Simulation",
+    "SimulationReport",
+    "RunPlan",
+    "plan",
+    "run",
+    "sim_config",
+    "main",
+]
+
+# The flows of the simulated page, with the arguments executes draw from: 6 cache keys.
+FLOWS: dict[str, tuple[tuple[Any, ...], ...]] = {
+    "user": ((1,), (2,), (3,)),
+    "dashboard": ((),),
+    "report": (("daily",), ("weekly",)),
+}
+OPTIONAL_FLOW = "report"  # some tabs (an older page) lack it: their leader declines it
+
+_DELIVER, _TICK, _CALL_DONE, _PEER_GONE, _ACTION = range(5)
+_RES = 64.0  # virtual times are multiples of 1/64 ms: sums stay exact, deadlines fire exactly
+
+
+def _quantize(ms: float) -> float:
+    return math.floor(ms * _RES + 0.5) / _RES
+
+
+class ServerDown(ConnectionError):
+    """What a flow call raises while the simulated server is down."""
+
+
+@dataclass
+class ExecRecord:
+    """One execute: where and when it started, and how and when it ended."""
+
+    tab: str
+    flow: str
+    args: tuple[Any, ...]
+    key: str
+    start: float
+    waiter: int = 0
+    end: float | None = None
+    outcome: str | None = None  # "resolved", "rejected", "disposed"
+    source: str | None = None
+    error: BaseException | None = None
+    value: Any = None
+    tab_gone: bool = False  # its tab crashed or closed before it ended
+    quiet: bool = False  # started in the quiet phase
+
+    @property
+    def latency(self) -> float | None:
+        return None if self.end is None else self.end - self.start
+
+
+@dataclass(frozen=True)
+class Violation:
+    """An invariant that did not hold."""
+
+    kind: str  # convergence, execute, duplicate-call, exception, leftover, value
+    time: float
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] t={self.time:.1f}ms: {self.message}"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The bounds a run is checked against, derived from its config and its faults (ms).
+
+    Attributes:
+        convergence: after the quiet phase starts, the time within which exactly one
+            leader is followed by every live tab (leader-follower).
+        fault_execute: after the quiet phase starts, the time within which every
+            execute started earlier has ended.
+        quiet_execute: the latency bound of an execute started in the quiet phase
+            once ``settle`` has passed.
+        settle: after the quiet phase starts, the time after which the mesh is
+            converged and every execute of the fault phase has ended.
+    """
+
+    convergence: float
+    fault_execute: float
+    quiet_execute: float
+    settle: float
+
+
+class _Tab:
+    __slots__ = (
+        "index", "id", "node", "offset", "flows", "started", "alive", "frozen", "hidden",
+        "throttle_base", "throttle_period", "backlog", "gen", "tick_at", "last_local",
+        "start_time", "end_time", "watching", "last_to", "waiters", "fresh", "ended_by",
+        "died_hidden", "frozen_spans",
+    )
+
+    def __init__(self, index: int, node_id: str, node: MeshNode, offset: float, flows: tuple[str, ...]) -> None:
+        self.index = index
+        self.id = node_id
+        self.node = node
+        self.offset = offset  # the tab's clock: performance.now() = virtual time + offset
+        self.flows = flows
+        self.started = False
+        self.alive = False
+        self.frozen = False
+        self.hidden = False
+        self.throttle_base = 0.0
+        self.throttle_period = 0.0
+        self.backlog: list[tuple[int, Any, Any]] = []
+        self.gen = 0
+        self.tick_at: float | None = None
+        self.last_local = -math.inf
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.watching: str | None = None
+        self.last_to: dict[int, float] = {}
+        self.waiters: dict[int, ExecRecord] = {}
+        self.fresh = True  # has not yet known any leader (leader-follower)
+        self.ended_by: str | None = None  # "crash" or "close"
+        self.died_hidden = False
+        self.frozen_spans: list[list[float]] = []  # [freeze, thaw] times
+
+    def __repr__(self) -> str:
+        return f"<tab {self.id}>"
+
+
+class Simulation:
+    """Tabs, a channel, a server and Web Locks in virtual time. Script it, then :meth:`run_until`.
+
+    Every scripted action takes ``at`` (virtual ms; default: now). Inspect tabs with
+    :meth:`node`, :meth:`leaders` and :meth:`converged`; executes come back as
+    :class:`ExecRecord` objects filled in as the run proceeds.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        config: MeshConfig,
+        *,
+        locks: bool = True,
+        delay: tuple[float, float] = (0.1, 5.0),
+        call_duration: tuple[float, float] = (5.0, 200.0),
+        lock_delay: tuple[float, float] = (40.0, 90.0),
+        verbose: bool = False,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.config = config
+        self.locks = locks
+        self.delay = delay
+        self.call_duration = call_duration
+        self.lock_delay = lock_delay
+        self.now = 0.0
+        self._heap: list[tuple[float, int, int, Any, Any, Any]] = []
+        self._seq = 0
+        self.tabs: list[_Tab] = []
+        self.by_id: dict[str, _Tab] = {}
+        self._live: list[_Tab] = []  # started, not crashed or closed (frozen ones included)
+        self.violations: list[Violation] = []
+        self.execs: list[ExecRecord] = []
+        self.calls: dict[str, list[tuple[float, str, bool]]] = defaultdict(list)  # the server's log
+        self.outcomes: dict[str, list[tuple[float, bool]]] = defaultdict(list)  # call ends reported to tabs
+        self.call_count = 0
+        self.server_down = False
+        self.outages: list[list[float]] = []
+        self.messages = 0
+        self.deliveries = 0
+        self.faults: Counter[str] = Counter()
+        self.trace: list[str] | None = [] if verbose else None
+        self._exceptions = 0
+        # Convergence tracking (leader-follower): P = "exactly one live tab leads and
+        # every live tab that has known a leader follows it". ``converged_since`` is
+        # when P last became true (None while false).
+        self._leadership_dirty = False
+        self.converged_since: float | None = None
+        self.leadership_changes: list[float] = []  # times P went false
+        self._calls_in_flight = 0
+        # From this time on (the settled quiet phase) a result a tab receives from the mesh
+        # must also be in its cache: otherwise its other executes and on_cache_update miss it.
+        self.coherence_from = math.inf
+        self.sync_window = 2 * delay[1] + 1 / _RES
+
+    # --- scripting -----------------------------------------------------------------
+
+    def at(self, when: float | None, action: Callable[[], Any]) -> None:
+        """Run ``action()`` at virtual time ``when``."""
+        self._push(self.now if when is None else _quantize(when), _ACTION, None, action, None)
+
+    def add_tab(
+        self,
+        at: float | None = None,
+        *,
+        node_id: str | None = None,
+        flows: Iterable[str] = tuple(FLOWS),
+        config: MeshConfig | None = None,
+    ) -> str:
+        """Open a tab at ``at``; returns its node ID (random 8 hex digits unless given)."""
+        while node_id is None or node_id in self.by_id:
+            node_id = f"{self.rng.getrandbits(32):08x}"
+        node = MeshNode(node_id, config or self.config)
+        flows = tuple(flows)
+        for flow in flows:
+            node.register_flow(flow)
+        offset = _quantize(self.rng.uniform(0.0, 50_000.0))
+        tab = _Tab(len(self.tabs), node_id, node, offset, flows)
+        self.tabs.append(tab)
+        self.by_id[node_id] = tab
+        self.at(at, lambda: self._start(tab))
+        return node_id
+
+    def crash(self, tab_id: str, at: float | None = None) -> None:
+        """The tab vanishes without a word (renderer crash, OOM, killed)."""
+        self.at(at, lambda: self._crash(self.by_id[tab_id]))
+
+    def close(self, tab_id: str, at: float | None = None) -> None:
+        """The tab closes politely: ``leave`` (Bye, waiters rejected) and vanishes."""
+        self.at(at, lambda: self._close(self.by_id[tab_id]))
+
+    def freeze(self, tab_id: str, at: float | None = None) -> None:
+        self.at(at, lambda: self._freeze(self.by_id[tab_id]))
+
+    def thaw(self, tab_id: str, at: float | None = None) -> None:
+        self.at(at, lambda: self._thaw(self.by_id[tab_id]))
+
+    def hide(self, tab_id: str, at: float | None = None, period: float = 60_000.0) -> None:
+        """The tab becomes hidden; its timers fire on a ``period`` grid (up to ``period`` late)."""
+        self.at(at, lambda: self._hide(self.by_id[tab_id], period))
+
+    def show(self, tab_id: str, at: float | None = None) -> None:
+        self.at(at, lambda: self._show(self.by_id[tab_id]))
+
+    def outage(self, start: float, end: float) -> None:
+        """Calls started in ``[start, end)`` fail with :class:`ServerDown`."""
+        self.at(start, lambda: self._set_server(True))
+        self.at(end, lambda: self._set_server(False))
+
+    def execute(self, tab_id: str, flow: str, args: Sequence[Any] = (), at: float | None = None) -> ExecRecord:
+        """Execute ``flow(*args)`` in the tab at ``at``; the record fills in as the run goes."""
+        record = ExecRecord(tab_id, flow, tuple(args), cache_key(flow, tuple(args)), -1.0)
+        self.at(at, lambda: self._execute(self.by_id[tab_id], record))
+        return record
+
+    def inject(self, raw: Any, at: float | None = None) -> None:
+        """A foreign script (or another version of the page) posts ``raw`` on the channel."""
+        def post() -> None:
+            self.faults["noise"] += 1
+            self._log(None, f"noise {str(raw)[:60]!r}")
+            for tab in list(self._live):
+                self._push(self.now + self._delay(), _DELIVER, tab, raw, -1)
+        self.at(at, post)
+
+    # --- running -------------------------------------------------------------------
+
+    def run_until(self, until: float) -> None:
+        """Process every event up to and including virtual time ``until``."""
+        heap = self._heap
+        pop = heapq.heappop
+        while heap and heap[0][0] <= until:
+            when, _, kind, tab, a, b = pop(heap)
+            self.now = when
+            if kind == _DELIVER:
+                if not tab.alive:
+                    continue
+                if tab.frozen:
+                    tab.backlog.append((_DELIVER, a, b))
+                    continue
+                self._deliver(tab, a, b)
+            elif kind == _TICK:
+                if a != tab.gen or not tab.alive:
+                    continue
+                tab.tick_at = None
+                if tab.frozen:
+                    tab.backlog.append((_TICK, None, None))
+                    continue
+                self._tick(tab)
+            elif kind == _CALL_DONE:
+                self._calls_in_flight -= 1
+                if not tab.alive:
+                    continue
+                if tab.frozen:
+                    tab.backlog.append((_CALL_DONE, a, b))
+                    continue
+                self._call_done(tab, a, b)
+            elif kind == _PEER_GONE:
+                if not tab.alive:
+                    continue
+                if tab.frozen:
+                    tab.backlog.append((_PEER_GONE, a, None))
+                    continue
+                self._peer_gone(tab, a)
+            else:
+                a()
+            if self._leadership_dirty:
+                self._update_convergence()
+        self.now = max(self.now, until)
+
+    def run_for(self, duration: float) -> None:
+        self.run_until(self.now + duration)
+
+    # --- inspection ----------------------------------------------------------------
+
+    def node(self, tab_id: str) -> MeshNode:
+        return self.by_id[tab_id].node
+
+    def live(self) -> list[str]:
+        """IDs of the open tabs (frozen ones included)."""
+        return [tab.id for tab in self._live]
+
+    def leaders(self) -> list[str]:
+        """IDs of the open tabs whose role is LEADER."""
+        return [tab.id for tab in self._live if tab.node.role is Role.LEADER]
+
+    def leader(self) -> str | None:
+        """The one leader every open tab follows, or ``None`` if the mesh is not converged."""
+        return self._converged_leader(self._live)
+
+    def converged(self) -> bool:
+        return self.leader() is not None
+
+    def calls_of(self, key: str, since: float = -math.inf) -> list[float]:
+        """Start times of the server calls of ``key`` since ``since``."""
+        return [t for t, _, _ in self.calls.get(key, ()) if t >= since]
+
+    def tab_ms(self) -> float:
+        """Simulated tab-time: the sum over tabs of how long each was open (ms)."""
+        total = 0.0
+        for tab in self.tabs:
+            if tab.start_time is not None:
+                total += (tab.end_time if tab.end_time is not None else self.now) - tab.start_time
+        return total
+
+    # --- internals: scheduling -------------------------------------------------------
+
+    def _push(self, when: float, kind: int, tab: Any, a: Any, b: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, kind, tab, a, b))
+
+    def _delay(self) -> float:
+        low, high = self.delay
+        return _quantize(low + self.rng.random() * (high - low))
+
+    def _local(self, tab: _Tab) -> float:
+        local = self.now + tab.offset
+        if local < tab.last_local:
+            local = tab.last_local
+        tab.last_local = local
+        return local
+
+    def _log(self, tab: _Tab | None, text: str) -> None:
+        if self.trace is not None:
+            who = tab.id if tab is not None else "--------"
+            self.trace.append(f"{self.now:11.3f} {who} {text}")
+
+    def _reschedule(self, tab: _Tab, force: bool = False) -> None:
+        """Arm the tab's timer for ``next_deadline()``; an earlier armed tick re-arms itself later."""
+        if force:
+            tab.gen += 1
+            tab.tick_at = None
+        deadline = tab.node.next_deadline()
+        if deadline is None:
+            return
+        when = deadline - tab.offset
+        if when < self.now:
+            when = self.now
+        if tab.hidden:
+            when = self._throttled(tab, when)
+        if tab.tick_at is None or when < tab.tick_at:
+            tab.gen += 1
+            tab.tick_at = when
+            self._push(when, _TICK, tab, tab.gen, None)
+
+    def _throttled(self, tab: _Tab, when: float) -> float:
+        period = tab.throttle_period
+        steps = math.ceil((when - tab.throttle_base) / period)
+        return tab.throttle_base + max(0, steps) * period
+
+    # --- internals: inputs -------------------------------------------------------------
+
+    def _exception(self, tab: _Tab, what: str) -> None:
+        self._exceptions += 1
+        self.violations.append(
+            Violation("exception", self.now, f"tab {tab.id}: {what} raised\n{traceback.format_exc()}")
+        )
+
+    def _start(self, tab: _Tab) -> None:
+        tab.started = tab.alive = True
+        tab.start_time = self.now
+        if self.now >= self.coherence_from and self.config.share_cache:
+            self._push(self.now + self.sync_window, _ACTION, None, lambda: self._check_synced(tab), None)
+        self._live.append(tab)
+        self._log(tab, "start")
+        try:
+            tab.node.start(self._local(tab))
+        except Exception:
+            self._exception(tab, "start")
+        self._leadership_dirty = True
+        self._after_input(tab)
+
+    def _deliver(self, tab: _Tab, data: Any, sender: int) -> None:
+        self.deliveries += 1
+        if self.trace is not None:
+            self._log(tab, f"recv {_short(data)}")
+        try:
+            tab.node.receive(data, self._local(tab))
+        except Exception:
+            self._exception(tab, "receive")
+        self._after_input(tab)
+
+    def _tick(self, tab: _Tab) -> None:
+        deadline = tab.node.next_deadline()
+        if deadline is None:
+            return
+        local = self._local(tab)
+        if local < deadline:
+            if deadline - local > 1e-6:
+                self._reschedule(tab)  # the deadline moved later since this tick was armed
+                return
+            local = tab.last_local = deadline
+        if self.trace is not None:
+            self._log(tab, f"tick ({tab.node.role})")
+        try:
+            tab.node.tick(local)
+        except Exception:
+            self._exception(tab, "tick")
+        self._after_input(tab)
+
+    def _call_done(self, tab: _Tab, call_id: int, outcome: tuple[bool, Any]) -> None:
+        ok, value = outcome
+        self.outcomes[value["key"] if ok else value.key].append((self.now, ok))
+        self._log(tab, f"call {call_id} {'ok' if ok else 'failed'}")
+        try:
+            if ok:
+                tab.node.call_succeeded(call_id, value, self._local(tab))
+            else:
+                tab.node.call_failed(call_id, value, self._local(tab))
+        except Exception:
+            self._exception(tab, "call_succeeded" if ok else "call_failed")
+        self._after_input(tab)
+
+    def _peer_gone(self, tab: _Tab, gone: str) -> None:
+        self._log(tab, f"peer_gone {gone}")
+        try:
+            tab.node.peer_gone(gone, self._local(tab))
+        except Exception:
+            self._exception(tab, "peer_gone")
+        self._after_input(tab)
+
+    def _execute(self, tab: _Tab, record: ExecRecord) -> None:
+        record.start = self.now
+        self.execs.append(record)
+        if not tab.alive or tab.frozen:
+            record.tab_gone = not tab.alive
+            record.outcome = "skipped"
+            record.end = self.now
+            return
+        self._log(tab, f"execute {record.key}")
+        try:
+            record.waiter = tab.node.execute(record.flow, record.args, self._local(tab))
+        except Exception:
+            self._exception(tab, f"execute({record.key!r})")
+            record.outcome, record.end = "raised", self.now
+        else:
+            tab.waiters[record.waiter] = record
+        self._after_input(tab)
+
+    def _after_input(self, tab: _Tab) -> None:
+        effects = tab.node.take_effects()
+        if effects:
+            self._apply(tab, effects)
+        if tab.alive:
+            self._reschedule(tab)
+
+    def _apply(self, tab: _Tab, effects: list[Any]) -> None:
+        for effect in effects:
+            cls = type(effect)
+            if cls is Send:
+                self._broadcast(tab, effect.data)
+            elif cls is StartCall:
+                self._start_call(tab, effect)
+            elif cls is Resolve or cls is Reject:
+                self._settle(tab, effect)
+            elif cls is LeaderChanged:
+                self._leadership_dirty = True
+                if effect.leader is not None:
+                    tab.fresh = False
+                self._log(tab, f"leader -> {effect.leader} (role {tab.node.role}, term {tab.node.term})")
+            elif cls is WatchPeer:
+                self._watch(tab, effect.node_id)
+            elif cls is CacheUpdated:
+                if not _value_matches(effect.value, effect.key):
+                    self.violations.append(Violation(
+                        "value", self.now, f"tab {tab.id} cached {effect.value!r} under {effect.key!r}"))
+
+    def _broadcast(self, tab: _Tab, data: str) -> None:
+        self.messages += 1
+        if self.trace is not None:
+            self._log(tab, f"send {_short(data)}")
+        now = self.now
+        low, span = self.delay[0], self.delay[1] - self.delay[0]
+        rand = self.rng.random
+        last_to = tab.last_to
+        push = heapq.heappush
+        heap = self._heap
+        for other in self._live:
+            if other is tab:
+                continue
+            when = math.floor((now + low + rand() * span) * _RES + 0.5) / _RES
+            previous = last_to.get(other.index)
+            if previous is not None and when < previous:
+                when = previous  # FIFO per sender→receiver pair
+            last_to[other.index] = when
+            self._seq += 1
+            push(heap, (when, self._seq, _DELIVER, other, data, tab.index))
+
+    def _start_call(self, tab: _Tab, effect: StartCall) -> None:
+        self.call_count += 1
+        ok = not self.server_down
+        self.calls[effect.key].append((self.now, tab.id, ok))
+        low, high = self.call_duration
+        duration = _quantize(self.rng.uniform(low, high))
+        if ok:
+            outcome: tuple[bool, Any] = (True, {"key": effect.key, "call": self.call_count, "at": self.now})
+        else:
+            error = ServerDown(f"server down (call {self.call_count})")
+            error.key = effect.key  # type: ignore[attr-defined]
+            outcome = (False, error)
+        self._log(tab, f"call {effect.call_id} {effect.key} ({'ok' if ok else 'will fail'} in {duration}ms)")
+        self._calls_in_flight += 1
+        self._push(self.now + duration, _CALL_DONE, tab, effect.call_id, outcome)
+
+    def _settle(self, tab: _Tab, effect: Resolve | Reject) -> None:
+        record = tab.waiters.pop(effect.waiter, None)
+        if record is None:
+            self.violations.append(Violation(
+                "execute", self.now, f"tab {tab.id}: {type(effect).__name__} for unknown or finished waiter {effect.waiter}"))
+            return
+        record.end = self.now
+        if isinstance(effect, Resolve):
+            record.outcome, record.source, record.value = "resolved", effect.source, effect.value
+            if not _value_matches(effect.value, record.key):
+                self.violations.append(Violation(
+                    "value", self.now, f"tab {tab.id}: execute of {record.key!r} resolved with {effect.value!r}"))
+            if effect.source == "mesh" and self.now >= self.coherence_from and self.config.share_cache:
+                entry = tab.node.cache._entries.get(record.key)
+                if entry is None or entry.value != effect.value:
+                    self.violations.append(Violation(
+                        "cache", self.now, f"tab {tab.id} got {effect.value!r} from the mesh but caches "
+                        f"{None if entry is None else entry.value!r} (version {entry and entry.version})"))
+            self._log(tab, f"resolve {record.key} from {effect.source}")
+        else:
+            error = effect.error
+            record.error = error
+            record.outcome = "disposed" if isinstance(error, MeshDisposedError) else "rejected"
+            if record.outcome == "rejected" and not (
+                isinstance(error, ServerDown)
+                or isinstance(error, SharedFlowError) and error.error_type == ServerDown.__name__
+            ):
+                self.violations.append(Violation(
+                    "execute", self.now, f"tab {tab.id}: execute of {record.key!r} rejected with {error!r}"))
+            self._log(tab, f"reject {record.key}: {type(error).__name__}")
+
+    def _watch(self, tab: _Tab, node_id: str | None) -> None:
+        if not self.locks:
+            return
+        tab.watching = node_id
+        if node_id is None:
+            return
+        watched = self.by_id.get(node_id)
+        if watched is None or not watched.alive:
+            # Nobody holds that tab's lock any more: the request is granted at once.
+            self._push(self.now + self._delay(), _PEER_GONE, tab, node_id, None)
+
+    def _set_server(self, down: bool) -> None:
+        self.server_down = down
+        if down:
+            self.faults["outage"] += 1
+            self.outages.append([self.now, math.inf])
+        elif self.outages and self.outages[-1][1] == math.inf:
+            self.outages[-1][1] = self.now
+        self._log(None, f"server {'down' if down else 'up'}")
+
+    def _check_synced(self, joiner: _Tab) -> None:
+        """A tab that joined a settled mesh holds every entry that was fresh when it asked."""
+        if not joiner.alive:
+            return
+        margin = self.sync_window
+        for tab in self._live:
+            if tab is joiner:
+                continue
+            local = self.now + tab.offset
+            for key, entry in tab.node.cache._entries.items():
+                if entry.age(local) + margin >= self.config.stale_time:
+                    continue  # it may have gone stale before the Sync was composed
+                have = joiner.node.cache._entries.get(key)
+                if have is None or (have.version, have.origin) < (entry.version, entry.origin):
+                    self.violations.append(Violation(
+                        "sync", self.now, f"tab {joiner.id} joined at {joiner.start_time:.1f} but lacks "
+                        f"{key!r} (version {entry.version} from {entry.origin}, fresh in tab {tab.id})"))
+                    return
+
+    # --- internals: faults ---------------------------------------------------------------
+
+    def _vanish(self, tab: _Tab, how: str) -> None:
+        tab.alive = False
+        tab.ended_by = how
+        tab.end_time = self.now
+        tab.died_hidden = tab.hidden
+        tab.backlog.clear()
+        self._live.remove(tab)
+        for record in tab.waiters.values():
+            record.tab_gone = True
+        self._leadership_dirty = True
+        if self.locks:  # its lock passes to the tabs waiting on it
+            low, high = self.lock_delay
+            for other in self._live:
+                if other.watching == tab.id:
+                    self._push(self.now + _quantize(self.rng.uniform(low, high)), _PEER_GONE, other, tab.id, None)
+
+    def _crash(self, tab: _Tab) -> None:
+        if not tab.alive:
+            return
+        self.faults["crash"] += 1
+        self._log(tab, f"CRASH ({tab.node.role})")
+        self._vanish(tab, "crash")
+
+    def _close(self, tab: _Tab) -> None:
+        if not tab.alive:
+            return
+        if tab.frozen:
+            self._thaw(tab)  # a frozen page runs nothing; it would be discarded, not closed
+        self.faults["close"] += 1
+        self._log(tab, f"CLOSE ({tab.node.role})")
+        try:
+            tab.node.leave(self._local(tab))
+        except Exception:
+            self._exception(tab, "leave")
+        effects = tab.node.take_effects()
+        self._apply(tab, effects)
+        for record in tab.waiters.values():
+            self.violations.append(Violation(
+                "leftover", self.now, f"tab {tab.id} closed with the execute of {record.key!r} still waiting"))
+        self._vanish(tab, "close")
+
+    def _freeze(self, tab: _Tab) -> None:
+        if not tab.alive or tab.frozen:
+            return
+        self.faults["freeze"] += 1
+        self._log(tab, f"FREEZE ({tab.node.role})")
+        tab.frozen = True
+        tab.frozen_spans.append([self.now, math.inf])
+
+    def _thaw(self, tab: _Tab) -> None:
+        if not tab.alive or not tab.frozen:
+            return
+        self._log(tab, f"THAW ({len(tab.backlog)} queued)")
+        tab.frozen = False
+        tab.frozen_spans[-1][1] = self.now
+        backlog, tab.backlog = tab.backlog, []
+        for kind, a, b in backlog:
+            if not tab.alive:
+                break
+            if kind == _DELIVER:
+                self._deliver(tab, a, b)
+            elif kind == _TICK:
+                self._tick(tab)
+            elif kind == _CALL_DONE:
+                self._call_done(tab, a, b)
+            else:
+                self._peer_gone(tab, a)
+        if tab.alive:
+            self._reschedule(tab, force=True)
+
+    def _hide(self, tab: _Tab, period: float) -> None:
+        if not tab.alive or tab.hidden:
+            return
+        self.faults["throttle"] += 1
+        self._log(tab, f"HIDE (timers every {period:.0f}ms)")
+        tab.hidden = True
+        tab.throttle_period = period
+        tab.throttle_base = _quantize(self.now - self.rng.uniform(0.0, period))
+        if not tab.frozen:
+            try:
+                tab.node.set_hidden(True, self._local(tab))
+            except Exception:
+                self._exception(tab, "set_hidden(True)")
+            self._after_input(tab)
+        self._reschedule(tab, force=True)
+
+    def _show(self, tab: _Tab) -> None:
+        if not tab.alive or not tab.hidden:
+            return
+        self._log(tab, "SHOW")
+        tab.hidden = False
+        if tab.frozen:
+            self._thaw(tab)
+        try:
+            tab.node.set_hidden(False, self._local(tab))
+        except Exception:
+            self._exception(tab, "set_hidden(False)")
+        self._after_input(tab)
+        self._reschedule(tab, force=True)
+
+    # --- internals: convergence ----------------------------------------------------------
+
+    def _converged_leader(self, tabs: Iterable[_Tab]) -> str | None:
+        leader: str | None = None
+        followers: list[_Tab] = []
+        for tab in tabs:
+            role = tab.node.role
+            if role is Role.LEADER:
+                if leader is not None:
+                    return None
+                leader = tab.id
+            elif role is Role.FOLLOWER:
+                followers.append(tab)
+            else:
+                return None
+        if leader is None:
+            return None
+        for tab in followers:
+            if tab.node.leader != leader:
+                return None
+        return leader
+
+    def _update_convergence(self) -> None:
+        self._leadership_dirty = False
+        if self.config.strategy != "leader-follower":
+            return
+        converged = self._converged_leader(t for t in self._live if not t.fresh) is not None
+        if converged and self.converged_since is None:
+            self.converged_since = self.now
+        elif not converged and self.converged_since is not None:
+            self.converged_since = None
+            self.leadership_changes.append(self.now)
+
+
+def _value_matches(value: Any, key: str) -> bool:
+    return isinstance(value, dict) and value.get("key") == key
+
+
+def _short(data: Any) -> str:
+    if not isinstance(data, str):
+        return repr(data)[:80]
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return repr(data[:80])
+    if not isinstance(body, dict):
+        return repr(data[:80])
+    skip = {"proto", "v", "type", "src"}
+    fields = " ".join(f"{k}={json.dumps(v)[:40]}" for k, v in body.items() if k not in skip)
+    return f"{body.get('type')} from {body.get('src')} {fields}"
+
+
+# --- random scenarios ------------------------------------------------------------------------
+
+
+def sim_config(strategy: str = "leader-follower", *, heartbeat: float = 1000.0, locks: bool = True) -> MeshConfig:
+    """The config of a simulated run.
+
+    With the default 5 s heartbeat every timeout is the library default. With a
+    shorter heartbeat (faster virtual time) the timeouts that are not derived from
+    the heartbeat are scaled with it: ``stale_time`` 5 beats and ``call_timeout`` 5 beats
+    (calls take at most 200 ms here). ``hidden_timeout`` stays 75 s: it must
+    outlast Chrome's once-a-minute timers, which the simulator models.
+    """
+    if heartbeat == 5000.0:
+        return MeshConfig.from_options(channel="sim", strategy=strategy, use_locks=locks)
+    return MeshConfig.from_options(
+        channel="sim", strategy=strategy, use_locks=locks, heartbeat=heartbeat,
+        stale_time=5 * heartbeat, call_timeout=5 * heartbeat,
+        error_backoff=heartbeat, max_error_backoff=10 * heartbeat,
+    )
+
+
+FAULT_KINDS = ("crash", "close", "freeze", "throttle", "join", "outage", "noise")
+_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a seed decides before the run: reproduce a failing seed with the same plan."""
+
+    seed: int
+    tabs: int
+    strategy: str
+    locks: bool
+    heartbeat: float
+
+
+def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | None = None) -> RunPlan:
+    """The parameters of seed ``seed``: tabs in ``2..max_tabs``, strategy and locks varied with the seed.
+
+    ``strategy="both"`` alternates strategies by seed; ``locks=None`` alternates
+    Web Locks every other pair of seeds. One seed in ten uses the default 5 s heartbeat.
+    """
+    rng = random.Random(f"pyflowmesh-plan-{seed}")
+    tabs = rng.randint(2, max(2, max_tabs))
+    if strategy == "both":
+        strategy = STRATEGY_BY_PARITY[seed % 2]
+    if locks is None:
+        locks = (seed // 2) % 2 == 0
+    heartbeat = 5000.0 if seed % 10 == 7 else 1000.0
+    return RunPlan(seed, tabs, strategy, locks, heartbeat)
+
+
+STRATEGY_BY_PARITY = ("leader-follower", "peer-to-peer")
+
+
+@dataclass
+class SimulationReport:
+    """What a run did and which invariants failed (``violations``; empty means all held).
+
+    The invariants, checked on every run:
+
+    a. Convergence (leader-follower): from the start of the quiet phase (``quiet_at``),
+       within ``bounds.convergence``, exactly one live tab is LEADER and every live tab
+       follows it, and that stays so to the end. Peer-to-peer: no tab ever leads.
+    b. Every execute ends (Resolve or Reject) unless its tab crashed or closed (a close
+       rejects with ``MeshDisposedError``, which counts as ended): those of the fault
+       phase by ``quiet_at + bounds.fault_execute``; those started in the quiet phase
+       after ``bounds.settle`` within ``bounds.quiet_execute`` of their start (and the
+       others by ``quiet_at + bounds.fault_execute``, or, if later, start + quiet_execute).
+       An execute resolves only with a value of its own key, and rejects only with the
+       server's error (directly or shared by another tab).
+    c. Once converged in the quiet phase (no faults, no outage), calls of one key
+       (across all tabs) start at least ``stale_time`` apart.
+    d. No exception escapes a node input.
+    Also: at the end no live tab has pending flows, calls or waiters.
+    """
+
+    seed: int
+    plan: RunPlan | None
+    config: MeshConfig
+    violations: list[Violation]
+    bounds: Bounds
+    quiet_at: float
+    end_at: float
+    tabs_opened: int
+    faults: Counter[str]
+    executes: int
+    outcomes: Counter[str]
+    calls: int
+    messages: int
+    deliveries: int
+    elections: int
+    convergence: float | None  # observed: when the mesh last converged, after quiet_at (ms)
+    max_fault_latency: float  # observed, for executes of the fault phase: end - quiet_at
+    max_quiet_latency: float  # observed, for executes started in the quiet phase after settling
+    tab_ms: float
+    dropped: int
+    trace: list[str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        plan = self.plan
+        head = f"seed {self.seed}" + (
+            f" ({plan.tabs} tabs, {plan.strategy}, locks {'on' if plan.locks else 'off'}, heartbeat {plan.heartbeat:.0f}ms)"
+            if plan else "")
+        return f"{head}: {len(self.violations)} violation(s)" if self.violations else f"{head}: ok"
+
+
+def _derive_bounds(config: MeshConfig, sim: Simulation, call_max: float, delay_max: float,
+                   lock_max: float) -> Bounds:
+    heartbeat = config.heartbeat
+    # A dead leader is noticed at most a silence limit after its last heartbeat (sent
+    # before the quiet phase; in flight for at most one delay). The limit is the hidden
+    # one if a tab died while hidden: its last heartbeat told its followers to wait that long.
+    hidden_death = any(tab.died_hidden for tab in sim.tabs)
+    silence = config.silence_limit(heartbeat, hidden_death)
+    # Then: the highest candidate announces itself answer_timeout after standing; a tab
+    # that waits for a higher candidate gives up after coordinator_timeout and stands
+    # again (answer_timeout); a split brain heals when the lesser leader hears the greater
+    # one's next heartbeat. Plus a few message delays along the chain.
+    convergence = (silence + delay_max + config.answer_timeout + config.coordinator_timeout
+                   + config.answer_timeout + heartbeat + 8 * delay_max)
+    if config.strategy != "leader-follower":
+        convergence = 0.0
+    # An execute left over from the fault phase may, after convergence, wait out a request
+    # to a tab that no longer leads (request_timeout), an accepted call that never reports
+    # (call_timeout), a claim whose owner vanished (the silence limit of a claim), then
+    # claim (claim_window) and call it (call_max), plus message delays.
+    claim_silence = config.silence_limit(heartbeat, False)
+    fault_tail = (config.effective_request_timeout + config.call_timeout + claim_silence
+                  + config.claim_window + call_max + 8 * delay_max)
+    # Once settled: Request → Accept → call → Result, or claim → call → Result.
+    quiet = config.claim_window + call_max + 4 * delay_max
+    return Bounds(convergence=convergence, fault_execute=convergence + fault_tail,
+                  quiet_execute=quiet, settle=convergence + fault_tail)
+
+
+def run(
+    seed: int,
+    tabs: int | None = None,
+    *,
+    strategy: str = "leader-follower",
+    faults: bool | Iterable[str] = True,
+    locks: bool = True,
+    heartbeat: float = 1000.0,
+    verbose: bool = False,
+    run_plan: RunPlan | None = None,
+) -> SimulationReport:
+    """Run one random scenario of seed ``seed`` and check its invariants (never raises for a violation).
+
+    Args:
+        tabs: the tabs open at the start (default: from the seed, 2..50); late
+            joiners come on top.
+        strategy: ``"leader-follower"`` or ``"peer-to-peer"``.
+        faults: ``True`` for every kind in :data:`FAULT_KINDS`, ``False`` for none,
+            or the kinds to inject.
+        locks: model Web Locks (``peer_gone`` 40–90 ms after a watched tab vanishes).
+        heartbeat: the mesh heartbeat; other timeouts follow (:func:`sim_config`).
+        verbose: keep an event trace in ``report.trace``.
+    """
+    wall = time.perf_counter()
+    config = sim_config(strategy, heartbeat=heartbeat, locks=locks)
+    sim = Simulation(seed, config, locks=locks, verbose=verbose)
+    rng = sim.rng
+    if tabs is None:
+        tabs = rng.randint(2, 50)
+    kinds = FAULT_KINDS if faults is True else () if faults is False else tuple(faults)
+    weights = [w for k, w in zip(FAULT_KINDS, _FAULT_WEIGHTS) if k in kinds]
+    kinds = tuple(k for k in FAULT_KINDS if k in kinds)
+    beat = config.heartbeat
+    call_max, delay_max, lock_max = sim.call_duration[1], sim.delay[1], sim.lock_delay[1]
+
+    # Timeline: tabs open over the first two beats; faults strike during the fault
+    # phase [beat, quiet_at); then nothing fails any more and the mesh must settle.
+    fault_start = beat
+    quiet_at = _quantize(fault_start + rng.uniform(6, 12) * beat)
+
+    def page_flows() -> tuple[str, ...]:
+        if rng.random() < 0.15:  # an older page without the optional flow
+            return tuple(f for f in FLOWS if f != OPTIONAL_FLOW)
+        return tuple(FLOWS)
+
+    sim.add_tab(0.0, flows=tuple(FLOWS))
+    for _ in range(tabs - 1):
+        sim.add_tab(rng.uniform(0, 2 * beat), flows=page_flows())
+
+    def pick(prefer_leader: bool, unfrozen: bool = False, spare: bool = False) -> _Tab | None:
+        live = [t for t in sim._live if not (unfrozen and t.frozen)]
+        if spare and len(sim._live) <= 1:
+            return None  # keep one tab open
+        if not live:
+            return None
+        if prefer_leader:
+            leaders = [t for t in live if t.node.role is Role.LEADER]
+            if leaders:
+                return rng.choice(leaders)
+        return rng.choice(live)
+
+    def fault(kind: str, when: float) -> None:
+        prefer_leader = rng.random() < 0.5
+        if kind == "crash":
+            def act() -> None:
+                tab = pick(prefer_leader, spare=True)
+                if tab:
+                    sim._crash(tab)
+        elif kind == "close":
+            def act() -> None:
+                tab = pick(prefer_leader, unfrozen=True, spare=True)
+                if tab:
+                    sim._close(tab)
+        elif kind == "freeze":
+            length = rng.uniform(0.2, 6.0) * beat
+
+            def act() -> None:
+                tab = pick(prefer_leader, unfrozen=True)
+                if tab:
+                    sim._freeze(tab)
+                    sim.at(min(sim.now + length, quiet_at), lambda: sim._thaw(tab))
+        elif kind == "throttle":
+            length = rng.uniform(1.0, 10.0) * beat
+            period = rng.choice((1000.0, 10_000.0, 60_000.0))
+
+            def act() -> None:
+                tab = pick(prefer_leader)
+                if tab:
+                    sim._hide(tab, period)
+                    sim.at(min(sim.now + length, quiet_at), lambda: sim._show(tab))
+        elif kind == "join":
+            sim.at(when, lambda: sim.faults.update(["join"]))
+            sim.add_tab(when, flows=page_flows())
+            return
+        elif kind == "outage":
+            sim.outage(when, min(when + rng.uniform(0.5, 4.0) * beat, quiet_at))
+            return
+        else:  # noise: a foreign script, or another version of the page, on the channel
+            raw = rng.choice((
+                '{"proto":"pyflowmesh","v":2,"type":"heartbeat","src":"future","term":99,"interval":1000,"hidden":false}',
+                '{"proto":"pyflowmesh","v":1,"type":"coordinator","src":"x","term":"99"}',
+                '{"hello": "world"}', "not json at all", '[1,2,3]',
+            ))
+            sim.inject(raw, when)
+            return
+        sim.at(when, act)
+
+    if kinds:
+        for _ in range(rng.randint(1, 3 + tabs // 6)):
+            fault(rng.choices(kinds, weights)[0], rng.uniform(fault_start, quiet_at))
+
+    # Executes from random tabs on a small set of keys, through both phases.
+    keys = [(flow, args) for flow, choices in FLOWS.items() for args in choices]
+
+    def execute_at(when: float, quiet: bool) -> None:
+        flow, args = rng.choice(keys)
+
+        def act() -> None:
+            candidates = [t for t in sim._live if not t.frozen and flow in t.flows]
+            if not candidates:
+                return
+            tab = rng.choice(candidates)
+            record = ExecRecord(tab.id, flow, args, cache_key(flow, args), sim.now, quiet=quiet)
+            sim._execute(tab, record)
+        sim.at(when, act)
+
+    for _ in range(rng.randint(3, 8 + tabs // 3)):
+        execute_at(rng.uniform(0, quiet_at), False)
+
+    # The quiet phase: everything thaws and shows, the server is up; a few late joiners.
+    def quiet() -> None:
+        sim._set_server(False)
+        for tab in list(sim._live):
+            if tab.frozen:
+                sim._thaw(tab)
+            if tab.hidden:
+                sim._show(tab)
+    sim.at(quiet_at, quiet)
+    sim.run_until(quiet_at)
+    bounds = _derive_bounds(config, sim, call_max, delay_max, lock_max)
+    settled_at = quiet_at + bounds.settle
+    sim.coherence_from = settled_at
+    quiet_span = bounds.settle + 2 * config.stale_time
+    if "join" in kinds:
+        for _ in range(rng.randint(0, 2)):
+            sim.add_tab(quiet_at + rng.uniform(0, quiet_span), flows=page_flows())
+    for _ in range(rng.randint(3, 6 + tabs // 4)):
+        execute_at(quiet_at + rng.uniform(0, quiet_span), True)
+    end_at = quiet_at + quiet_span + bounds.quiet_execute + beat
+    sim.run_until(end_at)
+
+    report = _check(sim, config, bounds, quiet_at, settled_at, end_at)
+    report.plan = run_plan
+    report.tab_ms = sim.tab_ms()
+    del wall
+    return report
+
+
+def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float, settled_at: float,
+           end_at: float) -> SimulationReport:
+    violations = sim.violations
+    live = sim._live
+
+    # a. convergence
+    convergence: float | None = None
+    if config.strategy == "leader-follower":
+        leader = sim._converged_leader(live)
+        if leader is None:
+            states = ", ".join(f"{t.id}:{t.node.role}->{t.node.leader}" for t in live)
+            violations.append(Violation("convergence", end_at, f"not converged at the end: {states}"))
+        elif sim.converged_since is not None:
+            convergence = max(0.0, sim.converged_since - quiet_at)
+            if convergence > bounds.convergence:
+                violations.append(Violation(
+                    "convergence", sim.converged_since,
+                    f"converged {convergence:.1f}ms into the quiet phase; bound {bounds.convergence:.1f}ms"))
+    else:
+        for tab in sim.tabs:
+            if tab.started and tab.node.role not in (Role.PEER, Role.LEFT):
+                violations.append(Violation("convergence", end_at, f"peer-to-peer tab {tab.id} has role {tab.node.role}"))
+
+    # b. every execute ends in time
+    max_fault = max_quiet = 0.0
+    outcomes: Counter[str] = Counter()
+    for record in sim.execs:
+        outcomes[record.outcome or ("lost" if record.tab_gone else "open")] += 1
+        if record.outcome == "skipped":
+            continue
+        if record.end is None:
+            if not record.tab_gone:
+                violations.append(Violation(
+                    "execute", record.start, f"execute of {record.key!r} in tab {record.tab} never ended"))
+            continue
+        if not record.quiet or record.start < settled_at:
+            limit = quiet_at + bounds.fault_execute
+            if record.quiet:
+                limit = max(limit, record.start + bounds.quiet_execute)
+            if record.start < quiet_at:
+                max_fault = max(max_fault, record.end - quiet_at)
+        else:
+            limit = record.start + bounds.quiet_execute
+            max_quiet = max(max_quiet, record.end - record.start)
+        if record.end > limit:
+            violations.append(Violation(
+                "execute", record.start,
+                f"execute of {record.key!r} in tab {record.tab} took {record.end - record.start:.1f}ms "
+                f"(ended at {record.end:.1f}, bound {limit:.1f})"))
+
+    # c. one call per key per freshness window once stable
+    if config.strategy == "leader-follower":
+        stable = sim.converged_since if sim.converged_since is not None else math.inf
+    else:
+        stable = quiet_at
+    stable = max(stable, quiet_at)
+    for key, calls in sim.calls.items():
+        starts = [t for t, _, _ in calls if t >= stable]
+        for first, second in zip(starts, starts[1:]):
+            if second - first < config.stale_time:
+                who = [tab for t, tab, _ in calls if t in (first, second)]
+                violations.append(Violation(
+                    "duplicate-call", second,
+                    f"{key!r} called at {first:.1f} and {second:.1f} (tabs {', '.join(who)}), "
+                    f"less than stale_time {config.stale_time:.0f}ms apart with a stable mesh"))
+
+    # e. no retry storm: once a call failed (and its Failure reached every tab), no tab
+    # that heard it calls that key again before the shared back-off ends (error_backoff at least).
+    delay_max = sim.delay[1]
+    for key, ends in sim.outcomes.items():
+        for failed_at, ok in ends:
+            if ok:
+                continue
+            low, high = failed_at + 2 * delay_max, failed_at + config.error_backoff
+            success = min((t for t, good in ends if good and t > failed_at), default=math.inf)
+            for start, tab_id, _ in sim.calls[key]:
+                if not low <= start < min(high, success):
+                    continue
+                tab = sim.by_id[tab_id]
+                if tab.start_time is not None and tab.start_time > failed_at:
+                    continue  # it joined later (a Sync may or may not tell it)
+                if any(a <= start and b >= failed_at for a, b in tab.frozen_spans):
+                    continue  # frozen meanwhile: a tick queued before the Failure may run first
+                violations.append(Violation(
+                    "backoff", start, f"tab {tab_id} called {key!r} at {start:.1f}, within the back-off "
+                    f"of the failure at {failed_at:.1f} (error_backoff {config.error_backoff:.0f}ms)"))
+
+    # leftovers
+    for tab in live:
+        flows = tab.node.flows
+        if flows.pending or tab.waiters:
+            violations.append(Violation(
+                "leftover", end_at, f"tab {tab.id} still has pending {sorted(flows.pending)} "
+                f"and {len(tab.waiters)} open waiter(s) at the end"))
+    if sim._calls_in_flight:
+        violations.append(Violation("leftover", end_at, f"{sim._calls_in_flight} call(s) still in flight at the end"))
+
+    return SimulationReport(
+        seed=sim.seed, plan=None, config=config, violations=violations, bounds=bounds,
+        quiet_at=quiet_at, end_at=end_at, tabs_opened=sum(1 for t in sim.tabs if t.started),
+        faults=sim.faults, executes=len(sim.execs), outcomes=outcomes, calls=sim.call_count,
+        messages=sim.messages, deliveries=sim.deliveries,
+        elections=sum(t.node.stats.elections for t in sim.tabs),
+        convergence=convergence, max_fault_latency=max_fault, max_quiet_latency=max_quiet,
+        tab_ms=0.0, dropped=sum(t.node.stats.dropped for t in sim.tabs), trace=sim.trace,
+    )

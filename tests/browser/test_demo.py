@@ -1,0 +1,66 @@
+"""The demo page in several real tabs: one API call for all, the same data everywhere, one leader.
+
+Calls are counted at the test's own server (web/server.py in this process), never in
+the page. Heartbeat 1 s (query parameter) keeps the protocol's bounds short.
+"""
+
+from __future__ import annotations
+
+import json
+
+STATE = "window.pyflowmesh_state"
+DEMO = "/index.html?heartbeat=1000&delay_ms=300"
+
+
+def state(page) -> dict:
+    return page.evaluate(f"JSON.parse(JSON.stringify({STATE}))")
+
+
+def wait_all(pages, condition: str, timeout_ms: float = 30_000) -> None:
+    for page in pages:
+        page.wait_for_function(f"{STATE} && ({condition})", timeout=timeout_ms)
+
+
+def test_five_tabs_cost_one_call_and_show_the_same_data(open_tabs, demo_server, record_property):
+    tabs = open_tabs(5, DEMO)
+    wait_all(tabs, f"{STATE}.status === 'success'")
+    states = [state(page) for page in tabs]
+
+    assert demo_server.calls == 1, f"{demo_server.calls} API calls for 5 tabs"
+    assert len({json.dumps(s["data"], sort_keys=True) for s in states}) == 1
+    leaders = [s for s in states if s["leader"]]
+    assert len(leaders) == 1 and all(s["leader_id"] == leaders[0]["node_id"] for s in states)
+    assert sorted(s["source"] for s in states).count("call") == 1
+    assert states[0]["data"]["fetched_by"] == leaders[0]["node_id"]
+
+    # What a person sees: a crown in one tab, the call count, where the data came from.
+    leader_page = tabs[[s["leader"] for s in states].index(True)]
+    assert "Leader" in leader_page.text_content("#role")
+    wait_all(tabs, "document.getElementById('api-calls').textContent === '1'")
+    follower_page = tabs[[s["leader"] for s in states].index(False)]
+    assert "Follower" in follower_page.text_content("#role")
+    assert "mesh" in follower_page.text_content("#source") or "cache" in follower_page.text_content("#source")
+    record_property("tabs_ready_s", round(open_tabs.wall_s, 1))
+
+
+def test_an_outage_reaches_every_tab_and_a_refresh_reaches_every_tab(open_tabs, demo_server):
+    tabs = open_tabs(3, DEMO)
+    wait_all(tabs, f"{STATE}.status === 'success'")
+    assert demo_server.calls == 1
+
+    demo_server.set_failing(True)
+    tabs[1].click("#refresh")  # any tab: the leader makes the one call
+    wait_all(tabs, f"{STATE}.status === 'error'")
+    assert demo_server.calls == 2
+    assert all("503" in state(page)["error"] for page in tabs)
+    # During the shared back-off (3 s in the demo) executes anywhere fail without a call.
+    for page in tabs:
+        page.click("#execute")
+    wait_all(tabs, f"{STATE}.status === 'error'")
+    assert demo_server.calls == 2
+
+    demo_server.set_failing(False)
+    tabs[2].wait_for_timeout(3100)  # the back-off ends
+    tabs[2].click("#refresh")
+    wait_all(tabs, f"{STATE}.status === 'success' && {STATE}.data.api_call === 3")
+    assert demo_server.calls == 3
