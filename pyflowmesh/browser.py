@@ -23,7 +23,8 @@ Every JS proxy it creates is listed in ``proxies`` and destroyed by :meth:`close
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsProxy, create_proxy, to_js  # type: ignore[import-not-found]

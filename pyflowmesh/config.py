@@ -8,8 +8,9 @@ test) that changes one number changes the pace of the whole mesh consistently.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 __all__ = ["MeshConfig", "Strategy", "STRATEGIES"]
 
@@ -80,7 +81,7 @@ class MeshConfig:
     use_locks: bool = True
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None = None, /, **kwargs: Any) -> "MeshConfig":
+    def from_options(cls, options: Mapping[str, Any] | None = None, /, **kwargs: Any) -> MeshConfig:
         """Build a validated config from a dict (TypeScript names allowed) and/or keywords.
 
         Raises:
@@ -109,7 +110,7 @@ class MeshConfig:
         config.validate()
         return config
 
-    def with_options(self, **changes: Any) -> "MeshConfig":
+    def with_options(self, **changes: Any) -> MeshConfig:
         """A copy with some options changed, validated."""
         config = replace(self, **{_ALIASES.get(k, k): v for k, v in changes.items()})
         config.validate()
@@ -139,7 +140,8 @@ class MeshConfig:
                 raise ValueError(f"mesh option {name!r} must be {allowed} milliseconds, got {value!r}")
         if self.max_error_backoff < self.error_backoff:
             raise ValueError(
-                f"mesh option 'max_error_backoff' ({self.max_error_backoff}) must be >= 'error_backoff' ({self.error_backoff})"
+                f"mesh option 'max_error_backoff' ({self.max_error_backoff}) must be >= "
+                f"'error_backoff' ({self.error_backoff})"
             )
         for name, low in (("max_entries", 1), ("max_message_bytes", 1024)):
             value = getattr(self, name)

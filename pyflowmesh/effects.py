@@ -9,11 +9,14 @@ out and reports back: a ``StartCall`` comes back as ``call_succeeded`` or
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from .protocol import Message
 
-__all__ = ["Effect", "Send", "StartCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared", "WatchPeer", "Source"]
+__all__ = [
+    "Effect", "Send", "StartCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared", "WatchPeer",
+    "Source",
+]
 
 Source = Literal["call", "mesh", "cache"]
 """Where an execute's data came from: this tab's own call, another tab, or this tab's cache."""
@@ -86,4 +89,4 @@ class WatchPeer:
     node_id: str | None
 
 
-Effect = Union[Send, StartCall, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeer]
+Effect = Send | StartCall | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared | WatchPeer

@@ -25,8 +25,8 @@ The rules, in the order they matter:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
-from typing import Callable
 
 from .config import MeshConfig
 from .protocol import Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message

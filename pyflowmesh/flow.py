@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Callable, Generic, Literal, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Literal, TypeVar
 
 from .effects import Source
 from .mesh import FlowMesh, _subscribe
@@ -86,7 +87,7 @@ class Flow(Generic[T]):
         self.error: BaseException | None = None
         self.status: FlowStatus = "idle"
         self.source: Source | None = None
-        self._subscribers: list[Callable[["Flow[T]"], None]] = []
+        self._subscribers: list[Callable[[Flow[T]], None]] = []
         self._generation = 0
         self._local_calls: dict[str, asyncio.Future[Any]] = {}
         self._followed: str | None = None
@@ -144,7 +145,7 @@ class Flow(Generic[T]):
         if self.mesh is not None:
             self.mesh.invalidate(cache_key(self.key, args))
 
-    def subscribe(self, callback: Callable[["Flow[T]"], None]) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[Flow[T]], None]) -> Callable[[], None]:
         """Call ``callback(flow)`` whenever ``data``, ``error``, ``status`` or ``source`` changes.
 
         Changes made by other tabs count too: after an execute, the flow follows its

@@ -31,7 +31,18 @@ from .effects import CacheUpdated, FailureShared, Reject, Resolve, Source, Start
 from .election import Role
 from .errors import SharedFlowError
 from .protocol import (
-    Accept, Bye, Claim, Decline, Failure, Hello, Invalidate, Message, Request, Result, Sync, SyncFailure,
+    Accept,
+    Bye,
+    Claim,
+    Decline,
+    Failure,
+    Hello,
+    Invalidate,
+    Message,
+    Request,
+    Result,
+    Sync,
+    SyncFailure,
 )
 from .values import cache_key, check_json
 
@@ -96,7 +107,7 @@ class _Backoff:
 class FlowCoordinator:
     """The flow side of one tab's mesh member."""
 
-    def __init__(self, node: "MeshNode") -> None:
+    def __init__(self, node: MeshNode) -> None:
         self._node = node
         self._config = node.config
         self._me = node.node_id
@@ -341,7 +352,8 @@ class FlowCoordinator:
                                     message.attempt, message.shared, sorted(unserved)))
 
     def _on_claim(self, message: Claim, now: float) -> None:
-        record = _ClaimRecord(message.src, message.running, now + self._config.silence_limit(self._config.heartbeat, False))
+        patience = self._config.silence_limit(self._config.heartbeat, False)
+        record = _ClaimRecord(message.src, message.running, now + patience)
         current = self._claims.get(message.key)
         if current is None or current.expires <= now or current.owner == record.owner or record.rank() > current.rank():
             self._claims[message.key] = record

@@ -14,7 +14,8 @@ import inspect
 import logging
 import secrets
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .cache import CacheEntry
 from .config import MeshConfig
@@ -255,7 +256,7 @@ class FlowMesh:
                 future.set_exception(MeshDisposedError("the mesh member was disposed while this execute waited"))
         self._waiters.clear()
 
-    async def __aenter__(self) -> "FlowMesh":
+    async def __aenter__(self) -> FlowMesh:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -296,9 +297,8 @@ class FlowMesh:
             elif isinstance(effect, LeaderChanged):
                 for callback in list(self._leader_listeners):
                     self._notify(callback, effect.leader)
-            elif isinstance(effect, WatchPeer):
-                if not self._disposed:
-                    self._transport.watch(effect.node_id)
+            elif isinstance(effect, WatchPeer) and not self._disposed:
+                self._transport.watch(effect.node_id)
         self._arm_timer()
 
     def _notify(self, callback: Callable[[Any], None], value: Any) -> None:
@@ -330,6 +330,8 @@ class FlowMesh:
 
     async def _call(self, call: StartCall) -> None:
         function = self._flows[call.flow]
+        result: Any = None
+        failure: Exception | None = None
         try:
             result = function(*call.args)
             if inspect.isawaitable(result):
@@ -337,18 +339,17 @@ class FlowMesh:
             check_json(result, f"the result of flow {call.flow!r}")
         except asyncio.CancelledError:
             raise
-        except TypeError as error:
-            self._finish(lambda now: self._node.call_failed(call.call_id, error, now, back_off=False))
-            return
         except Exception as error:
-            self._finish(lambda now: self._node.call_failed(call.call_id, error, now))
+            failure = error
+        if self._disposed:
             return
-        self._finish(lambda now: self._node.call_succeeded(call.call_id, result, now))
-
-    def _finish(self, report: Callable[[float], None]) -> None:
-        if not self._disposed:
-            report(self._now())
-            self._flush()
+        if failure is None:
+            self._node.call_succeeded(call.call_id, result, self._now())
+        else:
+            # A TypeError (a result that is not JSON, a bad call) is a bug a retry cannot fix: no back-off.
+            back_off = not isinstance(failure, TypeError)
+            self._node.call_failed(call.call_id, failure, self._now(), back_off=back_off)
+        self._flush()
 
     # --- transport events ---------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, cast
 
 from .values import check_json
 
@@ -239,10 +239,10 @@ class Sync:
     failures: list[SyncFailure] = field(default_factory=list)
 
 
-Message = Union[
-    Hello, Election, Answer, Coordinator, Heartbeat, Bye, Request, Accept, Decline,
-    Result, Failure, Claim, Invalidate, Sync,
-]
+Message = (
+    Hello | Election | Answer | Coordinator | Heartbeat | Bye | Request | Accept | Decline
+    | Result | Failure | Claim | Invalidate | Sync
+)
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (Hello, Election, Answer, Coordinator, Heartbeat, Bye, Request, Accept, Decline,
@@ -310,7 +310,8 @@ def _json(value: Any, name: str) -> Any:
 def _args(value: Any, name: str) -> list[Any]:
     if not isinstance(value, list):
         raise ProtocolError(f"bad-field:{name}")
-    return _json(value, name)
+    _json(value, name)
+    return value
 
 
 def _optional(check: Any) -> Any:
@@ -401,9 +402,9 @@ def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
     if body.get("v") != VERSION or isinstance(body.get("v"), bool):
         raise ProtocolError("version")
     kind = body.get("type")
-    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
+    if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
         raise ProtocolError("unknown-type")
+    cls = MESSAGE_TYPES[kind]
     checks = _CHECKS_BY_TYPE[kind]
     values: dict[str, Any] = {}
     for name, value in body.items():
@@ -416,7 +417,7 @@ def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
     for name in checks:
         if name not in values and name not in _OPTIONAL_FIELDS:
             raise ProtocolError(f"bad-field:{name}")
-    return cls(**values)
+    return cast(Message, cls(**values))
 
 
 def _reject_constant(name: str) -> Any:

@@ -34,7 +34,7 @@ class MemoryHub:
         self._members: dict[str, list[MemoryTransport]] = {}
         self.posted = 0  # messages put on any channel, foreign ones included
 
-    def transport(self) -> "MemoryTransport":
+    def transport(self) -> MemoryTransport:
         """A new transport: one per simulated tab."""
         return MemoryTransport(self)
 
@@ -46,7 +46,7 @@ class MemoryHub:
                     member._deliver(raw)
         self.posted += 1
 
-    def crash(self, mesh: "FlowMesh") -> None:
+    def crash(self, mesh: FlowMesh) -> None:
         """Make the tab of ``mesh`` vanish: no ``Bye``, no more timers; watchers learn it only through locks."""
         mesh._halt()
         transport = mesh.transport
@@ -59,10 +59,10 @@ class MemoryHub:
 
     # --- used by the transports -----------------------------------------------------------
 
-    def _join(self, member: "MemoryTransport") -> None:
+    def _join(self, member: MemoryTransport) -> None:
         self._members.setdefault(member.channel, []).append(member)
 
-    def _leave(self, member: "MemoryTransport") -> None:
+    def _leave(self, member: MemoryTransport) -> None:
         members = self._members.get(member.channel, [])
         if member in members:
             members.remove(member)
@@ -71,7 +71,7 @@ class MemoryHub:
                 if other.watching == member.node_id:
                     other._report_gone(member.node_id)
 
-    def _broadcast(self, sender: "MemoryTransport", data: str) -> None:
+    def _broadcast(self, sender: MemoryTransport, data: str) -> None:
         self.posted += 1
         for member in list(self._members.get(sender.channel, [])):
             if member is not sender:

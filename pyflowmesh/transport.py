@@ -43,7 +43,7 @@ class Transport(ABC):
     def send(self, data: str) -> None:
         """Deliver ``data`` to every other member of the channel, in order."""
 
-    def watch(self, node_id: str | None) -> None:
+    def watch(self, node_id: str | None) -> None:  # noqa: B027 - optional, deliberately a no-op
         """Report ``peer_gone(node_id)`` when that tab disappears; ``None`` stops watching.
 
         Optional: a transport that cannot tell (no Web Locks) ignores it, and the
