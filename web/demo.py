@@ -23,6 +23,11 @@ import pyflowmesh
 from pyflowmesh import FlowMesh, SharedFlowError, use_flow
 
 CHANNEL = "pyflowmesh-demo"
+# An inline crown: emoji fonts are not everywhere (headless Chromium on a server has none).
+CROWN = (
+    '<svg class="crown" viewBox="0 0 24 18" width="18" height="14" aria-label="leader">'
+    '<path d="M1 5l5 5 6-9 6 9 5-5-2 12H3z" fill="#e0a100" stroke="#6b4b00" stroke-width="1.2"/></svg>'
+)
 params = js.URLSearchParams.new(window.location.search)
 HEARTBEAT = float(params.get("heartbeat") or 2000)
 DELAY_MS = int(params.get("delay_ms") or 800)
@@ -58,7 +63,7 @@ def render(*_: object) -> None:
     role = "leader" if mesh.leader else ("follower" if mesh.leader_id else mesh.role)
     el("role").className = f"role {role}"
     el("role").innerHTML = (
-        '<span class="badge">👑 Leader</span>' if mesh.leader else f'<span class="badge">{role.capitalize()}</span>'
+        f'<span class="badge">{CROWN} Leader</span>' if mesh.leader else f'<span class="badge">{role.capitalize()}</span>'
     )
     el("node-id").textContent = mesh.node_id
     el("leader-id").textContent = mesh.leader_id or "(electing…)"
@@ -148,7 +153,7 @@ def render_tabs() -> None:
             del seen[node]
     rows = [(mesh.node_id, mesh.role, True)] + [(n, r, False) for n, (_, r) in sorted(seen.items())]
     el("tabs").innerHTML = "".join(
-        f'<li class="{"self" if me else ""}">{"👑 " if role == "leader" else ""}<code>{n}</code> '
+        f'<li class="{"self" if me else ""}">{CROWN + " " if role == "leader" else ""}<code>{n}</code> '
         f'{role}{" (this tab)" if me else ""}</li>'
         for n, role, me in rows
     )
