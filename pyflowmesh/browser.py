@@ -14,8 +14,9 @@ knows that the protocol cannot see for itself.
   heartbeats run out, and the long patience the mesh grants a hidden leader
   (whose timers the browser throttles) costs nothing when that tab dies.
 * **Page lifecycle.** ``pagehide`` makes the member leave (a ``Bye``: a successor
-  is elected at once); ``visibilitychange`` tells the member its timers may be
-  throttled, which a leader announces in its heartbeats.
+  is elected at once); ``freeze`` makes a leader hand over the same way, and
+  ``resume`` makes the member rejoin; ``visibilitychange`` tells the member its
+  timers may be throttled, which a leader announces in its heartbeats.
 
 Every JS proxy it creates is listed in ``proxies`` and destroyed by :meth:`close`.
 """
@@ -88,6 +89,8 @@ class BroadcastChannelTransport(Transport):
         if _has(js, "window") and _has(js, "document"):
             self._listen(js.window, "pagehide", self._on_pagehide)
             self._listen(js.document, "visibilitychange", self._on_visibility)
+            self._listen(js.document, "freeze", self._on_freeze)
+            self._listen(js.document, "resume", self._on_resume)
             if js.document.visibilityState == "hidden":
                 events.visibility(True)
         if self.locks_available:
@@ -158,6 +161,14 @@ class BroadcastChannelTransport(Transport):
     def _on_visibility(self, event: Any) -> None:
         if self._open and self._events is not None:
             self._events.visibility(js.document.visibilityState == "hidden")
+
+    def _on_freeze(self, event: Any) -> None:
+        if self._open and self._events is not None:
+            self._events.frozen(True)
+
+    def _on_resume(self, event: Any) -> None:
+        if self._open and self._events is not None:
+            self._events.frozen(False)
 
     def _hold_own_lock(self, name: str) -> None:
         # The lock is held until the promise the callback returns settles: keep its resolve.

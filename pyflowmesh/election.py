@@ -147,6 +147,26 @@ class BullyElection:
         if self.role is Role.LEADER:
             self._beat(now)
 
+    def suspend(self, now: float) -> None:
+        """The page is being frozen: a leader hands over now rather than fall silent.
+
+        Browsers freeze hidden tabs (and can keep them frozen for long); followers
+        would otherwise wait a whole silence limit, longer for a hidden leader.
+        The caller sends the ``Bye`` that makes them elect at once.
+        """
+        if self.role is Role.LEADER:
+            self.stats.stepped_down += 1
+            self._set_leader(None, now)
+        if self.role not in (Role.LEFT, Role.PEER):
+            self.role = Role.JOINING
+            self._phase_deadline = _NEVER  # frozen: nothing runs until resume()
+
+    def resume(self, now: float) -> None:
+        """The page was thawed: ask the mesh who leads now, as a joining tab does."""
+        if self.role not in (Role.LEFT, Role.PEER):
+            self._set_leader(None, now)
+            self._join(now)
+
     def leave(self) -> None:
         """Stop taking part (the node sends the ``Bye``)."""
         self.role = Role.LEFT
@@ -232,8 +252,9 @@ class BullyElection:
             if message.src == self.leader or claim > (self._leader_term, self.leader):
                 self._follow(message.src, message.term, message.interval, message.hidden, now)
             return  # a lesser claimant: our leader reasserts itself and it steps down
-        if self.role is Role.CANDIDATE and claim < (self._candidate_term, self.node_id):
-            return  # we outrank it: our Coordinator will make it step down
+        # Joining, standing or waiting: a leader of a current term is live, and sticky
+        # leadership says follow it, even where our ID is higher (we may be a thawed
+        # or rejoining tab whose backlog still holds the election that chose it).
         if message.term >= self.term or self.role is Role.WAITING:
             self._follow(message.src, message.term, message.interval, message.hidden, now)
 

@@ -368,6 +368,11 @@ class FlowMesh:
             self._node.set_hidden(hidden, self._now())
             self._flush()
 
+    def _on_frozen(self, frozen: bool) -> None:
+        if not self._disposed:
+            self._node.set_frozen(frozen, self._now())
+            self._flush()
+
 
 def _subscribe(listeners: list[Callable[..., None]], callback: Callable[..., None]) -> Callable[[], None]:
     """Add ``callback`` to ``listeners``; return the function that removes it again."""
@@ -394,6 +399,9 @@ class _Events:
 
     def visibility(self, hidden: bool) -> None:
         self._mesh._on_visibility(hidden)
+
+    def frozen(self, frozen: bool) -> None:
+        self._mesh._on_frozen(frozen)
 
     def leaving(self) -> None:
         self._mesh.dispose()

@@ -143,6 +143,25 @@ class MeshNode:
         if self._election is not None:
             self._election.set_hidden(hidden, now)
 
+    def set_frozen(self, frozen: bool, now: float) -> None:
+        """The page is being frozen (``freeze``) or was thawed (``resume``).
+
+        Freezing, a member says ``Bye`` (a leader's followers elect a successor at
+        once, claims it held are taken over); thawed, it rejoins with ``Hello``.
+        """
+        if self._left:
+            return
+        if frozen:
+            was_leader = self.is_leader
+            if self._election is not None:
+                self._election.suspend(now)
+            if was_leader or self._election is None:
+                self.send(Bye(self.node_id, self.term))
+        elif self._election is not None:
+            self._election.resume(now)
+        else:
+            self.send(Hello(self.node_id))
+
     def register_flow(self, flow: str) -> None:
         """This tab can run ``flow``: a leader serves requests only for flows it has."""
         self.flows.flows.add(flow)

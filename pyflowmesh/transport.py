@@ -28,6 +28,9 @@ class TransportEvents(Protocol):
     def visibility(self, hidden: bool) -> None:
         """The page became hidden or visible."""
 
+    def frozen(self, frozen: bool) -> None:
+        """The page is being frozen (``freeze``) or was thawed (``resume``)."""
+
     def leaving(self) -> None:
         """The page is going away (``pagehide``): leave the mesh now, while messages can still be sent."""
 
