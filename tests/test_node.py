@@ -49,10 +49,11 @@ class Net:
     def run(self, until: float) -> None:
         self.pump()
         while True:
-            due = [(d, i) for i, n in self.nodes.items() if i not in self.frozen and (d := n.next_deadline()) is not None]
-            if not due or min(due)[0] > until:
+            due = [n.next_deadline() for i, n in self.nodes.items() if i not in self.frozen]
+            soonest = min((d for d in due if d is not None), default=None)
+            if soonest is None or soonest > until:
                 break
-            self.now = max(self.now, min(due)[0])
+            self.now = max(self.now, soonest)
             for node_id, node in self.nodes.items():
                 deadline = node.next_deadline()
                 if node_id not in self.frozen and deadline is not None and deadline <= self.now:
