@@ -43,8 +43,9 @@ import sys
 import time
 import traceback
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from .config import MeshConfig
 from .effects import CacheUpdated, LeaderChanged, Reject, Resolve, Send, StartCall, WatchPeer
@@ -61,8 +62,11 @@ __all__ = [
     "Simulation",
     "SimulationReport",
     "RunPlan",
+    "Summary",
     "plan",
     "run",
+    "run_plan",
+    "run_many",
     "sim_config",
     "main",
 ]
@@ -104,6 +108,7 @@ class ExecRecord:
     value: Any = None
     tab_gone: bool = False  # its tab crashed or closed before it ended
     quiet: bool = False  # started in the quiet phase
+    settled: bool = False  # started once the mesh had settled after the faults
 
     @property
     def latency(self) -> float | None:
@@ -131,16 +136,13 @@ class Bounds:
             leader is followed by every live tab (leader-follower).
         fault_execute: after the quiet phase starts, the time within which every
             execute started earlier has ended.
-        quiet_execute: the latency bound of an execute started in the quiet phase
-            once ``settle`` has passed.
-        settle: after the quiet phase starts, the time after which the mesh is
-            converged and every execute of the fault phase has ended.
+        quiet_execute: the latency bound of an execute started in the quiet phase once
+            the mesh has settled (converged, and no tab has work left from the faults).
     """
 
     convergence: float
     fault_execute: float
     quiet_execute: float
-    settle: float
 
 
 class _Tab:
@@ -217,6 +219,12 @@ class Simulation:
         self.execs: list[ExecRecord] = []
         self.calls: dict[str, list[tuple[float, str, bool]]] = defaultdict(list)  # the server's log
         self.outcomes: dict[str, list[tuple[float, bool]]] = defaultdict(list)  # call ends reported to tabs
+        self.produced: dict[int, float] = {}  # call number -> when the server's response was produced
+        self.stale_serves: list[tuple[float, str, str, float]] = []  # (time, tab, key, true age)
+        self.max_served_age = 0.0  # the truly oldest value an execute got from a cache or the mesh
+        # Joiners (of a settled mesh) that missed a fresh entry which no tab was bound to sync:
+        # peer-to-peer, its producer left; leader-follower, the leader never had it.
+        self.unsynced = 0
         self.call_count = 0
         self.server_down = False
         self.outages: list[list[float]] = []
@@ -234,8 +242,10 @@ class Simulation:
         self._calls_in_flight = 0
         # From this time on (the settled quiet phase) a result a tab receives from the mesh
         # must also be in its cache: otherwise its other executes and on_cache_update miss it.
-        self.coherence_from = math.inf
+        self.settled_at = math.inf
         self.sync_window = 2 * delay[1] + 1 / _RES
+        # A relayed result's age leaves out its time in transit: a few message delays.
+        self.freshness_slack = 3 * delay[1]
 
     # --- scripting -----------------------------------------------------------------
 
@@ -321,7 +331,28 @@ class Simulation:
                 if tab.frozen:
                     tab.backlog.append((_DELIVER, a, b))
                     continue
-                self._deliver(tab, a, b)
+                # _deliver and _after_input, inlined: most events are deliveries.
+                if self.trace is not None:
+                    self._log(tab, f"recv {_short(a)}")
+                self.deliveries += 1
+                local = when + tab.offset
+                if local < tab.last_local:
+                    local = tab.last_local
+                tab.last_local = local
+                node = tab.node
+                try:
+                    node.receive(a, local)
+                except Exception:
+                    self._exception(tab, "receive")
+                effects = node.take_effects()
+                if effects:
+                    self._apply(tab, effects)
+                if tab.alive:
+                    deadline = node.next_deadline()
+                    if deadline is not None:
+                        due = deadline - tab.offset
+                        if tab.hidden or tab.tick_at is None or due < tab.tick_at:
+                            self._reschedule(tab)
             elif kind == _TICK:
                 if a != tab.gen or not tab.alive:
                     continue
@@ -442,7 +473,7 @@ class Simulation:
     def _start(self, tab: _Tab) -> None:
         tab.started = tab.alive = True
         tab.start_time = self.now
-        if self.now >= self.coherence_from and self.config.share_cache:
+        if self.now >= self.settled_at and self.config.share_cache:
             self._push(self.now + self.sync_window, _ACTION, None, lambda: self._check_synced(tab), None)
         self._live.append(tab)
         self._log(tab, "start")
@@ -504,6 +535,7 @@ class Simulation:
 
     def _execute(self, tab: _Tab, record: ExecRecord) -> None:
         record.start = self.now
+        record.settled = self.now >= self.settled_at
         self.execs.append(record)
         if not tab.alive or tab.frozen:
             record.tab_gone = not tab.alive
@@ -543,10 +575,9 @@ class Simulation:
                 self._log(tab, f"leader -> {effect.leader} (role {tab.node.role}, term {tab.node.term})")
             elif cls is WatchPeer:
                 self._watch(tab, effect.node_id)
-            elif cls is CacheUpdated:
-                if not _value_matches(effect.value, effect.key):
-                    self.violations.append(Violation(
-                        "value", self.now, f"tab {tab.id} cached {effect.value!r} under {effect.key!r}"))
+            elif cls is CacheUpdated and not _value_matches(effect.value, effect.key):
+                self.violations.append(Violation(
+                    "value", self.now, f"tab {tab.id} cached {effect.value!r} under {effect.key!r}"))
 
     def _broadcast(self, tab: _Tab, data: str) -> None:
         self.messages += 1
@@ -575,6 +606,7 @@ class Simulation:
         self.calls[effect.key].append((self.now, tab.id, ok))
         low, high = self.call_duration
         duration = _quantize(self.rng.uniform(low, high))
+        self.produced[self.call_count] = self.now + duration
         if ok:
             outcome: tuple[bool, Any] = (True, {"key": effect.key, "call": self.call_count, "at": self.now})
         else:
@@ -589,7 +621,8 @@ class Simulation:
         record = tab.waiters.pop(effect.waiter, None)
         if record is None:
             self.violations.append(Violation(
-                "execute", self.now, f"tab {tab.id}: {type(effect).__name__} for unknown or finished waiter {effect.waiter}"))
+                "execute", self.now,
+                f"tab {tab.id}: {type(effect).__name__} for unknown or finished waiter {effect.waiter}"))
             return
         record.end = self.now
         if isinstance(effect, Resolve):
@@ -597,12 +630,18 @@ class Simulation:
             if not _value_matches(effect.value, record.key):
                 self.violations.append(Violation(
                     "value", self.now, f"tab {tab.id}: execute of {record.key!r} resolved with {effect.value!r}"))
-            if effect.source == "mesh" and self.now >= self.coherence_from and self.config.share_cache:
+            age = self._true_age(effect.value)
+            if effect.source != "call":
+                self.max_served_age = max(self.max_served_age, age)
+                if age > self.config.stale_time + self.freshness_slack:
+                    self.stale_serves.append((self.now, tab.id, record.key, age))
+            if (effect.source == "mesh" and self.now >= self.settled_at and self.config.share_cache
+                    and age + self.freshness_slack < self.config.stale_time):
                 entry = tab.node.cache._entries.get(record.key)
                 if entry is None or entry.value != effect.value:
                     self.violations.append(Violation(
                         "cache", self.now, f"tab {tab.id} got {effect.value!r} from the mesh but caches "
-                        f"{None if entry is None else entry.value!r} (version {entry and entry.version})"))
+                        f"{None if entry is None else entry.value!r}"))
             self._log(tab, f"resolve {record.key} from {effect.source}")
         else:
             error = effect.error
@@ -636,24 +675,47 @@ class Simulation:
             self.outages[-1][1] = self.now
         self._log(None, f"server {'down' if down else 'up'}")
 
+    def _true_age(self, value: Any) -> float:
+        """How long ago the server produced ``value`` (a value of this simulation's calls)."""
+        call = value.get("call") if isinstance(value, dict) else None
+        produced = self.produced.get(call) if isinstance(call, int) else None
+        return math.inf if produced is None else self.now - produced
+
     def _check_synced(self, joiner: _Tab) -> None:
-        """A tab that joined a settled mesh holds every entry that was fresh when it asked."""
-        if not joiner.alive:
+        """A tab that joined a settled mesh holds every entry it was owed when it asked.
+
+        Owed: fresh entries produced before it joined (later ones come by broadcast) that
+        the protocol promises to sync: leader-follower, what the leader holds; peer-to-peer,
+        what each tab produced itself. Fresh entries some tab holds but nobody was bound to
+        sync (their producer left, peer-to-peer; the leader, elected after joining late,
+        never had them) are only counted in ``unsynced``: a known limitation.
+        """
+        if not joiner.alive or joiner.start_time is None:
             return
-        margin = self.sync_window
+        margin = self.sync_window + self.freshness_slack
+        leader = self.leader() if self.config.strategy == "leader-follower" else None
+        owed: dict[str, tuple[float, _Tab]] = {}
+        held: set[str] = set()
         for tab in self._live:
             if tab is joiner:
                 continue
-            local = self.now + tab.offset
             for key, entry in tab.node.cache._entries.items():
-                if entry.age(local) + margin >= self.config.stale_time:
-                    continue  # it may have gone stale before the Sync was composed
+                age = self._true_age(entry.value)
+                if age + margin >= self.config.stale_time or self.now - age > joiner.start_time:
+                    continue  # may have gone stale before the Sync, or produced after the join
                 have = joiner.node.cache._entries.get(key)
-                if have is None or (have.version, have.origin) < (entry.version, entry.origin):
-                    self.violations.append(Violation(
-                        "sync", self.now, f"tab {joiner.id} joined at {joiner.start_time:.1f} but lacks "
-                        f"{key!r} (version {entry.version} from {entry.origin}, fresh in tab {tab.id})"))
-                    return
+                if have is not None and self._true_age(have.value) <= age:
+                    continue
+                origin = self.by_id.get(entry.origin)
+                if tab.id == leader or (leader is None and origin is tab):
+                    owed[key] = (age, tab)
+                else:
+                    held.add(key)
+        for key, (_, tab) in owed.items():
+            self.violations.append(Violation(
+                "sync", self.now, f"tab {joiner.id} joined at {joiner.start_time:.1f} but lacks {key!r}, "
+                f"fresh in tab {tab.id}, which was to sync it"))
+        self.unsynced += len(held - set(owed))
 
     # --- internals: faults ---------------------------------------------------------------
 
@@ -875,9 +937,10 @@ class SimulationReport:
        follows it, and that stays so to the end. Peer-to-peer: no tab ever leads.
     b. Every execute ends (Resolve or Reject) unless its tab crashed or closed (a close
        rejects with ``MeshDisposedError``, which counts as ended): those of the fault
-       phase by ``quiet_at + bounds.fault_execute``; those started in the quiet phase
-       after ``bounds.settle`` within ``bounds.quiet_execute`` of their start (and the
-       others by ``quiet_at + bounds.fault_execute``, or, if later, start + quiet_execute).
+       phase by ``quiet_at + bounds.fault_execute``; those started once the mesh settled
+       (``settled_at``: converged, no work left from the faults) within
+       ``bounds.quiet_execute`` of their start (and other quiet ones by the later of
+       ``quiet_at + bounds.fault_execute`` and start + quiet_execute).
        An execute resolves only with a value of its own key, and rejects only with the
        server's error (directly or shared by another tab).
     c. Once converged in the quiet phase (no faults, no outage), calls of one key
@@ -906,6 +969,10 @@ class SimulationReport:
     max_quiet_latency: float  # observed, for executes started in the quiet phase after settling
     tab_ms: float
     dropped: int
+    settled_at: float = math.inf  # observed: when the mesh settled after the faults
+    stale_serves: int = 0  # executes served a value truly older than stale_time (+ slack)
+    max_served_age: float = 0.0
+    unsynced: int = 0  # fresh entries a joiner missed that no tab was bound to sync
     trace: list[str] | None = None
 
     @property
@@ -914,9 +981,10 @@ class SimulationReport:
 
     def summary(self) -> str:
         plan = self.plan
-        head = f"seed {self.seed}" + (
-            f" ({plan.tabs} tabs, {plan.strategy}, locks {'on' if plan.locks else 'off'}, heartbeat {plan.heartbeat:.0f}ms)"
-            if plan else "")
+        head = f"seed {self.seed}"
+        if plan is not None:
+            locks = "on" if plan.locks else "off"
+            head += f" ({plan.tabs} tabs, {plan.strategy}, locks {locks}, heartbeat {plan.heartbeat:.0f}ms)"
         return f"{head}: {len(self.violations)} violation(s)" if self.violations else f"{head}: ok"
 
 
@@ -945,8 +1013,7 @@ def _derive_bounds(config: MeshConfig, sim: Simulation, call_max: float, delay_m
                   + config.claim_window + call_max + 8 * delay_max)
     # Once settled: Request → Accept → call → Result, or claim → call → Result.
     quiet = config.claim_window + call_max + 4 * delay_max
-    return Bounds(convergence=convergence, fault_execute=convergence + fault_tail,
-                  quiet_execute=quiet, settle=convergence + fault_tail)
+    return Bounds(convergence=convergence, fault_execute=convergence + fault_tail, quiet_execute=quiet)
 
 
 def run(
@@ -972,14 +1039,13 @@ def run(
         heartbeat: the mesh heartbeat; other timeouts follow (:func:`sim_config`).
         verbose: keep an event trace in ``report.trace``.
     """
-    wall = time.perf_counter()
     config = sim_config(strategy, heartbeat=heartbeat, locks=locks)
     sim = Simulation(seed, config, locks=locks, verbose=verbose)
     rng = sim.rng
     if tabs is None:
         tabs = rng.randint(2, 50)
     kinds = FAULT_KINDS if faults is True else () if faults is False else tuple(faults)
-    weights = [w for k, w in zip(FAULT_KINDS, _FAULT_WEIGHTS) if k in kinds]
+    weights = [w for k, w in zip(FAULT_KINDS, _FAULT_WEIGHTS, strict=True) if k in kinds]
     kinds = tuple(k for k in FAULT_KINDS if k in kinds)
     beat = config.heartbeat
     call_max, delay_max, lock_max = sim.call_duration[1], sim.delay[1], sim.lock_delay[1]
@@ -1089,26 +1155,58 @@ def run(
     sim.at(quiet_at, quiet)
     sim.run_until(quiet_at)
     bounds = _derive_bounds(config, sim, call_max, delay_max, lock_max)
-    settled_at = quiet_at + bounds.settle
-    sim.coherence_from = settled_at
-    quiet_span = bounds.settle + 2 * config.stale_time
+
+    # Settled: converged (leader-follower), no execute of the fault phase open, no tab
+    # with work in progress. From then on the tight bounds apply: an execute ends within
+    # bounds.quiet_execute, a result from the mesh is cached, a joiner is synced at once.
+    # A claim whose owner vanished lingers in the other tabs until its patience (the
+    # visible silence limit) runs out: at most that long after the faults.
+    claims_expired = quiet_at + config.silence_limit(config.heartbeat, False)
+
+    def settled() -> bool:
+        if sim.now < claims_expired:
+            return False
+        if config.strategy == "leader-follower" and sim.converged_since is None:
+            return False
+        if any(tab.waiters or tab.node.flows.pending for tab in sim._live):
+            return False
+        return sim._calls_in_flight == 0
+
+    def watch_settling() -> None:
+        if sim.settled_at == math.inf:
+            if settled():
+                sim.settled_at = sim.now
+                sim._log(None, "settled")
+            else:
+                sim.at(sim.now + beat / 10, watch_settling)
+    sim.at(quiet_at, watch_settling)
+
+    quiet_span = bounds.convergence + 2 * config.stale_time
     if "join" in kinds:
         for _ in range(rng.randint(0, 2)):
             sim.add_tab(quiet_at + rng.uniform(0, quiet_span), flows=page_flows())
     for _ in range(rng.randint(3, 6 + tabs // 4)):
         execute_at(quiet_at + rng.uniform(0, quiet_span), True)
-    end_at = quiet_at + quiet_span + bounds.quiet_execute + beat
+    # Run past every scripted action and the convergence bound; then on while an
+    # execute is open, up to the bound of the fault phase's executes.
+    end_at = quiet_at + max(quiet_span + bounds.quiet_execute, bounds.convergence) + beat
     sim.run_until(end_at)
+    limit = quiet_at + bounds.fault_execute + beat
+    while sim.now < limit and any(tab.waiters for tab in sim._live):
+        sim.run_until(min(sim.now + beat, limit))
+    end_at = sim.now
 
-    report = _check(sim, config, bounds, quiet_at, settled_at, end_at)
+    report = _check(sim, config, bounds, quiet_at, end_at)
     report.plan = run_plan
     report.tab_ms = sim.tab_ms()
-    del wall
+    report.settled_at = sim.settled_at
+    report.stale_serves = len(sim.stale_serves)
+    report.max_served_age = sim.max_served_age
+    report.unsynced = sim.unsynced
     return report
 
 
-def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float, settled_at: float,
-           end_at: float) -> SimulationReport:
+def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float, end_at: float) -> SimulationReport:
     violations = sim.violations
     live = sim._live
 
@@ -1128,7 +1226,8 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
     else:
         for tab in sim.tabs:
             if tab.started and tab.node.role not in (Role.PEER, Role.LEFT):
-                violations.append(Violation("convergence", end_at, f"peer-to-peer tab {tab.id} has role {tab.node.role}"))
+                violations.append(Violation(
+                    "convergence", end_at, f"peer-to-peer tab {tab.id} has role {tab.node.role}"))
 
     # b. every execute ends in time
     max_fault = max_quiet = 0.0
@@ -1142,7 +1241,7 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
                 violations.append(Violation(
                     "execute", record.start, f"execute of {record.key!r} in tab {record.tab} never ended"))
             continue
-        if not record.quiet or record.start < settled_at:
+        if not record.settled:
             limit = quiet_at + bounds.fault_execute
             if record.quiet:
                 limit = max(limit, record.start + bounds.quiet_execute)
@@ -1165,7 +1264,7 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
     stable = max(stable, quiet_at)
     for key, calls in sim.calls.items():
         starts = [t for t, _, _ in calls if t >= stable]
-        for first, second in zip(starts, starts[1:]):
+        for first, second in zip(starts, starts[1:], strict=False):
             if second - first < config.stale_time:
                 who = [tab for t, tab, _ in calls if t in (first, second)]
                 violations.append(Violation(
@@ -1213,3 +1312,176 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
         convergence=convergence, max_fault_latency=max_fault, max_quiet_latency=max_quiet,
         tab_ms=0.0, dropped=sum(t.node.stats.dropped for t in sim.tabs), trace=sim.trace,
     )
+
+
+# --- many seeds, and the command line ----------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    """What :func:`run_many` checked, over every seed."""
+
+    runs: int = 0
+    strategies: Counter[str] = field(default_factory=Counter)
+    locks: Counter[str] = field(default_factory=Counter)
+    heartbeats: Counter[str] = field(default_factory=Counter)
+    tabs_initial: int = 0
+    tabs_opened: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    executes: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    calls: int = 0
+    messages: int = 0
+    deliveries: int = 0
+    elections: int = 0
+    dropped: int = 0
+    stale_serves: int = 0
+    max_served_age: float = 0.0
+    unsynced: int = 0
+    # (observed, bound, seed) of the worst run, and the worst observed/bound ratio
+    convergence: tuple[float, float, int] = (0.0, 0.0, -1)
+    convergence_ratio: float = 0.0
+    fault_latency: tuple[float, float, int] = (0.0, 0.0, -1)
+    settled_latency: tuple[float, float, int] = (0.0, 0.0, -1)
+    settled_ratio: float = 0.0
+    tab_ms: float = 0.0
+    wall: float = 0.0
+    failures: list[SimulationReport] = field(default_factory=list)
+
+    def add(self, report: SimulationReport) -> None:
+        plan = report.plan
+        self.runs += 1
+        if plan is not None:
+            self.strategies[plan.strategy] += 1
+            self.locks["on" if plan.locks else "off"] += 1
+            self.heartbeats[f"{plan.heartbeat:.0f}ms"] += 1
+            self.tabs_initial += plan.tabs
+        self.tabs_opened += report.tabs_opened
+        self.faults.update(report.faults)
+        self.executes += report.executes
+        self.outcomes.update(report.outcomes)
+        self.calls += report.calls
+        self.messages += report.messages
+        self.deliveries += report.deliveries
+        self.elections += report.elections
+        self.dropped += report.dropped
+        self.stale_serves += report.stale_serves
+        self.max_served_age = max(self.max_served_age, report.max_served_age)
+        self.unsynced += report.unsynced
+        self.tab_ms += report.tab_ms
+        bounds = report.bounds
+        if report.convergence is not None and report.config.strategy == "leader-follower":
+            if report.convergence >= self.convergence[0]:
+                self.convergence = (report.convergence, bounds.convergence, report.seed)
+            self.convergence_ratio = max(self.convergence_ratio, report.convergence / bounds.convergence)
+        if report.max_fault_latency >= self.fault_latency[0]:
+            self.fault_latency = (report.max_fault_latency, bounds.fault_execute, report.seed)
+        if report.max_quiet_latency >= self.settled_latency[0]:
+            self.settled_latency = (report.max_quiet_latency, bounds.quiet_execute, report.seed)
+        self.settled_ratio = max(self.settled_ratio, report.max_quiet_latency / bounds.quiet_execute)
+        if report.violations:
+            self.failures.append(report)
+
+    def lines(self) -> list[str]:
+        def counts(counter: Counter[str]) -> str:
+            return ", ".join(f"{name} {n}" for name, n in counter.most_common()) or "none"
+
+        opened = self.tabs_opened
+        conv, conv_bound, conv_seed = self.convergence
+        fault, fault_bound, fault_seed = self.fault_latency
+        quiet, quiet_bound, quiet_seed = self.settled_latency
+        rate = self.tab_ms / 1000 / self.wall if self.wall else 0.0
+        return [
+            f"runs: {self.runs} ({counts(self.strategies)}; Web Locks {counts(self.locks)}; "
+            f"heartbeat {counts(self.heartbeats)})",
+            f"tabs: {opened} opened ({self.tabs_initial} at the start, {opened - self.tabs_initial} late joiners), "
+            f"{self.tab_ms / 1000:,.0f} simulated tab-seconds",
+            f"faults injected: {counts(self.faults)}",
+            f"executes: {self.executes} ({counts(self.outcomes)})",
+            f"server calls: {self.calls}; messages sent: {self.messages:,}; deliveries: {self.deliveries:,}; "
+            f"invalid messages dropped: {self.dropped:,}; elections started: {self.elections:,}",
+            f"convergence after the faults (leader-follower): max {conv:,.0f} ms observed vs its bound "
+            f"{conv_bound:,.0f} ms (seed {conv_seed}); worst observed/bound {self.convergence_ratio:.2f}",
+            f"execute latency: fault phase ended by quiet start + {fault:,.0f} ms vs bound + {fault_bound:,.0f} ms "
+            f"(seed {fault_seed}); once settled max {quiet:,.1f} ms vs bound {quiet_bound:,.1f} ms "
+            f"(seed {quiet_seed}); worst observed/bound {self.settled_ratio:.2f}",
+            f"known limitations seen: {self.stale_serves} executes served a value older than stale_time "
+            f"(oldest {self.max_served_age:,.0f} ms; transit to frozen tabs), {self.unsynced} fresh entries "
+            f"no tab was bound to sync to a joiner",
+            f"wall time: {self.wall:.1f} s; {rate:,.0f} simulated tab-seconds per second",
+            f"violations: {len(self.failures)} failing seed(s)",
+        ]
+
+
+def run_many(
+    seeds: Iterable[int],
+    max_tabs: int = 50,
+    strategy: str = "both",
+    locks: bool | None = None,
+    verbose: bool = False,
+    progress: Callable[[SimulationReport], None] | None = None,
+) -> Summary:
+    """Run every seed's plan (:func:`plan`) and sum up the reports."""
+    summary = Summary()
+    started = time.perf_counter()
+    for seed in seeds:
+        report = run_plan(plan(seed, max_tabs, strategy, locks), verbose=verbose)
+        summary.add(report)
+        if progress is not None:
+            progress(report)
+    summary.wall = time.perf_counter() - started
+    return summary
+
+
+def run_plan(run_plan: RunPlan, verbose: bool = False) -> SimulationReport:
+    """Run one planned seed."""
+    return run(run_plan.seed, run_plan.tabs, strategy=run_plan.strategy, locks=run_plan.locks,
+               heartbeat=run_plan.heartbeat, verbose=verbose, run_plan=run_plan)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pyflowmesh.simulation``: run many seeds; exit 1 if any invariant failed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pyflowmesh.simulation",
+        description="Run pyflowmesh's deterministic multi-tab simulator over many seeds and check its invariants.",
+    )
+    parser.add_argument("--seeds", type=int, default=1000, help="how many seeds to run (default 1000)")
+    parser.add_argument("--seed-start", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument("--tabs", type=int, default=50, help="the most tabs open at the start (2..N per seed)")
+    parser.add_argument("--strategy", choices=("leader-follower", "peer-to-peer", "both"), default="both",
+                        help="both (the default) alternates strategies by seed")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--no-locks", action="store_true", help="no Web Locks in any run (default: every other pair)")
+    group.add_argument("--locks", action="store_true", help="Web Locks in every run")
+    parser.add_argument("--verbose", action="store_true", help="print every run's event trace")
+    args = parser.parse_args(argv)
+    if args.tabs < 2:
+        parser.error("--tabs must be at least 2")
+    locks = False if args.no_locks else True if args.locks else None
+    flags = f"--tabs {args.tabs} --strategy {args.strategy}" + (" --no-locks" if args.no_locks else "") + (
+        " --locks" if args.locks else "")
+    last = args.seed_start + args.seeds - 1
+    print(f"pyflowmesh simulation: seeds {args.seed_start}..{last}, 2..{args.tabs} tabs per seed, "
+          f"strategy {args.strategy}, Web Locks {'off' if args.no_locks else 'on' if args.locks else 'mixed'}")
+
+    def progress(report: SimulationReport) -> None:
+        if args.verbose and report.trace is not None:
+            print(f"--- trace of {report.summary()}")
+            print("\n".join(report.trace))
+            print(f"--- quiet phase from {report.quiet_at:.1f} ms, settled at {report.settled_at:.1f} ms, "
+                  f"end {report.end_at:.1f} ms; bounds {report.bounds}")
+        if report.violations:
+            print(f"FAIL {report.summary()}")
+            for violation in report.violations:
+                print(f"    {violation}")
+            print(f"    reproduce: python -m pyflowmesh.simulation --seeds 1 --seed-start {report.seed} {flags} "
+                  "--verbose")
+        sys.stdout.flush()
+
+    summary = run_many(range(args.seed_start, last + 1), args.tabs, args.strategy, locks, args.verbose, progress)
+    print("\n".join(summary.lines()))
+    return 1 if summary.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
