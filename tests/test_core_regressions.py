@@ -1,0 +1,70 @@
+"""Regression tests of core bugs the simulator found (each names the seed that showed it)."""
+
+from __future__ import annotations
+
+from pyflowmesh.cache import SharedCache
+from pyflowmesh.simulation import Simulation, sim_config
+
+STALE = 5000.0  # sim_config's stale_time (5 heartbeats of 1 s)
+
+
+# --- A restarted version count was dropped everywhere ---------------------------------------
+# Seeds 683 and 913 (peer-to-peer): a tab that opened after a key's entry had gone stale
+# everywhere (so no Sync carried it) counted that key's versions from 1 again; every other
+# tab still remembered the higher version and dropped the new result as "not newer", so it
+# called again within the freshness window (and, leader-follower, a new leader's results
+# never reached its followers' caches or their on_cache_update subscribers).
+
+
+def test_cache_takes_a_restarted_version_produced_after_the_known_one_went_stale() -> None:
+    cache = SharedCache(STALE, max_entries=8)
+    assert cache.offer("k", "old", 2, "a", 0.0, now=1000.0)
+    assert cache.offer("k", "new", 1, "b", 0.0, now=1000.0 + STALE + 1)
+    entry = cache.get("k", 1000.0 + STALE + 2)
+    assert entry is not None and entry.value == "new"
+
+
+def test_cache_still_orders_results_of_one_freshness_window_by_version() -> None:
+    cache = SharedCache(STALE, max_entries=8)
+    assert cache.offer("k", "v2", 2, "a", 0.0, now=1000.0)
+    assert not cache.offer("k", "v1", 1, "b", 0.0, now=3000.0)  # produced while v2 was fresh
+    assert not cache.offer("k", "v2 again", 2, "a", 100.0, now=4000.0)  # a duplicate
+    entry = cache.get("k", 4000.0)
+    assert entry is not None and entry.value == "v2"
+    cache.invalidate("k")
+    assert not cache.offer("k", "v2", 2, "a", 10.0, now=4500.0)  # a late copy cannot come back
+    assert cache.get("k", 4500.0) is None
+
+
+def test_peer_to_peer_tabs_cache_a_late_joiners_result() -> None:
+    sim = Simulation(683, sim_config("peer-to-peer"))
+    sim.add_tab(0.0, node_id="a")
+    sim.add_tab(0.0, node_id="z")
+    sim.execute("z", "dashboard", at=100.0)  # version 1 from z
+    sim.execute("z", "dashboard", at=100.0 + STALE + 500)  # version 2 from z, stale by 12 s
+    sim.add_tab(12_000.0, node_id="j")  # nothing is fresh: its Sync is empty
+    first = sim.execute("j", "dashboard", at=12_100.0)  # j counts from version 1
+    second = sim.execute("a", "dashboard", at=12_600.0)
+    sim.run_until(13_000.0)
+    assert first.source == "call"
+    assert second.source == "cache", "a dropped j's result as older than z's version 2"
+    assert len(sim.calls_of("dashboard", since=12_000.0)) == 1
+
+
+def test_followers_cache_the_results_of_a_leader_that_joined_late() -> None:
+    sim = Simulation(683, sim_config("leader-follower"))
+    sim.add_tab(0.0, node_id="m")
+    sim.add_tab(5.0, node_id="b")
+    sim.run_until(1000.0)
+    assert sim.leader() == "m"
+    sim.execute("b", "dashboard", at=1000.0)  # version 1 from m
+    sim.add_tab(1000.0 + STALE + 1000, node_id="k")  # joins once that entry is stale everywhere
+    sim.close("m", at=1000.0 + STALE + 1500)
+    sim.run_until(9000.0)
+    assert sim.leader() == "k"
+    second = sim.execute("b", "dashboard", at=9000.0)  # k calls: version 1 from k < (1, "m")
+    third = sim.execute("b", "dashboard", at=9600.0)
+    sim.run_until(10_000.0)
+    assert second.source == "mesh"
+    assert third.source == "cache", "b dropped its new leader's result from its cache"
+    assert len(sim.calls_of("dashboard")) == 2
