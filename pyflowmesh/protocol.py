@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
+from itertools import accumulate
 from typing import Any, ClassVar, cast
 
-from .values import check_json
+from .values import MAX_DEPTH, check_json
 
 __all__ = [
     "PROTOCOL",
@@ -379,18 +381,40 @@ _CHECKS_BY_TYPE["invalidate"]["key"] = _optional(_text)
 _OPTIONAL_FIELDS = {"to"}
 
 
+# How deep a message may nest: a value nests at most MAX_DEPTH + 1 levels (check_json
+# enforces that in the sending tab), and the deepest envelope (a Sync: the message, its
+# entries, an entry) adds 3. Anything deeper is not ours, and must not reach json.loads:
+# under Pyodide, deep JSON overflows the JS engine's stack before Python's recursion
+# check fires, a fatal error of the whole runtime ("Maximum call stack size exceeded"
+# at about 5,000 nested lists, 2,000 nested objects in Pyodide 314).
+MAX_NESTING = MAX_DEPTH + 8
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _nesting(raw: str, limit: int) -> int:
+    """How deep ``raw`` nests its arrays and objects (exactly, when that exceeds ``limit``)."""
+    if raw.count("[") + raw.count("{") <= limit:
+        return 0  # the usual case, at C speed: too few brackets to nest deeper than limit
+    brackets = _BRACKET.findall(_STRING.sub('""', raw))  # brackets inside strings don't nest
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
 def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
     """Parse and validate one message received from the channel.
 
     Raises:
         ProtocolError: with ``reason`` one of ``not-text``, ``too-large``,
-            ``not-json``, ``not-object``, ``foreign``, ``version``, ``unknown-type``,
-            ``bad-field:<name>``, ``extra-field:<name>``.
+            ``too-deep``, ``not-json``, ``not-object``, ``foreign``, ``version``,
+            ``unknown-type``, ``bad-field:<name>``, ``extra-field:<name>``.
     """
     if not isinstance(raw, str):
         raise ProtocolError("not-text")
     if len(raw) > max_bytes:  # characters; a cheap upper bound check before parsing
         raise ProtocolError("too-large")
+    if _nesting(raw, MAX_NESTING) > MAX_NESTING:
+        raise ProtocolError("too-deep")
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):

@@ -14,12 +14,12 @@ import json
 import math
 from typing import Any
 
-__all__ = ["JSONValue", "check_json", "flow_key_for", "cache_key"]
+__all__ = ["JSONValue", "MAX_DEPTH", "check_json", "flow_key_for", "cache_key"]
 
 JSONValue = Any
 """A JSON-compatible value (``Any`` because Python's type system cannot say it precisely)."""
 
-_MAX_DEPTH = 64
+MAX_DEPTH = 64  # how deep shared values may nest (protocol.MAX_NESTING derives from it)
 
 
 def check_json(value: Any, what: str = "value") -> None:
@@ -31,8 +31,8 @@ def check_json(value: Any, what: str = "value") -> None:
 
 
 def _check(value: Any, path: str, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise TypeError(f"{path} is nested deeper than {_MAX_DEPTH} levels; pyflowmesh shares JSON data only")
+    if depth > MAX_DEPTH:
+        raise TypeError(f"{path} is nested deeper than {MAX_DEPTH} levels; pyflowmesh shares JSON data only")
     if value is None or isinstance(value, (str, bool, int)):
         return
     if isinstance(value, float):
