@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 from typing import Any, ClassVar, cast
 
-from .values import MAX_DEPTH, check_json
+from .values import MAX_DEPTH, check_json, is_text
 
 __all__ = [
     "PROTOCOL",
@@ -272,13 +272,14 @@ def encode(message: Message) -> str:
 
 
 def _node_id(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_ID:
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID or not is_text(value):
         raise ProtocolError(f"bad-field:{name}")
     return value
 
 
 def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
+    # is_text: a lone surrogate (from a \ud800 escape) would make any reply quoting it unsendable.
+    if not isinstance(value, str) or not is_text(value):
         raise ProtocolError(f"bad-field:{name}")
     return value
 

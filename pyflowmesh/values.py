@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["JSONValue", "MAX_DEPTH", "check_json", "flow_key_for", "cache_key"]
+__all__ = ["JSONValue", "MAX_DEPTH", "check_json", "is_text", "flow_key_for", "cache_key"]
 
 JSONValue = Any
 """A JSON-compatible value (``Any`` because Python's type system cannot say it precisely)."""
@@ -33,7 +33,10 @@ def check_json(value: Any, what: str = "value") -> None:
 def _check(value: Any, path: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise TypeError(f"{path} is nested deeper than {MAX_DEPTH} levels; pyflowmesh shares JSON data only")
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -49,12 +52,29 @@ def _check(value: Any, path: str, depth: int) -> None:
                 raise TypeError(
                     f"{path} has the key {key!r} of type {type(key).__name__}; JSON object keys must be str"
                 )
+            _check_text(key, f"{path} key {key!r}")
             _check(item, f"{path}[{key!r}]", depth + 1)
         return
     raise TypeError(
         f"{path} is a {type(value).__module__}.{type(value).__qualname__}, not JSON data; "
         "pyflowmesh shares only dict (str keys), list, tuple, str, int, float, bool and None"
     )
+
+
+def is_text(value: str) -> bool:
+    """Whether UTF-8 can carry ``value``: not so a lone surrogate, which a JSON ``\\ud800`` escape can produce."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(value: str, path: str) -> None:
+    if not is_text(value):
+        raise TypeError(f"{path} has a lone surrogate, which UTF-8 (and so the channel) cannot carry")
 
 
 def flow_key_for(function: Any) -> str:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pyflowmesh.cache import SharedCache
+from pyflowmesh.config import MeshConfig
+from pyflowmesh.node import MeshNode
+from pyflowmesh.protocol import ProtocolError, decode
 from pyflowmesh.simulation import Simulation, sim_config
 
 STALE = 5000.0  # sim_config's stale_time (5 heartbeats of 1 s)
@@ -68,3 +73,53 @@ def test_followers_cache_the_results_of_a_leader_that_joined_late() -> None:
     assert second.source == "mesh"
     assert third.source == "cache", "b dropped its new leader's result from its cache"
     assert len(sim.calls_of("dashboard")) == 2
+
+
+# --- A lone surrogate made a tab's reply unsendable ------------------------------------------
+# Found while writing the property tests: JSON text may carry "\ud800", which json.loads turns
+# into a str that UTF-8 cannot encode. decode accepted it; a leader answering that Hello (with
+# a Sync to its src) or that Request (with a Decline) raised UnicodeEncodeError from
+# MeshNode.send, out of receive(). Locally, execute() with such an argument raised it from
+# deep inside send, after registering the execute, which was then left pending forever.
+
+
+def _leader_with_an_entry() -> MeshNode:
+    node = MeshNode("me", MeshConfig.from_options(channel="x", heartbeat=1000))
+    node.register_flow("f")
+    node.start(0.0)
+    node.tick(100.0)
+    node.tick(200.0)
+    assert node.is_leader
+    node.share_result("k", 1, 300.0)
+    node.take_effects()
+    return node
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        r'{"proto":"pyflowmesh","v":1,"type":"hello","src":"\ud800x"}',
+        r'{"proto":"pyflowmesh","v":1,"type":"request","src":"\udfff","dst":"me","req":1,"key":"g","flow":"g","args":[]}',
+        r'{"proto":"pyflowmesh","v":1,"type":"request","src":"a","dst":"me","req":1,"key":"\ud800","flow":"f","args":[]}',
+        r'{"proto":"pyflowmesh","v":1,"type":"result","src":"a","key":"k","value":{"\ud800":1},"version":9,'
+        r'"origin":"a","age":0,"shared":true}',
+    ],
+)
+def test_a_message_with_a_lone_surrogate_is_dropped_not_raised(raw: str) -> None:
+    with pytest.raises(ProtocolError):
+        decode(raw)
+    node = _leader_with_an_entry()
+    node.receive(raw, 400.0)  # raised UnicodeEncodeError
+    assert node.stats.dropped == 1
+    assert node.take_effects() == []
+
+
+def test_execute_with_a_lone_surrogate_is_a_type_error_and_leaves_nothing_pending() -> None:
+    node = MeshNode("p", MeshConfig.from_options(channel="x", strategy="peer-to-peer"))
+    node.register_flow("f")
+    node.start(0.0)
+    with pytest.raises(TypeError, match="lone surrogate"):
+        node.execute("f", ("\ud800",), 10.0)
+    with pytest.raises(TypeError, match="lone surrogate"):
+        node.share_result("k", {"a": "\udfff"}, 10.0)
+    assert node.flows.pending == {}
