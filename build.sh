@@ -5,6 +5,7 @@
 #   ./build.sh demo [--port N]    build if needed, serve web/ at http://127.0.0.1:8000 (or $PORT)
 #   ./build.sh test [--level L]... [pytest args]
 #                                 venv + deps + Chromium + build, then the test levels
+#   ./build.sh bench [options]    venv (test deps + matplotlib) + Chromium + build, then the benchmarks
 #   ./build.sh help
 set -euo pipefail
 
@@ -21,6 +22,7 @@ PYTEST_SPEC="pytest>=8.4,<9"       # pytest-pyodide 0.59.2 breaks under pytest 9
 PYTEST_PYODIDE_SPEC="pytest-pyodide==0.59.2"
 PLAYWRIGHT_SPEC="playwright>=1.65,<1.66"
 HYPOTHESIS_SPEC="hypothesis>=6.100,<7"
+MATPLOTLIB_SPEC="matplotlib>=3.8,<4"  # bench only: the plot
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 # ---------------------------------------------------------------------------
 
@@ -56,6 +58,12 @@ commands:
                         the levels: cpython (tests/), pyodide (tests/pyodide/, pytest-pyodide),
                         browser (tests/browser/, Playwright tabs). Default: all three.
                         Other arguments go to every pytest run (e.g. -x, -k NAME, -v).
+  bench [options]       like test: .venv (plus matplotlib), Chromium, build; then measure what the mesh
+                        saves and costs against the same page without it (real Chromium tabs) and the
+                        protocol at scale (simulator). Prints the figures, writes bench-results/results.json,
+                        docs/benchmarks.png and docs/benchmarks.md. Never fails on a time.
+                        Options: --quick (fewer tabs and trials), --only browser|sim, --no-docs
+                        (see: .venv/bin/python -m bench.run --help)
   help                  this text
 
 environment: PORT (demo), PYTHON (default python3), CHROMIUM (default /usr/bin/chromium)
@@ -161,22 +169,31 @@ ensure_chromium() {
     [[ -x "$CHROMIUM" ]] || die "apt-get install chromium did not provide $CHROMIUM"
 }
 
+# venv_install NAME SPEC...: pip-install SPECs into .venv unless the stamp NAME says they are
+# there already (the stamp also covers pyproject.toml, so a changed package re-installs).
+venv_install() {
+    local name="$1"
+    shift
+    local stamp="$VENV/.pyflowmesh-deps${name:+-$name}" want
+    want="$(printf '%s\n' "$@"; sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$VENV/bin/python" -c 'import pyflowmesh' 2>/dev/null; then
+        log "${name:-test} dependencies already installed in .venv"
+        return
+    fi
+    log "installing ${name:-test} dependencies into .venv: $*"
+    "$VENV/bin/python" -m pip install --quiet "$@"
+    echo "$want" >"$stamp"
+}
+
+# ensure_venv: .venv with the test tools and pyflowmesh (editable). test and bench share it;
+# bench adds its own extras with venv_install bench ...
 ensure_venv() {
-    local specs=("$PYTEST_SPEC" "$PYTEST_PYODIDE_SPEC" "$PLAYWRIGHT_SPEC" "$HYPOTHESIS_SPEC")
     if [[ ! -x "$VENV/bin/python" ]]; then
         log "creating $VENV"
         "$PYTHON" -m venv "$VENV"
     fi
-    local stamp="$VENV/.pyflowmesh-deps" want
-    want="$(printf '%s\n' "${specs[@]}"; sha256sum pyproject.toml | cut -d' ' -f1)"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$VENV/bin/python" -c 'import pyflowmesh' 2>/dev/null; then
-        log "test dependencies already installed in .venv"
-        return
-    fi
-    log "installing test dependencies into .venv: ${specs[*]} + pyflowmesh (editable)"
-    "$VENV/bin/python" -m pip install --quiet "${specs[@]}"
-    "$VENV/bin/python" -m pip install --quiet --no-deps -e .
-    echo "$want" >"$stamp"
+    # pyflowmesh has no dependencies, so "-e ." installs just itself, editable.
+    venv_install "" "$PYTEST_SPEC" "$PYTEST_PYODIDE_SPEC" "$PLAYWRIGHT_SPEC" "$HYPOTHESIS_SPEC" -e .
 }
 
 # ---- test levels ---------------------------------------------------------------
@@ -263,6 +280,20 @@ do_test() {
     return "$ANY_FAILED"
 }
 
+# ---- bench -----------------------------------------------------------------------
+
+do_bench() {
+    local t0
+    t0="$(now)"
+    ensure_chromium
+    ensure_venv
+    venv_install bench "$MATPLOTLIB_SPEC"
+    do_build
+    log "bench: python -m bench.run $*"
+    "$VENV/bin/python" -m bench.run "$@"
+    log "bench done in $(elapsed "$t0") s (build and setup included)"
+}
+
 # ---- demo ----------------------------------------------------------------------
 
 do_demo() {
@@ -285,6 +316,7 @@ case "$cmd" in
     build) do_build ;;
     demo) do_demo "$@" ;;
     test) do_test "$@" ;;
+    bench) do_bench "$@" ;;
     help | -h | --help) usage ;;
     *) usage >&2; exit 2 ;;
 esac
