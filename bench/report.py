@@ -1,0 +1,371 @@
+"""``docs/benchmarks.md`` and the console summary, from the results of :mod:`bench.run`.
+
+Every number in the page comes from ``bench-results/results.json``; the prose
+around them says how each was measured (the docstrings of :mod:`bench.browser_bench`
+and :mod:`bench.sim_bench` say it in full) and where a figure is poor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(value: Any, digits: int = 0, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and value == float("inf"):
+        return "never"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    return [_row(head), _row(["---"] * len(head)), *(_row(r) for r in rows)]
+
+
+def _size(rows: list[dict[str, Any]], tabs: int) -> dict[str, Any] | None:
+    return next((r for r in rows if r["tabs"] == tabs), None)
+
+
+def render(results: dict[str, Any], png: str) -> str:
+    m = results.get("machine", {})
+    b = results.get("browser") or {}
+    sim = results.get("sim") or {}
+    out: list[str] = [
+        "# Benchmarks: what the mesh saves and what it costs",
+        "",
+        "Measured by `./build.sh bench` (code in `bench/`; every number below comes from its "
+        "`bench-results/results.json`, and a new run rewrites this page and the figure). The browser "
+        "figures come from real Chromium tabs of `web/lab.html` side by side with the same page "
+        "without the mesh (`mesh=0`: each tab calls the API itself); the protocol-at-scale figures "
+        "from real `MeshNode`s in virtual time. A benchmark, not a test: it never fails on a time.",
+        "",
+        f"![benchmarks]({png})",
+        "",
+        "## The machine",
+        "",
+        *_table(["", ""], [
+            ["date", m.get("date")],
+            ["CPUs (nproc)", m.get("nproc")],
+            ["CPU", m.get("cpu")],
+            ["memory", f"{m.get('memory_gib')} GiB"],
+            ["browser", f"{m.get('chromium')} (headless, Playwright)"],
+            ["Python (host, simulator)", m.get("python")],
+            ["Pyodide (tabs)", f"{m.get('pyodide')} (Python {(b.get('import') or {}).get('pyodide_python', '?')}),"
+                               f" PyScript {m.get('pyscript')}"],
+            ["pyflowmesh", f"{m.get('pyflowmesh')} at {m.get('commit')}"],
+            ["load average at start", ", ".join(f"{x:.2f}" for x in m.get("load_avg_at_start", []))],
+            ["whole bench", f"{_f(results.get('wall_s'))} s"],
+        ]),
+        "",
+        "Two cores carry every tab: 20 Pyodide tabs (about 300 MB each) share them, so "
+        "latencies at 20 tabs include CPU contention between tabs, as they would on a small laptop.",
+        "",
+    ]
+    out += _browser_calls(b)
+    out += _browser_failover(b)
+    out += _browser_idle(b)
+    out += _sim(sim)
+    out += _size_import(b)
+    out += _poor(results)
+    return "\n".join(out) + "\n"
+
+
+def _browser_calls(b: dict[str, Any]) -> list[str]:
+    mesh, direct = b.get("calls_mesh"), b.get("calls_direct")
+    if not mesh or not direct:
+        return ["## 1-2. API calls and follower latency", "", "Not measured in this run.", ""]
+    s = b.get("settings", {})
+    rows = []
+    for row in mesh["sizes"]:
+        d = _size(direct["sizes"], row["tabs"]) or {}
+        rows.append([
+            row["tabs"], f"{_f(d.get('calls_median'))} (max {_f(d.get('calls_max'))})",
+            f"**{_f(row['calls_median'])}** (max {_f(row['calls_max'])})",
+            _f((d.get("duration") or {}).get("p50"), 0), _f(row["caller_duration"]["p50"], 0),
+            _f(row["follower_duration"]["p50"], 0),
+            f"{_f(row['follower_lag']['p50'], 1)} / {_f(row['follower_lag']['p95'], 1)} / "
+            f"{_f(row['follower_lag']['max'], 1)}" if row["follower_lag"]["n"] else "-",
+            f"{_f(row['boot_s'], 0)} s, {_f(row['rss_mb'] / 1024, 1)} GB",
+        ])
+    big = mesh["sizes"][-1]
+    dbig = _size(direct["sizes"], big["tabs"]) or {}
+    one = _size(direct["sizes"], 1) or {}
+    added = None
+    if big["follower_duration"]["p50"] is not None and (dbig.get("duration") or {}).get("p50") is not None:
+        added = big["follower_duration"]["p50"] - dbig["duration"]["p50"]
+    added_one = None
+    if big["follower_duration"]["p50"] is not None and (one.get("duration") or {}).get("p50") is not None:
+        added_one = big["follower_duration"]["p50"] - one["duration"]["p50"]
+    return [
+        "## 1-2. API calls, and what a follower waits",
+        "",
+        f"N tabs of the page execute one flow at the same instant (a `setTimeout` armed in every tab for "
+        f"one time on the browser clock), {s.get('rounds')} rounds per N, each round with a new argument "
+        f"(a new cache key); {s.get('latency_rounds')} more rounds at {big['tabs']} tabs for latency samples. "
+        f"The local server (`web/server.py`) sleeps {mesh['delay_ms']} ms per call and counts the calls. "
+        f"One set of tabs grows from 1 to {big['tabs']} (tabs are added between sizes, all of one channel, "
+        f"all executing), once with the mesh (heartbeat {mesh['heartbeat_ms']:g} ms, the default) and once "
+        "without.",
+        "",
+        *_table(["tabs", "API calls without mesh", "API calls with mesh", "direct call p50 (ms)",
+                 "mesh: caller's execute p50 (ms)", "mesh: follower's execute p50 (ms)",
+                 "follower lag p50 / p95 / max (ms)", "tabs opened in, browser RSS"], rows),
+        "",
+        "- *API calls*: what the server counted per round (median, and the worst round).",
+        "- *direct call*: the duration of a tab's execute without the mesh: a `pyfetch` of the local "
+        "server by every tab at once.",
+        "- *caller's execute*: the mesh tab that called the API (the leader); *follower's execute*: a tab "
+        "that asked the leader (`Request`, `Accept`) and got its broadcast `Result`.",
+        "- *follower lag*: from the end of the caller's execute (its call returned) to the end of each "
+        "follower's execute, compared on the browser clock (`performance.timeOrigin + performance.now()` "
+        "of each tab; Chromium coarsens `performance.now()` to 0.1 ms, so lags below that may come out "
+        "slightly negative).",
+        "",
+        f"At {big['tabs']} tabs a follower's execute took {_f(big['follower_duration']['p50'])} ms (median) "
+        f"against {_f((dbig.get('duration') or {}).get('p50'))} ms for a direct call with {big['tabs']} tabs "
+        f"calling at once ({_f(added, 0, ' ms')} added) and {_f((one.get('duration') or {}).get('p50'))} ms "
+        f"for one tab alone ({_f(added_one, 0, ' ms')} added): the price of one `Request`/`Accept` before "
+        "the call and one `Result` broadcast after it, plus the CPU that the other tabs take meanwhile.",
+        "",
+    ]
+
+
+def _browser_failover(b: dict[str, Any]) -> list[str]:
+    locks, nolocks = b.get("failover_locks"), b.get("failover_no_locks")
+    if not locks or not nolocks:
+        return ["## 3. Failover", "", "Not measured in this run.", ""]
+    rows = []
+    for name, data in (("Web Locks on", locks), ("Web Locks off", nolocks)):
+        for mode, label in (("close", "polite close"), ("crash", "crash (chrome://crash)")):
+            stats = data[f"{mode}_all_follow"]
+            elected = data[f"{mode}_elected"]
+            rows.append([f"{label}, {name}", stats["n"], _f(elected["p50"]), _f(stats["p50"]), _f(stats["p95"]),
+                         _f(stats["max"]), data[f"{mode}_failed"]])
+    beat = locks["heartbeat_ms"]
+    pagehide = [t.get("pagehide_seen") for d in (locks, nolocks) for t in d["close"]]
+    return [
+        "## 3. Failover: time to a single new leader",
+        "",
+        f"{locks['tabs']} tabs, heartbeat {beat:g} ms (so `answer_timeout` {_f(locks.get('answer_timeout_ms'))} ms "
+        f"and a silence limit of {2.5 * beat:g} ms). A trial ends the leader's tab with `page.close()` "
+        "(polite: the page's `pagehide` makes the member post `Bye`) or `page.goto(\"chrome://crash\")` "
+        "(the renderer dies: no pagehide, no Bye; with Web Locks the browser releases the dead tab's lock "
+        "to the followers queued on it). Each trial starts at a random phase of the heartbeat; a fresh tab "
+        "then replaces the dead one. The time runs from the Playwright call to the moment the last "
+        "survivor follows the new leader (each survivor's `pfm.events()` entry, on the browser clock); "
+        "*elected* is when the new leader declared itself.",
+        "",
+        *_table(["trigger", "trials", "elected p50 (ms)", "all follow p50 (ms)", "p95 (ms)", "max (ms)",
+                 "no single leader"], rows),
+        "",
+        f"The closing tab's `pagehide` was seen by the others in {sum(1 for p in pagehide if p)} of "
+        f"{len(pagehide)} polite closes.",
+        "",
+    ]
+
+
+def _browser_idle(b: dict[str, Any]) -> list[str]:
+    mesh = (b.get("calls_mesh") or {}).get("idle")
+    direct = (b.get("calls_direct") or {}).get("idle")
+    if not mesh or not direct:
+        return ["## 4. Idle cost", "", "Not measured in this run.", ""]
+    rows = []
+    for label, key, digits in (("posts on the channel per minute", "posts_per_min", 1),
+                               ("deliveries per minute (posts x other tabs)", "deliveries_per_min", 0),
+                               ("main-thread CPU per tab (ms per minute; CDP TaskDuration)", "task_ms_per_tab_min", 1),
+                               ("of which script (ms per minute; CDP ScriptDuration)", "script_ms_per_tab_min", 1),
+                               ("busiest tab's main thread (ms per minute)", "task_ms_per_tab_min_max", 1),
+                               ("whole browser CPU per tab (ms per minute; /proc)", "browser_cpu_ms_per_tab_min", 0),
+                               ("whole browser CPU (% of one core)", "browser_cpu_percent", 1),
+                               ("browser RSS (MB)", "rss_mb", 0)):
+        rows.append([label, _f(direct[key], digits), _f(mesh[key], digits)])
+    types = ", ".join(f"{k} {v}" for k, v in sorted(mesh["posts_by_type"].items())) or "none"
+    extra = mesh["task_ms_per_tab_min"] - direct["task_ms_per_tab_min"]
+    return [
+        "## 4. Idle cost",
+        "",
+        f"{mesh['tabs']} idle tabs for {mesh['seconds']:.0f} s, right after the rounds above, heartbeat "
+        f"{(b.get('calls_mesh') or {}).get('heartbeat_ms', 0):g} ms. Messages: the lab page taps the mesh's "
+        "channel with a plain JS listener, which sees every tab's posts. CPU: the CDP "
+        "`Performance.getMetrics` counters of each page at both ends of the window (`TaskDuration`: all "
+        "the time its main thread ran tasks; `ScriptDuration`: the part in script, Pyodide's Python "
+        "included), and the user + system time of every Chromium process of the bench from /proc.",
+        "",
+        *_table(["", "without the mesh", "with the mesh"], rows),
+        "",
+        f"Posts seen in the window with the mesh: {types}. An idle mesh costs each tab about "
+        f"{_f(extra, 1)} ms of main-thread time per minute over the same idle page without it.",
+        "",
+    ]
+
+
+def _sim(sim: dict[str, Any]) -> list[str]:
+    rows_in = sim.get("summary")
+    if not rows_in:
+        return ["## 5. Protocol scale (simulator)", "", "Not measured in this run.", ""]
+    rows = []
+    for row in rows_in:
+        for key, label in (("cold_start", "cold start"), ("polite_close", "polite close (Bye)"),
+                           ("crash_locks", "crash, Web Locks"), ("crash_no_locks", "crash, no locks")):
+            r = row[key]
+            posts = r["posts"]
+            rows.append([row["n"], label, _f(r["converge_ms"]), _f(r["detect_ms"]),
+                         f"{posts.get('election', 0)} / {posts.get('answer', 0)} / {posts.get('coordinator', 0)}",
+                         _f(r["election_posts"]), _f(r["deliveries"]),
+                         f"{_f(row['bully']['best'])} / {_f(row['bully']['worst'])}"])
+    thr = sim.get("throughput") or {}
+    elections = sim.get("elections") or [{}]
+    first = elections[0]
+    thr_line = (f"The project's simulator (`pyflowmesh.simulation.run`: random scenarios of {thr.get('tabs')} tabs "
+                f"with every kind of fault, messages JSON-encoded and decoded) ran {thr.get('runs')} seeds in "
+                f"{_f(thr.get('wall_s'), 1)} s: **{_f(thr.get('tab_seconds_per_s'))} simulated tab-seconds per "
+                f"second** ({_f(thr.get('deliveries_per_s'))} deliveries per second; "
+                f"{thr.get('violations')} invariant violations)."
+                if "tab_seconds_per_s" in thr
+                else f"The simulator's throughput could not be measured: {thr.get('error')}")
+    return [
+        "## 5. Protocol scale (simulator)",
+        "",
+        f"Real `MeshNode`s in a small deterministic loop (`bench/sim_bench.py`), heartbeat "
+        f"{first.get('heartbeat_ms', 5000):g} ms (the default; `answer_timeout` "
+        f"{first.get('answer_timeout_ms', 250):g} ms), "
+        "every post delivered to every other open tab after 0.1-5 ms, Web Locks modelled as a `peer_gone` "
+        "40-90 ms after a watched tab vanishes. One run per n: a cold start (n tabs open within 20 ms), "
+        "then the leader's polite close, then a crash of the next leader with locks, then one without "
+        "(its followers time out at slightly different times). Medians over seeds (3 for 10 and 100 tabs, "
+        "1 for 1,000). A *post* is one `postMessage`; a *delivery* is its arrival at one tab (posts x "
+        "(n-1)); deliveries compare with the textbook Bully algorithm's point-to-point messages: best case "
+        "n-2, worst case O(n^2) (here 2 x n(n-1)/2 + n-1).",
+        "",
+        *_table(["n", "election", "to one leader (ms)", "first Election after (ms)",
+                 "posts: Election / Answer / Coordinator", "election posts", "deliveries",
+                 "Bully best / worst"], rows),
+        "",
+        thr_line,
+        "",
+    ]
+
+
+def _size_import(b: dict[str, Any]) -> list[str]:
+    imp = b.get("import")
+    if not imp:
+        return ["## 6. Size and import time", "", "Not measured in this run.", ""]
+    return [
+        "## 6. Size and import time",
+        "",
+        *_table(["", ""], [
+            ["wheel", f"{imp['wheel']}: {imp['wheel_bytes'] / 1024:.1f} KiB ({imp['py_files']} modules, "
+                      f"{imp['unpacked_bytes'] / 1024:.0f} KiB unpacked), no dependencies"],
+            ["`import pyflowmesh` in Pyodide, fresh page",
+             f"p50 {_f(imp['import_ms']['p50'], 1)} ms (min {_f(imp['import_ms']['min'], 1)}, "
+             f"max {_f(imp['import_ms']['max'], 1)}; {imp['import_ms']['n']} pages)"],
+            ["of it our own modules (stdlib imported first)", f"{_f(imp.get('own_import_ms'), 1)} ms "
+             f"(the standard-library modules it pulls in: {', '.join(imp.get('stdlib_modules') or []) or 'none'}, "
+             f"{_f(imp.get('stdlib_preload_ms'), 1)} ms)"],
+            ["compiling the package's source (`compile()` of every module)",
+             f"p50 {_f((imp.get('compile_ms') or {}).get('p50'), 1)} ms"],
+            ["`import pyflowmesh.browser` after it", f"p50 {_f(imp['import_browser_ms']['p50'], 1)} ms"],
+            ["`pyodide.loadPackage(\"pyflowmesh\")` (fetch + unpack)", f"p50 {_f(imp['load_package_ms']['p50'])} ms"],
+            ["for scale: Pyodide's own boot (`loadPyodide`)", f"p50 {_f(imp['boot_ms']['p50'])} ms"],
+        ]),
+        "",
+        "Measured in a page of the server's origin that loads Pyodide directly (no PyScript), times "
+        "taken with `time.perf_counter()` inside Pyodide.",
+        "",
+    ]
+
+
+def _poor(results: dict[str, Any]) -> list[str]:
+    """Where a figure is poor, and what would change it."""
+    sim = results.get("sim") or {}
+    b = results.get("browser") or {}
+    out = ["## Where the figures are poor, and why", ""]
+    rows = sim.get("summary") or []
+    big = rows[-1] if rows else None
+    if big:
+        n = big["n"]
+        close = big["polite_close"]
+        out.append(
+            f"- **Election messages grow as n^2 deliveries where one broadcast would do.** At {n} tabs a polite "
+            f"close costs {_f(close['election_posts'])} posts ({close['posts'].get('election', 0)} Elections, "
+            f"{close['posts'].get('answer', 0)} Answers, {close['posts'].get('coordinator', 0)} Coordinator), "
+            f"i.e. {_f(close['deliveries'])} deliveries, against the n-2 = {_f(big['bully']['best'])} of "
+            "the Bully best case, which a broadcast channel reaches with a single Coordinator post. Every "
+            "follower learns of the leader's end at the same moment (Bye, or the lock hand-off) and stands at "
+            "once, and each Election from below makes every waiting tab above it post an Answer that the "
+            "lower tab does not need: on a broadcast channel the higher tab's own Election already told it. "
+            "The time stays flat (one `answer_timeout`), so the cost is CPU in every tab: each tab decodes "
+            f"about {_f(close['deliveries'] / max(1, n - 1))} messages per election at {n} tabs. Harmless at "
+            "10 tabs, wasteful at 100+. The fix belongs in `pyflowmesh/election.py` (see the bench's report): "
+            "a designated successor announced in the leader's heartbeats, a rank-staggered candidacy, and "
+            "no Answer to an Election that the tab's own broadcast already answered.")
+    locks, nolocks = b.get("failover_locks"), b.get("failover_no_locks")
+    if locks and nolocks and locks["crash_all_follow"]["p50"] and nolocks["crash_all_follow"]["p50"]:
+        beat = nolocks["heartbeat_ms"]
+        out.append(
+            f"- **A crash without Web Locks waits out the heartbeats**: {_f(nolocks['crash_all_follow']['p50'])} ms "
+            f"(p50) at a {beat:g} ms heartbeat, against {_f(locks['crash_all_follow']['p50'])} ms with locks. "
+            "That is the design (a follower presumes the leader dead 2.5 heartbeats after its last one, so "
+            "1.5 to 2.5 heartbeats after the crash), and the default 5 s heartbeat makes it 7.5 to 12.5 s; "
+            "pages in a secure context (https, localhost) get the lock path. With locks, the crash costs "
+            "the browser's lock hand-off plus one `answer_timeout` (the new leader waits that long for a "
+            "higher candidate); a designated successor would save the latter.")
+    imp = b.get("import")
+    if imp and imp.get("compile_ms", {}).get("p50"):
+        out.append(
+            f"- **Import time is mostly compiling source**: `import pyflowmesh` takes "
+            f"{_f(imp['import_ms']['p50'], 0)} ms in a fresh Pyodide, of which compiling the 17 modules from "
+            f"source takes about {_f(imp['compile_ms']['p50'], 0)} ms (the wheel ships no bytecode). Small next "
+            "to Pyodide's own boot, but shipping .pyc for Pyodide's Python in a Pyodide-specific wheel would "
+            "remove most of it.")
+    if len(out) == 2:
+        out.append("- None stands out in this run.")
+    return out + [""]
+
+
+def summary(results: dict[str, Any]) -> str:
+    """The console summary: the headline figures, one per line."""
+    lines = ["==================== pyflowmesh bench summary ===================="]
+    b = results.get("browser") or {}
+    mesh, direct = b.get("calls_mesh"), b.get("calls_direct")
+    if mesh and direct:
+        for row in mesh["sizes"]:
+            d = _size(direct["sizes"], row["tabs"]) or {}
+            lag = row["follower_lag"]
+            lines.append(f"calls  {row['tabs']:3d} tabs: {_f(d.get('calls_median')):>3} without the mesh, "
+                         f"{_f(row['calls_median']):>3} with it; follower lag p50/p95/max "
+                         f"{_f(lag['p50'], 1)}/{_f(lag['p95'], 1)}/{_f(lag['max'], 1)} ms; execute p50 "
+                         f"{_f((d.get('duration') or {}).get('p50'))} ms direct, "
+                         f"{_f(row['follower_duration']['p50'])} ms follower")
+    for key, label in (("failover_locks", "locks on "), ("failover_no_locks", "locks off")):
+        data = b.get(key)
+        if data:
+            lines.append(f"failover ({label}, heartbeat {data['heartbeat_ms']:g} ms): polite close p50/p95 "
+                         f"{_f(data['close_all_follow']['p50'])}/{_f(data['close_all_follow']['p95'])} ms, crash "
+                         f"{_f(data['crash_all_follow']['p50'])}/{_f(data['crash_all_follow']['p95'])} ms")
+    for key, label in (("calls_mesh", "with the mesh   "), ("calls_direct", "without the mesh")):
+        idle = (b.get(key) or {}).get("idle")
+        if idle:
+            lines.append(f"idle {idle['tabs']} tabs {label}: {_f(idle['posts_per_min'], 1)} posts/min, main thread "
+                         f"{_f(idle['task_ms_per_tab_min'], 1)} ms CPU per tab-minute, whole browser "
+                         f"{_f(idle['browser_cpu_ms_per_tab_min'])} ms per tab-minute")
+    imp = b.get("import")
+    if imp:
+        lines.append(f"size: wheel {imp['wheel_bytes'] / 1024:.1f} KiB; import pyflowmesh in Pyodide p50 "
+                     f"{_f(imp['import_ms']['p50'], 1)} ms (compile {_f(imp['compile_ms']['p50'], 1)} ms)")
+    sim = results.get("sim") or {}
+    for row in sim.get("summary") or []:
+        parts = [f"{k.replace('_', ' ')} {_f(row[k]['election_posts'])} posts/{_f(row[k]['deliveries'])} deliveries/"
+                 f"{_f(row[k]['converge_ms'])} ms" for k in ("cold_start", "polite_close", "crash_locks",
+                                                                "crash_no_locks")]
+        lines.append(f"sim {row['n']:5d} tabs: " + "; ".join(parts) + f" (Bully best {row['bully']['best']})")
+    thr = sim.get("throughput") or {}
+    if "tab_seconds_per_s" in thr:
+        lines.append(f"simulator: {_f(thr['tab_seconds_per_s'])} simulated tab-seconds per second "
+                     f"({thr['tabs']} tabs, faults, {thr['runs']} seeds)")
+    lines.append(f"whole bench: {_f(results.get('wall_s'))} s")
+    return "\n".join(lines)

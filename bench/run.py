@@ -1,0 +1,136 @@
+"""``./build.sh bench``: measure what the mesh saves and what it costs, then write the results.
+
+Runs, in this order, and prints each figure as it comes:
+
+1. :mod:`bench.sim_bench`: the protocol at 10, 100 and 1,000 tabs in virtual time
+   (pure CPython), and the project simulator's throughput;
+2. :mod:`bench.browser_bench`: real Chromium tabs of ``web/lab.html``, with the mesh
+   and without it (API calls, follower latency, idle cost, failover, import time).
+
+Then writes ``bench-results/results.json`` (everything, machine-readable),
+``bench-results/benchmarks.png`` (:mod:`bench.plot`) and, unless ``--quick`` or
+``--no-docs``, ``docs/benchmarks.png`` and ``docs/benchmarks.md``
+(:mod:`bench.report`). ``--only sim`` / ``--only browser`` re-measures one part and
+keeps the other from the last results file.
+
+A benchmark, not a test: it never fails on a time. It exits non-zero only when it
+cannot measure at all (no build, no browser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import browser_bench, sim_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "bench-results"
+DOCS = ROOT / "docs"
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg_at_start": os.getloadavg(),
+    }
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                            if line.startswith("model name")), platform.processor() or "unknown")
+        meminfo = Path("/proc/meminfo").read_text()
+        kib = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal")))
+        info["memory_gib"] = round(kib / 1024 / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        version = subprocess.run([browser_bench.CHROMIUM, "--version"], capture_output=True, text=True, timeout=30)
+        info["chromium"] = version.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        info["chromium"] = None
+    try:
+        manifest = json.loads((ROOT / "web/wheels/manifest.json").read_text())
+        info["pyflowmesh"], info["pyodide"], info["pyscript"] = (
+            manifest["version"], manifest["pyodide"], manifest["pyscript"])
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "pyflowmesh", "web"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        info["commit"] = commit + (" (with uncommitted changes in pyflowmesh/ or web/)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="./build.sh bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer tabs (up to 5), rounds and trials; tabs 10 and 100 in the simulator; "
+                             "results only in bench-results/ (docs untouched)")
+    parser.add_argument("--only", choices=("sim", "browser"),
+                        help="measure one part; the other comes from the last bench-results/results.json")
+    parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md and .png")
+    args = parser.parse_args(argv)
+
+    t0 = time.monotonic()
+    RESULTS_DIR.mkdir(exist_ok=True)
+    results_path = RESULTS_DIR / "results.json"
+    results: dict[str, Any] = {}
+    if args.only and results_path.is_file():
+        results = json.loads(results_path.read_text())
+    results["machine"] = machine()
+    results["quick"] = args.quick
+    m = results["machine"]
+    log(f"machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {m.get('memory_gib')} GiB, {m.get('chromium')}, "
+        f"Python {m.get('python')}, load average {m['load_avg_at_start'][0]:.2f}")
+
+    if args.only in (None, "sim"):
+        log("simulator: elections at scale (pure CPython, virtual time)")
+        sizes = (10, 100) if args.quick else (10, 100, 1000)
+        results["sim"] = sim_bench.run_all(sizes, seeds=2 if args.quick else 3,
+                                           throughput_s=5.0 if args.quick else 15.0, log=log)
+    if args.only in (None, "browser"):
+        log("browser: real Chromium tabs of web/lab.html, with the mesh and without it")
+        results["browser"] = browser_bench.run_all(quick=args.quick, log=log)
+
+    results["wall_s"] = time.monotonic() - t0
+    results_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    log(f"wrote {results_path.relative_to(ROOT)}")
+
+    from . import plot, report
+
+    png = RESULTS_DIR / "benchmarks.png"
+    plot.plot(results, png)
+    log(f"wrote {png.relative_to(ROOT)}")
+    if not (args.quick or args.no_docs):
+        doc_png = DOCS / "benchmarks.png"
+        plot.plot(results, doc_png)
+        (DOCS / "benchmarks.md").write_text(report.render(results, "benchmarks.png"))
+        log("wrote docs/benchmarks.md and docs/benchmarks.png")
+    print()
+    print(report.summary(results))
+    log(f"bench ran {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
