@@ -19,7 +19,8 @@ What it models:
   (stale ticks are ignored by a per-tab generation number; a tick that finds its
   deadline moved later is re-armed instead of calling ``tick``).
 * **Web Locks** (per run): a tab watching a peer (``WatchPeer``) gets
-  ``peer_gone`` 40–90 ms after that tab crashes or closes.
+  ``peer_gone`` 40–90 ms after that tab crashes or closes (at once if it is
+  already gone); a frozen tab keeps its lock.
 * **Faults**: crash (the tab vanishes: no Bye, messages to it are dropped, the
   ones it sent still arrive), polite close (``leave`` then vanish), freeze and
   thaw (a frozen tab runs nothing; its messages, ticks, call outcomes and lock
@@ -119,7 +120,7 @@ class ExecRecord:
 class Violation:
     """An invariant that did not hold."""
 
-    kind: str  # convergence, execute, duplicate-call, exception, leftover, value
+    kind: str  # convergence, execute, duplicate-call, backoff, sync, cache, value, exception, leftover
     time: float
     message: str
 
@@ -221,7 +222,7 @@ class Simulation:
         self.outcomes: dict[str, list[tuple[float, bool]]] = defaultdict(list)  # call ends reported to tabs
         self.produced: dict[int, float] = {}  # call number -> when the server's response was produced
         self.stale_serves: list[tuple[float, str, str, float]] = []  # (time, tab, key, true age)
-        self.max_served_age = 0.0  # the truly oldest value an execute got from a cache or the mesh
+        self.max_served_age = -math.inf  # the truly oldest value served from a cache or the mesh, minus stale_time
         # Joiners (of a settled mesh) that missed a fresh entry which no tab was bound to sync:
         # peer-to-peer, its producer left; leader-follower, the leader never had it.
         self.unsynced = 0
@@ -232,13 +233,13 @@ class Simulation:
         self.deliveries = 0
         self.faults: Counter[str] = Counter()
         self.trace: list[str] | None = [] if verbose else None
-        self._exceptions = 0
         # Convergence tracking (leader-follower): P = "exactly one live tab leads and
         # every live tab that has known a leader follows it". ``converged_since`` is
         # when P last became true (None while false).
         self._leadership_dirty = False
         self.converged_since: float | None = None
         self.leadership_changes: list[float] = []  # times P went false
+        self.failovers: list[float] = []  # how long each such period lasted
         self._calls_in_flight = 0
         # From this time on (the settled quiet phase) a result a tab receives from the mesh
         # must also be in its cache: otherwise its other executes and on_cache_update miss it.
@@ -405,6 +406,11 @@ class Simulation:
     def converged(self) -> bool:
         return self.leader() is not None
 
+    def cached(self, tab_id: str, key: str) -> Any:
+        """The fresh value the tab's cache holds for ``key`` now (``None`` if none)."""
+        tab = self.by_id[tab_id]
+        return tab.node.get_cached(key, self.now + tab.offset)
+
     def calls_of(self, key: str, since: float = -math.inf) -> list[float]:
         """Start times of the server calls of ``key`` since ``since``."""
         return [t for t, _, _ in self.calls.get(key, ()) if t >= since]
@@ -465,7 +471,6 @@ class Simulation:
     # --- internals: inputs -------------------------------------------------------------
 
     def _exception(self, tab: _Tab, what: str) -> None:
-        self._exceptions += 1
         self.violations.append(
             Violation("exception", self.now, f"tab {tab.id}: {what} raised\n{traceback.format_exc()}")
         )
@@ -632,7 +637,7 @@ class Simulation:
                     "value", self.now, f"tab {tab.id}: execute of {record.key!r} resolved with {effect.value!r}"))
             age = self._true_age(effect.value)
             if effect.source != "call":
-                self.max_served_age = max(self.max_served_age, age)
+                self.max_served_age = max(self.max_served_age, age - self.config.stale_time)
                 if age > self.config.stale_time + self.freshness_slack:
                     self.stale_serves.append((self.now, tab.id, record.key, age))
             if (effect.source == "mesh" and self.now >= self.settled_at and self.config.share_cache
@@ -848,6 +853,8 @@ class Simulation:
         converged = self._converged_leader(t for t in self._live if not t.fresh) is not None
         if converged and self.converged_since is None:
             self.converged_since = self.now
+            if self.leadership_changes:
+                self.failovers.append(self.now - self.leadership_changes[-1])
         elif not converged and self.converged_since is not None:
             self.converged_since = None
             self.leadership_changes.append(self.now)
@@ -971,7 +978,8 @@ class SimulationReport:
     dropped: int
     settled_at: float = math.inf  # observed: when the mesh settled after the faults
     stale_serves: int = 0  # executes served a value truly older than stale_time (+ slack)
-    max_served_age: float = 0.0
+    max_served_age: float = -math.inf  # the truly oldest value served, minus stale_time
+    failovers: list[float] = field(default_factory=list)  # leader-follower: periods without one leader
     unsynced: int = 0  # fresh entries a joiner missed that no tab was bound to sync
     trace: list[str] | None = None
 
@@ -1203,6 +1211,7 @@ def run(
     report.stale_serves = len(sim.stale_serves)
     report.max_served_age = sim.max_served_age
     report.unsynced = sim.unsynced
+    report.failovers = sim.failovers
     return report
 
 
@@ -1336,8 +1345,9 @@ class Summary:
     elections: int = 0
     dropped: int = 0
     stale_serves: int = 0
-    max_served_age: float = 0.0
+    max_served_age: float = -math.inf
     unsynced: int = 0
+    failovers: dict[str, list[float]] = field(default_factory=lambda: {"on": [], "off": []})
     # (observed, bound, seed) of the worst run, and the worst observed/bound ratio
     convergence: tuple[float, float, int] = (0.0, 0.0, -1)
     convergence_ratio: float = 0.0
@@ -1368,6 +1378,7 @@ class Summary:
         self.stale_serves += report.stale_serves
         self.max_served_age = max(self.max_served_age, report.max_served_age)
         self.unsynced += report.unsynced
+        self.failovers["on" if report.config.use_locks else "off"].extend(report.failovers)
         self.tab_ms += report.tab_ms
         bounds = report.bounds
         if report.convergence is not None and report.config.strategy == "leader-follower":
@@ -1391,6 +1402,13 @@ class Summary:
         fault, fault_bound, fault_seed = self.fault_latency
         quiet, quiet_bound, quiet_seed = self.settled_latency
         rate = self.tab_ms / 1000 / self.wall if self.wall else 0.0
+
+        def spread(values: list[float]) -> str:
+            if not values:
+                return "none"
+            ordered = sorted(values)
+            return (f"{len(ordered)}, median {ordered[len(ordered) // 2]:,.0f} ms, "
+                    f"99th percentile {ordered[int(len(ordered) * 0.99)]:,.0f} ms, max {ordered[-1]:,.0f} ms")
         return [
             f"runs: {self.runs} ({counts(self.strategies)}; Web Locks {counts(self.locks)}; "
             f"heartbeat {counts(self.heartbeats)})",
@@ -1402,12 +1420,14 @@ class Summary:
             f"invalid messages dropped: {self.dropped:,}; elections started: {self.elections:,}",
             f"convergence after the faults (leader-follower): max {conv:,.0f} ms observed vs its bound "
             f"{conv_bound:,.0f} ms (seed {conv_seed}); worst observed/bound {self.convergence_ratio:.2f}",
+            f"periods without one agreed leader (leader-follower): with Web Locks {spread(self.failovers['on'])}; "
+            f"without {spread(self.failovers['off'])}",
             f"execute latency: fault phase ended by quiet start + {fault:,.0f} ms vs bound + {fault_bound:,.0f} ms "
             f"(seed {fault_seed}); once settled max {quiet:,.1f} ms vs bound {quiet_bound:,.1f} ms "
             f"(seed {quiet_seed}); worst observed/bound {self.settled_ratio:.2f}",
             f"known limitations seen: {self.stale_serves} executes served a value older than stale_time "
-            f"(oldest {self.max_served_age:,.0f} ms; transit to frozen tabs), {self.unsynced} fresh entries "
-            f"no tab was bound to sync to a joiner",
+            f"(by up to {max(0.0, self.max_served_age):,.0f} ms; results queued for a frozen tab look new), "
+            f"{self.unsynced} fresh entries no tab was bound to sync to a joiner",
             f"wall time: {self.wall:.1f} s; {rate:,.0f} simulated tab-seconds per second",
             f"violations: {len(self.failures)} failing seed(s)",
         ]
