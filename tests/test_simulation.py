@@ -1,0 +1,348 @@
+"""The deterministic multi-tab simulator: many random seeds, targeted scenarios, and proof it can fail.
+
+Every time here is virtual (milliseconds of the simulation); nothing asserts wall-clock time.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pyflowmesh.election import BullyElection, Role
+from pyflowmesh.errors import SharedFlowError
+from pyflowmesh.flows import FlowCoordinator
+from pyflowmesh.node import MeshNode
+from pyflowmesh.protocol import Heartbeat, Message
+from pyflowmesh.simulation import (
+    FAULT_KINDS,
+    FLOWS,
+    ExecRecord,
+    ServerDown,
+    Simulation,
+    main,
+    plan,
+    run,
+    run_many,
+    run_plan,
+    sim_config,
+)
+
+# sim_config() timings with its 1 s heartbeat
+BEAT = 1000.0
+ANSWER = 50.0  # answer_timeout
+SILENCE = 2500.0  # a visible leader's silence limit
+REQUEST = 250.0  # effective_request_timeout
+STALE = 5000.0
+BACKOFF = 1000.0  # error_backoff
+DELAY = 5.0  # the simulator's longest message delay
+LOCK = 90.0  # the longest a Web Lock takes to pass on
+CALL = 200.0  # the longest call
+
+
+def test_sim_config_timings_are_the_ones_these_tests_assume() -> None:
+    config = sim_config("leader-follower")
+    assert (config.heartbeat, config.answer_timeout, config.effective_request_timeout) == (BEAT, ANSWER, REQUEST)
+    assert (config.silence_limit(BEAT, False), config.stale_time, config.error_backoff) == (SILENCE, STALE, BACKOFF)
+    assert config.silence_limit(BEAT, True) == 75_000.0  # outlasts Chrome's once-a-minute timers
+
+
+# --- many random seeds ------------------------------------------------------------------------
+
+
+def test_a_thousand_seeds_of_up_to_50_tabs_hold_every_invariant() -> None:
+    summary = run_many(range(1000), max_tabs=50, strategy="both")
+    details = "\n".join(
+        f"{report.summary()}\n" + "\n".join(f"    {v}" for v in report.violations[:5])
+        for report in summary.failures[:20]
+    )
+    assert not summary.failures, (
+        f"{len(summary.failures)} failing seed(s): {[r.seed for r in summary.failures]}\n{details}\n"
+        "reproduce one with: python -m pyflowmesh.simulation --seeds 1 --seed-start SEED --verbose"
+    )
+    # What was exercised (so that "no violations" means something).
+    assert summary.runs == 1000
+    assert set(summary.strategies) == {"leader-follower", "peer-to-peer"}
+    assert set(summary.locks) == {"on", "off"} and set(summary.heartbeats) == {"1000ms", "5000ms"}
+    assert set(summary.faults) == set(FAULT_KINDS)
+    assert summary.tabs_initial > 20 * 1000  # 2..50 tabs per seed, 26 on average
+    assert summary.outcomes["resolved"] > 10_000 and summary.outcomes["rejected"] > 100
+    assert summary.elections > 1000 and summary.dropped > 0
+    assert summary.convergence[0] > 0 and summary.settled_latency[0] > 0
+
+
+@pytest.mark.parametrize(
+    ("strategy", "locks"),
+    [("leader-follower", True), ("leader-follower", False), ("peer-to-peer", True), ("peer-to-peer", False)],
+)
+def test_default_heartbeat_runs_hold_every_invariant(strategy: str, locks: bool) -> None:
+    for seed in range(5):
+        report = run(seed, 12, strategy=strategy, locks=locks, heartbeat=5000.0)
+        assert report.ok, "\n".join(map(str, report.violations))
+        assert report.config.heartbeat == 5000.0 and report.config.stale_time == 30_000.0
+
+
+def test_a_seed_reproduces_its_run_exactly() -> None:
+    first = run_plan(plan(7), verbose=True)
+    second = run_plan(plan(7), verbose=True)
+    assert first.trace and first.trace == second.trace
+    assert (first.calls, first.messages, first.deliveries) == (second.calls, second.messages, second.deliveries)
+    assert run_plan(plan(8), verbose=True).trace != first.trace
+
+
+# --- the checks can fail: a broken core is caught ----------------------------------------------
+
+
+def _first_violation(kind: str, seeds: range) -> int | None:
+    for seed in seeds:
+        if any(v.kind == kind for v in run_plan(plan(seed)).violations):
+            return seed
+    return None
+
+
+def test_a_joiner_left_without_sync_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FlowCoordinator, "_on_sync", lambda self, message, now: None)
+    assert _first_violation("sync", range(10)) is not None
+
+
+def test_calls_during_a_shared_back_off_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FlowCoordinator, "_active_backoff", lambda self, key, now: None)
+    assert _first_violation("backoff", range(40)) is not None
+
+
+def test_ignoring_competing_claims_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FlowCoordinator, "_on_claim", lambda self, message, now: None)
+    assert _first_violation("duplicate-call", range(60)) is not None
+
+
+def test_a_leader_that_never_yields_to_a_greater_one_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = BullyElection._on_leader_message
+
+    def stubborn(self: BullyElection, message: Message, now: float) -> None:
+        if self.role is Role.LEADER and (message.term, message.src) > (self.term, self.node_id):  # type: ignore[union-attr]
+            return
+        original(self, message, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BullyElection, "_on_leader_message", stubborn)
+    assert _first_violation("convergence", range(30)) is not None
+
+
+def test_waiters_left_hanging_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = FlowCoordinator._on_failure
+
+    def forgetful(self: FlowCoordinator, message: Message, now: float) -> None:
+        pending = self.pending.get(message.key)  # type: ignore[union-attr]
+        if pending is not None:
+            pending.waiters = []
+        original(self, message, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FlowCoordinator, "_on_failure", forgetful)
+    assert _first_violation("execute", range(40)) is not None
+
+
+def test_an_exception_escaping_a_node_input_is_a_violation_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = MeshNode.handle
+
+    def fragile(self: MeshNode, message: Message, now: float) -> None:
+        if isinstance(message, Heartbeat):
+            raise ZeroDivisionError("boom")
+        original(self, message, now)
+
+    monkeypatch.setattr(MeshNode, "handle", fragile)
+    report = run(3, 4, strategy="leader-follower")
+    exceptions = [v for v in report.violations if v.kind == "exception"]
+    assert exceptions and "ZeroDivisionError: boom" in exceptions[0].message
+    assert "Traceback" in exceptions[0].message
+
+
+def test_the_cli_exits_1_and_prints_how_to_reproduce_a_failing_seed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--seeds", "2", "--tabs", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "runs: 2" in out and "violations: 0 failing seed(s)" in out and "faults injected" in out
+    monkeypatch.setattr(FlowCoordinator, "_on_sync", lambda self, message, now: None)
+    seed = _first_violation("sync", range(10))
+    assert seed is not None
+    capsys.readouterr()
+    assert main(["--seeds", "1", "--seed-start", str(seed), "--verbose"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL seed {seed}" in out and "[sync]" in out
+    assert f"reproduce: python -m pyflowmesh.simulation --seeds 1 --seed-start {seed} " in out
+    assert " start" in out and "recv hello" in out  # the event trace
+
+
+# --- targeted scenarios -------------------------------------------------------------------------
+
+
+def _mesh(ids: str, *, strategy: str = "leader-follower", locks: bool = True, seed: int = 1,
+          flows: dict[str, tuple[str, ...]] | None = None) -> Simulation:
+    """Tabs with one-letter IDs, all opened at 0, run for a second (Bully elects the highest)."""
+    sim = Simulation(seed, sim_config(strategy, locks=locks), locks=locks)
+    for node_id in ids:
+        sim.add_tab(0.0, node_id=node_id, flows=(flows or {}).get(node_id, tuple(FLOWS)))
+    sim.run_until(1000.0)
+    return sim
+
+
+def _executes(sim: Simulation, ids: str, flow: str, args: tuple[object, ...], at: float) -> list[ExecRecord]:
+    return [sim.execute(node_id, flow, args, at=at) for node_id in ids]
+
+
+def test_a_mesh_elects_its_highest_tab_and_stays_put() -> None:
+    sim = _mesh("abcdef")
+    assert sim.leader() == "f"
+    elections = sum(sim.node(i).stats.elections for i in "abcdef")
+    sim.run_until(30_000.0)
+    assert sim.leader() == "f"
+    assert sum(sim.node(i).stats.elections for i in "abcdef") == elections
+    assert sim.node("f").stats.sent >= 29  # a heartbeat a second
+
+
+def test_a_joiner_with_a_higher_id_follows_the_live_leader() -> None:
+    sim = _mesh("abc")
+    sim.add_tab(1500.0, node_id="z")
+    sim.run_until(1500.0 + 2 * DELAY)
+    assert sim.leader() == "c"
+    assert sim.node("z").role is Role.FOLLOWER
+
+
+@pytest.mark.parametrize("locks", [True, False])
+def test_a_crashed_leader_is_replaced_by_exactly_one_new_leader(locks: bool) -> None:
+    sim = _mesh("abcdef", locks=locks)
+    sim.crash("f", at=1200.0)
+    if locks:  # the browser hands f's lock to its followers 40-90 ms later; they stand at once
+        sim.run_until(1200.0 + LOCK + ANSWER + 4 * DELAY)
+        assert sim.leader() == "e"
+    else:  # they wait out the silence limit after f's last heartbeat (less than a beat before it crashed)
+        sim.run_until(1200.0 - BEAT + SILENCE - 1)
+        assert sim.leader() is None and sim.leaders() == []
+        sim.run_until(1200.0 + SILENCE + ANSWER + 4 * DELAY)
+        assert sim.leader() == "e"
+    assert sim.leaders() == ["e"]
+    assert all(sim.node(i).leader == "e" for i in "abcd")
+
+
+def test_a_leader_that_closes_politely_is_replaced_at_once() -> None:
+    sim = _mesh("abcdef", locks=False)  # the Bye alone, without Web Locks
+    sim.close("f", at=1200.0)
+    sim.run_until(1200.0 + ANSWER + 4 * DELAY)  # far below the silence limit of 2500 ms
+    assert sim.leader() == "e"
+    assert sim.live() == list("abcde")
+
+
+def test_a_frozen_leader_thaws_next_to_its_successor_steps_down_and_does_not_call_again() -> None:
+    sim = _mesh("bmz")
+    assert sim.leader() == "z"
+    sim.freeze("z", at=1100.0)
+    # b's request waits in z's queue; after request_timeout b calls the flow itself.
+    waiting = sim.execute("b", "user", (1,), at=1200.0)
+    sim.run_until(1200.0 + REQUEST + 10 + CALL + DELAY)
+    assert waiting.outcome == "resolved" and waiting.source == "call"
+    sim.run_until(5000.0)
+    assert sim.leaders() == ["m", "z"]  # z is frozen: it still believes it leads
+    sim.thaw("z", at=5000.0)
+    sim.run_until(5000.0 + ANSWER + 4 * DELAY)
+    assert sim.leader() == "m"
+    assert sim.node("z").role is Role.FOLLOWER and sim.node("z").stats.stepped_down == 1
+    # On thaw z found b's queued request: it declined it instead of calling again.
+    assert len(sim.calls_of("user[1]")) == 1
+    assert sim.node("z").stats.requests_served == 0
+
+
+def test_a_briefly_frozen_leader_keeps_leading_and_serves_the_requests_queued_meanwhile() -> None:
+    sim = _mesh("bmz")
+    sim.freeze("z", at=1100.0)
+    waiting = sim.execute("b", "user", (2,), at=1150.0)
+    sim.thaw("z", at=1200.0)  # before b's request_timeout and well before the silence limit
+    sim.run_until(1200.0 + CALL + 2 * DELAY)
+    assert sim.leader() == "z"
+    assert waiting.outcome == "resolved" and waiting.source == "mesh"
+    assert len(sim.calls_of("user[2]")) == 1
+
+
+def test_a_hidden_leader_with_throttled_timers_is_not_deposed() -> None:
+    sim = _mesh("abcz")
+    elections = sum(sim.node(i).stats.elections for i in "abcz")
+    sim.hide("z", at=1000.0, period=60_000.0)  # timers fire on a one-minute grid
+    for until in range(10_000, 240_001, 10_000):
+        sim.run_until(float(until))
+        assert sim.leader() == "z", f"deposed by {until} ms"
+    assert sum(sim.node(i).stats.elections for i in "abcz") == elections
+    served = sim.execute("a", "dashboard", (), at=240_000.0)  # it serves while hidden
+    sim.run_until(240_000.0 + CALL + 3 * DELAY)
+    assert served.outcome == "resolved" and served.source == "mesh"
+    sim.show("z", at=241_000.0)
+    sim.run_until(250_000.0)
+    assert sim.leader() == "z"
+
+
+@pytest.mark.parametrize("strategy", ["leader-follower", "peer-to-peer"])
+def test_a_late_joiner_gets_the_cached_entries_by_sync_without_a_call(strategy: str) -> None:
+    sim = _mesh("mz", strategy=strategy)
+    first = sim.execute("m", "dashboard", (), at=1000.0)
+    sim.run_until(1500.0)
+    assert first.outcome == "resolved"
+    sim.add_tab(2000.0, node_id="k")
+    sim.run_until(2000.0 + 2 * DELAY)
+    assert sim.cached("k", "dashboard") == first.value
+    late = sim.execute("k", "dashboard", (), at=2100.0)
+    sim.run_until(2200.0)
+    assert late.source == "cache" and late.value == first.value
+    assert len(sim.calls_of("dashboard")) == 1
+
+
+def test_an_outage_rejects_every_waiting_tab_with_the_shared_error_and_no_tab_calls_during_the_back_off() -> None:
+    sim = _mesh("bkmz")
+    sim.outage(1000.0, 3000.0)
+    first = _executes(sim, "bkmz", "user", (3,), at=1100.0)
+    sim.run_until(1100.0 + CALL + 3 * DELAY)
+    assert len(sim.calls_of("user[3]")) == 1  # the leader's, for every tab
+    failed_at = max(r.end for r in first if r.end is not None)
+    assert [r.outcome for r in first] == ["rejected"] * 4
+    assert isinstance(first[3].error, ServerDown)  # z made the call
+    for record in first[:3]:
+        assert isinstance(record.error, SharedFlowError)
+        assert record.error.error_type == "ServerDown" and record.error.origin == "z"
+    # During the back-off every tab fails at once with the shared error, without calling.
+    during = _executes(sim, "bkmz", "user", (3,), at=failed_at + 100.0)
+    sim.run_until(failed_at + BACKOFF - 1)
+    assert all(r.outcome == "rejected" and r.end == r.start for r in during)
+    assert all(isinstance(r.error, SharedFlowError) and r.error.retry_in > 0 for r in during)
+    assert len(sim.calls_of("user[3]")) == 1
+    # Once the server is back and the back-off over, one call serves every tab again.
+    after = _executes(sim, "bkmz", "user", (3,), at=3100.0)
+    sim.run_until(3100.0 + CALL + 3 * DELAY)
+    assert [r.outcome for r in after] == ["resolved"] * 4
+    assert len(sim.calls_of("user[3]")) == 2
+
+
+def test_followers_get_data_with_one_call_when_their_leader_lacks_the_flow() -> None:
+    older = tuple(f for f in FLOWS if f != "report")  # the leader runs an older page
+    sim = _mesh("bmz", flows={"z": older})
+    assert sim.leader() == "z"
+    records = _executes(sim, "bm", "report", ("daily",), at=1100.0)
+    sim.run_until(1100.0 + 2 * DELAY + 10 + CALL + 2 * DELAY)
+    assert [r.outcome for r in records] == ["resolved", "resolved"]
+    assert records[0].value == records[1].value
+    assert len(sim.calls_of('report["daily"]')) == 1
+    assert sim.node("z").stats.requests_served == 0
+    assert sim.cached("z", 'report["daily"]') == records[0].value
+
+
+def test_peer_to_peer_concurrent_claims_make_one_call() -> None:
+    ids = "abcdefghij"
+    sim = _mesh(ids, strategy="peer-to-peer")
+    records = _executes(sim, ids, "dashboard", (), at=1000.0)
+    records += _executes(sim, "aej", "dashboard", (), at=1003.0)  # before any claim arrives
+    sim.run_until(1000.0 + 10 + CALL + 2 * DELAY)
+    assert len(sim.calls_of("dashboard")) == 1
+    assert all(r.outcome == "resolved" and r.value == records[0].value for r in records)
+    assert {r.tab for r in records if r.source == "call"} == {"j"}  # the highest claim wins
+
+
+def test_peer_to_peer_has_no_leader() -> None:
+    sim = _mesh("abc", strategy="peer-to-peer")
+    sim.crash("c", at=1000.0)
+    sim.add_tab(1500.0, node_id="z")
+    sim.run_until(10_000.0)
+    assert sim.leaders() == []
+    assert all(sim.node(i).role is Role.PEER for i in sim.live())
