@@ -44,7 +44,7 @@ from .protocol import (
     Sync,
     SyncFailure,
 )
-from .values import cache_key, check_json
+from .values import cache_key, check_json, is_text
 
 if TYPE_CHECKING:
     from .node import MeshNode
@@ -481,15 +481,18 @@ class FlowCoordinator:
 
     def _send_failure(self, key: str, error: BaseException, now: float, requesters: set[str], back_off: bool) -> None:
         self._claims.pop(key, None)
+        message = str(error)
+        if not is_text(message):  # e.g. a file name decoded with surrogateescape: UTF-8 cannot carry it
+            message = message.encode("utf-8", "backslashreplace").decode()
         shared = self._config.share_errors
         attempt = self._attempts.get(key, 0) + 1
         retry_in = 0.0
         if back_off and shared:
             retry_in = min(self._config.error_backoff * 2 ** (attempt - 1), self._config.max_error_backoff)
             self._attempts[key] = attempt
-            self._backoffs[key] = _Backoff(now + retry_in, type(error).__name__, str(error), attempt, self._me)
+            self._backoffs[key] = _Backoff(now + retry_in, type(error).__name__, message, attempt, self._me)
         if shared or requesters:
-            self._node.send(Failure(self._me, key, type(error).__name__, str(error), retry_in, attempt,
+            self._node.send(Failure(self._me, key, type(error).__name__, message, retry_in, attempt,
                                     shared and back_off, None if shared else sorted(requesters)))
         self._node.emit(FailureShared(key, error))
 

@@ -123,3 +123,26 @@ def test_execute_with_a_lone_surrogate_is_a_type_error_and_leaves_nothing_pendin
     with pytest.raises(TypeError, match="lone surrogate"):
         node.share_result("k", {"a": "\udfff"}, 10.0)
     assert node.flows.pending == {}
+
+
+# --- A failure whose message UTF-8 cannot carry left its executes hanging ----------------------
+# Found next to the previous one: call_failed() shares str(error) in a Failure (and in the
+# back-off a Sync later carries). An error message with a lone surrogate (a file name decoded
+# with surrogateescape, say) made send raise UnicodeEncodeError out of call_failed, after the
+# pending flow was dropped but before its waiters were rejected: those executes never ended.
+
+
+def test_a_failure_with_a_lone_surrogate_in_its_message_still_rejects_every_waiter() -> None:
+    node = _leader_with_an_entry()
+    waiter = node.execute("f", (), 400.0)
+    call = next(e for e in node.take_effects() if type(e).__name__ == "StartCall")
+    name = b"report-\xff.csv".decode("utf-8", "surrogateescape")
+    error = FileNotFoundError(f"no such file: {name}")
+    node.call_failed(call.call_id, error, 500.0)  # raised UnicodeEncodeError
+    effects = node.take_effects()
+    assert [(type(e).__name__, e.waiter, e.error) for e in effects if type(e).__name__ == "Reject"] == [
+        ("Reject", waiter, error)]
+    failure = next(e.message for e in effects if type(e).__name__ == "Send" and e.message.TYPE == "failure")
+    assert failure.message == "no such file: report-\\udcff.csv"
+    node.receive(r'{"proto":"pyflowmesh","v":1,"type":"hello","src":"joiner"}', 600.0)  # its Sync has the back-off
+    assert any(type(e).__name__ == "Send" and e.message.TYPE == "sync" for e in node.take_effects())
