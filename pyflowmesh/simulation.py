@@ -88,6 +88,9 @@ def _quantize(ms: float) -> float:
     return math.floor(ms * _RES + 0.5) / _RES
 
 
+_UNDECODABLE = b"/srv/k-\xff.json".decode("utf-8", "surrogateescape")  # a lone surrogate, as os.fsdecode makes
+
+
 class ServerDown(ConnectionError):
     """What a flow call raises while the simulated server is down."""
 
@@ -616,6 +619,8 @@ class Simulation:
             outcome: tuple[bool, Any] = (True, {"key": effect.key, "call": self.call_count, "at": self.now})
         else:
             error = ServerDown(f"server down (call {self.call_count})")
+            if self.call_count % 3 == 0:  # an undecodable file name (surrogateescape): UTF-8 cannot carry it
+                error = ServerDown(f"server down (call {self.call_count}, {_UNDECODABLE})")
             error.key = effect.key  # type: ignore[attr-defined]
             outcome = (False, error)
         self._log(tab, f"call {effect.call_id} {effect.key} ({'ok' if ok else 'will fail'} in {duration}ms)")
