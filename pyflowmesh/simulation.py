@@ -955,8 +955,9 @@ class SimulationReport:
        ``quiet_at + bounds.fault_execute`` and start + quiet_execute).
        An execute resolves only with a value of its own key, and rejects only with the
        server's error (directly or shared by another tab).
-    c. Once converged in the quiet phase (no faults, no outage), calls of one key
-       (across all tabs) start at least ``stale_time`` apart.
+    c. Once the mesh settled in the quiet phase (``settled_at``: converged, no faults, no
+       outage, no work left from them), calls of one key (across all tabs) start at least
+       ``stale_time`` apart.
     d. No exception escapes a node input.
     Also: at the end no live tab has pending flows, calls or waiters.
     """
@@ -1270,12 +1271,11 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
                 f"execute of {record.key!r} in tab {record.tab} took {record.end - record.start:.1f}ms "
                 f"(ended at {record.end:.1f}, bound {limit:.1f})"))
 
-    # c. one call per key per freshness window once stable
-    if config.strategy == "leader-follower":
-        stable = sim.converged_since if sim.converged_since is not None else math.inf
-    else:
-        stable = quiet_at
-    stable = max(stable, quiet_at)
+    # c. one call per key per freshness window once stable: from when the mesh settled
+    # (converged, no work left from the faults). Until then a tab may still work off the
+    # faults: a leader frozen for less than the silence limit thaws and serves a request
+    # whose sender, after request_timeout, already claimed the key and called it.
+    stable = sim.settled_at
     for key, calls in sim.calls.items():
         starts = [t for t, _, _ in calls if t >= stable]
         for first, second in zip(starts, starts[1:], strict=False):
