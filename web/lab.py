@@ -1,0 +1,260 @@
+"""The lab page: one pyflowmesh tab made for driving by tests and benchmarks.
+
+``lab.html?<query>`` configures the tab; ``window.pfm`` drives it from JavaScript
+(Playwright's ``page.evaluate``). Used by ``tests/browser/test_faults.py``.
+
+Query parameters (all optional; durations in milliseconds):
+
+==================  =============================================================
+``channel``         the BroadcastChannel name (default ``lab``)
+``heartbeat``       the mesh's heartbeat (default 1000)
+``strategy``        ``leader-follower`` (default) or ``peer-to-peer``
+``locks``           ``1`` (default) / ``0``: the mesh's ``use_locks``
+``stale_time``, ``error_backoff``, ``max_error_backoff``, ``hidden_timeout``,
+``request_timeout``, ``call_timeout``: the mesh options of those names
+``delay_ms``        how long the server sleeps before answering a flow's call (default 0)
+``flows``           comma-separated flow keys this page registers (default ``data``):
+                    a test can open a page that lacks a flow
+``mesh``            ``1`` (default); ``0``: no mesh, every execute calls the API from
+                    this tab (``use_flow(..., mesh=None)``), for comparisons
+``protocol``        a protocol version to speak instead of ours (sets
+                    ``pyflowmesh.protocol.VERSION`` before the mesh starts): an "other
+                    deploy" of the page, which must form its own mesh
+==================  =============================================================
+
+Every flow ``<key>`` calls ``./api/data?key=<key>&arg=<arg>&delay_ms=<delay_ms>`` with
+``pyfetch`` (``arg``: a single str argument as is, otherwise the arguments as JSON)
+and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
+(``value``, ``calls``, ``args``) plus ``fetched_by``: the node ID of the tab that called.
+
+``window.pfm``, for tests (every return value is plain JS data, never a PyProxy):
+
+* ``execute(flow, ...args)``: a real ``Promise`` (never rejected) of ``{ok, data, error,
+  error_type, retry_in, source, started, ended, started_wall, ended_wall}``;
+  ``started``/``ended`` are ``performance.now()``, the ``*_wall`` ones ``Date.now()``
+  (comparable across tabs); ``source`` is ``call``, ``mesh`` or ``cache``.
+* ``state()``: ``{node_id, role, leader, leader_id, term, stats, disposed, live_proxies,
+  transport_sent, hidden, mesh, protocol_version, config}``.
+* ``dispose()``: leaves the mesh (``FlowMesh.dispose``); returns ``state()``.
+* ``events()``: this tab's view of the leader over time: ``{leader, role, term, at,
+  wall}`` per change (``at``: ``performance.now()``, ``wall``: ``Date.now()``); the
+  first entry is the start.
+* ``post(raw)``: puts ``raw`` (any structured-clone value) on the mesh's channel from
+  this page through a separate ``BroadcastChannel``, as a foreign script would.
+
+``window.pyflowmesh_ready`` becomes ``true`` last, when all of this is in place.
+
+Pyodide 314.0.7 and promises (measured in a page): a Python ``async def`` exposed with
+``create_proxy`` and called from JS returns a PyProxy of the coroutine, not a
+``Promise``: it is thenable (``await`` works) but single-use (it was found
+destroyed right after its ``then`` had been looked up), and what it resolves to is
+a PyProxy of the Python result (a dict stays a PyProxy that leaks until someone
+calls ``destroy()``). An ``asyncio`` future returns a
+thenable ``PyodideFuture`` PyProxy, again not a ``Promise``. JS ``null`` arrives in
+Python as ``pyodide.ffi.jsnull`` (neither ``None`` nor a ``JsProxy``). So ``pfm``
+returns only JS values: ``execute`` builds a ``js.Promise`` whose executor is a
+``create_once_callable`` (destroyed after its one call) and resolves it from an
+asyncio task with an object made by ``JSON.parse``; the five functions of ``pfm``
+are the page's only long-lived PyProxies besides the mesh's own
+(``window.lab_proxies`` counts them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import quote
+
+import js
+from pyodide.ffi import JsProxy, create_once_callable, create_proxy
+from pyodide.http import pyfetch
+
+import pyflowmesh
+import pyflowmesh.protocol
+from pyflowmesh import FlowMesh, SharedFlowError, use_flow
+
+params = js.URLSearchParams.new(js.location.search)
+
+
+def param(name: str, default: Any = None, kind: Any = str) -> Any:
+    # URLSearchParams.get gives JS null for a missing name, which Pyodide 314 hands to
+    # Python as pyodide.ffi.jsnull, not None: ask has() instead.
+    if not params.has(name) or params.get(name) == "":
+        return default
+    return kind(params.get(name))
+
+
+CHANNEL = param("channel", "lab")
+DELAY_MS = param("delay_ms", 0, int)
+FLOW_KEYS = [key.strip() for key in param("flows", "data").split(",") if key.strip()]
+USE_MESH = param("mesh", "1") != "0"
+PROTOCOL = param("protocol", None, int)
+if PROTOCOL is not None:
+    pyflowmesh.protocol.VERSION = PROTOCOL  # encode() and decode() read it at each call
+
+options: dict[str, Any] = {
+    "heartbeat": param("heartbeat", 1000.0, float),
+    "strategy": param("strategy", "leader-follower"),
+    "use_locks": param("locks", "1") != "0",
+}
+for name in ("stale_time", "error_backoff", "max_error_backoff", "hidden_timeout", "request_timeout",
+             "call_timeout"):
+    if param(name) is not None:
+        options[name] = param(name, kind=float)
+if options.get("error_backoff", 0) > options.get("max_error_backoff", 30_000):
+    options["max_error_backoff"] = options["error_backoff"]
+
+mesh = FlowMesh(CHANNEL, **options) if USE_MESH else None
+js.window.lab_node_id = mesh.node_id if mesh else None
+
+
+def make_fetch(key: str):
+    async def fetch(*args: Any) -> dict:
+        arg = args[0] if len(args) == 1 and isinstance(args[0], str) else json.dumps(list(args))
+        response = await pyfetch(f"./api/data?key={quote(key)}&arg={quote(arg)}&delay_ms={DELAY_MS}")
+        body = await response.json()
+        if not response.ok:
+            raise ConnectionError(f"HTTP {response.status}: {body.get('error', 'server error')}")
+        return {**body, "fetched_by": mesh.node_id if mesh else None}
+
+    fetch.__qualname__ = f"lab.{key}"
+    return fetch
+
+
+flows = {key: use_flow(make_fetch(key), mesh=mesh, key=key) for key in FLOW_KEYS}
+
+
+def now() -> tuple[float, float]:
+    return js.performance.now(), js.Date.now()
+
+
+def to_js_data(value: Any) -> Any:
+    """Plain JS data (no PyProxy anywhere inside); what JSON cannot say becomes its repr."""
+    return js.JSON.parse(json.dumps(value, default=repr))
+
+
+def from_js(value: Any) -> Any:
+    return value.to_py() if isinstance(value, JsProxy) else value
+
+
+# --- leader changes, as this tab saw them ------------------------------------------------
+
+events: list[dict[str, Any]] = []
+
+
+def record_event(leader: str | None = None, start: bool = False) -> None:
+    at, wall = now()
+    if mesh is not None:
+        events.append({"leader": mesh.leader_id, "role": mesh.role, "term": mesh.term, "at": at, "wall": wall,
+                       "start": start})
+    render()
+
+
+# --- the JS API ---------------------------------------------------------------------------
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def state() -> dict[str, Any]:
+    if mesh is None:
+        return {"node_id": None, "role": "none", "leader": False, "leader_id": None, "term": 0, "stats": {},
+                "disposed": False, "live_proxies": 0, "transport_sent": 0, "hidden": False, "mesh": False,
+                "protocol_version": pyflowmesh.protocol.VERSION, "config": {"flows": FLOW_KEYS}}
+    transport = mesh.transport
+    return {
+        "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.leader, "leader_id": mesh.leader_id,
+        "term": mesh.term, "stats": mesh.stats.as_dict(), "disposed": mesh.disposed,
+        "live_proxies": getattr(transport, "live_proxies", None), "transport_sent": getattr(transport, "sent", None),
+        "hidden": js.document.visibilityState == "hidden", "mesh": True,
+        "protocol_version": pyflowmesh.protocol.VERSION,
+        "config": {**{k: v for k, v in options.items()}, "flows": FLOW_KEYS, "delay_ms": DELAY_MS,
+                   "silence_limit": mesh.config.silence_limit(mesh.config.heartbeat, False),
+                   "answer_timeout": mesh.config.answer_timeout,
+                   "request_timeout": mesh.config.effective_request_timeout},
+    }
+
+
+async def run_execute(key: str, args: tuple[Any, ...], resolve: Any) -> None:
+    started, started_wall = now()
+    outcome: dict[str, Any] = {"ok": False, "data": None, "error": None, "error_type": None, "retry_in": None,
+                               "source": None, "flow": key, "args": list(args)}
+    try:
+        flow = flows.get(key)
+        if flow is None:
+            raise LookupError(f"this lab page has no flow {key!r} (flows={','.join(FLOW_KEYS)})")
+        if flow.mesh is not None:
+            data, source = await flow.mesh.execute_with_source(flow.key, *args)
+        else:
+            data, source = await flow.execute(*args), "call"
+        outcome.update(ok=True, data=data, source=source)
+    except BaseException as error:  # never reject, whatever happens (cancellation too)
+        outcome.update(error=f"{type(error).__name__}: {error}", error_type=type(error).__name__)
+        if isinstance(error, SharedFlowError):
+            outcome["retry_in"] = error.retry_in
+        js.console.warn(f"lab: execute {key}{list(args)} failed: {type(error).__name__}: {error}")
+    ended, ended_wall = now()
+    outcome.update(started=started, ended=ended, started_wall=started_wall, ended_wall=ended_wall)
+    try:
+        payload = to_js_data(outcome)
+    except Exception as error:  # the promise must settle whatever the outcome holds
+        payload = to_js_data({**outcome, "ok": False, "data": None, "error": f"lab: unreportable outcome: {error!r}"})
+    resolve(payload)
+    render(outcome)
+
+
+def js_execute(key: Any, *args: Any) -> Any:
+    resolver: list[Any] = []
+    promise = js.Promise.new(create_once_callable(lambda resolve, reject: resolver.append(resolve)))
+    task = asyncio.ensure_future(run_execute(from_js(key), tuple(from_js(a) for a in args), resolver[0]))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return promise
+
+
+def js_state() -> Any:
+    return to_js_data(state())
+
+
+def js_dispose() -> Any:
+    if mesh is not None:
+        mesh.dispose()
+    record_event()
+    return js_state()
+
+
+def js_events() -> Any:
+    return to_js_data(events)
+
+
+poster = js.BroadcastChannel.new(CHANNEL)  # a second object: the mesh's channel receives what it posts
+
+
+def js_post(raw: Any) -> None:
+    poster.postMessage(raw)  # a JsProxy goes back as the JS value it wraps
+
+
+def render(last: dict[str, Any] | None = None) -> None:
+    try:
+        js.document.getElementById("state").textContent = json.dumps(state(), indent=1)
+        if last is not None:
+            js.document.getElementById("last").textContent = json.dumps(last, indent=1)[:4000]
+    except Exception as error:  # rendering is for screenshots only; never break the lab
+        js.console.warn(f"lab: render failed: {error!r}")
+
+
+api = js.Object.new()
+lab_proxies = []
+for name, function in (("execute", js_execute), ("state", js_state), ("dispose", js_dispose),
+                       ("events", js_events), ("post", js_post)):
+    proxy = create_proxy(function)  # lives as long as the page: window.pfm is the lab's interface
+    lab_proxies.append(proxy)
+    setattr(api, name, proxy)
+js.window.pfm = api
+js.window.lab_proxies = len(lab_proxies)
+
+if mesh is not None:
+    mesh.on_leader_change(record_event)
+record_event(start=True)
+js.window.pyflowmesh_ready_ms = round(js.performance.now())
+js.window.pyflowmesh_ready = True
