@@ -417,7 +417,7 @@ def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
     if _nesting(raw, MAX_NESTING) > MAX_NESTING:
         raise ProtocolError("too-deep")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = _DECODER.decode(raw)
     except (ValueError, RecursionError):
         raise ProtocolError("not-json") from None
     if not isinstance(body, dict):
@@ -447,3 +447,7 @@ def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every message (json.loads with an argument builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
