@@ -302,6 +302,23 @@ def bench_import(h: Harness, trials: int = 3) -> dict[str, Any]:
 
 # ---- 1, 2, 4. calls, follower latency, idle cost --------------------------------------
 
+# Installed in every bench tab before its own scripts (Playwright's add_init_script): notes the
+# moment each API response reaches the tab (fetch's promise resolves), on the common browser
+# clock. Pyodide's pyfetch calls this same window.fetch.
+FETCH_HOOK_JS = """(() => {
+  const original = window.fetch;
+  window.__benchFetches = [];
+  window.fetch = function (...args) {
+    const url = String((args[0] && args[0].url) || args[0]);
+    const promise = original.apply(this, args);
+    if (url.includes("/api/data")) {
+      promise.then(() => window.__benchFetches.push({ url, at: performance.timeOrigin + performance.now() }),
+                   () => {});
+    }
+    return promise;
+  };
+})();"""
+
 SCHEDULE_JS = """([at, flow, arg]) => {
   const delay = at - (performance.timeOrigin + performance.now());
   window.__bench = new Promise((resolve) => setTimeout(() => resolve(window.pfm.execute(flow, arg)),
@@ -315,7 +332,8 @@ def execute_at_once(pages: list[Any], flow: str, arg: str) -> list[dict[str, Any
 
     The instant is a common time on the browser clock, far enough ahead for every
     tab to receive its order; each tab arms a ``setTimeout`` for it. Each outcome
-    gets ``abs_started``/``abs_ended`` (timeOrigin + performance.now(), ms).
+    gets ``abs_started``/``abs_ended`` (timeOrigin + performance.now(), ms) and, if the
+    tab called the API in this round, ``fetch_done``: when the response reached it.
     """
     margin = 150 + 20 * len(pages)
     at = browser_now(pages[0]) + margin
@@ -328,6 +346,8 @@ def execute_at_once(pages: list[Any], flow: str, arg: str) -> list[dict[str, Any
         outcome["abs_started"] = origin + outcome["started"]
         outcome["abs_ended"] = origin + outcome["ended"]
         outcome["late_start_ms"] = outcome["abs_started"] - at
+        fetches = page.evaluate("(arg) => window.__benchFetches.filter((f) => f.url.includes('arg=' + arg))", arg)
+        outcome["fetch_done"] = fetches[-1]["at"] if fetches else None
         outcomes.append(outcome)
     return outcomes
 
@@ -339,16 +359,18 @@ def _idle(h: Harness, context: Any, pages: list[Any], seconds: float) -> dict[st
       ``BroadcastChannel`` listener (``window.labWire``); the tap of one tab sees every
       post of every tab (its own page's too). Counted by type over the window.
     * CPU per tab (CDP): ``Performance.getMetrics`` of each page at both ends of
-      the window; ``TaskDuration`` is the time the page's main thread spent in tasks
-      (all of it: Python, JS, timers, message handling), ``ScriptDuration`` the part
-      in script. Seconds of CPU per minute of idle, averaged over the tabs.
+      the window, with ``timeDomain: threadTicks`` so durations are the main thread's
+      CPU time (not wall time, which other busy processes would inflate);
+      ``TaskDuration`` is the CPU its tasks took (all of it: Python, JS, timers,
+      message handling), ``ScriptDuration`` the part in script. Milliseconds of CPU
+      per minute of idle, averaged over the tabs.
     * CPU of the whole browser (/proc): user + system time of every Chromium process
       this bench started (browser, GPU/utility, renderers), per tab and minute.
     """
     sessions = []
     for page in pages:
         session = context.new_cdp_session(page)
-        session.send("Performance.enable")
+        session.send("Performance.enable", {"timeDomain": "threadTicks"})  # CPU time, not wall time
         sessions.append(session)
 
     def metrics() -> list[dict[str, float]]:
@@ -405,12 +427,15 @@ def bench_calls(h: Harness, *, mesh: bool, sizes: tuple[int, ...], rounds: int, 
       ``performance.now()`` in its tab). Without the mesh that is a direct call of the
       local server (which sleeps ``delay_ms``) under N concurrent tabs.
     * ``follower_lag`` (mesh): for each follower served by the mesh, the time from the
-      tab whose call got the result (its execute's end, when its call returned) to the
-      follower's execute's end, on the common browser clock.
+      moment the API's response reached the tab that called (its ``fetch`` resolved,
+      noted by :data:`FETCH_HOOK_JS`) to the end of the follower's execute, on the
+      common browser clock. ``caller_tail``: from that response to the end of the
+      caller's own execute.
     * ``idle``: at ``idle_size`` tabs, the idle cost (:func:`_idle`).
     """
     query = f"channel=bench-calls-{int(mesh)}&heartbeat={heartbeat:g}&delay_ms={delay_ms}&mesh={int(mesh)}"
     context = h.browser.new_context()
+    context.add_init_script(FETCH_HOOK_JS)
     pages: list[Any] = []
     out: dict[str, Any] = {"mesh": mesh, "delay_ms": delay_ms, "heartbeat_ms": heartbeat, "sizes": [],
                            "idle": None}
@@ -454,8 +479,9 @@ def _round_summary(outcomes: list[dict[str, Any]], calls: int) -> dict[str, Any]
     callers = [o for o in outcomes if o.get("source") == "call"]
     followers = [o for o in outcomes if o.get("source") == "mesh"]
     lag: list[float] = []
-    if callers and followers:
-        first = min(o["abs_ended"] for o in callers)
+    fetched = [o["fetch_done"] for o in callers if o.get("fetch_done") is not None]
+    if fetched and followers:
+        first = min(fetched)
         lag = [o["abs_ended"] - first for o in followers]
     return {
         "calls": calls, "sources": dict(sources), "ok": sum(1 for o in outcomes if o.get("ok")),
@@ -464,6 +490,8 @@ def _round_summary(outcomes: list[dict[str, Any]], calls: int) -> dict[str, Any]
         "caller_durations": [o["ended"] - o["started"] for o in callers],
         "follower_durations": [o["ended"] - o["started"] for o in followers],
         "follower_lag": lag,
+        # the caller's own tail: from its response to the end of its execute (Python, the Result post)
+        "caller_tail": [o["abs_ended"] - o["fetch_done"] for o in callers if o.get("fetch_done") is not None],
         "late_start_max_ms": max(o["late_start_ms"] for o in outcomes),
     }
 
@@ -476,6 +504,7 @@ def _size_summary(row: dict[str, Any]) -> None:
     row["caller_duration"] = describe([d for r in rounds for d in r["caller_durations"]])
     row["follower_duration"] = describe([d for r in rounds for d in r["follower_durations"]])
     row["follower_lag"] = describe([d for r in rounds for d in r["follower_lag"]])
+    row["caller_tail"] = describe([d for r in rounds for d in r["caller_tail"]])
     row["sources"] = dict(sum((Counter(r["sources"]) for r in rounds), Counter()))
 
 
@@ -601,7 +630,7 @@ def run_all(*, quick: bool = False, log: Log = print) -> dict[str, Any]:
         "failover_trials": 2 if quick else 6,
         "failover_tabs": 3 if quick else 4,
         "failover_heartbeat": 1000.0,
-        "import_trials": 2 if quick else 3,
+        "import_trials": 2 if quick else 5,
     }
     out: dict[str, Any] = {"settings": settings}
     with Harness(log) as h:

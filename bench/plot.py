@@ -68,19 +68,21 @@ def _calls(ax: Any, browser: dict[str, Any]) -> None:
         ax.plot(tabs, calls, "o-", color=color, label=label, lw=2)
         if worst != calls:
             ax.plot(tabs, worst, "x", color=color, label=f"{label}: worst round")
+        below = color == MESH  # the mesh's labels under its line, the others above theirs
         for x, y in zip(tabs, calls, strict=True):
-            ax.annotate(f"{y:g}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", color=color)
+            ax.annotate(f"{y:g}", (x, y), textcoords="offset points", xytext=(0, -14 if below else 7),
+                        ha="center", color=color)
     ax.set_xlabel("tabs executing at once (N)")
     ax.set_ylabel("API calls per execute (median of rounds)")
     ax.set_xticks([row["tabs"] for row in mesh["sizes"]])
-    ax.set_ylim(0, max(row["tabs"] for row in mesh["sizes"]) * 1.15)
+    ax.set_ylim(-1.5, max(row["tabs"] for row in mesh["sizes"]) * 1.15)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=9)
     ax.set_title(title)
 
 
 def _lag(ax: Any, browser: dict[str, Any]) -> None:
-    title = "2. Follower lag: caller's result -> follower has it"
+    title = "2. Follower lag: API response in the caller -> follower has it"
     mesh = browser.get("calls_mesh")
     if not mesh:
         return _empty(ax, title)
@@ -180,6 +182,10 @@ def _sim_messages(ax: Any, sim: dict[str, Any]) -> None:
         ax.plot(ns, [row[key]["deliveries"] for row in rows], style, color=color, label=f"{label}: deliveries")
         ax.plot(ns, [row[key]["election_posts"] for row in rows], style.replace("-", ":"), color=color, alpha=0.6,
                 label=f"{label}: posts")
+    staggered = (sim.get("what_if") or {}).get("staggered")
+    if staggered:
+        ax.plot([r["n"] for r in staggered], [r["polite_close"]["deliveries"] for r in staggered], "o--",
+                color="#bf8700", label="polite close, what-if A+B: deliveries")
     ax.plot(ns, [row["bully"]["best"] for row in rows], "k--", lw=1, label="Bully best case n-2")
     ax.plot(ns, [row["bully"]["worst"] for row in rows], "k-.", lw=1, label="Bully worst case (about n^2)")
     ax.set_xscale("log")

@@ -18,6 +18,12 @@ def _f(value: Any, digits: int = 0, unit: str = "") -> str:
     return f"{value:,.{digits}f}{unit}"
 
 
+def _delta(ms: float | None) -> str:
+    if ms is None:
+        return "n/a"
+    return f"{ms:,.0f} ms more" if ms >= 0 else f"{-ms:,.0f} ms less"
+
+
 def _row(cells: list[Any]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -57,8 +63,11 @@ def render(results: dict[str, Any], png: str) -> str:
             ["Pyodide (tabs)", f"{m.get('pyodide')} (Python {(b.get('import') or {}).get('pyodide_python', '?')}),"
                                f" PyScript {m.get('pyscript')}"],
             ["pyflowmesh", f"{m.get('pyflowmesh')} at {m.get('commit')}"],
-            ["load average at start", ", ".join(f"{x:.2f}" for x in m.get("load_avg_at_start", []))],
-            ["whole bench", f"{_f(results.get('wall_s'))} s"],
+            ["load average (1, 5, 15 min) at start / end",
+             " / ".join(", ".join(f"{x:.2f}" for x in m.get(k) or [])
+                        for k in ("load_avg_at_start", "load_avg_at_end"))],
+            ["bench run time", f"{_f(results.get('wall_s'))} s (simulator {_f(sim.get('wall_s'))} s, "
+                               f"browser {_f(b.get('wall_s'))} s; build and setup not included)"],
         ]),
         "",
         "Two cores carry every tab: 20 Pyodide tabs (about 300 MB each) share them, so "
@@ -89,6 +98,7 @@ def _browser_calls(b: dict[str, Any]) -> list[str]:
             _f(row["follower_duration"]["p50"], 0),
             f"{_f(row['follower_lag']['p50'], 1)} / {_f(row['follower_lag']['p95'], 1)} / "
             f"{_f(row['follower_lag']['max'], 1)}" if row["follower_lag"]["n"] else "-",
+            _f((row.get("caller_tail") or {}).get("p50"), 1),
             f"{_f(row['boot_s'], 0)} s, {_f(row['rss_mb'] / 1024, 1)} GB",
         ])
     big = mesh["sizes"][-1]
@@ -113,23 +123,29 @@ def _browser_calls(b: dict[str, Any]) -> list[str]:
         "",
         *_table(["tabs", "API calls without mesh", "API calls with mesh", "direct call p50 (ms)",
                  "mesh: caller's execute p50 (ms)", "mesh: follower's execute p50 (ms)",
-                 "follower lag p50 / p95 / max (ms)", "tabs opened in, browser RSS"], rows),
+                 "follower lag p50 / p95 / max (ms)", "caller tail p50 (ms)", "tabs opened in, browser RSS"],
+               rows),
         "",
         "- *API calls*: what the server counted per round (median, and the worst round).",
         "- *direct call*: the duration of a tab's execute without the mesh: a `pyfetch` of the local "
         "server by every tab at once.",
         "- *caller's execute*: the mesh tab that called the API (the leader); *follower's execute*: a tab "
         "that asked the leader (`Request`, `Accept`) and got its broadcast `Result`.",
-        "- *follower lag*: from the end of the caller's execute (its call returned) to the end of each "
-        "follower's execute, compared on the browser clock (`performance.timeOrigin + performance.now()` "
-        "of each tab; Chromium coarsens `performance.now()` to 0.1 ms, so lags below that may come out "
-        "slightly negative).",
+        "- *follower lag*: from the moment the API's response reached the tab that called (its `fetch` "
+        "promise resolved, noted by a hook the bench installs in every tab) to the end of each follower's "
+        "execute, compared on the browser clock (`performance.timeOrigin + performance.now()` of each tab). "
+        "It covers the caller's Python (the flow returns, the `Result` is encoded and posted), the channel, "
+        "and the follower's Python (decode, cache, resolve). *caller tail*: the same span within the "
+        "caller itself (response to the end of its own execute).",
         "",
         f"At {big['tabs']} tabs a follower's execute took {_f(big['follower_duration']['p50'])} ms (median) "
         f"against {_f((dbig.get('duration') or {}).get('p50'))} ms for a direct call with {big['tabs']} tabs "
-        f"calling at once ({_f(added, 0, ' ms')} added) and {_f((one.get('duration') or {}).get('p50'))} ms "
-        f"for one tab alone ({_f(added_one, 0, ' ms')} added): the price of one `Request`/`Accept` before "
-        "the call and one `Result` broadcast after it, plus the CPU that the other tabs take meanwhile.",
+        f"calling at once ({_delta(added)}) and {_f((one.get('duration') or {}).get('p50'))} ms for one tab "
+        f"calling alone ({_delta(added_one)}). Against a lone direct call, the follower pays one "
+        "`Request`/`Accept` before the call and one `Result` broadcast after it, plus the CPU that the other "
+        "tabs take meanwhile. Against N tabs calling at once it gains: their calls queue behind each other "
+        "(Chromium opens at most 6 connections to one host for all the tabs of a profile) and their "
+        "tabs compete for the CPU, while the mesh makes one call.",
         "",
     ]
 
@@ -191,9 +207,11 @@ def _browser_idle(b: dict[str, Any]) -> list[str]:
         f"{mesh['tabs']} idle tabs for {mesh['seconds']:.0f} s, right after the rounds above, heartbeat "
         f"{(b.get('calls_mesh') or {}).get('heartbeat_ms', 0):g} ms. Messages: the lab page taps the mesh's "
         "channel with a plain JS listener, which sees every tab's posts. CPU: the CDP "
-        "`Performance.getMetrics` counters of each page at both ends of the window (`TaskDuration`: all "
-        "the time its main thread ran tasks; `ScriptDuration`: the part in script, Pyodide's Python "
-        "included), and the user + system time of every Chromium process of the bench from /proc.",
+        "`Performance.getMetrics` counters of each page at both ends of the window, in thread CPU time "
+        "(`timeDomain: threadTicks`; `TaskDuration`: all the CPU its main thread spent in tasks; "
+        "`ScriptDuration`: the part in script, Pyodide's Python included), and the user + system time of "
+        "every Chromium process of the bench from /proc (the browser process, its helpers and every "
+        "renderer).",
         "",
         *_table(["", "without the mesh", "with the mesh"], rows),
         "",
@@ -289,39 +307,85 @@ def _poor(results: dict[str, Any]) -> list[str]:
     if big:
         n = big["n"]
         close = big["polite_close"]
-        out.append(
-            f"- **Election messages grow as n^2 deliveries where one broadcast would do.** At {n} tabs a polite "
+        out += [
+            f"- **Election messages: n^2 deliveries where one broadcast would do.** At {n} tabs a polite "
             f"close costs {_f(close['election_posts'])} posts ({close['posts'].get('election', 0)} Elections, "
             f"{close['posts'].get('answer', 0)} Answers, {close['posts'].get('coordinator', 0)} Coordinator), "
-            f"i.e. {_f(close['deliveries'])} deliveries, against the n-2 = {_f(big['bully']['best'])} of "
-            "the Bully best case, which a broadcast channel reaches with a single Coordinator post. Every "
-            "follower learns of the leader's end at the same moment (Bye, or the lock hand-off) and stands at "
-            "once, and each Election from below makes every waiting tab above it post an Answer that the "
-            "lower tab does not need: on a broadcast channel the higher tab's own Election already told it. "
-            "The time stays flat (one `answer_timeout`), so the cost is CPU in every tab: each tab decodes "
-            f"about {_f(close['deliveries'] / max(1, n - 1))} messages per election at {n} tabs. Harmless at "
-            "10 tabs, wasteful at 100+. The fix belongs in `pyflowmesh/election.py` (see the bench's report): "
-            "a designated successor announced in the leader's heartbeats, a rank-staggered candidacy, and "
-            "no Answer to an Election that the tab's own broadcast already answered.")
+            f"that is {_f(close['deliveries'])} deliveries, against n-2 = {_f(big['bully']['best'])} in the "
+            "Bully best case, which a broadcast channel reaches with one Coordinator post. Two causes, both in "
+            "`pyflowmesh/election.py`: every follower learns of the leader's end at the same moment (the `Bye`, "
+            "or the lock hand-off, or its silence limit) and stands at once, so n-1 Elections go out together; "
+            "and every tab that stood and now waits for a higher one answers each lower Election with an "
+            "`Answer` the lower tab does not need, since the waiting tab's own Election, broadcast to every "
+            "open tab, already told it (the same reason the code gives for a *candidate* not answering). "
+            "The time stays flat (about one `answer_timeout`), so the cost is CPU in every tab: at "
+            f"{n} tabs each one handles about {_f(close['deliveries'] / max(1, n - 1))} messages per "
+            "election. Harmless at 10 tabs, wasteful from 100 on.",
+        ]
+        what_if = sim.get("what_if") or {}
+        if what_if.get("staggered"):
+            cur = {r["n"]: r for r in rows}
+            table = []
+            for label, key in (("current", None), ("A: no redundant Answer", "no_redundant_answer"),
+                               ("A+B: staggered candidacy", "staggered")):
+                for r in (what_if[key] if key else [cur[x["n"]] for x in what_if["staggered"]]):
+                    table.append([label, r["n"], *(
+                        f"{_f(r[k]['election_posts'])} / {_f(r[k]['deliveries'])} / {_f(r[k]['converge_ms'])}"
+                        for k in ("cold_start", "polite_close", "crash_locks", "crash_no_locks"))])
+            out += [
+                "",
+                "  What two small changes would save, measured by `bench/what_if_election.py` (subclasses of "
+                "`BullyElection` patched in for the measurement only; the core is unchanged). Cells: election "
+                "posts / deliveries / ms to one leader:",
+                "",
+                *("  " + line for line in _table(["variant", "n", "cold start", "polite close",
+                                                  "crash, Web Locks", "crash, no locks"], table)),
+                "",
+                "  *A*: a tab waiting for a higher candidate does not `Answer` a lower Election if it posted an "
+                "Election of its own in this round. *B*: a follower that loses its leader waits "
+                "`answer_timeout / 2 x (1 - rank)` before standing (`rank` in [0, 1): its ID read as a number), "
+                "and meanwhile ignores lower Elections, so the highest tab stands first and the rest hear it "
+                "before their turn. B delays a candidacy by at most `answer_timeout / 2`, and the highest "
+                "tab's by almost nothing, so the time to one leader stays within a few ms (the no-locks crash "
+                "times differ with the crash's random phase against the heartbeat, not with the variant). "
+                "`python -m bench.what_if_election 1000` gives the same comparison at 1,000 tabs (about 2 "
+                "minutes). Cold starts would need B on the joining "
+                "timeout too, and the crash with Web Locks keeps more posts than the others because each "
+                "tab hears of the lock on its own schedule (40-90 ms apart); a successor named in the "
+                "leader's heartbeats (the highest follower ID it has heard from), which announces itself "
+                "at once while the others wait `coordinator_timeout` for it, would make every hand-over one "
+                "Coordinator post (the Bully best case) and also save the `answer_timeout` wait.",
+            ]
     locks, nolocks = b.get("failover_locks"), b.get("failover_no_locks")
     if locks and nolocks and locks["crash_all_follow"]["p50"] and nolocks["crash_all_follow"]["p50"]:
         beat = nolocks["heartbeat_ms"]
         out.append(
             f"- **A crash without Web Locks waits out the heartbeats**: {_f(nolocks['crash_all_follow']['p50'])} ms "
             f"(p50) at a {beat:g} ms heartbeat, against {_f(locks['crash_all_follow']['p50'])} ms with locks. "
-            "That is the design (a follower presumes the leader dead 2.5 heartbeats after its last one, so "
-            "1.5 to 2.5 heartbeats after the crash), and the default 5 s heartbeat makes it 7.5 to 12.5 s; "
-            "pages in a secure context (https, localhost) get the lock path. With locks, the crash costs "
-            "the browser's lock hand-off plus one `answer_timeout` (the new leader waits that long for a "
-            "higher candidate); a designated successor would save the latter.")
+            "That is the design: a follower presumes its leader dead 2.5 heartbeats after the last one, so "
+            "1.5 to 2.5 heartbeats after the crash; at the default 5 s heartbeat that is 7.5 to 12.5 s (see "
+            "the simulator's *crash, no locks*). Pages in a secure context (https, localhost) take the lock "
+            "path. With locks a crash costs the browser's lock hand-off plus one `answer_timeout` "
+            f"({_f(locks.get('answer_timeout_ms'))} ms here: the new leader waits that long for a higher "
+            "candidate), about twice a polite close; a named successor would save the `answer_timeout`.")
+    mesh = b.get("calls_mesh")
+    if mesh:
+        top = mesh["sizes"][-1]
+        late = max((r["late_start_max_ms"] for r in top["rounds"]), default=0)
+        out.append(
+            f"- **Follower lag grows with CPU contention, not with the protocol**: p95 "
+            f"{_f(top['follower_lag']['p95'], 1)} ms and max {_f(top['follower_lag']['max'], 1)} ms at "
+            f"{top['tabs']} tabs. Twenty Pyodide tabs share two cores: the same contention delayed the "
+            f"tabs' start timers by up to {_f(late)} ms in those rounds. One `Result` post reaches every "
+            "follower; what takes time is each tab getting the CPU to run its Python.")
     imp = b.get("import")
-    if imp and imp.get("compile_ms", {}).get("p50"):
+    if imp and (imp.get("compile_ms") or {}).get("p50"):
         out.append(
             f"- **Import time is mostly compiling source**: `import pyflowmesh` takes "
-            f"{_f(imp['import_ms']['p50'], 0)} ms in a fresh Pyodide, of which compiling the 17 modules from "
-            f"source takes about {_f(imp['compile_ms']['p50'], 0)} ms (the wheel ships no bytecode). Small next "
-            "to Pyodide's own boot, but shipping .pyc for Pyodide's Python in a Pyodide-specific wheel would "
-            "remove most of it.")
+            f"{_f(imp['import_ms']['p50'], 0)} ms in a fresh Pyodide, and compiling the package's "
+            f"{imp['py_files']} modules from source takes about {_f(imp['compile_ms']['p50'], 0)} ms of it "
+            "(the wheel ships no bytecode). Small next to Pyodide's own boot; a wheel with .pyc files for "
+            "Pyodide's Python would remove most of it.")
     if len(out) == 2:
         out.append("- None stands out in this run.")
     return out + [""]
@@ -367,5 +431,6 @@ def summary(results: dict[str, Any]) -> str:
     if "tab_seconds_per_s" in thr:
         lines.append(f"simulator: {_f(thr['tab_seconds_per_s'])} simulated tab-seconds per second "
                      f"({thr['tabs']} tabs, faults, {thr['runs']} seeds)")
-    lines.append(f"whole bench: {_f(results.get('wall_s'))} s")
+    lines.append(f"bench run: {_f(results.get('wall_s'))} s (simulator {_f(sim.get('wall_s'))} s, "
+                 f"browser {_f(b.get('wall_s'))} s)")
     return "\n".join(lines)

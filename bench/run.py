@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         results["browser"] = browser_bench.run_all(quick=args.quick, log=log)
 
     results["wall_s"] = time.monotonic() - t0
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
     results_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     log(f"wrote {results_path.relative_to(ROOT)}")
 

@@ -391,15 +391,24 @@ def run_all(sizes: tuple[int, ...] = (10, 100, 1000), seeds: int = 3,
                 "deliveries": statistics.median(r[k]["deliveries"] for r in runs),
                 "converge_ms": statistics.median(r[k]["converge_ms"] for r in runs),
                 "detect_ms": statistics.median((r[k]["detect_ms"] or 0.0) for r in runs),
-                "posts": runs[0][k]["posts"],
+                "posts": {t: statistics.median(r[k]["posts"].get(t, 0) for r in runs)
+                          for t in sorted({t for r in runs for t in r[k]["posts"]})},
             }
         summary.append(row)
+    # What two proposed election changes would save (bench/what_if_election.py), at the
+    # sizes that take no time; python -m bench.what_if_election 1000 for more.
+    from . import what_if_election
+
+    what_if = {}
+    for name, variant in (("no_redundant_answer", what_if_election.NoRedundantAnswer),
+                          ("staggered", what_if_election.Staggered)):
+        what_if[name] = what_if_election.measure(variant, tuple(n for n in sizes if n <= 100))
     log("sim: timing the project's simulator (pyflowmesh.simulation.run, 50 tabs, faults)")
     try:
         throughput = simulator_throughput(throughput_s)
     except Exception as error:  # the simulator is being worked on: report, don't fail the bench
         throughput = {"error": f"{type(error).__name__}: {error}"}
-    return {"elections": elections, "summary": summary, "throughput": throughput,
+    return {"elections": elections, "summary": summary, "throughput": throughput, "what_if": what_if,
             "wall_s": time.perf_counter() - t0}
 
 
