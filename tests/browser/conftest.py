@@ -11,11 +11,14 @@ Fixtures:
 - ``context`` (function): a fresh browser context; its tabs share BroadcastChannel and
   Web Locks with each other and with no other test. Console output of every tab is
   recorded; when the test fails, each tab's console log, HTML and a screenshot are saved
-  to ``test-artifacts/<test>/`` and that folder is named in the failure report.
+  to ``test-artifacts/<test>/`` and that folder is named in the failure report (a tab
+  whose renderer crashed gets its console log only; one that does not answer within 5 s,
+  such as a stalled tab, is noted in ``notes.txt``).
 - ``demo_server`` (function, on top of one server per session): web/server.py serving
   ``web/`` on 127.0.0.1 and a free port, counter and failure mode reset before each
   test. ``demo_server.url("/smoke.html")``, ``.calls``, ``.stats()``, ``.reset()``,
   ``.set_failing(True)``.
+- ``tab_console(page)``: the console lines recorded so far for one tab of ``context``.
 - ``open_tabs(n, path="/smoke.html", ready=READY_JS)``: opens ``n`` tabs of the page in
   ``context`` at once and waits until every tab's Python says it is ready
   (``window.pyflowmesh_ready === true``, which the page's Python sets last). Returns
@@ -167,6 +170,7 @@ class _Tabs:
     started: float = field(default_factory=time.monotonic)
     logs: dict[Any, list[str]] = field(default_factory=dict)
     pages: list[Any] = field(default_factory=list)
+    crashed: list[Any] = field(default_factory=list)
 
 
 _TABS = pytest.StashKey[_Tabs]()
@@ -186,7 +190,7 @@ def context(browser, request):
 
         page.on("console", lambda m: lines.append(f"{stamp()} {m.type}: {m.text}"))
         page.on("pageerror", lambda e: lines.append(f"{stamp()} pageerror: {e}"))
-        page.on("crash", lambda _p: lines.append(f"{stamp()} renderer crashed"))
+        page.on("crash", lambda _p: (lines.append(f"{stamp()} renderer crashed"), tabs.crashed.append(page)))
         page.on("requestfailed", lambda r: lines.append(f"{stamp()} requestfailed: {r.url} {r.failure}"))
 
     ctx.on("page", attach)
@@ -195,6 +199,13 @@ def context(browser, request):
         yield ctx
     finally:
         ctx.close()
+
+
+@pytest.fixture
+def tab_console(context, request):
+    """``tab_console(page)``: the console lines (with timestamps) recorded so far for that tab."""
+    tabs = request.node.stash[_TABS]
+    return lambda page: list(tabs.logs.get(page, []))
 
 
 class OpenTabs:
@@ -251,6 +262,9 @@ def _save_tabs(tabs: _Tabs, folder: Path) -> list[str]:
         (folder / f"tab-{i}-console.log").write_text("\n".join(lines) + "\n")
         if page.is_closed():
             notes.append(f"tab {i}: closed")
+            continue
+        if page in tabs.crashed:
+            notes.append(f"tab {i}: renderer crashed (no screenshot)")
             continue
         try:
             page.screenshot(path=str(folder / f"tab-{i}.png"), timeout=5000)
