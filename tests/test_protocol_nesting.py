@@ -41,7 +41,7 @@ def test_deep_nesting_is_dropped_as_too_deep_without_parsing(raw: str, monkeypat
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("json.loads must not see deeply nested input (fatal under Pyodide)")
 
-    monkeypatch.setattr(p.json, "loads", refuse)
+    monkeypatch.setattr(json.JSONDecoder, "decode", refuse)  # json.loads and any decoder instance
     assert _reason(raw) == "too-deep"
 
 
