@@ -417,7 +417,9 @@ def bench_calls(h: Harness, *, mesh: bool, sizes: tuple[int, ...], rounds: int, 
     One set of tabs grows through ``sizes`` (open 1, then add tabs up to 2, 5, ...), so
     at each size exactly N tabs of the page are open, all on one channel, and all N
     execute. Each round executes the flow with a new argument (a new cache key, so no
-    tab has it cached) in every tab at one instant (:func:`execute_at_once`).
+    tab has it cached) in every tab at one instant (:func:`execute_at_once`). At each
+    size a first warm-up round (kept in ``warmup``, left out of the figures) lets new
+    tabs run their first execute.
 
     Per round: ``calls``, the API calls the server counted; ``sources``, how each
     tab's execute was served (``call``: it called the API, ``mesh``: another tab's
@@ -448,6 +450,13 @@ def bench_calls(h: Harness, *, mesh: bool, sizes: tuple[int, ...], rounds: int, 
             usage = process_usage(browser_processes())
             row: dict[str, Any] = {"tabs": size, "boot_s": boot_s, "rss_mb": usage["rss_mb"],
                                    "renderers": usage["renderers"], "rounds": []}
+            # A warm-up round first, not counted: a tab's first execute runs code paths (pyfetch, the
+            # flow machinery) for the first time, and tabs that just booted are still settling.
+            time.sleep(1.0)
+            before = h.calls
+            warmup = execute_at_once(pages, "data", f"n{size}-warmup-m{int(mesh)}")
+            time.sleep(0.2)
+            row["warmup"] = _round_summary(warmup, h.calls - before)
             n_rounds = rounds + (latency_rounds if size == max(sizes) else 0)
             for r in range(n_rounds):
                 before = h.calls

@@ -114,7 +114,8 @@ def _browser_calls(b: dict[str, Any]) -> list[str]:
         "## 1-2. API calls, and what a follower waits",
         "",
         f"N tabs of the page execute one flow at the same instant (a `setTimeout` armed in every tab for "
-        f"one time on the browser clock), {s.get('rounds')} rounds per N, each round with a new argument "
+        f"one time on the browser clock), {s.get('rounds')} rounds per N after one warm-up round (not "
+        f"counted: new tabs run their first execute), each round with a new argument "
         f"(a new cache key); {s.get('latency_rounds')} more rounds at {big['tabs']} tabs for latency samples. "
         f"The local server (`web/server.py`) sleeps {mesh['delay_ms']} ms per call and counts the calls. "
         f"One set of tabs grows from 1 to {big['tabs']} (tabs are added between sizes, all of one channel, "
