@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def _failover(ax: Any, browser: dict[str, Any]) -> None:
         jitter = [x + (k - (len(values) - 1) / 2) * 0.06 for k in range(len(values))]
         color = MESH if data["locks"] else DIRECT
         ax.scatter(jitter, values, color=color, alpha=0.8, zorder=3)
-        median = sorted(values)[len(values) // 2]
+        median = statistics.median(values)
         ax.hlines(median, x - 0.3, x + 0.3, color="black", lw=2, zorder=4)
         ax.annotate(f"p50 {median:.0f} ms", (x, median), textcoords="offset points", xytext=(0, 8),
                     ha="center", fontsize=9, fontweight="bold")

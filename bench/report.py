@@ -74,6 +74,12 @@ def render(results: dict[str, Any], png: str) -> str:
         "latencies at 20 tabs include CPU contention between tabs, as they would on a small laptop.",
         "",
     ]
+    loads = [x for k in ("load_avg_at_start", "load_avg_at_end") for x in (m.get(k) or [])[:1]]
+    if loads and max(loads) > (m.get("nproc") or 1):
+        out += [f"Other jobs shared the machine during part of this run (a 1-minute load average of up to "
+                f"{max(loads):.1f} on {m.get('nproc')} cores): that inflates browser latencies, boot times and "
+                "CPU figures somewhat; counts (API calls, messages) and the simulator's virtual times do not "
+                "depend on it.", ""]
     out += _browser_calls(b)
     out += _browser_failover(b)
     out += _browser_idle(b)
