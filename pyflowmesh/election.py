@@ -6,10 +6,16 @@ The rules, in the order they matter:
   answers, whatever its own ID. Elections run only when no live leader is known.
 * **Bully.** A tab that finds no leader broadcasts ``Election``. A higher tab that
   hears it stands itself (its own ``Election`` tells lower tabs to wait), or, if it
-  is already waiting for an even higher tab, sends ``Answer``. A candidate that hears
-  nothing from above within ``answer_timeout`` announces itself (``Coordinator``).
-  On a broadcast channel every tab sends at most one ``Election`` per round, so an
-  election costs O(n) messages, not classic Bully's O(n^2).
+  is already waiting for an even higher tab and has not stood this round, sends
+  ``Answer``. A candidate that hears nothing from above within ``answer_timeout``
+  announces itself (``Coordinator``). On a broadcast channel every tab sends at most
+  one ``Election`` per round, so an election costs O(n) messages, not classic
+  Bully's O(n^2).
+* **Staggered candidacy.** When a leader is lost, every follower learns it at the
+  same moment (its ``Bye``, its Web Lock). Rather than all standing at once, each
+  waits ``answer_timeout / 2 × (1 − rank)``, its rank being its ID read as a
+  fraction: the highest tab stands first and the others hear it before their
+  turn, so a hand-over costs a few messages instead of one per tab.
 * **Terms.** Every leadership has a term, one above the highest the candidate knew.
   Leaders are ordered by ``(term, id)``; a leader that hears a greater one steps
   down, and one that hears a lesser one reasserts itself, so any split brain (a
@@ -77,6 +83,8 @@ class BullyElection:
         self._phase_deadline = _NEVER  # joining / candidate / waiting: when to move on
         self._candidate_term = 0
         self._answered = False  # sent an Answer in this round
+        self._posted = False  # sent an Election in this round (it answers lower tabs itself)
+        self._staggering = False  # lost the leader; waiting for our turn to stand
         self._next_beat = _NEVER  # leader: when the next heartbeat is due
         self._last_beat = 0.0  # leader: when it last showed its followers it is alive
         self._last_reassert = -_NEVER
@@ -184,6 +192,8 @@ class BullyElection:
         self.role = Role.CANDIDATE
         self._candidate_term = self.term + 1
         self._answered = False
+        self._posted = True
+        self._staggering = False
         self._phase_deadline = now + self.config.answer_timeout
         self._send(Election(self.node_id, self._candidate_term))
 
@@ -193,6 +203,7 @@ class BullyElection:
             self._phase_deadline = now + self.config.coordinator_timeout
 
     def _win(self, now: float) -> None:
+        self._posted = False
         self.role = Role.LEADER
         self.term = max(self.term, self._candidate_term)
         self._leader_term = self.term
@@ -218,13 +229,17 @@ class BullyElection:
             self._announce(now)
 
     def _leader_lost(self, now: float) -> None:
+        """Stand after our turn: the higher a tab's ID, the sooner (see *Staggered candidacy*)."""
         self._set_leader(None, now)
-        self._stand(now)
+        self.role = Role.JOINING
+        self._staggering = True
+        self._phase_deadline = now + self.config.answer_timeout / 2 * (1 - _rank(self.node_id))
 
     def _follow(self, leader: str, term: int, interval: float, hidden: bool, now: float) -> None:
         if self.role is Role.LEADER:
             self.stats.stepped_down += 1
         self.role = Role.FOLLOWER
+        self._answered = self._posted = self._staggering = False
         self.term = max(self.term, term)
         self._leader_term = term
         self._silence_deadline = now + self.config.silence_limit(interval, hidden)
@@ -268,10 +283,24 @@ class BullyElection:
             self._set_leader(None, now)  # our leader gave up its leadership
         if message.src < self.node_id:
             if self.role is Role.WAITING:
-                if not self._answered:
+                if not self._answered and not self._posted:  # a posted Election already told it
                     self._answered = True
                     self._send(Answer(self.node_id, self.term))
+            elif self._staggering:
+                pass  # our turn comes before the lower tab's; our Election will tell it to wait
             elif self.role is not Role.CANDIDATE:
                 self._stand(now)  # our Election tells the lower tab to wait
         elif self.role in (Role.JOINING, Role.CANDIDATE, Role.FOLLOWER):
             self._wait_for_higher(now)
+
+
+def _rank(node_id: str) -> float:
+    """The node ID as a fraction in [0, 1), in the order the election compares IDs.
+
+    Random IDs are hex, read as a number; any other ID by its first characters.
+    """
+    head = node_id[:12]
+    try:
+        return int(head, 16) / 16 ** len(head)
+    except ValueError:
+        return sum(min(ord(c), 255) / 256 ** (i + 1) for i, c in enumerate(node_id[:6]))
