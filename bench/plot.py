@@ -183,10 +183,10 @@ def _sim_messages(ax: Any, sim: dict[str, Any]) -> None:
         ax.plot(ns, [row[key]["deliveries"] for row in rows], style, color=color, label=f"{label}: deliveries")
         ax.plot(ns, [row[key]["election_posts"] for row in rows], style.replace("-", ":"), color=color, alpha=0.6,
                 label=f"{label}: posts")
-    staggered = (sim.get("what_if") or {}).get("staggered")
-    if staggered:
-        ax.plot([r["n"] for r in staggered], [r["polite_close"]["deliveries"] for r in staggered], "o--",
-                color="#bf8700", label="polite close, what-if A+B: deliveries")
+    before = sim.get("before")
+    if before:
+        ax.plot([r["n"] for r in before], [r["polite_close"]["deliveries"] for r in before], "o--",
+                color="#bf8700", label="polite close, before staggering: deliveries")
     ax.plot(ns, [row["bully"]["best"] for row in rows], "k--", lw=1, label="Bully best case n-2")
     ax.plot(ns, [row["bully"]["worst"] for row in rows], "k-.", lw=1, label="Bully worst case (about n^2)")
     ax.set_xscale("log")

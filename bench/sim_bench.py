@@ -395,20 +395,17 @@ def run_all(sizes: tuple[int, ...] = (10, 100, 1000), seeds: int = 3,
                           for t in sorted({t for r in runs for t in r[k]["posts"]})},
             }
         summary.append(row)
-    # What two proposed election changes would save (bench/what_if_election.py), at the
-    # sizes that take no time; python -m bench.what_if_election 1000 for more.
-    from . import what_if_election
+    # The election before staggered candidacy (bench/election_before.py), for before/after
+    # figures; python -m bench.election_before 1000 for the largest size.
+    from . import election_before
 
-    what_if = {}
-    for name, variant in (("no_redundant_answer", what_if_election.NoRedundantAnswer),
-                          ("staggered", what_if_election.Staggered)):
-        what_if[name] = what_if_election.measure(variant, tuple(n for n in sizes if n <= 100))
+    before = election_before.measure(election_before.Before, tuple(sizes))
     log("sim: timing the project's simulator (pyflowmesh.simulation.run, 50 tabs, faults)")
     try:
         throughput = simulator_throughput(throughput_s)
     except Exception as error:  # the simulator is being worked on: report, don't fail the bench
         throughput = {"error": f"{type(error).__name__}: {error}"}
-    return {"elections": elections, "summary": summary, "throughput": throughput, "what_if": what_if,
+    return {"elections": elections, "summary": summary, "throughput": throughput, "before": before,
             "wall_s": time.perf_counter() - t0}
 
 
