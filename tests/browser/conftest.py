@@ -44,20 +44,22 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_chromium_args():
+    spec = importlib.util.spec_from_file_location("pyflowmesh_chromium_args", ROOT / "tests" / "chromium_args.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 WEB_DIR = ROOT / "web"
 ARTIFACTS_DIR = ROOT / "test-artifacts"
 
-# Keep in step with tests/pyodide/conftest.py.
+# tests/chromium_args.py: the switches of every Chromium the tests launch (both conftests).
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # we run as root
-    "--disable-gpu",
-    "--disable-background-networking",  # the network is closed: no background calls
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = _load_chromium_args().chromium_args()  # with the allocation samplers off: see there
 
 READY_JS = "window.pyflowmesh_ready === true"
 # Per open_tabs() call; generous because n Pyodide tabs boot on 2 cores.

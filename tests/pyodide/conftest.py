@@ -24,25 +24,28 @@ test to be a fixture whose name starts with ``selenium``, hence the names):
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_chromium_args():
+    spec = importlib.util.spec_from_file_location("pyflowmesh_chromium_args", ROOT / "tests" / "chromium_args.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 SOURCE_DIR = ROOT / "pyflowmesh"
 
-# Keep in step with tests/browser/conftest.py.
+# tests/chromium_args.py: the switches of every Chromium the tests launch (both conftests).
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # we run as root
-    "--disable-gpu",
-    "--disable-background-networking",  # the network is closed: no background calls
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = _load_chromium_args().chromium_args()  # with the allocation samplers off: see there
 
 
 def _pyodide_run_configured(config: pytest.Config) -> bool:
