@@ -59,13 +59,15 @@ _START = """([flow, args, at]) => {
   return id;
 }"""
 
-_STALL = """(ms) => {
+_STALL = """([ms, lifecycle]) => {
   window.labStall = {scheduled: Date.now()};
   setTimeout(() => {
+    if (lifecycle) document.dispatchEvent(new Event("freeze"));
     const start = Date.now();
     window.labStall.start = start;
     while (Date.now() < start + ms) {}  // the main thread does nothing else meanwhile
     window.labStall.end = Date.now();
+    if (lifecycle) document.dispatchEvent(new Event("resume"));
   }, 0);
 }"""
 
@@ -145,15 +147,16 @@ class Tab:
     def dispose(self) -> dict[str, Any]:
         return self.page.evaluate("pfm.dispose()")
 
-    def stall(self, ms: float) -> float:
+    def stall(self, ms: float, lifecycle: bool = False) -> float:
         """Block this tab's main thread for ``ms`` (from a timer, so this returns at once).
 
         Nothing runs meanwhile: no timer, no message handler, no Python; the tab's Web Lock
         stays held, and the channel's messages wait and arrive afterwards in order.
-        Returns the wall time at which the stall was scheduled.
+        ``lifecycle``: first dispatch ``freeze`` and afterwards ``resume`` on the document,
+        as Chrome does around freezing a tab. Returns the wall time it was scheduled at.
         """
         at = now_ms()
-        self.page.evaluate(_STALL, ms)
+        self.page.evaluate(_STALL, [ms, lifecycle])
         return at
 
     def stall_times(self) -> dict[str, float]:

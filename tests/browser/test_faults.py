@@ -18,10 +18,11 @@ Faults are made as follows:
 * polite close: ``page.close()`` (the page runs ``pagehide``);
 * crash: ``page.goto("chrome://crash")`` kills the renderer (no ``pagehide``, no ``Bye``);
 * frozen: the tab's main thread is blocked (a busy loop started from a timer): nothing
-  runs, its Web Lock stays held and the channel's messages wait for it, in order. This
-  Chromium ignores CDP's ``Page.setWebLifecycleState`` ("frozen") for pages Playwright
-  keeps visible: no ``freeze`` event, timers keep running (``test_frozen_leader``
-  records the probe);
+  runs, its Web Lock stays held and the channel's messages wait for it, in order; with
+  or without the ``freeze``/``resume`` events Chrome dispatches around a real freeze.
+  This Chromium ignores CDP's ``Page.setWebLifecycleState`` ("frozen") for pages
+  Playwright keeps visible: no ``freeze`` event, timers keep running (the frozen-leader
+  test records the probe);
 * hidden: ``document.visibilityState`` overridden and ``visibilitychange`` dispatched.
 """
 
@@ -65,6 +66,13 @@ def assert_all_ok(results: list[dict[str, Any]], tabs: list[Tab]) -> None:
     __tracebackhide__ = True
     failed = [f"{tab.name}: {r['error']}" for tab, r in zip(tabs, results, strict=True) if not r["ok"]]
     assert not failed, f"executes failed: {failed}"
+
+
+def one_caller(results: list[dict[str, Any]]) -> bool:
+    """One tab called; the others got its result from the mesh (or, when their execute
+    started a moment late on a loaded machine, already from their cache)."""
+    sources = [r["source"] for r in results]
+    return sources.count("call") == 1 and set(sources) <= {"call", "mesh", "cache"}
 
 
 def assert_python_healthy(tabs: list[Tab], tab_console) -> None:
@@ -153,8 +161,7 @@ def test_dedupe_five_tabs_make_one_call_per_distinct_arguments(open_tabs, demo_s
     assert demo_server.calls == 1, f"{demo_server.calls} calls for one key in 5 tabs\n{summary(tabs)}"
     assert same_data(results)
     assert results[0]["data"]["fetched_by"] == leader.node_id
-    assert sorted(r["source"] for r in results) == ["call"] + ["mesh"] * 4
-    assert results[tabs.index(leader)]["source"] == "call"
+    assert one_caller(results), [r["source"] for r in results]
     measured("same_args_calls", demo_server.calls)
     ends = [r["ended_wall"] for r in results]
     measured("same_args_spread_of_ends_ms", max(ends) - min(ends))
@@ -303,35 +310,51 @@ def _cdp_freeze_is_effective(context) -> bool:
         page.close()
 
 
+@pytest.mark.parametrize("lifecycle", [False, True], ids=["silent", "freeze-event"])
 def test_a_frozen_leader_thaws_into_a_follower_without_duplicates_or_lost_results(
-    open_tabs, context, demo_server, measured, tab_console
+    open_tabs, context, demo_server, measured, tab_console, lifecycle
 ):
-    """The leader's main thread is frozen for 6 heartbeats (> SILENCE_MS): the followers
-    serve themselves while it is silent (one call per key, by claim), then elect one new
-    leader after the silence limit. Thawed, the ex-leader finds it slept past its followers'
-    patience and steps down before it does anything else: it never sends another heartbeat
-    (no split brain, not even briefly), declines the requests that queued up for it, takes
+    """The leader's main thread is frozen for 6 heartbeats (> SILENCE_MS).
+
+    ``silent``: frozen without a word (a tab stalled by a long task, a machine that slept).
+    The followers serve themselves while it is silent (one call per key, by claim), then
+    elect one new leader after the silence limit. ``freeze-event``: the page gets
+    ``freeze`` first (and ``resume`` after), as Chrome does when it freezes a tab: the
+    leader hands over with a Bye, and a new leader is elected at once.
+
+    Thawed, the ex-leader steps down before it does anything else (it slept past its
+    followers' patience, or it suspended itself): it never sends another heartbeat (no
+    split brain, not even briefly), declines the requests that queued up for it, takes
     the results that queued up into its cache, and follows the new leader within an
-    election. Every execute succeeds; no key is called twice."""
-    measured("cdp_setWebLifecycleState_freeze_effective", _cdp_freeze_is_effective(context))
-    tabs = open_lab(open_tabs, 4)
+    election. Every execute succeeds; no key is called twice.
+    """
+    if not lifecycle:
+        measured("cdp_setWebLifecycleState_freeze_effective", _cdp_freeze_is_effective(context))
+    tabs = open_lab(open_tabs, 4, delay_ms=300)  # calls overlap the others' executes
     leader = wait_settled(tabs)
     old = leader.node_id
     followers = [tab for tab in tabs if tab is not leader]
     stall_ms = 6 * HEARTBEAT_MS
 
-    frozen_at = leader.stall(stall_ms)
-    # At once: the followers still believe in the frozen leader; it never accepts, so they
-    # fall back after request_timeout and the claim decides which one of them calls.
+    frozen_at = leader.stall(stall_ms, lifecycle=lifecycle)
+    # At once: silent, the followers still believe in the frozen leader; it never accepts,
+    # so they fall back after request_timeout and a claim decides which one of them calls.
+    # With the freeze event, its Bye has made one of them the leader already.
     during = execute_together(followers, "data", [("while-frozen-1",)] * 3, timeout_s=SETTLE_S)
     assert_all_ok(during, followers)
     assert demo_server.calls == 1 and same_data(during), f"{demo_server.calls} calls\n{summary(followers)}"
-    assert sorted(r["source"] for r in during) == ["call", "mesh", "mesh"]
+    assert one_caller(during), [r["source"] for r in during]
 
     new = wait_settled(followers, SETTLE_S)
     promoted_ms = became_leader_at(new, frozen_at) - frozen_at
     measured("promotion_after_freeze_ms", promoted_ms)
-    assert promoted_ms <= SILENCE_MS + ELECTION_MS
+    byes = followers[0].wire(src=old, types=["bye"], since_wall=frozen_at)
+    if lifecycle:
+        assert byes, "the freezing leader said no Bye"
+        assert promoted_ms <= ELECTION_MS
+    else:
+        assert not byes, "a silently frozen tab cannot say Bye"
+        assert SILENCE_MS - 1.5 * HEARTBEAT_MS <= promoted_ms <= SILENCE_MS + ELECTION_MS
     during = execute_together(followers, "data", [("while-frozen-2",)] * 3, timeout_s=SETTLE_S)
     assert_all_ok(during, followers)
     assert demo_server.calls == 2 and during[0]["data"]["fetched_by"] == new.node_id
@@ -476,7 +499,7 @@ def test_a_follower_gets_its_data_when_the_leader_page_lacks_the_flow(open_tabs,
     assert_all_ok(results, rest)
     assert demo_server.calls == 1 and same_data(results), f"{demo_server.calls} calls"
     assert results[0]["data"]["fetched_by"] in {tab.node_id for tab in rest}
-    assert sorted(r["source"] for r in results) == ["call", "mesh"]
+    assert one_caller(results), [r["source"] for r in results]
     measured("served_despite_decline_ms", max(r["ended"] - r["started"] for r in results))
     # The leader declined (both requests, or one: a tab whose execute starts a moment later
     # may find the other's claim already running and follow it without asking).
