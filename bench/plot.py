@@ -27,6 +27,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 MESH = "#1f6feb"
 DIRECT = "#d1242f"
+# How the simulator's four election triggers are drawn, in both of its panels.
+ELECTION_STYLES = {"cold_start": ("s-", "#8250df", "cold start"), "polite_close": ("o-", MESH, "polite close (Bye)"),
+                   "crash_locks": ("^-", "#1a7f37", "crash, Web Locks"),
+                   "crash_no_locks": ("v-", DIRECT, "crash, no locks")}
 GREY = "#6e7781"
 
 
@@ -176,10 +180,7 @@ def _sim_messages(ax: Any, sim: dict[str, Any]) -> None:
     if not rows:
         return _empty(ax, title)
     ns = [row["n"] for row in rows]
-    styles = {"cold_start": ("s-", "#8250df", "cold start"), "polite_close": ("o-", MESH, "polite close (Bye)"),
-              "crash_locks": ("^-", "#1a7f37", "crash, Web Locks"),
-              "crash_no_locks": ("v-", DIRECT, "crash, no locks")}
-    for key, (style, color, label) in styles.items():
+    for key, (style, color, label) in ELECTION_STYLES.items():
         ax.plot(ns, [row[key]["deliveries"] for row in rows], style, color=color, label=f"{label}: deliveries")
         ax.plot(ns, [row[key]["election_posts"] for row in rows], style.replace("-", ":"), color=color, alpha=0.6,
                 label=f"{label}: posts")
@@ -204,10 +205,7 @@ def _sim_converge(ax: Any, sim: dict[str, Any]) -> None:
     if not rows:
         return _empty(ax, title)
     ns = [row["n"] for row in rows]
-    styles = {"cold_start": ("s-", "#8250df", "cold start"), "polite_close": ("o-", MESH, "polite close (Bye)"),
-              "crash_locks": ("^-", "#1a7f37", "crash, Web Locks"),
-              "crash_no_locks": ("v-", DIRECT, "crash, no locks")}
-    for key, (style, color, label) in styles.items():
+    for key, (style, color, label) in ELECTION_STYLES.items():
         ax.plot(ns, [row[key]["converge_ms"] for row in rows], style, color=color, label=label)
     elections = sim.get("elections") or [{}]
     beat = elections[0].get("heartbeat_ms", 5000)
