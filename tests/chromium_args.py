@@ -19,8 +19,11 @@ driver, pinned in build.sh) and adds the samplers.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # Debian's
 
 # What Playwright 1.65 disables; used only if its list cannot be read from the driver.
 _PLAYWRIGHT_DISABLED_FEATURES = [

@@ -42,24 +42,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium_args import CHROMIUM, chromium_args  # tests/ is on sys.path: see tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_chromium_args():
-    spec = importlib.util.spec_from_file_location("pyflowmesh_chromium_args", ROOT / "tests" / "chromium_args.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 WEB_DIR = ROOT / "web"
 ARTIFACTS_DIR = ROOT / "test-artifacts"
 
-# tests/chromium_args.py: the switches of every Chromium the tests launch (both conftests).
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = _load_chromium_args().chromium_args()  # with the allocation samplers off: see there
+CHROMIUM_ARGS = chromium_args()  # with the allocation samplers off: see tests/chromium_args.py
 
 READY_JS = "window.pyflowmesh_ready === true"
 # Per open_tabs() call; generous because n Pyodide tabs boot on 2 cores.

@@ -24,28 +24,18 @@ test to be a fixture whose name starts with ``selenium``, hence the names):
 
 from __future__ import annotations
 
-import importlib.util
 import tomllib
 from pathlib import Path
 
 import pytest
+from chromium_args import CHROMIUM, chromium_args  # tests/ is on sys.path: see tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_chromium_args():
-    spec = importlib.util.spec_from_file_location("pyflowmesh_chromium_args", ROOT / "tests" / "chromium_args.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 SOURCE_DIR = ROOT / "pyflowmesh"
 
-# tests/chromium_args.py: the switches of every Chromium the tests launch (both conftests).
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = _load_chromium_args().chromium_args()  # with the allocation samplers off: see there
+CHROMIUM_ARGS = chromium_args()  # with the allocation samplers off: see tests/chromium_args.py
 
 
 def _pyodide_run_configured(config: pytest.Config) -> bool:
