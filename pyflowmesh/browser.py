@@ -109,6 +109,20 @@ class BroadcastChannelTransport(Transport):
         if node_id is not None and self.locks_available:
             self._watch_task = asyncio.ensure_future(self._watch(node_id))
 
+    def rename(self, node_id: str) -> None:
+        if not self._open or not self.locks_available:
+            return
+        self._release_lock()
+        self._hold_own_lock(lock_name(self._name, node_id))
+
+    def _release_lock(self) -> None:
+        if self._own_lock_abort is not None:
+            self._own_lock_abort.abort()  # no effect once granted
+            self._own_lock_abort = None
+        if self._release_own_lock is not None:
+            self._release_own_lock()  # the lock callback's promise resolves: the lock is released
+            self._release_own_lock = None
+
     def close(self) -> None:
         if not self._open:
             return
@@ -120,12 +134,7 @@ class BroadcastChannelTransport(Transport):
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self._own_lock_abort is not None:
-            self._own_lock_abort.abort()  # no effect once granted
-            self._own_lock_abort = None
-        if self._release_own_lock is not None:
-            self._release_own_lock()  # the lock callback's promise resolves: the lock is released
-            self._release_own_lock = None
+        self._release_lock()
         for proxy in self.proxies:
             proxy.destroy()
         self.proxies.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MeshError", "SharedFlowError", "MeshDisposedError"]
+__all__ = ["MeshError", "SharedFlowError", "MeshDisposedError", "MessageTooLarge", "CallTimeoutError"]
 
 
 class MeshError(Exception):
@@ -11,6 +11,22 @@ class MeshError(Exception):
 
 class MeshDisposedError(MeshError, RuntimeError):
     """The mesh member was disposed; it can no longer execute or share."""
+
+
+class MessageTooLarge(MeshError, TypeError, ValueError):
+    """A value or argument would make a message larger than ``max_message_bytes``.
+
+    Raised in the tab that offered the data, before anything changed; a ``TypeError``
+    (like any other data the channel cannot carry) and a ``ValueError`` (as in 0.1.0).
+    """
+
+
+class CallTimeoutError(MeshError, TimeoutError):
+    """A flow's call ran longer than ``call_timeout``: the mesh stopped waiting for it.
+
+    Every tab waiting on that execute gets this error (shared like any failure), so
+    a call that never returns can never leave a page "loading" for good.
+    """
 
 
 class SharedFlowError(MeshError):

@@ -109,6 +109,13 @@ class MemoryTransport(Transport):
         if node_id is not None and self.hub.locks and node_id not in self.hub.members(self.channel):
             self._report_gone(node_id)  # like a lock request granted at once: nobody holds it
 
+    def rename(self, node_id: str) -> None:
+        old, self.node_id = self.node_id, node_id
+        if self._open and self.hub.locks:  # the old ID's lock is released: its watchers learn it
+            for other in list(self.hub._members.get(self.channel, [])):
+                if other is not self and other.watching == old:
+                    other._report_gone(old)
+
     def close(self) -> None:
         if self._open:
             self._open = False

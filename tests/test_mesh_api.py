@@ -6,10 +6,10 @@ import asyncio
 import json
 
 import pytest
+from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, until
 
 from pyflowmesh import FlowMesh, MeshDisposedError, SharedFlowError, use_flow
 from pyflowmesh.testing import MemoryHub
-from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, settled, until
 
 
 @async_test
