@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["MeshError", "SharedFlowError", "MeshDisposedError", "MessageTooLarge", "CallTimeoutError"]
+__all__ = [
+    "MeshError",
+    "SharedFlowError",
+    "MeshDisposedError",
+    "MessageTooLarge",
+    "CallTimeoutError",
+    "FlowInterruptedError",
+]
 
 
 class MeshError(Exception):
@@ -26,6 +33,16 @@ class CallTimeoutError(MeshError, TimeoutError):
 
     Every tab waiting on that execute gets this error (shared like any failure), so
     a call that never returns can never leave a page "loading" for good.
+    """
+
+
+class FlowInterruptedError(MeshError, RuntimeError):
+    """The flow function raised a ``BaseException`` that is no ``Exception``.
+
+    Typically its own ``asyncio.CancelledError`` (it awaited a task that something
+    else cancelled). Re-raised as such, it would read as if the caller's own execute
+    had been cancelled; so it fails the call like any error, with the original as
+    ``__cause__``, in this tab and (as a ``SharedFlowError``) in every other.
     """
 
 

@@ -120,7 +120,10 @@ class Pending:
     call_id: int = 0
     call_deadline: float = _NEVER
     claimed: bool = False  # this tab announced a claim for the key
+    superseded: bool = False  # invalidated while its call ran: it answers only who already waited
+    invalidated: bool = False  # invalidated while it waited: executes after that wait for a new call
     waiters: list[int] = field(default_factory=list)
+    later: list[int] = field(default_factory=list)  # executes that came after the invalidation
     requesters: set[str] = field(default_factory=set)
 
     @property
@@ -198,7 +201,7 @@ class FlowCoordinator:
         created = pending is None
         if pending is None:
             pending = self.pending[key] = self._new_pending(key, flow, args_json, now)
-        pending.waiters.append(waiter)
+        (pending.later if pending.invalidated else pending.waiters).append(waiter)
         self._waiting[waiter] = pending
         if created:
             self._route(pending, now)
@@ -213,9 +216,10 @@ class FlowCoordinator:
         pending = self._waiting.pop(waiter, None)
         if pending is None:
             return
-        if waiter in pending.waiters:
-            pending.waiters.remove(waiter)
-        if not pending.waiters and not pending.requesters and pending.phase in _ANY_WAIT:
+        for waiters in (pending.waiters, pending.later):
+            if waiter in waiters:
+                waiters.remove(waiter)
+        if not pending.waiters and not pending.later and not pending.requesters and pending.phase in _ANY_WAIT:
             self._drop(pending)
 
     def share(self, key: str, value: Any, now: float) -> None:
@@ -237,11 +241,26 @@ class FlowCoordinator:
         self._publish(key, data, now, requesters=set())
         pending = self.pending.get(key)
         if pending is not None and pending.phase is not Phase.CALLING:
-            self._finish(pending, data=data, source="call")
+            self._finish(pending, now, data=data, source="call")
 
     def invalidate(self, key: str | None, now: float) -> None:
-        self._cache.invalidate(key)
+        self._drop_cached(key)
         self._node.send(Invalidate(src=self._me, key=key))
+
+    def _drop_cached(self, key: str | None) -> None:
+        """Drop ``key`` (or every key) from the cache, and supersede calls of it already running.
+
+        A call that began before the invalidation answers only the executes that were
+        already waiting on it; an execute after it starts a new call (``refresh``), and
+        the superseded call's result never enters a cache.
+        """
+        self._cache.invalidate(key)
+        for pending in [p for p in self.pending.values() if key in (None, p.key)]:
+            if pending.phase is Phase.CALLING:
+                self._drop(pending)
+                pending.superseded = True
+            else:  # waiting on another tab's call, which may be superseded too: later executes ask anew
+                pending.invalidated = True
 
     def call_succeeded(self, call_id: int, value: Any, now: float) -> None:
         pending = self._calls.pop(call_id, None)
@@ -255,8 +274,14 @@ class FlowCoordinator:
             self._fail(pending, TypeError(str(error)), now, back_off=False)
             return
         self._call_ended(pending, now)
-        self._publish(pending.key, data, now, pending.requesters)
-        self._finish(pending, data=data, source="call")
+        if pending.superseded:
+            if pending.requesters:  # they asked before the invalidation: they get this, no cache does
+                self._node.send(Result(src=self._me, key=pending.key, value=load_json(data), version=0,
+                                       origin=self._me, age=0.0, shared=False, to=sorted(pending.requesters),
+                                       sent=self._node.wall()))
+        else:
+            self._publish(pending.key, data, now, pending.requesters)
+        self._finish(pending, now, data=data, source="call")
 
     def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
         pending = self._calls.pop(call_id, None)
@@ -267,16 +292,20 @@ class FlowCoordinator:
 
     def abandon_all(self, error: BaseException) -> None:
         """Fail every local waiter (the member is leaving)."""
-        for pending in list(self.pending.values()):
-            self._finish(pending, error=error)
+        for pending in [*self.pending.values(), *self._calls.values()]:
+            self._finish(pending, 0.0, error=error, renew=False)
         self._calls.clear()
 
     def fail_key(self, key: str, error: BaseException) -> None:
         """Fail the local waiters of ``key`` with ``error`` and forget the key (an internal error struck it)."""
         pending = self.pending.get(key)
         if pending is not None:
-            self._calls.pop(pending.call_id, None)
-            self._finish(pending, error=error)
+            self._abort(pending, error)
+
+    def _abort(self, pending: Pending, error: BaseException) -> None:
+        if self._calls.pop(pending.call_id, None) is not None:
+            self._node.emit(CancelCall(pending.call_id))
+        self._finish(pending, 0.0, error=error, renew=False)
 
     def snapshot_failures(self, now: float, origin: str | None = None) -> list[SyncFailure]:
         return [
@@ -292,17 +321,20 @@ class FlowCoordinator:
         soonest = _NEVER
         for pending in self.pending.values():
             soonest = min(soonest, pending.deadline)
+        for pending in self._calls.values():  # superseded calls are timed out too
+            soonest = min(soonest, pending.deadline)
         return soonest
 
     def tick(self, now: float) -> None:
-        for pending in [p for p in self.pending.values() if p.deadline <= now]:
-            if self.pending.get(pending.key) is not pending:
+        due = {id(p): p for p in [*self.pending.values(), *self._calls.values()] if p.deadline <= now}
+        for pending in due.values():
+            if self.pending.get(pending.key) is not pending and self._calls.get(pending.call_id) is not pending:
                 continue  # settled by an earlier one in this loop
             try:
                 self._on_deadline(pending, now)
             except Exception as error:  # a bug must fail only the waiters of its key
                 self._node.internal_error(error)
-                self.fail_key(pending.key, error)
+                self._abort(pending, error)
         if len(self._backoffs) > MAX_BACKOFFS // 2:
             self._backoffs = {k: b for k, b in self._backoffs.items() if b.until > now}
 
@@ -375,7 +407,7 @@ class FlowCoordinator:
         elif isinstance(message, Claim):
             self._on_claim(message, now)
         elif isinstance(message, Invalidate):
-            self._cache.invalidate(message.key)
+            self._drop_cached(message.key)
         elif isinstance(message, Sync):
             self._on_sync(message, now)
         elif isinstance(message, Hello):
@@ -460,7 +492,7 @@ class FlowCoordinator:
         if pending is None or pending.phase is Phase.CALLING:
             return  # our own call, if any, still publishes its result when it ends
         unserved = pending.requesters - set(message.to) if message.to is not None else set()
-        self._finish(pending, data=data, source="mesh")
+        self._finish(pending, now, data=data, source="mesh")
         if unserved:
             self._node.send(Result(src=self._me, key=message.key, value=message.value, version=message.version,
                                    origin=message.origin, age=message.age, shared=message.shared,
@@ -482,7 +514,7 @@ class FlowCoordinator:
         if pending is None or pending.phase is Phase.CALLING:
             return
         unserved = pending.requesters - set(message.to) if message.to is not None else set()
-        self._finish(pending, error=error)
+        self._finish(pending, now, error=error)
         if unserved:
             self._node.send(Failure(src=self._me, key=message.key, error_type=message.error_type,
                                     message=message.message, retry_in=retry_in, attempt=attempt,
@@ -527,7 +559,7 @@ class FlowCoordinator:
                 self._store(entry.key, data, entry.version, entry.origin, entry.age + transit, now)
                 pending = self.pending.get(entry.key)
                 if pending is not None and pending.phase is not Phase.CALLING and self._cache.get(entry.key, now):
-                    self._finish(pending, data=data, source="mesh")
+                    self._finish(pending, now, data=data, source="mesh")
         if self._config.share_errors:
             for failure in message.failures:
                 retry_in = min(failure.retry_in, self._config.max_error_backoff) - transit
@@ -643,8 +675,7 @@ class FlowCoordinator:
         self._fail(pending, error, now, back_off=True)
 
     def _call_ended(self, pending: Pending, now: float) -> None:
-        if self.pending.get(pending.key) is pending:
-            del self.pending[pending.key]
+        self._drop(pending)
 
     def _drop(self, pending: Pending) -> None:
         if self.pending.get(pending.key) is pending:
@@ -652,9 +683,13 @@ class FlowCoordinator:
 
     # --- outcomes --------------------------------------------------------------------------
 
-    def _finish(self, pending: Pending, *, data: str | None = None, error: BaseException | None = None,
-                source: Source = "mesh") -> None:
-        """Give every local waiter of ``pending`` its outcome and forget the key."""
+    def _finish(self, pending: Pending, now: float, *, data: str | None = None, error: BaseException | None = None,
+                source: Source = "mesh", renew: bool = True) -> None:
+        """Give every local waiter of ``pending`` its outcome and forget the key.
+
+        Executes that came after an invalidation of the key wait on, for a new call
+        (unless ``renew`` is false: the member is leaving, and they get ``error`` too).
+        """
         self._drop(pending)
         if error is None and source == "mesh":
             self._node.stats.served_by_mesh += len(pending.waiters)
@@ -666,11 +701,39 @@ class FlowCoordinator:
                 assert data is not None
                 self._node.emit(Resolve(waiter, data, source))
         pending.waiters = []
+        later, pending.later = pending.later, []
+        if not later:
+            return
+        current = self.pending.get(pending.key)
+        if not renew:
+            for waiter in later:
+                self._waiting.pop(waiter, None)
+                self._node.emit(Reject(waiter, error or RuntimeError("execute abandoned")))
+        elif current is not None:  # a newer wait on the key exists already: they join it
+            (current.later if current.invalidated else current.waiters).extend(later)
+            for waiter in later:
+                self._waiting[waiter] = current
+        else:
+            self._renew(pending, later, now)
+
+    def _renew(self, old: Pending, waiters: list[int], now: float) -> None:
+        """A new Pending for executes that must not take the outcome of an invalidated wait."""
+        backoff = self._active_backoff(old.key, now)
+        if backoff is not None:
+            for waiter in waiters:
+                self._waiting.pop(waiter, None)
+                self._node.emit(Reject(waiter, self._shared_error(old.key, backoff, now)))
+            return
+        pending = self.pending[old.key] = self._new_pending(old.key, old.flow, old.args_json, now)
+        pending.waiters = waiters
+        for waiter in waiters:
+            self._waiting[waiter] = pending
+        self._route(pending, now)
 
     def _fail(self, pending: Pending, error: BaseException, now: float, back_off: bool) -> None:
         self._node.stats.failed_calls += 1
         self._send_failure(pending.key, error, now, pending.requesters, back_off)
-        self._finish(pending, error=error)
+        self._finish(pending, now, error=error)
 
     def _publish(self, key: str, data: str, now: float, requesters: set[str]) -> None:
         version = self._cache.next_version(key)

@@ -34,7 +34,7 @@ from .effects import (
     StartCall,
     WatchPeer,
 )
-from .errors import MeshDisposedError
+from .errors import FlowInterruptedError, MeshDisposedError
 from .node import MeshNode
 from .stats import MeshStats
 from .transport import Transport
@@ -50,6 +50,12 @@ FlowFunction = Callable[..., Any]
 def new_node_id() -> str:
     """A random node ID: 12 hex digits, compared as text by the Bully election."""
     return secrets.token_hex(6)
+
+
+def _interrupted(flow: str, error: BaseException) -> FlowInterruptedError:
+    interrupted = FlowInterruptedError(f"flow {flow!r} raised {type(error).__name__}: {error}".rstrip(": "))
+    interrupted.__cause__ = error
+    return interrupted
 
 
 def _wall_clock() -> float:
@@ -399,9 +405,11 @@ class FlowMesh:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # cancelled by us: the node already settled this call
+            failure = _interrupted(call.flow, error)
+        except Exception as error:
             failure = error
         except BaseException as error:  # noqa: B036 - every outcome must reach the node
-            failure = error
+            failure = _interrupted(call.flow, error)
         if not self._disposed:
             if failure is None:
                 self._node.call_succeeded(call.call_id, result, self._now())
@@ -409,8 +417,8 @@ class FlowMesh:
                 # A TypeError (a result that is not JSON, a bad call) is a bug a retry cannot fix: no back-off.
                 self._node.call_failed(call.call_id, failure, self._now(), back_off=not isinstance(failure, TypeError))
             self._flush()
-        if isinstance(failure, (KeyboardInterrupt, SystemExit)):
-            raise failure
+        if isinstance(failure, FlowInterruptedError) and isinstance(failure.__cause__, (KeyboardInterrupt, SystemExit)):
+            raise failure.__cause__
 
     # --- transport events ---------------------------------------------------------------
 
