@@ -38,7 +38,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .cache import SharedCache
-from .effects import CacheUpdated, CancelCall, FailureShared, Reject, Resolve, Source, StartCall
+from .effects import CacheUpdated, CancelCall, FailureShared, Reject, Resolve, Source, StartCall, WatchPeer
 from .election import Role
 from .errors import CallTimeoutError, MessageTooLarge, SharedFlowError
 from .protocol import (
@@ -647,6 +647,8 @@ class FlowCoordinator:
 
     def _follow_claim(self, pending: Pending, claim: _ClaimRecord, now: float) -> None:
         self._enter(pending, Phase.FOLLOWING_CLAIM, claim.expires, claim.owner)
+        if self._node.role is Role.PEER:  # no leader to watch: watch the owner (its Web Lock tells if it dies)
+            self._node.emit(WatchPeer(claim.owner))
         if not (self._config.share_cache and self._config.share_errors):
             # Nothing is broadcast: the owner answers by name the tabs that asked it.
             pending.req = self._new_id()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, until
 
-from pyflowmesh import FlowMesh, SharedFlowError, use_flow
+from pyflowmesh import SharedFlowError, use_flow
 from pyflowmesh.errors import CallTimeoutError, MessageTooLarge
 from pyflowmesh.protocol import PROTOCOL, VERSION
 from pyflowmesh.testing import MemoryHub
@@ -30,7 +30,7 @@ async def ends(awaitable: Any, what: str, limit: float = 10.0) -> Any:
     """Await ``awaitable``; ``limit`` (s) only stops a hang from hanging the suite."""
     try:
         return await asyncio.wait_for(awaitable, limit)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"{what} never ended") from None
 
 
@@ -406,3 +406,64 @@ def test_flow_mesh_stays_usable_after_a_listener_and_a_flow_raise_anything(strat
         assert tab.get_cached("x") == 1 and tab.stats.internal_errors == 0
 
     asyncio.run(main())
+
+
+# --- the wall clock: transit counts --------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.wall = 1_700_000_000_000.0
+
+    def __call__(self) -> float:
+        return self.wall
+
+
+def _node(node_id: str, clock: _Clock, **options: Any) -> Any:
+    from pyflowmesh.config import MeshConfig
+    from pyflowmesh.node import MeshNode
+
+    config = MeshConfig.from_options({"channel": "c", "heartbeat": 1000, **options})
+    node = MeshNode(node_id, config, wall_clock=clock)
+    node.register_flow("f")
+    return node
+
+
+def test_a_result_that_waited_in_a_frozen_tabs_queue_is_as_old_as_it_really_is() -> None:
+    from pyflowmesh.protocol import Result, encode
+
+    clock = _Clock()
+    node = _node("b", clock, stale_time=5000)
+    node.start(0.0)
+    sent = clock.wall
+    message = encode(Result(src="a", key="f", value=1, version=1, origin="a", age=1000.0, shared=True, sent=sent))
+    clock.wall += 4500  # it waited 4.5 s in this tab's queue (the tab was frozen)
+    node.receive(message, 10.0)
+    assert node.get_cached("f", 10.0) is None, "1 s old when sent + 4.5 s in transit is past stale_time"
+    clock.wall = sent - 60_000  # a clock stepped back: transit counts as 0, never negative
+    node.receive(encode(Result(src="a", key="f", value=2, version=2, origin="a", age=0.0, shared=True, sent=sent)),
+                 20.0)
+    entry = node.cache.get("f", 20.0)
+    assert entry is not None and entry.value == 2 and entry.age(20.0) == 0.0
+
+
+def test_a_leader_declines_a_request_its_sender_stopped_waiting_for() -> None:
+    from pyflowmesh.effects import Send, StartCall
+    from pyflowmesh.protocol import Decline, Request, encode
+
+    clock = _Clock()
+    leader = _node("z", clock)
+    leader.start(0.0)
+    leader.tick(1000.0)  # no answer to its Hello: it stands
+    leader.tick(2000.0)  # and wins
+    assert leader.is_leader
+    leader.take_effects()
+    stalled = Request(src="a", dst="z", req=1, key="f", flow="f", args=[], sent=clock.wall - 5000)
+    leader.receive(encode(stalled), 2100.0)
+    effects = leader.take_effects()
+    declines = [e.message for e in effects if isinstance(e, Send) and isinstance(e.message, Decline)]
+    assert [d.reason for d in declines] == ["late"]
+    assert not any(isinstance(e, StartCall) for e in effects)
+    fresh = Request(src="a", dst="z", req=2, key="f", flow="f", args=[], sent=clock.wall - 10)
+    leader.receive(encode(fresh), 2200.0)
+    assert any(isinstance(e, StartCall) for e in leader.take_effects())
