@@ -27,10 +27,25 @@ What it models:
   notices queue up and run in order on thaw), hidden tabs with throttled timers
   (ticks aligned to a period of up to 60 s, as Chrome's intensive throttling),
   late joiners, server outages, and foreign or other-version messages on the channel.
+* **Adversarial inputs** (issue 8): flow functions that raise a ``BaseException``
+  (``CancelledError``), never return (the node must give up after ``call_timeout``
+  with ``CancelCall``; the task may still report late, and must be ignored), return
+  more than ``max_message_bytes``, something JSON cannot carry or an int too long
+  for ``str()`` (the runtime's check makes those ``call_failed(TypeError,
+  back_off=False)``), or mutate their arguments; callers that mutate what an execute
+  returned, or cancel it (``MeshNode.cancel``); hostile posts of every message type
+  with extreme fields, impersonating live tabs (:func:`hostile_message`); arguments
+  that cannot be shared; pages leaving into the back/forward cache and returning
+  (``set_frozen``; lock released, messages dropped meanwhile); two tabs with one ID
+  (the core renames one: ``Renamed``); and long outages of one key (over a thousand
+  consecutive failures in ~9 virtual hours, in a two-tab run of their own).
+
+Every effect the core emits is handled; one the simulator does not know is a violation.
 
 :func:`run` builds a random scenario for a seed (a fault phase, then a quiet
 phase), runs it and checks the invariants listed in :class:`SimulationReport`.
-``python -m pyflowmesh.simulation --seeds 1000 --tabs 50`` runs many seeds.
+``python -m pyflowmesh.simulation --seeds 1000 --tabs 50`` runs many seeds
+(``--faults crash,hostile`` only some fault kinds: :data:`FAULT_KINDS`).
 """
 
 from __future__ import annotations
@@ -67,6 +82,14 @@ Renamed: type | None = getattr(_effects, "Renamed", None)
 
 __all__ = [
     "FLOWS",
+    "FAULT_KINDS",
+    "PATHOLOGIES",
+    "MAX_INTERVAL",
+    "WIRE_MAX",
+    "FlowCancelled",
+    "NotJSON",
+    "ServerDown",
+    "hostile_message",
     "ExecRecord",
     "Violation",
     "Bounds",
@@ -845,10 +868,10 @@ class Simulation:
                 if pathology is None:
                     self.produced_values[number] = json.dumps(value, sort_keys=True)
         else:
-            error = ServerDown(f"server down (call {number})")
+            down = ServerDown(f"server down (call {number})")
             if number % 3 == 0:  # an undecodable file name (surrogateescape): UTF-8 cannot carry it
-                error = ServerDown(f"server down (call {number}, {_UNDECODABLE})")
-            outcome = (False, error, key, True)
+                down = ServerDown(f"server down (call {number}, {_UNDECODABLE})")
+            outcome = (False, down, key, True)
         hangs = pathology == "hang"
         self._log(tab, f"call {effect.call_id} {key} ({'hangs' if hangs else 'ok' if outcome[0] else 'will fail'}"
                        f" in {duration}ms{', ' + pathology if pathology else ''})")
@@ -1446,10 +1469,25 @@ class SimulationReport:
        ``quiet_at + bounds.fault_execute`` and start + quiet_execute).
        An execute resolves only with a value of its own key, and rejects only with the
        server's error (directly or shared by another tab).
+       A cancelled execute ends when its caller cancels it and gets no outcome after;
+       an execute refused for arguments that cannot be shared raises ``TypeError`` (or a
+       documented ``MeshError``) at once.
     c. Once the mesh settled in the quiet phase (``settled_at``: converged, no faults, no
        outage, no work left from them), calls of one key (across all tabs) start at least
-       ``stale_time`` apart.
-    d. No exception escapes a node input.
+       ``stale_time`` apart, in both strategies (bursts of executes a few ms apart included).
+       Without ``share_cache``, only a call by a tab that already waited for the key while
+       the earlier call ran counts.
+    d. No exception escapes a node input, and ``stats.internal_errors`` stays 0.
+    e. No tab calls a key within ``error_backoff`` of a failure it heard (no retry storm),
+       and no key is blocked (an execute rejected with a back-off's ``SharedFlowError``)
+       past ``max_error_backoff`` after the failure that started it, forged ones included.
+    f. Values: an execute resolves with what the server returned for its key, unchanged
+       (a caller or a flow mutating a shared object shows here); the arguments a caller
+       passed are unchanged after the execute.
+    g. Every number a node holds that came from the wire is bounded (:func:`_check_bounded`,
+       at the end of the fault phase and at the end).
+    h. Effects: every one is known; a ``CancelCall`` names a call the tab started; an
+       outcome reported for a call after its ``CancelCall`` produces no effect at all.
     Also: at the end no live tab has pending flows, calls or waiters.
     """
 
@@ -1502,7 +1540,8 @@ def _derive_bounds(config: MeshConfig, sim: Simulation, call_max: float, delay_m
     # one if a tab died while hidden: its last heartbeat told its followers to wait that long.
     hidden_death = any(tab.died_hidden for tab in sim.tabs)
     silence = config.silence_limit(heartbeat, hidden_death)
-    if forged_leaders and sim.hostile_leaders and not sim.locks:  # a forged leader no Web Lock says is gone: followed this long
+    if forged_leaders and sim.hostile_leaders and not sim.locks:
+        # A forged leader (no Web Lock says it is gone) is followed this long at most.
         silence = max(silence, config.silence_limit(MAX_INTERVAL, True))
     # Then: the highest candidate announces itself answer_timeout after standing; a tab
     # that waits for a higher candidate gives up after coordinator_timeout and stands
@@ -1862,14 +1901,14 @@ def _long_outage(seed: int, strategy: str, locks: bool, parent: Simulation, fail
     sim.keys_down.add(key)
     limit = (config.effective_request_timeout + 2 * config.call_timeout + config.silence_limit(config.heartbeat, False)
              + config.claim_window + sim.call_duration[1] + 8 * sim.delay[1])
-    state = {"n": 0, "open": None}
+    executes: list[ExecRecord] = []
+    open_: list[ExecRecord | None] = [None]  # the execute the driver waits for
 
     def next_execute(when: float) -> None:
-        state["n"] += 1
-        tab = first if state["n"] % 2 else second
-        record = sim.execute(tab, "user", key_args, at=when)
+        record = sim.execute(first if len(executes) % 2 else second, "user", key_args, at=when)
         record.on_end = on_end
-        state["open"] = record
+        executes.append(record)
+        open_[0] = record
 
     def on_end(record: ExecRecord) -> None:
         error = record.error
@@ -1877,13 +1916,12 @@ def _long_outage(seed: int, strategy: str, locks: bool, parent: Simulation, fail
         if record.outcome == "rejected" and len(sim.calls[key]) < failures:
             next_execute(sim.now + min(retry, 10 * config.max_error_backoff) + 1.0)
         else:
-            state["open"] = None
+            open_[0] = None
 
     next_execute(2000.0)
-    while state["open"] is not None:
-        record = state["open"]
+    while (waiting := open_[0]) is not None:
         sim.run_until(sim.now + config.max_error_backoff + limit)
-        if record is state["open"]:
+        if waiting is open_[0]:
             break  # it hangs (reported below), or it ended without an outcome (raised)
     ended = sim.now
     sim.keys_down.discard(key)
@@ -1897,13 +1935,13 @@ def _long_outage(seed: int, strategy: str, locks: bool, parent: Simulation, fail
                 "execute", record.start, f"execute of {record.key!r} in tab {record.tab} "
                 + ("never ended" if record.end is None else f"took {record.end - record.start:.1f}ms")
                 + f" (bound {limit:.0f}ms), after {len(sim.calls[key])} consecutive failures of the key"))
-    if last.outcome != "resolved" and last.end is not None:
+    if last.outcome not in ("resolved", None):
         violations.append(Violation(
             "execute", last.start, f"{key!r} still fails ({_safe(last.error)}) once its server is back"))
     for tab in sim.tabs:
-        if getattr(tab.node.stats, "internal_errors", 0):
-            violations.append(Violation("internal-error", ended, f"tab {tab.id}: stats.internal_errors is "
-                                        f"{tab.node.stats.internal_errors}"))
+        errors = getattr(tab.node.stats, "internal_errors", 0)
+        if errors:
+            violations.append(Violation("internal-error", ended, f"tab {tab.id}: stats.internal_errors is {errors}"))
     parent.faults["long-outage-failures"] += len(sim.calls[key])
     parent.events.update(sim.events)
     return [Violation(v.kind, v.time, f"long outage (its own 2-tab run, seed {seed}, "

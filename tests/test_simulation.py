@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -384,7 +385,7 @@ def _kinds_found(seeds: range, faults: tuple[str, ...]) -> set[str]:
     return found
 
 
-def _filter_effects(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+def _filter_effects(monkeypatch: pytest.MonkeyPatch, change: Callable[[MeshNode, list[Any]], list[Any]]) -> None:
     """Pass every batch of effects a node emits through ``change(node, effects) -> effects``."""
     original = MeshNode.take_effects
 
