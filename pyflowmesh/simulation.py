@@ -1393,14 +1393,16 @@ def sim_config(strategy: str = "leader-follower", *, heartbeat: float = 1000.0, 
     shorter heartbeat (faster virtual time) the timeouts that are not derived from
     the heartbeat are scaled with it: ``stale_time`` 5 beats and ``call_timeout`` 5 beats
     (calls take at most 200 ms here). ``hidden_timeout`` stays 75 s: it must
-    outlast Chrome's once-a-minute timers, which the simulator models.
+    outlast Chrome's once-a-minute timers, which the simulator models. Messages are
+    limited to 64 KiB (``max_message_bytes``), so that the values and arguments too
+    large for the channel that the faults make stay cheap to build.
     """
     if heartbeat == 5000.0:
         return MeshConfig.from_options(channel="sim", strategy=strategy, use_locks=locks, share_cache=share_cache)
     return MeshConfig.from_options(
         channel="sim", strategy=strategy, use_locks=locks, heartbeat=heartbeat, share_cache=share_cache,
         stale_time=5 * heartbeat, call_timeout=5 * heartbeat,
-        error_backoff=heartbeat, max_error_backoff=10 * heartbeat,
+        error_backoff=heartbeat, max_error_backoff=10 * heartbeat, max_message_bytes=1 << 16,
     )
 
 

@@ -633,3 +633,37 @@ def test_a_leader_leaving_for_the_bfcache_is_replaced_and_rejoins_as_a_follower(
     done = sim.execute("z", "dashboard", (), at=5200.0)
     sim.run_until(5200.0 + 2 * CALL)
     assert done.outcome == "resolved" and done.source == "mesh"
+
+
+@pytest.mark.skipif(simulation.Renamed is None, reason="this core has no Renamed effect (issue 8)")
+@pytest.mark.parametrize("locks", [True, False])
+def test_two_tabs_with_one_id_end_with_one_leader_and_distinct_ids(locks: bool) -> None:
+    sim = _mesh("abcz", locks=locks)
+    sim.add_twin(at=1200.0, of="z")  # a second tab with the leader's ID
+    sim.run_until(1200.0 + SILENCE + 2 * BEAT)
+    ids = [tab.id for tab in sim.tabs]
+    assert len(set(ids)) == len(ids) == 5 and sim.events["renames"] == 1
+    assert all(tab.node.node_id == tab.id for tab in sim.tabs)
+    assert sim.leader() is not None and len(sim.leaders()) == 1
+    done = [sim.execute(i, "dashboard", (), at=sim.now + 10) for i in ids]
+    sim.run_until(sim.now + 10 + 2 * CALL)
+    assert all(r.outcome == "resolved" for r in done) and len(sim.calls_of("dashboard")) == 1
+
+
+@pytest.mark.skipif(simulation.CancelCall is None, reason="this core has no CancelCall effect (issue 8)")
+def test_a_call_that_never_returns_is_given_up_after_call_timeout_and_its_late_outcome_ignored() -> None:
+    from pyflowmesh.errors import MeshError
+
+    sim = _mesh("abz")
+    sim.pathology_rate, sim.pathologies, sim.pathology_weights = 1.0, ("hang",), (1,)
+    leader = sim.execute("z", "user", (2,), at=1000.0)  # the leader's call hangs
+    sim.run_until(1001.0)
+    sim.pathology_rate = 0.0
+    followers = _executes(sim, "ab", "user", (2,), at=1002.0)
+    timeout = sim.config.call_timeout
+    sim.run_until(1000.0 + timeout + REQUEST + 2 * CALL + 8 * DELAY)
+    assert sim.events["calls given up"] == 1
+    assert leader.outcome == "rejected" and isinstance(leader.error, (TimeoutError, MeshError))
+    assert leader.end is not None and leader.end - leader.start <= timeout + 1
+    assert all(r.end is not None and r.end - r.start <= timeout + REQUEST + CALL + 8 * DELAY for r in followers)
+    assert not sim.violations, sim.violations
