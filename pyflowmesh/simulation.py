@@ -27,16 +27,34 @@ What it models:
   notices queue up and run in order on thaw), hidden tabs with throttled timers
   (ticks aligned to a period of up to 60 s, as Chrome's intensive throttling),
   late joiners, server outages, and foreign or other-version messages on the channel.
+* **Adversarial inputs** (issue 8): flow functions that raise a ``BaseException``
+  (``CancelledError``), never return (the node must give up after ``call_timeout``
+  with ``CancelCall``; the task may still report late, and must be ignored), return
+  more than ``max_message_bytes``, something JSON cannot carry or an int too long
+  for ``str()`` (the runtime's check makes those ``call_failed(TypeError,
+  back_off=False)``), or mutate their arguments; callers that mutate what an execute
+  returned, or cancel it (``MeshNode.cancel``); hostile posts of every message type
+  with extreme fields, impersonating live tabs (:func:`hostile_message`); arguments
+  that cannot be shared; pages leaving into the back/forward cache and returning
+  (``set_frozen``; lock released, messages dropped meanwhile); two tabs with one ID
+  (the core renames one: ``Renamed``); and long outages of one key (over a thousand
+  consecutive failures in ~9 virtual hours, in a two-tab run of their own).
+
+Every effect the core emits is handled; one the simulator does not know is a violation.
 
 :func:`run` builds a random scenario for a seed (a fault phase, then a quiet
 phase), runs it and checks the invariants listed in :class:`SimulationReport`.
-``python -m pyflowmesh.simulation --seeds 1000 --tabs 50`` runs many seeds.
+``python -m pyflowmesh.simulation --seeds 1000 --tabs 50`` runs many seeds
+(``--faults crash,hostile`` only some fault kinds: :data:`FAULT_KINDS`).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import heapq
+import inspect
 import json
 import math
 import random
@@ -48,15 +66,30 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import effects as _effects
+from . import errors as _errors
 from .config import MeshConfig
-from .effects import CacheUpdated, LeaderChanged, Reject, Resolve, Send, StartCall, WatchPeer
+from .effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, StartCall, WatchPeer
 from .election import Role
-from .errors import MeshDisposedError, SharedFlowError
+from .errors import MeshDisposedError, MeshError, SharedFlowError
 from .node import MeshNode
-from .values import cache_key
+from .protocol import MESSAGE_TYPES
+from .values import cache_key, check_json
+
+# Effects of the hardened core (issue 8); absent from older cores, which never emit them.
+CancelCall: type | None = getattr(_effects, "CancelCall", None)
+Renamed: type | None = getattr(_effects, "Renamed", None)
 
 __all__ = [
     "FLOWS",
+    "FAULT_KINDS",
+    "PATHOLOGIES",
+    "MAX_INTERVAL",
+    "WIRE_MAX",
+    "FlowCancelled",
+    "NotJSON",
+    "ServerDown",
+    "hostile_message",
     "ExecRecord",
     "Violation",
     "Bounds",
@@ -77,6 +110,8 @@ FLOWS: dict[str, tuple[tuple[Any, ...], ...]] = {
     "user": ((1,), (2,), (3,)),
     "dashboard": ((),),
     "report": (("daily",), ("weekly",)),
+    # Mutable arguments: a flow that mutates what it got must change nothing the mesh shares.
+    "search": (([1, 2],), ({"q": "mesh", "tags": ["a"]},)),
 }
 OPTIONAL_FLOW = "report"  # some tabs (an older page) lack it: their leader declines it
 
@@ -93,6 +128,26 @@ _UNDECODABLE = b"/srv/k-\xff.json".decode("utf-8", "surrogateescape")  # a lone 
 
 class ServerDown(ConnectionError):
     """What a flow call raises while the simulated server is down."""
+
+
+class FlowCancelled(BaseException):
+    """What a flow function raises when it awaited a task something else cancelled.
+
+    It stands for ``asyncio.CancelledError`` (a ``BaseException``, not an ``Exception``),
+    which the core may not import: the runtime reports it with ``call_failed``.
+    """
+
+
+class NotJSON:
+    """A flow result that is not JSON data (a ``datetime``, a set...): the runtime's check fails."""
+
+
+# Pathological flow functions (per call, in the fault phase): how a call may misbehave.
+# cancelled: raises a BaseException (CancelledError); hang: never returns; huge: returns more than
+# max_message_bytes; not-json: returns an object JSON cannot carry; big-int: returns an int too long
+# for str(); mutate: changes the arguments it got, in place.
+PATHOLOGIES = ("cancelled", "hang", "huge", "not-json", "big-int", "mutate")
+_PATHOLOGY_WEIGHTS = (2, 2, 1, 2, 1, 3)
 
 
 @dataclass
@@ -113,6 +168,11 @@ class ExecRecord:
     tab_gone: bool = False  # its tab crashed or closed before it ended
     quiet: bool = False  # started in the quiet phase
     settled: bool = False  # started once the mesh had settled after the faults
+    cancelled: bool = False  # its caller stopped waiting (MeshNode.cancel); ``end`` is when
+    bad_args: bool = False  # its arguments are not fit to share: a TypeError from execute is expected
+    tab_index: int = -1
+    on_end: Callable[[ExecRecord], None] | None = field(default=None, repr=False, compare=False)
+    sent_args: str = field(default="", repr=False)  # the arguments as JSON when the execute started
 
     @property
     def latency(self) -> float | None:
@@ -123,7 +183,9 @@ class ExecRecord:
 class Violation:
     """An invariant that did not hold."""
 
-    kind: str  # convergence, execute, duplicate-call, backoff, sync, cache, value, exception, leftover
+    # convergence, execute, duplicate-call, backoff, blocked, sync, cache, value, exception,
+    # internal-error, effect, cancel, bounded, leftover
+    kind: str
     time: float
     message: str
 
@@ -154,7 +216,8 @@ class _Tab:
         "index", "id", "node", "offset", "flows", "started", "alive", "frozen", "hidden",
         "throttle_base", "throttle_period", "backlog", "gen", "tick_at", "last_local",
         "start_time", "end_time", "watching", "last_to", "waiters", "fresh", "ended_by",
-        "died_hidden", "frozen_spans",
+        "died_hidden", "frozen_spans", "away", "cancelled_waiters", "cancelled_calls",
+        "started_calls",
     )
 
     def __init__(self, index: int, node_id: str, node: MeshNode, offset: float, flows: tuple[str, ...]) -> None:
@@ -182,6 +245,10 @@ class _Tab:
         self.ended_by: str | None = None  # "crash" or "close"
         self.died_hidden = False
         self.frozen_spans: list[list[float]] = []  # [freeze, thaw] times
+        self.away = False  # in the back/forward cache: frozen, lock released, messages dropped
+        self.cancelled_waiters: set[int] = set()  # executes its caller cancelled
+        self.cancelled_calls: set[int] = set()  # calls the node gave up on (CancelCall)
+        self.started_calls: set[int] = set()
 
     def __repr__(self) -> str:
         return f"<tab {self.id}>"
@@ -221,8 +288,10 @@ class Simulation:
         self._live: list[_Tab] = []  # started, not crashed or closed (frozen ones included)
         self.violations: list[Violation] = []
         self.execs: list[ExecRecord] = []
-        self.calls: dict[str, list[tuple[float, str, bool]]] = defaultdict(list)  # the server's log
-        self.outcomes: dict[str, list[tuple[float, bool]]] = defaultdict(list)  # call ends reported to tabs
+        # The server's log: (start, tab ID, ok, call number, since when the calling tab waited for the key)
+        self.calls: dict[str, list[tuple[float, str, bool, int, float]]] = defaultdict(list)
+        # Call ends reported to tabs: (time, True unless it failed with a back-off)
+        self.outcomes: dict[str, list[tuple[float, bool]]] = defaultdict(list)
         self.produced: dict[int, float] = {}  # call number -> when the server's response was produced
         self.stale_serves: list[tuple[float, str, str, float]] = []  # (time, tab, key, true age)
         self.max_served_age = -math.inf  # the truly oldest value served from a cache or the mesh, minus stale_time
@@ -243,7 +312,28 @@ class Simulation:
         self.converged_since: float | None = None
         self.leadership_changes: list[float] = []  # times P went false
         self.failovers: list[float] = []  # how long each such period lasted
-        self._calls_in_flight = 0
+        # Calls started and not yet ended or given up (CancelCall): (tab index, call_id) -> hangs
+        self._running: dict[tuple[int, int], bool] = {}
+        # Pathological flow functions: the chance that a call started before ``pathology_until``
+        # misbehaves, and how (PATHOLOGIES, weighted).
+        self.pathology_rate = 0.0
+        self.pathology_until = math.inf
+        self.pathologies: tuple[str, ...] = PATHOLOGIES
+        self.pathology_weights: tuple[int, ...] = _PATHOLOGY_WEIGHTS
+        self.produced_values: dict[int, str] = {}  # call number -> the value the server returned, as JSON
+        # Error type names an execute may legitimately be rejected with (besides ServerDown):
+        # what the faults made flows raise, the core's own errors, and forged ones.
+        self.allowed_errors: set[str] = {"ServerDown"}
+        self.allowed_errors.update(name for name in _errors.__all__)
+        self.allowed_errors.add("MessageTooLarge")
+        # When each key last failed (a call's failure or a forged Failure/Sync): the start of a back-off.
+        self.failure_times: dict[str, list[float]] = defaultdict(list)
+        self.hostile_leaders = False  # a forged Coordinator/Heartbeat was posted
+        self._hung: dict[tuple[int, int], tuple[bool, Any, str, bool]] = {}  # calls that never return
+        self.keys_down: set[str] = set()  # keys whose server endpoint is down (a long outage of one key)
+        self.events: Counter[str] = Counter()  # what the hardened core did: calls given up, renames...
+        self.caller_mutation_rate = 0.0  # with pathologies: how often a caller mutates what it got
+        self._accepts_new_id = "new_id" in inspect.signature(MeshNode).parameters
         # From this time on (the settled quiet phase) a result a tab receives from the mesh
         # must also be in its cache: otherwise its other executes and on_cache_update miss it.
         self.settled_at = math.inf
@@ -265,19 +355,59 @@ class Simulation:
         flows: Iterable[str] = tuple(FLOWS),
         config: MeshConfig | None = None,
     ) -> str:
-        """Open a tab at ``at``; returns its node ID (random 8 hex digits unless given)."""
-        while node_id is None or node_id in self.by_id:
-            node_id = f"{self.rng.getrandbits(32):08x}"
-        node = MeshNode(node_id, config or self.config)
-        flows = tuple(flows)
+        """Open a tab at ``at``; returns its node ID (random 8 hex digits unless given).
+
+        An ID some tab already has makes two tabs with one ID (the hardened core renames one).
+        """
+        tab = self._new_tab(node_id, tuple(flows), config)
+        self.at(at, lambda: self._start(tab))
+        return tab.id
+
+    def _new_tab(self, node_id: str | None, flows: tuple[str, ...], config: MeshConfig | None = None) -> _Tab:
+        if node_id is None:
+            node_id = self._fresh_id()
+        if self._accepts_new_id:
+            node = MeshNode(node_id, config or self.config, new_id=lambda old: self._fresh_id())  # type: ignore[call-arg]
+        else:
+            node = MeshNode(node_id, config or self.config)
         for flow in flows:
             node.register_flow(flow)
         offset = _quantize(self.rng.uniform(0.0, 50_000.0))
         tab = _Tab(len(self.tabs), node_id, node, offset, flows)
         self.tabs.append(tab)
-        self.by_id[node_id] = tab
-        self.at(at, lambda: self._start(tab))
-        return node_id
+        self.by_id.setdefault(node_id, tab)  # a second tab with one ID: by_id keeps the first
+        return tab
+
+    def _fresh_id(self) -> str:
+        while True:
+            node_id = f"{self.rng.getrandbits(32):08x}"
+            if node_id not in self.by_id:
+                return node_id
+
+    def add_twin(self, at: float | None = None, of: str | None = None) -> None:
+        """At ``at``, open a tab with the ID of a live tab (``of``, else a random one): two tabs, one ID."""
+        def act() -> None:
+            live = [t for t in self._live if not t.away]
+            target = self.by_id.get(of) if of is not None else (self.rng.choice(live) if live else None)
+            if target is None or not target.alive:
+                return
+            self.faults["twin-id"] += 1
+            twin = self._new_tab(target.id, target.flows)
+            self._log(twin, f"TWIN of tab {target.index}")
+            self._start(twin)
+        self.at(at, act)
+
+    def leave_for_bfcache(self, tab_id: str, at: float | None = None) -> None:
+        """The page leaves into the back/forward cache (``pagehide`` with ``persisted``)."""
+        self.at(at, lambda: self._go_away(self.by_id[tab_id]))
+
+    def come_back(self, tab_id: str, at: float | None = None) -> None:
+        """The page is restored from the back/forward cache (``pageshow`` with ``persisted``)."""
+        self.at(at, lambda: self._come_back(self.by_id[tab_id]))
+
+    def cancel(self, record: ExecRecord, at: float | None = None) -> None:
+        """At ``at`` the caller of ``record`` stops waiting (``MeshNode.cancel``), if it still waits."""
+        self.at(at, lambda: self._cancel(record))
 
     def crash(self, tab_id: str, at: float | None = None) -> None:
         """The tab vanishes without a word (renderer crash, OOM, killed)."""
@@ -311,14 +441,40 @@ class Simulation:
         self.at(at, lambda: self._execute(self.by_id[tab_id], record))
         return record
 
-    def inject(self, raw: Any, at: float | None = None) -> None:
-        """A foreign script (or another version of the page) posts ``raw`` on the channel."""
+    def inject(self, raw: Any, at: float | None = None, kind: str = "noise") -> None:
+        """A foreign script (or another version of the page) posts ``raw`` on the channel.
+
+        ``raw`` may be a callable: it makes the text at the time of posting (from the live tabs).
+        """
         def post() -> None:
-            self.faults["noise"] += 1
-            self._log(None, f"noise {str(raw)[:60]!r}")
+            data = raw() if callable(raw) else raw
+            self.faults[kind] += 1
+            self._log(None, f"{kind} {str(data)[:60]!r}")
+            self._note_forged(data)
             for tab in list(self._live):
-                self._push(self.now + self._delay(), _DELIVER, tab, raw, -1)
+                self._push(self.now + self._delay(), _DELIVER, tab, data, -1)
         self.at(at, post)
+
+    def _note_forged(self, data: Any) -> None:
+        """Remember what a forged post may legitimately cause: its error types, its failures, its leader."""
+        if not isinstance(data, str) or '"pyflowmesh"' not in data:
+            return
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(body, dict):
+            return
+        kind = body.get("type")
+        if kind in ("coordinator", "heartbeat"):
+            self.hostile_leaders = True
+        failures = [body] if kind == "failure" else body.get("failures") if kind == "sync" else None
+        for failure in failures if isinstance(failures, list) else ():
+            if isinstance(failure, dict):
+                if isinstance(failure.get("error_type"), str):
+                    self.allowed_errors.add(failure["error_type"])
+                if isinstance(failure.get("key"), str):
+                    self.failure_times[failure["key"]].append(self.now)
 
     # --- running -------------------------------------------------------------------
 
@@ -333,7 +489,8 @@ class Simulation:
                 if not tab.alive:
                     continue
                 if tab.frozen:
-                    tab.backlog.append((_DELIVER, a, b))
+                    if not tab.away:  # a page in the back/forward cache gets nothing
+                        tab.backlog.append((_DELIVER, a, b))
                     continue
                 # _deliver and _after_input, inlined: most events are deliveries.
                 if self.trace is not None:
@@ -346,7 +503,7 @@ class Simulation:
                 node = tab.node
                 try:
                     node.receive(a, local)
-                except Exception:
+                except BaseException:
                     self._exception(tab, "receive")
                 effects = node.take_effects()
                 if effects:
@@ -362,11 +519,12 @@ class Simulation:
                     continue
                 tab.tick_at = None
                 if tab.frozen:
-                    tab.backlog.append((_TICK, None, None))
+                    if not tab.away:
+                        tab.backlog.append((_TICK, None, None))
                     continue
                 self._tick(tab)
             elif kind == _CALL_DONE:
-                self._calls_in_flight -= 1
+                self._running.pop((tab.index, a), None)
                 if not tab.alive:
                     continue
                 if tab.frozen:
@@ -416,7 +574,7 @@ class Simulation:
 
     def calls_of(self, key: str, since: float = -math.inf) -> list[float]:
         """Start times of the server calls of ``key`` since ``since``."""
-        return [t for t, _, _ in self.calls.get(key, ()) if t >= since]
+        return [call[0] for call in self.calls.get(key, ()) if call[0] >= since]
 
     def tab_ms(self) -> float:
         """Simulated tab-time: the sum over tabs of how long each was open (ms)."""
@@ -473,7 +631,13 @@ class Simulation:
 
     # --- internals: inputs -------------------------------------------------------------
 
+    @property
+    def _calls_in_flight(self) -> int:
+        return len(self._running)
+
     def _exception(self, tab: _Tab, what: str) -> None:
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            raise
         self.violations.append(
             Violation("exception", self.now, f"tab {tab.id}: {what} raised\n{traceback.format_exc()}")
         )
@@ -487,7 +651,7 @@ class Simulation:
         self._log(tab, "start")
         try:
             tab.node.start(self._local(tab))
-        except Exception:
+        except BaseException:
             self._exception(tab, "start")
         self._leadership_dirty = True
         self._after_input(tab)
@@ -498,7 +662,7 @@ class Simulation:
             self._log(tab, f"recv {_short(data)}")
         try:
             tab.node.receive(data, self._local(tab))
-        except Exception:
+        except BaseException:
             self._exception(tab, "receive")
         self._after_input(tab)
 
@@ -516,48 +680,91 @@ class Simulation:
             self._log(tab, f"tick ({tab.node.role})")
         try:
             tab.node.tick(local)
-        except Exception:
+        except BaseException:
             self._exception(tab, "tick")
         self._after_input(tab)
 
-    def _call_done(self, tab: _Tab, call_id: int, outcome: tuple[bool, Any]) -> None:
-        ok, value = outcome
-        self.outcomes[value["key"] if ok else value.key].append((self.now, ok))
-        self._log(tab, f"call {call_id} {'ok' if ok else 'failed'}")
+    def _call_done(self, tab: _Tab, call_id: int, outcome: tuple[bool, Any, str, bool]) -> None:
+        ok, value, key, back_off = outcome
+        late = call_id in tab.cancelled_calls
+        if late:
+            # The node gave up on this call (CancelCall): sometimes the task still reports. The
+            # node must ignore that outcome: no effect at all.
+            if self.rng.random() < 0.5:
+                return
+            self.events["late outcomes"] += 1
+        else:
+            self.outcomes[key].append((self.now, ok or not back_off))  # a failure without back-off
+            if not ok and back_off:
+                self.failure_times[key].append(self.now)
+        self._log(tab, f"call {call_id} {'ok' if ok else 'failed'}{' (late, after CancelCall)' if late else ''}")
         try:
             if ok:
                 tab.node.call_succeeded(call_id, value, self._local(tab))
-            else:
+            elif back_off:
                 tab.node.call_failed(call_id, value, self._local(tab))
-        except Exception:
+            else:
+                tab.node.call_failed(call_id, value, self._local(tab), back_off=False)
+        except BaseException:
             self._exception(tab, "call_succeeded" if ok else "call_failed")
+        if late:
+            effects = tab.node.take_effects()
+            if effects:
+                self.violations.append(Violation(
+                    "cancel", self.now, f"tab {tab.id}: the outcome of call {call_id}, given up by CancelCall, "
+                    f"was not ignored: {_safe(effects, 300)}"))
+                self._apply(tab, effects)
         self._after_input(tab)
 
     def _peer_gone(self, tab: _Tab, gone: str) -> None:
         self._log(tab, f"peer_gone {gone}")
         try:
             tab.node.peer_gone(gone, self._local(tab))
-        except Exception:
+        except BaseException:
             self._exception(tab, "peer_gone")
         self._after_input(tab)
 
     def _execute(self, tab: _Tab, record: ExecRecord) -> None:
         record.start = self.now
         record.settled = self.now >= self.settled_at
+        record.tab_index = tab.index
         self.execs.append(record)
         if not tab.alive or tab.frozen:
             record.tab_gone = not tab.alive
             record.outcome = "skipped"
             record.end = self.now
             return
-        self._log(tab, f"execute {record.key}")
+        self._log(tab, f"execute {record.key[:80]}")
+        if not record.bad_args:
+            record.sent_args = json.dumps(list(record.args), sort_keys=True)
         try:
             record.waiter = tab.node.execute(record.flow, record.args, self._local(tab))
-        except Exception:
-            self._exception(tab, f"execute({record.key!r})")
+        except (TypeError, MeshError) as error:
+            if not record.bad_args:
+                self._exception(tab, f"execute({record.key!r})")
+            record.outcome, record.end, record.error = "refused", self.now, error  # the documented error
+        except BaseException:
+            self._exception(tab, f"execute({record.key[:80]!r})")
             record.outcome, record.end = "raised", self.now
         else:
             tab.waiters[record.waiter] = record
+        self._after_input(tab)
+
+    def _cancel(self, record: ExecRecord) -> None:
+        if record.end is not None or record.tab_index < 0:
+            return  # it ended already (or never started): nothing to cancel
+        tab = self.tabs[record.tab_index]
+        if not tab.alive or tab.frozen or tab.waiters.get(record.waiter) is not record:
+            return  # a frozen page runs no code: its caller cannot cancel now
+        self.faults["cancel"] += 1
+        self._log(tab, f"cancel execute {record.key} (waiter {record.waiter})")
+        del tab.waiters[record.waiter]
+        tab.cancelled_waiters.add(record.waiter)
+        record.cancelled, record.outcome, record.end = True, "cancelled", self.now
+        try:
+            tab.node.cancel(record.waiter, self._local(tab))  # type: ignore[attr-defined]
+        except BaseException:
+            self._exception(tab, f"cancel(waiter {record.waiter} of {record.key!r})")
         self._after_input(tab)
 
     def _after_input(self, tab: _Tab) -> None:
@@ -580,12 +787,24 @@ class Simulation:
                 self._leadership_dirty = True
                 if effect.leader is not None:
                     tab.fresh = False
-                self._log(tab, f"leader -> {effect.leader} (role {tab.node.role}, term {tab.node.term})")
+                self._log(tab, f"leader -> {effect.leader} (role {tab.node.role}, term {_safe(tab.node.term)})")
             elif cls is WatchPeer:
                 self._watch(tab, effect.node_id)
-            elif cls is CacheUpdated and not _value_matches(effect.value, effect.key):
+            elif cls is CacheUpdated:
+                value = effect.value
+                forged = isinstance(value, dict) and "forged" in value  # a hostile post's: trusted, as any post
+                if not forged and not _value_matches(value, effect.key):
+                    self.violations.append(Violation(
+                        "value", self.now, f"tab {tab.id} cached {_safe(effect.value)} under {effect.key!r}"))
+            elif cls is FailureShared:
+                pass  # the runtime tells on_error listeners; the simulator has none
+            elif cls is CancelCall and CancelCall is not None:
+                self._cancel_call(tab, effect.call_id)
+            elif cls is Renamed and Renamed is not None:
+                self._renamed(tab, effect.node_id)
+            else:  # a runtime that drops an effect it does not know leaves someone waiting
                 self.violations.append(Violation(
-                    "value", self.now, f"tab {tab.id} cached {effect.value!r} under {effect.key!r}"))
+                    "effect", self.now, f"tab {tab.id} emitted an effect the simulator does not know: {effect!r}"))
 
     def _broadcast(self, tab: _Tab, data: str) -> None:
         self.messages += 1
@@ -609,61 +828,156 @@ class Simulation:
             push(heap, (when, self._seq, _DELIVER, other, data, tab.index))
 
     def _start_call(self, tab: _Tab, effect: StartCall) -> None:
+        """The flow function runs: it ends after a random duration, as the server and its pathology say."""
         self.call_count += 1
-        ok = not self.server_down
-        self.calls[effect.key].append((self.now, tab.id, ok))
+        number = self.call_count
+        key = effect.key
+        ok = not self.server_down and key not in self.keys_down
+        waiting = [r.start for r in tab.waiters.values() if r.key == key]
+        self.calls[key].append((self.now, tab.id, ok, number, min(waiting, default=math.inf)))
         low, high = self.call_duration
         duration = _quantize(self.rng.uniform(low, high))
-        self.produced[self.call_count] = self.now + duration
-        if ok:
-            outcome: tuple[bool, Any] = (True, {"key": effect.key, "call": self.call_count, "at": self.now})
+        self.produced[number] = self.now + duration
+        pathology = None
+        if self.pathology_rate and self.now < self.pathology_until and self.rng.random() < self.pathology_rate:
+            pathology = self.rng.choices(self.pathologies, self.pathology_weights)[0]
+            self.faults[f"flow-{pathology}"] += 1
+            if pathology == "mutate":  # the function mutates the arguments it got, in place
+                for arg in effect.args:
+                    if isinstance(arg, list):
+                        arg.append("mutated")
+                    elif isinstance(arg, dict):
+                        arg["mutated"] = number
+        outcome: tuple[bool, Any, str, bool]
+        if pathology == "cancelled":
+            outcome = (False, FlowCancelled(f"the flow awaited a cancelled task (call {number})"), key, True)
+        elif ok:
+            value: dict[str, Any] = {"key": key, "call": number, "at": self.now}
+            if pathology == "huge":  # larger than any message may be, once encoded
+                value["pad"] = "x" * (self.config.max_message_bytes + 1)
+            elif pathology == "not-json":
+                value["when"] = NotJSON()
+            elif pathology == "big-int":
+                value["big"] = 10 ** 5000
+            try:  # what the runtime does with a result: a value that is not JSON data fails the call
+                check_json(value, f"the result of flow {effect.flow!r}")
+            except TypeError as error:
+                outcome = (False, error, key, False)
+            else:
+                outcome = (True, value, key, True)
+                if pathology is None:
+                    self.produced_values[number] = json.dumps(value, sort_keys=True)
         else:
-            error = ServerDown(f"server down (call {self.call_count})")
-            if self.call_count % 3 == 0:  # an undecodable file name (surrogateescape): UTF-8 cannot carry it
-                error = ServerDown(f"server down (call {self.call_count}, {_UNDECODABLE})")
-            error.key = effect.key  # type: ignore[attr-defined]
-            outcome = (False, error)
-        self._log(tab, f"call {effect.call_id} {effect.key} ({'ok' if ok else 'will fail'} in {duration}ms)")
-        self._calls_in_flight += 1
-        self._push(self.now + duration, _CALL_DONE, tab, effect.call_id, outcome)
+            down = ServerDown(f"server down (call {number})")
+            if number % 3 == 0:  # an undecodable file name (surrogateescape): UTF-8 cannot carry it
+                down = ServerDown(f"server down (call {number}, {_UNDECODABLE})")
+            outcome = (False, down, key, True)
+        hangs = pathology == "hang"
+        self._log(tab, f"call {effect.call_id} {key} ({'hangs' if hangs else 'ok' if outcome[0] else 'will fail'}"
+                       f" in {duration}ms{', ' + pathology if pathology else ''})")
+        self._running[(tab.index, effect.call_id)] = hangs
+        tab.started_calls.add(effect.call_id)
+        if hangs:  # it never returns; should the node give up on it, it may still return late
+            self._hung[(tab.index, effect.call_id)] = outcome
+        else:
+            self._push(self.now + duration, _CALL_DONE, tab, effect.call_id, outcome)
+
+    def _cancel_call(self, tab: _Tab, call_id: int) -> None:
+        """``CancelCall``: the node gave up on a call; the runtime cancels its task."""
+        self.events["calls given up"] += 1
+        self._log(tab, f"cancel call {call_id}")
+        self._running.pop((tab.index, call_id), None)
+        if call_id not in tab.started_calls:
+            self.violations.append(Violation(
+                "effect", self.now, f"tab {tab.id}: CancelCall({call_id}) for a call it never started"))
+            return
+        tab.cancelled_calls.add(call_id)
+        outcome = self._hung.pop((tab.index, call_id), None)
+        if outcome is not None:  # a cancelled task may still report: the node must ignore it
+            low, high = self.call_duration
+            self._push(self.now + _quantize(self.rng.uniform(low, high)), _CALL_DONE, tab, call_id, outcome)
 
     def _settle(self, tab: _Tab, effect: Resolve | Reject) -> None:
         record = tab.waiters.pop(effect.waiter, None)
         if record is None:
-            self.violations.append(Violation(
-                "execute", self.now,
-                f"tab {tab.id}: {type(effect).__name__} for unknown or finished waiter {effect.waiter}"))
+            if effect.waiter in tab.cancelled_waiters:
+                self.violations.append(Violation(
+                    "cancel", self.now, f"tab {tab.id}: {type(effect).__name__} for waiter {effect.waiter}, "
+                    "whose caller cancelled it"))
+            else:
+                self.violations.append(Violation(
+                    "execute", self.now,
+                    f"tab {tab.id}: {type(effect).__name__} for unknown or finished waiter {effect.waiter}"))
             return
         record.end = self.now
         if isinstance(effect, Resolve):
-            record.outcome, record.source, record.value = "resolved", effect.source, effect.value
-            if not _value_matches(effect.value, record.key):
+            value = effect.value
+            record.outcome, record.source, record.value = "resolved", effect.source, value
+            if not _value_matches(value, record.key):
                 self.violations.append(Violation(
-                    "value", self.now, f"tab {tab.id}: execute of {record.key!r} resolved with {effect.value!r}"))
-            age = self._true_age(effect.value)
-            if effect.source != "call":
-                self.max_served_age = max(self.max_served_age, age - self.config.stale_time)
-                if age > self.config.stale_time + self.freshness_slack:
-                    self.stale_serves.append((self.now, tab.id, record.key, age))
-            if (effect.source == "mesh" and self.now >= self.settled_at and self.config.share_cache
-                    and age + self.freshness_slack < self.config.stale_time):
-                entry = tab.node.cache._entries.get(record.key)
-                if entry is None or entry.value != effect.value:
-                    self.violations.append(Violation(
-                        "cache", self.now, f"tab {tab.id} got {effect.value!r} from the mesh but caches "
-                        f"{None if entry is None else entry.value!r}"))
+                    "value", self.now, f"tab {tab.id}: execute of {record.key!r} resolved with {_safe(value)}"))
+            elif "forged" not in value:
+                self._check_served(tab, record, value, effect.source)
             self._log(tab, f"resolve {record.key} from {effect.source}")
         else:
             error = effect.error
             record.error = error
             record.outcome = "disposed" if isinstance(error, MeshDisposedError) else "rejected"
-            if record.outcome == "rejected" and not (
-                isinstance(error, ServerDown)
-                or isinstance(error, SharedFlowError) and error.error_type == ServerDown.__name__
-            ):
-                self.violations.append(Violation(
-                    "execute", self.now, f"tab {tab.id}: execute of {record.key!r} rejected with {error!r}"))
+            if record.outcome == "rejected":
+                name = error.error_type if isinstance(error, SharedFlowError) else type(error).__name__
+                if name not in self.allowed_errors:
+                    self.violations.append(Violation(
+                        "execute", self.now, f"tab {tab.id}: execute of {record.key!r} rejected with {_safe(error)}"))
+                if isinstance(error, SharedFlowError) and error.retry_in > 0:
+                    self._check_blocked(tab, record.key, error.retry_in)
             self._log(tab, f"reject {record.key}: {type(error).__name__}")
+        if record.on_end is not None:
+            record.on_end(record)
+
+    def _check_served(self, tab: _Tab, record: ExecRecord, value: dict[str, Any], source: str) -> None:
+        """A resolved value is the server's, unchanged, and fresh; from the mesh, it is cached too."""
+        age = self._true_age(value)
+        if source != "call":
+            self.max_served_age = max(self.max_served_age, age - self.config.stale_time)
+            if age > self.config.stale_time + self.freshness_slack:
+                self.stale_serves.append((self.now, tab.id, record.key, age))
+        call = value.get("call")
+        produced = self.produced_values.get(call) if isinstance(call, int) else None
+        if produced is not None:
+            try:
+                same = json.dumps(value, sort_keys=True) == produced
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                self.violations.append(Violation(
+                    "value", self.now, f"tab {tab.id}: execute of {record.key!r} got {_safe(value)} from the "
+                    f"{source}, not what the server returned ({produced[:120]}): a caller or a flow "
+                    "mutated an object the mesh shares"))
+        if (source == "mesh" and self.now >= self.settled_at and self.config.share_cache
+                and age + self.freshness_slack < self.config.stale_time):
+            entry = tab.node.cache._entries.get(record.key)
+            if entry is None or entry.value != value:
+                self.violations.append(Violation(
+                    "cache", self.now, f"tab {tab.id} got {_safe(value)} from the mesh but caches "
+                    f"{None if entry is None else _safe(entry.value)}"))
+        if self.pathology_rate and self.now < self.pathology_until and self.rng.random() < self.caller_mutation_rate:
+            value["mutated by the caller"] = True  # a page mutating the data an execute returned
+            self.faults["caller-mutate"] += 1
+
+    def _check_blocked(self, tab: _Tab, key: str, retry_in: float) -> None:
+        """A back-off ends within ``max_error_backoff`` of the failure that started it (in this tab's view)."""
+        cap = self.config.max_error_backoff
+        started = max((t for t in self.failure_times.get(key, ()) if t <= self.now), default=None)
+        slack = 2 * self.delay[1]
+        blocked = self.now + retry_in - started if started is not None else math.inf
+        if retry_in <= cap + 1e-6 and blocked <= cap + slack:
+            return
+        if started is not None and any(a <= self.now and b >= started for a, b in tab.frozen_spans):
+            return  # the Failure waited in a frozen tab's queue: its retry_in did not age meanwhile
+        since = "no failure of that key" if started is None else f"the failure at {started:.1f}"
+        self.violations.append(Violation(
+            "blocked", self.now, f"tab {tab.id}: {key!r} is blocked for {retry_in:,.1f}ms more "
+            f"(until {self.now + retry_in:,.1f}) after {since}; max_error_backoff is {cap:,.0f}ms"))
 
     def _watch(self, tab: _Tab, node_id: str | None) -> None:
         if not self.locks:
@@ -671,10 +985,43 @@ class Simulation:
         tab.watching = node_id
         if node_id is None:
             return
-        watched = self.by_id.get(node_id)
-        if watched is None or not watched.alive:
+        if not self._lock_held(node_id):
             # Nobody holds that tab's lock any more: the request is granted at once.
             self._push(self.now + self._delay(), _PEER_GONE, tab, node_id, None)
+
+    def _lock_held(self, node_id: str) -> bool:
+        """Whether some open tab holds the Web Lock of ``node_id`` (a tab in the bfcache released it)."""
+        return any(t.id == node_id and not t.away for t in self._live)
+
+    def _release_lock(self, node_id: str) -> None:
+        """A tab released the lock of ``node_id``: its watchers hear ``peer_gone`` unless another holds it."""
+        if not self.locks or self._lock_held(node_id):
+            return
+        low, high = self.lock_delay
+        for other in self._live:
+            if other.watching == node_id:
+                self._push(self.now + _quantize(self.rng.uniform(low, high)), _PEER_GONE, other, node_id, None)
+
+    def _renamed(self, tab: _Tab, new: str) -> None:
+        """``Renamed``: the node took a new ID (another tab had its own); the runtime re-keys its lock."""
+        old = tab.id
+        self.events["renames"] += 1
+        self._log(tab, f"renamed {old} -> {new}")
+        if not isinstance(new, str) or new == old or tab.node.node_id != new:
+            self.violations.append(Violation(
+                "effect", self.now, f"tab {old}: Renamed({new!r}) but its node_id is {tab.node.node_id!r}"))
+            return
+        if new in self.by_id and self.by_id[new] is not tab and self.by_id[new].alive:
+            self.violations.append(Violation("effect", self.now, f"tab {old} renamed itself to the live ID {new}"))
+        tab.id = new
+        self.by_id[new] = tab
+        if self.by_id.get(old) is tab:
+            others = [t for t in self._live if t.id == old]
+            if others:
+                self.by_id[old] = others[0]
+        self._leadership_dirty = True
+        if tab.alive and not tab.away:
+            self._release_lock(old)
 
     def _set_server(self, down: bool) -> None:
         self.server_down = down
@@ -739,11 +1086,8 @@ class Simulation:
         for record in tab.waiters.values():
             record.tab_gone = True
         self._leadership_dirty = True
-        if self.locks:  # its lock passes to the tabs waiting on it
-            low, high = self.lock_delay
-            for other in self._live:
-                if other.watching == tab.id:
-                    self._push(self.now + _quantize(self.rng.uniform(low, high)), _PEER_GONE, other, tab.id, None)
+        if not tab.away:  # its lock passes to the tabs waiting on it
+            self._release_lock(tab.id)
 
     def _crash(self, tab: _Tab) -> None:
         if not tab.alive:
@@ -755,13 +1099,15 @@ class Simulation:
     def _close(self, tab: _Tab) -> None:
         if not tab.alive:
             return
+        if tab.away:
+            self._come_back(tab)  # a page in the bfcache is evicted without a word, not closed
         if tab.frozen:
             self._thaw(tab)  # a frozen page runs nothing; it would be discarded, not closed
         self.faults["close"] += 1
         self._log(tab, f"CLOSE ({tab.node.role})")
         try:
             tab.node.leave(self._local(tab))
-        except Exception:
+        except BaseException:
             self._exception(tab, "leave")
         effects = tab.node.take_effects()
         self._apply(tab, effects)
@@ -779,11 +1125,51 @@ class Simulation:
         tab.frozen_spans.append([self.now, math.inf])
 
     def _thaw(self, tab: _Tab) -> None:
-        if not tab.alive or not tab.frozen:
+        if not tab.alive or not tab.frozen or tab.away:
             return
         self._log(tab, f"THAW ({len(tab.backlog)} queued)")
         tab.frozen = False
         tab.frozen_spans[-1][1] = self.now
+        self._run_backlog(tab)
+
+    def _go_away(self, tab: _Tab) -> None:
+        """``pagehide`` with ``persisted``: the node leaves (``set_frozen(True)``), the page is frozen,
+        its Web Lock is released, and whatever is posted meanwhile never reaches it."""
+        if not tab.alive or tab.frozen:
+            return
+        self.faults["bfcache"] += 1
+        self._log(tab, f"BFCACHE leave ({tab.node.role})")
+        try:
+            tab.node.set_frozen(True, self._local(tab))
+        except BaseException:
+            self._exception(tab, "set_frozen(True)")
+        effects = tab.node.take_effects()
+        if effects:
+            self._apply(tab, effects)
+        tab.frozen = tab.away = True
+        tab.frozen_spans.append([self.now, math.inf])
+        tab.gen += 1  # its timers do not run
+        tab.tick_at = None
+        self._leadership_dirty = True
+        self._release_lock(tab.id)
+
+    def _come_back(self, tab: _Tab) -> None:
+        """``pageshow`` with ``persisted``: the page runs again, re-takes its lock and rejoins."""
+        if not tab.alive or not tab.away:
+            return
+        self._log(tab, f"BFCACHE return ({len(tab.backlog)} queued)")
+        tab.away = tab.frozen = False
+        tab.frozen_spans[-1][1] = self.now
+        self._leadership_dirty = True
+        try:
+            tab.node.set_frozen(False, self._local(tab))
+            tab.node.set_hidden(tab.hidden, self._local(tab))  # it may have been shown meanwhile
+        except BaseException:
+            self._exception(tab, "set_frozen(False)")
+        self._after_input(tab)
+        self._run_backlog(tab)
+
+    def _run_backlog(self, tab: _Tab) -> None:
         backlog, tab.backlog = tab.backlog, []
         for kind, a, b in backlog:
             if not tab.alive:
@@ -810,7 +1196,7 @@ class Simulation:
         if not tab.frozen:
             try:
                 tab.node.set_hidden(True, self._local(tab))
-            except Exception:
+            except BaseException:
                 self._exception(tab, "set_hidden(True)")
             self._after_input(tab)
         self._reschedule(tab, force=True)
@@ -820,11 +1206,13 @@ class Simulation:
             return
         self._log(tab, "SHOW")
         tab.hidden = False
+        if tab.away:
+            return  # it tells its node when it comes back
         if tab.frozen:
             self._thaw(tab)
         try:
             tab.node.set_hidden(False, self._local(tab))
-        except Exception:
+        except BaseException:
             self._exception(tab, "set_hidden(False)")
         self._after_input(tab)
         self._reschedule(tab, force=True)
@@ -855,7 +1243,7 @@ class Simulation:
         self._leadership_dirty = False
         if self.config.strategy != "leader-follower":
             return
-        converged = self._converged_leader(t for t in self._live if not t.fresh) is not None
+        converged = self._converged_leader(t for t in self._live if not t.fresh and not t.away) is not None
         if converged and self.converged_since is None:
             self.converged_since = self.now
             if self.leadership_changes:
@@ -863,6 +1251,15 @@ class Simulation:
         elif not converged and self.converged_since is not None:
             self.converged_since = None
             self.leadership_changes.append(self.now)
+
+
+def _safe(value: Any, limit: int = 120) -> str:
+    """``repr`` for messages: short, and safe for ints too long for ``str()``."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _value_matches(value: Any, key: str) -> bool:
@@ -883,29 +1280,143 @@ def _short(data: Any) -> str:
     return f"{body.get('type')} from {body.get('src')} {fields}"
 
 
+# --- hostile posts ------------------------------------------------------------------------------
+
+_BIG = "\x00big-int\x00"  # stands for an int of thousands of digits (json.dumps cannot write one)
+_BIG_JSON = json.dumps(_BIG)
+_DIGITS = (4_000, 5_000)  # just under Python's str() limit for ints (4,300 digits), and over it
+_EXTREME_COUNTS: tuple[Any, ...] = (0, 1, -1, 2**31, 2**53 + 1, 2**63, 10**30, 10**300, 1e300, 0.5, True, "7", _BIG)
+_EXTREME_MILLIS: tuple[Any, ...] = (0, 1e-9, 1e-300, 1e300, 1.7e308, -1.0, 2**64, 10**400, "100", None, _BIG)
+_ODD_TEXT = ('a "quoted" \\ back\\slash\n\t\u2028', "\ud800", "\x00", "é" * 40, "", "[" * 80 + "{")
+
+
+def _deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def hostile_message(rng: random.Random, live: Sequence[str], keys: Sequence[tuple[str, tuple[Any, ...]]]) -> str:
+    """One message a hostile or buggy script posts: any type of :data:`protocol.MESSAGE_TYPES`, its
+    fields drawn from extremes (huge, negative, zero, tiny, non-finite-ish numbers; ints of thousands
+    of digits; live tabs' IDs to impersonate them or as ``dst``/``to``; real keys; deep nesting;
+    escapes), as the raw text a channel would carry."""
+    if rng.random() < 0.04:  # not even a message: deep nesting the decoder must not recurse into
+        return rng.choice(("[" * 6_000 + "]" * 6_000, '{"a":' * 3_000 + "1" + "}" * 3_000,
+                           '"' + "\\" * 30_000 + '"'))
+    kind = rng.choice(sorted(MESSAGE_TYPES))
+    cls = MESSAGE_TYPES[kind]
+    flow, args = rng.choice(keys)
+    key = cache_key(flow, args)
+
+    def node_id() -> Any:
+        r = rng.random()
+        if r < 0.55 and live:
+            return rng.choice(live)  # impersonation, or a live tab as dst
+        if r < 0.85:
+            return f"{rng.getrandbits(32):08x}"  # nobody
+        return rng.choice(("ffffffffffff", "0", "z" * 129, "", 7, None, "\ud800"))
+
+    def count() -> Any:
+        return rng.choice(_EXTREME_COUNTS) if rng.random() < 0.8 else rng.randint(0, 10)
+
+    def millis() -> Any:
+        return rng.choice(_EXTREME_MILLIS) if rng.random() < 0.8 else rng.uniform(0, 5000)
+
+    def text() -> Any:
+        return rng.choice(_ODD_TEXT) if rng.random() < 0.5 else "Forged"
+
+    def value() -> Any:
+        r = rng.random()
+        if r < 0.6:
+            return {"key": key, "forged": rng.getrandbits(16)}
+        if r < 0.8:
+            return {"key": key, "forged": 1, "deep": _deep(rng.choice((60, 70, 200)))}
+        return {"key": key, "forged": 1, "big": _BIG}
+
+    def field_value(name: str) -> Any:
+        if name in ("src", "dst", "origin"):
+            return node_id()
+        if name in ("term", "req", "version", "attempt"):
+            return count()
+        if name in ("interval", "retry_in", "age"):
+            return millis()
+        if name in ("hidden", "shared", "running"):
+            return rng.random() < 0.5 if rng.random() < 0.95 else "yes"
+        if name == "key":
+            return key if rng.random() < 0.8 else rng.choice(_ODD_TEXT)
+        if name == "flow":
+            return flow if rng.random() < 0.8 else "nope"
+        if name == "args":
+            return list(args) if rng.random() < 0.7 else rng.choice(([_BIG], [_deep(100)], "x", [1e300]))
+        if name == "reason":
+            return rng.choice(("not-leader", "unknown-flow", "Forged"))
+        if name == "value":
+            return value()
+        if name in ("error_type", "message"):
+            return text()
+        if name == "to":
+            r = rng.random()
+            if r < 0.4:
+                return None
+            if r < 0.9:
+                return [rng.choice(live) for _ in range(rng.randint(1, 3))] if live else []
+            return [node_id() for _ in range(rng.randint(0, 5))]
+        if name == "entries":
+            return [{"key": key, "value": value(), "version": count(), "origin": node_id(), "age": millis()}
+                    for _ in range(rng.randint(0, 3))]
+        if name == "failures":
+            return [{"key": key, "error_type": "Forged", "message": text(), "retry_in": millis(),
+                     "attempt": count(), "origin": node_id()} for _ in range(rng.randint(0, 3))]
+        return count()
+
+    body: dict[str, Any] = {"proto": "pyflowmesh", "v": 1, "type": kind}
+    for f in dataclasses.fields(cls):
+        body[f.name] = field_value(f.name)
+    if body.get("to", 0) is None:
+        del body["to"]
+    raw = json.dumps(body, ensure_ascii=rng.random() < 0.5)
+    while _BIG_JSON in raw:  # json.dumps cannot write these ints; the text can
+        raw = raw.replace(_BIG_JSON, "9" * rng.choice(_DIGITS), 1)
+    return raw
+
+
 # --- random scenarios ------------------------------------------------------------------------
 
 
-def sim_config(strategy: str = "leader-follower", *, heartbeat: float = 1000.0, locks: bool = True) -> MeshConfig:
+def sim_config(strategy: str = "leader-follower", *, heartbeat: float = 1000.0, locks: bool = True,
+               share_cache: bool = True) -> MeshConfig:
     """The config of a simulated run.
 
     With the default 5 s heartbeat every timeout is the library default. With a
     shorter heartbeat (faster virtual time) the timeouts that are not derived from
     the heartbeat are scaled with it: ``stale_time`` 5 beats and ``call_timeout`` 5 beats
     (calls take at most 200 ms here). ``hidden_timeout`` stays 75 s: it must
-    outlast Chrome's once-a-minute timers, which the simulator models.
+    outlast Chrome's once-a-minute timers, which the simulator models. Messages are
+    limited to 64 KiB (``max_message_bytes``), so that the values and arguments too
+    large for the channel that the faults make stay cheap to build.
     """
     if heartbeat == 5000.0:
-        return MeshConfig.from_options(channel="sim", strategy=strategy, use_locks=locks)
+        return MeshConfig.from_options(channel="sim", strategy=strategy, use_locks=locks, share_cache=share_cache)
     return MeshConfig.from_options(
-        channel="sim", strategy=strategy, use_locks=locks, heartbeat=heartbeat,
+        channel="sim", strategy=strategy, use_locks=locks, heartbeat=heartbeat, share_cache=share_cache,
         stale_time=5 * heartbeat, call_timeout=5 * heartbeat,
-        error_backoff=heartbeat, max_error_backoff=10 * heartbeat,
+        error_backoff=heartbeat, max_error_backoff=10 * heartbeat, max_message_bytes=1 << 16,
     )
 
 
-FAULT_KINDS = ("crash", "close", "freeze", "throttle", "join", "outage", "noise")
-_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1)
+FAULT_KINDS = (
+    "crash", "close", "freeze", "throttle", "join", "outage", "noise",
+    # issue 8: inputs an adversarial user (or a buggy page) makes
+    "pathological", "hostile", "cancel", "bfcache", "twin-id", "bad-args", "long-outage",
+)
+_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.06)
+# The longest heartbeat interval a follower may believe (a forged Coordinator says more): the
+# simulator's bound on how long a ghost leader is followed without Web Locks.
+MAX_INTERVAL = 60_000.0
+# Every number a node holds that came from the wire stays below this (JavaScript's safe integers).
+WIRE_MAX = 2**53
 
 
 @dataclass(frozen=True)
@@ -917,13 +1428,17 @@ class RunPlan:
     strategy: str
     locks: bool
     heartbeat: float
+    share_cache: bool = True
+    faults: tuple[str, ...] = FAULT_KINDS
 
 
-def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | None = None) -> RunPlan:
+def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | None = None,
+         faults: Iterable[str] = FAULT_KINDS) -> RunPlan:
     """The parameters of seed ``seed``: tabs in ``2..max_tabs``, strategy and locks varied with the seed.
 
     ``strategy="both"`` alternates strategies by seed; ``locks=None`` alternates
-    Web Locks every other pair of seeds. One seed in ten uses the default 5 s heartbeat.
+    Web Locks every other pair of seeds. One seed in ten uses the default 5 s heartbeat;
+    one in ten (of either strategy) does not share its cache (``share_cache=False``).
     """
     rng = random.Random(f"pyflowmesh-plan-{seed}")
     tabs = rng.randint(2, max(2, max_tabs))
@@ -932,7 +1447,8 @@ def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | No
     if locks is None:
         locks = (seed // 2) % 2 == 0
     heartbeat = 5000.0 if seed % 10 == 7 else 1000.0
-    return RunPlan(seed, tabs, strategy, locks, heartbeat)
+    return RunPlan(seed, tabs, strategy, locks, heartbeat, share_cache=seed % 20 not in (9, 14),
+                   faults=tuple(faults))
 
 
 STRATEGY_BY_PARITY = ("leader-follower", "peer-to-peer")
@@ -955,10 +1471,25 @@ class SimulationReport:
        ``quiet_at + bounds.fault_execute`` and start + quiet_execute).
        An execute resolves only with a value of its own key, and rejects only with the
        server's error (directly or shared by another tab).
+       A cancelled execute ends when its caller cancels it and gets no outcome after;
+       an execute refused for arguments that cannot be shared raises ``TypeError`` (or a
+       documented ``MeshError``) at once.
     c. Once the mesh settled in the quiet phase (``settled_at``: converged, no faults, no
        outage, no work left from them), calls of one key (across all tabs) start at least
-       ``stale_time`` apart.
-    d. No exception escapes a node input.
+       ``stale_time`` apart, in both strategies (bursts of executes a few ms apart included).
+       Without ``share_cache``, only a call by a tab that already waited for the key while
+       the earlier call ran counts.
+    d. No exception escapes a node input, and ``stats.internal_errors`` stays 0.
+    e. No tab calls a key within ``error_backoff`` of a failure it heard (no retry storm),
+       and no key is blocked (an execute rejected with a back-off's ``SharedFlowError``)
+       past ``max_error_backoff`` after the failure that started it, forged ones included.
+    f. Values: an execute resolves with what the server returned for its key, unchanged
+       (a caller or a flow mutating a shared object shows here); the arguments a caller
+       passed are unchanged after the execute.
+    g. Every number a node holds that came from the wire is bounded (:func:`_check_bounded`,
+       at the end of the fault phase and at the end).
+    h. Effects: every one is known; a ``CancelCall`` names a call the tab started; an
+       outcome reported for a call after its ``CancelCall`` produces no effect at all.
     Also: at the end no live tab has pending flows, calls or waiters.
     """
 
@@ -987,6 +1518,7 @@ class SimulationReport:
     max_served_age: float = -math.inf  # the truly oldest value served, minus stale_time
     failovers: list[float] = field(default_factory=list)  # leader-follower: periods without one leader
     unsynced: int = 0  # fresh entries a joiner missed that no tab was bound to sync
+    events: Counter[str] = field(default_factory=Counter)  # calls given up, late outcomes, renames
     trace: list[str] | None = None
 
     @property
@@ -1003,13 +1535,16 @@ class SimulationReport:
 
 
 def _derive_bounds(config: MeshConfig, sim: Simulation, call_max: float, delay_max: float,
-                   lock_max: float) -> Bounds:
+                   lock_max: float, forged_leaders: bool = True) -> Bounds:
     heartbeat = config.heartbeat
     # A dead leader is noticed at most a silence limit after its last heartbeat (sent
     # before the quiet phase; in flight for at most one delay). The limit is the hidden
     # one if a tab died while hidden: its last heartbeat told its followers to wait that long.
     hidden_death = any(tab.died_hidden for tab in sim.tabs)
     silence = config.silence_limit(heartbeat, hidden_death)
+    if forged_leaders and sim.hostile_leaders and not sim.locks:
+        # A forged leader (no Web Lock says it is gone) is followed this long at most.
+        silence = max(silence, config.silence_limit(MAX_INTERVAL, True))
     # Then: the highest candidate announces itself answer_timeout after standing; a tab
     # that waits for a higher candidate gives up after coordinator_timeout and stands
     # again (answer_timeout); a split brain heals when the lesser leader hears the greater
@@ -1025,6 +1560,8 @@ def _derive_bounds(config: MeshConfig, sim: Simulation, call_max: float, delay_m
     claim_silence = config.silence_limit(heartbeat, False)
     fault_tail = (config.effective_request_timeout + config.call_timeout + claim_silence
                   + config.claim_window + call_max + 8 * delay_max)
+    if sim.pathology_rate:  # a call that never returns is given up after call_timeout; a fallback may hang too
+        fault_tail += config.call_timeout + call_max
     # Once settled: Request → Accept → call → Result, or claim → call → Result.
     quiet = config.claim_window + call_max + 4 * delay_max
     return Bounds(convergence=convergence, fault_execute=convergence + fault_tail, quiet_execute=quiet)
@@ -1038,6 +1575,7 @@ def run(
     faults: bool | Iterable[str] = True,
     locks: bool = True,
     heartbeat: float = 1000.0,
+    share_cache: bool = True,
     verbose: bool = False,
     run_plan: RunPlan | None = None,
 ) -> SimulationReport:
@@ -1051,9 +1589,10 @@ def run(
             or the kinds to inject.
         locks: model Web Locks (``peer_gone`` 40–90 ms after a watched tab vanishes).
         heartbeat: the mesh heartbeat; other timeouts follow (:func:`sim_config`).
+        share_cache: the mesh option (results reach only the tabs that wait for them if ``False``).
         verbose: keep an event trace in ``report.trace``.
     """
-    config = sim_config(strategy, heartbeat=heartbeat, locks=locks)
+    config = sim_config(strategy, heartbeat=heartbeat, locks=locks, share_cache=share_cache)
     sim = Simulation(seed, config, locks=locks, verbose=verbose)
     rng = sim.rng
     if tabs is None:
@@ -1126,6 +1665,43 @@ def run(
         elif kind == "outage":
             sim.outage(when, min(when + rng.uniform(0.5, 4.0) * beat, quiet_at))
             return
+        elif kind == "pathological":  # flow functions that misbehave, now and then, in the fault phase
+            sim.faults["pathological"] += 1
+            sim.pathology_rate = max(sim.pathology_rate, 0.1)
+            sim.caller_mutation_rate = 0.2
+            sim.pathology_until = quiet_at
+            sim.allowed_errors.update(("FlowCancelled", "TypeError"))
+            return
+        elif kind == "hostile":  # a hostile or buggy script posts extreme messages of every type
+            sim.faults["hostile"] += 1
+            for _ in range(rng.randint(1, 4)):
+                sim.inject(lambda: hostile_message(rng, [t.id for t in sim._live], keys),
+                           rng.uniform(fault_start, quiet_at), kind="hostile-post")
+            return
+        elif kind == "cancel":  # callers that stop waiting (asyncio cancel, wait_for)
+            sim.faults["cancel-callers"] += 1
+            cancels["rate"] = max(cancels["rate"], 0.3)
+            return
+        elif kind == "bfcache":
+            length = rng.uniform(0.2, 8.0) * beat
+
+            def act() -> None:
+                tab = pick(prefer_leader, unfrozen=True, spare=True)
+                if tab:
+                    sim._go_away(tab)
+                    sim.at(min(sim.now + length, quiet_at), lambda: sim._come_back(tab))
+        elif kind == "twin-id":
+            def act() -> None:
+                tab = pick(prefer_leader, unfrozen=True)
+                if tab:
+                    sim.add_twin(None, of=tab.id)
+        elif kind == "bad-args":
+            sim.at(when, lambda: sim.faults.update(["bad-args"]))
+            bad_execute_at(when)
+            return
+        elif kind == "long-outage":
+            long_outage["seed"] = rng.getrandbits(32)
+            return
         else:  # noise: a foreign script, or another version of the page, on the channel
             raw = rng.choice((
                 '{"proto":"pyflowmesh","v":2,"type":"heartbeat","src":"future","term":99,"interval":1000,"hidden":false}',
@@ -1136,24 +1712,62 @@ def run(
             return
         sim.at(when, act)
 
-    if kinds:
-        for _ in range(rng.randint(1, 3 + tabs // 6)):
-            fault(rng.choices(kinds, weights)[0], rng.uniform(fault_start, quiet_at))
-
     # Executes from random tabs on a small set of keys, through both phases.
     keys = [(flow, args) for flow, choices in FLOWS.items() for args in choices]
+    cancels = {"rate": 0.0}
+    long_outage: dict[str, int] = {}
+
+    def execute_in(tab: _Tab, flow: str, args: tuple[Any, ...], quiet: bool) -> None:
+        args = copy.deepcopy(args)  # the caller's own objects: a flow may mutate them
+        record = ExecRecord(tab.id, flow, args, cache_key(flow, args), sim.now, quiet=quiet)
+        sim._execute(tab, record)
+        if cancels["rate"] and rng.random() < cancels["rate"] / (3 if quiet else 1):
+            sim.cancel(record, sim.now + _quantize(rng.uniform(0, 2 * call_max)))
 
     def execute_at(when: float, quiet: bool) -> None:
         flow, args = rng.choice(keys)
 
         def act() -> None:
             candidates = [t for t in sim._live if not t.frozen and flow in t.flows]
+            if candidates:
+                execute_in(rng.choice(candidates), flow, args, quiet)
+        sim.at(when, act)
+
+    def burst_at(when: float) -> None:
+        """Several tabs execute one key within a few claim windows of each other."""
+        flow, args = rng.choice(keys)
+        spread = 4 * config.claim_window
+
+        def act() -> None:
+            candidates = [t for t in sim._live if flow in t.flows]
+            for tab in rng.sample(candidates, min(len(candidates), rng.randint(2, 6))):
+                def one(tab: _Tab = tab) -> None:
+                    if tab.alive and not tab.frozen:
+                        execute_in(tab, flow, args, True)
+                sim.at(sim.now + _quantize(rng.uniform(0, spread)), one)
+        sim.at(when, act)
+
+    def bad_execute_at(when: float) -> None:
+        """An execute whose arguments cannot be shared: a TypeError in its tab, or it ends as any other."""
+        choice = rng.randrange(4)
+
+        def act() -> None:
+            candidates = [t for t in sim._live if not t.frozen]
             if not candidates:
                 return
             tab = rng.choice(candidates)
-            record = ExecRecord(tab.id, flow, args, cache_key(flow, args), sim.now, quiet=quiet)
+            bad: Any = (10 ** 5000, "x" * (config.max_message_bytes + 16), _deep(100), NotJSON())[choice]
+            try:
+                key = cache_key("search", (bad,))
+            except (TypeError, ValueError):
+                key = f"search[<{type(bad).__name__}>]"
+            record = ExecRecord(tab.id, "search", (bad,), key, sim.now, bad_args=True)
             sim._execute(tab, record)
         sim.at(when, act)
+
+    if kinds:
+        for _ in range(rng.randint(1, 3 + tabs // 6)):
+            fault(rng.choices(kinds, weights)[0], rng.uniform(fault_start, quiet_at))
 
     for _ in range(rng.randint(3, 8 + tabs // 3)):
         execute_at(rng.uniform(0, quiet_at), False)
@@ -1162,12 +1776,15 @@ def run(
     def quiet() -> None:
         sim._set_server(False)
         for tab in list(sim._live):
+            if tab.away:
+                sim._come_back(tab)
             if tab.frozen:
                 sim._thaw(tab)
             if tab.hidden:
                 sim._show(tab)
     sim.at(quiet_at, quiet)
     sim.run_until(quiet_at)
+    _check_bounded(sim, "at the end of the fault phase")
     bounds = _derive_bounds(config, sim, call_max, delay_max, lock_max)
 
     # Settled: converged (leader-follower), no execute of the fault phase open, no tab
@@ -1195,20 +1812,31 @@ def run(
                 sim.at(sim.now + beat / 10, watch_settling)
     sim.at(quiet_at, watch_settling)
 
-    quiet_span = bounds.convergence + 2 * config.stale_time
+    # The schedule of the quiet phase does not stretch for a forged leader: a mesh that gets
+    # over it sooner ends sooner (below, the run goes on to the bound only while not converged).
+    usual_convergence = _derive_bounds(config, sim, call_max, delay_max, lock_max, forged_leaders=False).convergence
+    quiet_span = usual_convergence + 2 * config.stale_time
     if "join" in kinds:
         for _ in range(rng.randint(0, 2)):
             sim.add_tab(quiet_at + rng.uniform(0, quiet_span), flows=page_flows())
     for _ in range(rng.randint(3, 6 + tabs // 4)):
         execute_at(quiet_at + rng.uniform(0, quiet_span), True)
+    for _ in range(rng.randint(0, 2)):
+        burst_at(quiet_at + rng.uniform(0, quiet_span))
     # Run past every scripted action and the convergence bound; then on while an
     # execute is open, up to the bound of the fault phase's executes.
-    end_at = quiet_at + max(quiet_span + bounds.quiet_execute, bounds.convergence) + beat
+    end_at = quiet_at + max(quiet_span + bounds.quiet_execute, usual_convergence) + beat
     sim.run_until(end_at)
+    converge_by = quiet_at + bounds.convergence + beat
+    while sim.now < converge_by and config.strategy == "leader-follower" and sim.converged_since is None:
+        sim.run_until(min(sim.now + beat, converge_by))
     limit = quiet_at + bounds.fault_execute + beat
     while sim.now < limit and any(tab.waiters for tab in sim._live):
         sim.run_until(min(sim.now + beat, limit))
     end_at = sim.now
+    _check_bounded(sim, "at the end")
+    if "seed" in long_outage:
+        sim.violations.extend(_long_outage(long_outage["seed"], strategy, locks, sim))
 
     report = _check(sim, config, bounds, quiet_at, end_at)
     report.plan = run_plan
@@ -1218,7 +1846,109 @@ def run(
     report.max_served_age = sim.max_served_age
     report.unsynced = sim.unsynced
     report.failovers = sim.failovers
+    report.events = sim.events
     return report
+
+
+def _check_bounded(sim: Simulation, when: str) -> None:
+    """Every number a live node holds that may have come from the wire is bounded.
+
+    Its term and cache versions stay below :data:`WIRE_MAX`; a back-off ends within
+    ``max_error_backoff``; its next deadline is no further than the longest timeout a
+    follower may wait (a hidden leader's, or :data:`MAX_INTERVAL`'s silence limit).
+    """
+    config = sim.config
+    horizon = max(config.hidden_timeout, config.call_timeout, config.stale_time,
+                  config.silence_limit(MAX_INTERVAL, True))
+    for tab in sim._live:
+        if tab.away:
+            continue
+        node, now = tab.node, tab.last_local
+        problems = []
+        try:
+            if not 0 <= node.term < WIRE_MAX:
+                problems.append(f"term {_safe(node.term)}")
+            for failure in node.flows.snapshot_failures(now):
+                if failure.retry_in > config.max_error_backoff + 1e-6:
+                    problems.append(f"a back-off of {failure.key!r} for {_safe(failure.retry_in)}ms more")
+                if not 0 <= failure.attempt < WIRE_MAX:
+                    problems.append(f"attempt {_safe(failure.attempt)} of {failure.key!r}")
+            for entry in node.cache.snapshot(now):
+                if not 0 <= entry.version < WIRE_MAX:
+                    problems.append(f"version {_safe(entry.version)} of {entry.key!r}")
+            deadline = node.next_deadline()
+            if deadline is not None and deadline - now > horizon:
+                problems.append(f"its next deadline {_safe(deadline - now)}ms away")
+        except BaseException:
+            sim._exception(tab, "inspecting its state")
+            continue
+        if problems:
+            sim.violations.append(Violation(
+                "bounded", sim.now, f"tab {tab.id} {when}: {'; '.join(problems)} (bounds: {WIRE_MAX} for counts, "
+                f"max_error_backoff {config.max_error_backoff:.0f}ms, deadlines within {horizon:.0f}ms)"))
+
+
+def _long_outage(seed: int, strategy: str, locks: bool, parent: Simulation, failures: int = 1100) -> list[Violation]:
+    """Thousands of consecutive failures of one key: two tabs of the default config, the key's
+    server down for ~9 virtual hours, an execute repeated as soon as each back-off ends.
+
+    A run of its own (two tabs keep it cheap). Every execute ends, none is blocked past
+    ``max_error_backoff``, no exception escapes; then the server comes back and the key works.
+    """
+    config = sim_config(strategy, heartbeat=5000.0, locks=locks)
+    sim = Simulation(seed, config, locks=locks)
+    first, second = sim.add_tab(0.0), sim.add_tab(0.0)
+    key_args: tuple[Any, ...] = (1,)
+    key = cache_key("user", key_args)
+    sim.keys_down.add(key)
+    limit = (config.effective_request_timeout + 2 * config.call_timeout + config.silence_limit(config.heartbeat, False)
+             + config.claim_window + sim.call_duration[1] + 8 * sim.delay[1])
+    executes: list[ExecRecord] = []
+    open_: list[ExecRecord | None] = [None]  # the execute the driver waits for
+
+    def next_execute(when: float) -> None:
+        record = sim.execute(first if len(executes) % 2 else second, "user", key_args, at=when)
+        record.on_end = on_end
+        executes.append(record)
+        open_[0] = record
+
+    def on_end(record: ExecRecord) -> None:
+        error = record.error
+        retry = error.retry_in if isinstance(error, SharedFlowError) else 0.0
+        if record.outcome == "rejected" and len(sim.calls[key]) < failures:
+            next_execute(sim.now + min(retry, 10 * config.max_error_backoff) + 1.0)
+        else:
+            open_[0] = None
+
+    next_execute(2000.0)
+    while (waiting := open_[0]) is not None:
+        sim.run_until(sim.now + config.max_error_backoff + limit)
+        if waiting is open_[0]:
+            break  # it hangs (reported below), or it ended without an outcome (raised)
+    ended = sim.now
+    sim.keys_down.discard(key)
+    parent.faults["long-outage"] += 1
+    last = sim.execute(first, "user", key_args, at=sim.now + config.max_error_backoff + 1.0)
+    sim.run_until(sim.now + config.max_error_backoff + 1.0 + limit)
+    violations = list(sim.violations)
+    for record in sim.execs:
+        if record.end is None or record.end - record.start > limit:
+            violations.append(Violation(
+                "execute", record.start, f"execute of {record.key!r} in tab {record.tab} "
+                + ("never ended" if record.end is None else f"took {record.end - record.start:.1f}ms")
+                + f" (bound {limit:.0f}ms), after {len(sim.calls[key])} consecutive failures of the key"))
+    if last.outcome not in ("resolved", None):
+        violations.append(Violation(
+            "execute", last.start, f"{key!r} still fails ({_safe(last.error)}) once its server is back"))
+    for tab in sim.tabs:
+        errors = getattr(tab.node.stats, "internal_errors", 0)
+        if errors:
+            violations.append(Violation("internal-error", ended, f"tab {tab.id}: stats.internal_errors is {errors}"))
+    parent.faults["long-outage-failures"] += len(sim.calls[key])
+    parent.events.update(sim.events)
+    return [Violation(v.kind, v.time, f"long outage (its own 2-tab run, seed {seed}, "
+                      f"{len(sim.calls[key])} failures over {ended / 3_600_000:.1f} h): {v.message}")
+            for v in violations]
 
 
 def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float, end_at: float) -> SimulationReport:
@@ -1271,31 +2001,40 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
                 f"execute of {record.key!r} in tab {record.tab} took {record.end - record.start:.1f}ms "
                 f"(ended at {record.end:.1f}, bound {limit:.1f})"))
 
+    delay_max = sim.delay[1]
     # c. one call per key per freshness window once stable: from when the mesh settled
     # (converged, no work left from the faults). Until then a tab may still work off the
     # faults: a leader frozen for less than the silence limit thaws and serves a request
     # whose sender, after request_timeout, already claimed the key and called it.
+    # Without share_cache a result reaches only the tabs that waited for it: a tab that starts
+    # waiting after the call ended (and the leader, which lacks the flow or did not make the
+    # call, cannot serve it from its cache) calls again, as it must. So there, only a call by
+    # a tab that already waited while the earlier call ran is a duplicate.
     stable = sim.settled_at
+    concurrent_only = not config.share_cache
     for key, calls in sim.calls.items():
-        starts = [t for t, _, _ in calls if t >= stable]
-        for first, second in zip(starts, starts[1:], strict=False):
-            if second - first < config.stale_time:
-                who = [tab for t, tab, _ in calls if t in (first, second)]
-                violations.append(Violation(
-                    "duplicate-call", second,
-                    f"{key!r} called at {first:.1f} and {second:.1f} (tabs {', '.join(who)}), "
-                    f"less than stale_time {config.stale_time:.0f}ms apart with a stable mesh"))
+        settled_calls = [c for c in calls if c[0] >= stable]
+        for first, second in zip(settled_calls, settled_calls[1:], strict=False):
+            if second[0] - first[0] >= config.stale_time:
+                continue
+            first_end = sim.produced.get(first[3], math.inf) + 2 * delay_max
+            if concurrent_only and second[4] > first_end:
+                continue
+            violations.append(Violation(
+                "duplicate-call", second[0],
+                f"{key!r} called at {first[0]:.1f} and {second[0]:.1f} (tabs {first[1]}, {second[1]}), "
+                f"less than stale_time {config.stale_time:.0f}ms apart with a stable mesh"
+                + (f" (tab {second[1]} waited for it since {second[4]:.1f})" if concurrent_only else "")))
 
     # e. no retry storm: once a call failed (and its Failure reached every tab), no tab
     # that heard it calls that key again before the shared back-off ends (error_backoff at least).
-    delay_max = sim.delay[1]
     for key, ends in sim.outcomes.items():
         for failed_at, ok in ends:
             if ok:
                 continue
             low, high = failed_at + 2 * delay_max, failed_at + config.error_backoff
             success = min((t for t, good in ends if good and t > failed_at), default=math.inf)
-            for start, tab_id, _ in sim.calls[key]:
+            for start, tab_id, *_ in sim.calls[key]:
                 if not low <= start < min(high, success):
                     continue
                 tab = sim.by_id[tab_id]
@@ -1306,6 +2045,20 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
                 violations.append(Violation(
                     "backoff", start, f"tab {tab_id} called {key!r} at {start:.1f}, within the back-off "
                     f"of the failure at {failed_at:.1f} (error_backoff {config.error_backoff:.0f}ms)"))
+
+    # f. what a caller passed to execute is unchanged (a flow may mutate only its own copy)
+    for record in sim.execs:
+        if record.sent_args and json.dumps(list(record.args), sort_keys=True) != record.sent_args:
+            violations.append(Violation(
+                "value", record.start, f"the arguments tab {record.tab} passed to execute {record.key!r} were "
+                f"changed to {_safe(list(record.args))}: a flow mutated the caller's objects"))
+
+    # g. no unexpected exception was caught inside any node
+    for tab in sim.tabs:
+        errors = getattr(tab.node.stats, "internal_errors", 0)
+        if tab.started and errors:
+            violations.append(Violation(
+                "internal-error", end_at, f"tab {tab.id}: stats.internal_errors is {errors}"))
 
     # leftovers
     for tab in live:
@@ -1342,6 +2095,7 @@ class Summary:
     tabs_initial: int = 0
     tabs_opened: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
     executes: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     calls: int = 0
@@ -1373,6 +2127,7 @@ class Summary:
             self.tabs_initial += plan.tabs
         self.tabs_opened += report.tabs_opened
         self.faults.update(report.faults)
+        self.events.update(report.events)
         self.executes += report.executes
         self.outcomes.update(report.outcomes)
         self.calls += report.calls
@@ -1420,6 +2175,7 @@ class Summary:
             f"tabs: {opened} opened ({self.tabs_initial} at the start, {opened - self.tabs_initial} late joiners), "
             f"{self.tab_ms / 1000:,.0f} simulated tab-seconds",
             f"faults injected: {counts(self.faults)}",
+            f"hardening seen: {counts(self.events)}",
             f"executes: {self.executes} ({counts(self.outcomes)})",
             f"server calls: {self.calls}; messages sent: {self.messages:,}; deliveries: {self.deliveries:,}; "
             f"invalid messages dropped: {self.dropped:,}; elections started: {self.elections:,}",
@@ -1445,12 +2201,14 @@ def run_many(
     locks: bool | None = None,
     verbose: bool = False,
     progress: Callable[[SimulationReport], None] | None = None,
+    faults: Iterable[str] = FAULT_KINDS,
 ) -> Summary:
     """Run every seed's plan (:func:`plan`) and sum up the reports."""
     summary = Summary()
     started = time.perf_counter()
+    faults = tuple(faults)
     for seed in seeds:
-        report = run_plan(plan(seed, max_tabs, strategy, locks), verbose=verbose)
+        report = run_plan(plan(seed, max_tabs, strategy, locks, faults), verbose=verbose)
         summary.add(report)
         if progress is not None:
             progress(report)
@@ -1461,7 +2219,8 @@ def run_many(
 def run_plan(run_plan: RunPlan, verbose: bool = False) -> SimulationReport:
     """Run one planned seed."""
     return run(run_plan.seed, run_plan.tabs, strategy=run_plan.strategy, locks=run_plan.locks,
-               heartbeat=run_plan.heartbeat, verbose=verbose, run_plan=run_plan)
+               heartbeat=run_plan.heartbeat, share_cache=run_plan.share_cache, faults=run_plan.faults,
+               verbose=verbose, run_plan=run_plan)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1478,13 +2237,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--no-locks", action="store_true", help="no Web Locks in any run (default: every other pair)")
     group.add_argument("--locks", action="store_true", help="Web Locks in every run")
+    parser.add_argument("--faults", default="all",
+                        help=f"the fault kinds to inject, comma-separated (default all: {','.join(FAULT_KINDS)})")
     parser.add_argument("--verbose", action="store_true", help="print every run's event trace")
     args = parser.parse_args(argv)
     if args.tabs < 2:
         parser.error("--tabs must be at least 2")
+    faults = FAULT_KINDS if args.faults == "all" else tuple(k for k in args.faults.split(",") if k)
+    unknown = sorted(set(faults) - set(FAULT_KINDS))
+    if unknown:
+        parser.error(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULT_KINDS)}")
     locks = False if args.no_locks else True if args.locks else None
     flags = f"--tabs {args.tabs} --strategy {args.strategy}" + (" --no-locks" if args.no_locks else "") + (
-        " --locks" if args.locks else "")
+        " --locks" if args.locks else "") + ("" if args.faults == "all" else f" --faults {','.join(faults)}")
     last = args.seed_start + args.seeds - 1
     print(f"pyflowmesh simulation: seeds {args.seed_start}..{last}, 2..{args.tabs} tabs per seed, "
           f"strategy {args.strategy}, Web Locks {'off' if args.no_locks else 'on' if args.locks else 'mixed'}")
@@ -1503,7 +2268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "--verbose")
         sys.stdout.flush()
 
-    summary = run_many(range(args.seed_start, last + 1), args.tabs, args.strategy, locks, args.verbose, progress)
+    summary = run_many(range(args.seed_start, last + 1), args.tabs, args.strategy, locks, args.verbose, progress,
+                       faults)
     print("\n".join(summary.lines()))
     return 1 if summary.failures else 0
 

@@ -5,19 +5,29 @@ Every time here is virtual (milliseconds of the simulation); nothing asserts wal
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
+from pyflowmesh import node as node_module
+from pyflowmesh import simulation
+from pyflowmesh.effects import Reject, Resolve, StartCall
 from pyflowmesh.election import BullyElection, Role
 from pyflowmesh.errors import SharedFlowError
 from pyflowmesh.flows import FlowCoordinator
 from pyflowmesh.node import MeshNode
-from pyflowmesh.protocol import Heartbeat, Message
+from pyflowmesh.protocol import MESSAGE_TYPES, Heartbeat, Message
 from pyflowmesh.simulation import (
     FAULT_KINDS,
     FLOWS,
     ExecRecord,
     ServerDown,
     Simulation,
+    hostile_message,
     main,
     plan,
     run,
@@ -25,6 +35,9 @@ from pyflowmesh.simulation import (
     run_plan,
     sim_config,
 )
+from pyflowmesh.stats import MeshStats
+
+OLD_KINDS = ("crash", "close", "freeze", "throttle", "join", "outage", "noise")
 
 # sim_config() timings with its 1 s heartbeat
 BEAT = 1000.0
@@ -62,7 +75,9 @@ def test_a_thousand_seeds_of_up_to_50_tabs_hold_every_invariant() -> None:
     assert summary.runs == 1000
     assert set(summary.strategies) == {"leader-follower", "peer-to-peer"}
     assert set(summary.locks) == {"on", "off"} and set(summary.heartbeats) == {"1000ms", "5000ms"}
-    assert set(summary.faults) == set(FAULT_KINDS)
+    assert set(FAULT_KINDS) <= set(summary.faults)
+    assert {f"flow-{kind}" for kind in simulation.PATHOLOGIES} <= set(summary.faults)
+    assert summary.faults["hostile-post"] > 300 and summary.faults["long-outage-failures"] > 1000
     assert summary.tabs_initial > 20 * 1000  # 2..50 tabs per seed, 26 on average
     assert summary.outcomes["resolved"] > 10_000 and summary.outcomes["rejected"] > 100
     assert summary.elections > 1000 and summary.dropped > 0
@@ -91,9 +106,16 @@ def test_a_seed_reproduces_its_run_exactly() -> None:
 # --- the checks can fail: a broken core is caught ----------------------------------------------
 
 
-def _first_violation(kind: str, seeds: range) -> int | None:
+def _first_violation(kind: str, seeds: range, faults: tuple[str, ...] = OLD_KINDS) -> int | None:
+    """The first seed whose run (with these fault kinds) breaks invariant ``kind``.
+
+    The default kinds are the ones the core of 0.1.0 already withstood, so that what breaks
+    is what the test's patch broke.
+    """
     for seed in seeds:
-        if any(v.kind == kind for v in run_plan(plan(seed)).violations):
+        if seed % 20 in (9, 14):
+            continue  # share_cache=False seeds: 0.1.0 fails them on its own (issue 8, item 7)
+        if any(v.kind == kind for v in run_plan(plan(seed, faults=faults)).violations):
             return seed
     return None
 
@@ -122,7 +144,7 @@ def test_a_leader_that_never_yields_to_a_greater_one_is_caught(monkeypatch: pyte
         original(self, message, now)  # type: ignore[arg-type]
 
     monkeypatch.setattr(BullyElection, "_on_leader_message", stubborn)
-    assert _first_violation("convergence", range(30)) is not None
+    assert _first_violation("convergence", range(40), faults=("freeze",)) is not None
 
 
 def test_waiters_left_hanging_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,7 +169,7 @@ def test_an_exception_escaping_a_node_input_is_a_violation_not_a_crash(monkeypat
         original(self, message, now)
 
     monkeypatch.setattr(MeshNode, "handle", fragile)
-    report = run(3, 4, strategy="leader-follower")
+    report = run(3, 4, strategy="leader-follower", faults=OLD_KINDS)
     exceptions = [v for v in report.violations if v.kind == "exception"]
     assert exceptions and "ZeroDivisionError: boom" in exceptions[0].message
     assert "Traceback" in exceptions[0].message
@@ -156,17 +178,18 @@ def test_an_exception_escaping_a_node_input_is_a_violation_not_a_crash(monkeypat
 def test_the_cli_exits_1_and_prints_how_to_reproduce_a_failing_seed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--seeds", "2", "--tabs", "6"]) == 0
+    assert main(["--seeds", "2", "--tabs", "6", "--faults", ",".join(OLD_KINDS)]) == 0
     out = capsys.readouterr().out
     assert "runs: 2" in out and "violations: 0 failing seed(s)" in out and "faults injected" in out
     monkeypatch.setattr(FlowCoordinator, "_on_sync", lambda self, message, now: None)
     seed = _first_violation("sync", range(10))
     assert seed is not None
     capsys.readouterr()
-    assert main(["--seeds", "1", "--seed-start", str(seed), "--verbose"]) == 1
+    assert main(["--seeds", "1", "--seed-start", str(seed), "--faults", ",".join(OLD_KINDS), "--verbose"]) == 1
     out = capsys.readouterr().out
     assert f"FAIL seed {seed}" in out and "[sync]" in out
     assert f"reproduce: python -m pyflowmesh.simulation --seeds 1 --seed-start {seed} " in out
+    assert f"--faults {','.join(OLD_KINDS)}" in out
     assert " start" in out and "recv hello" in out  # the event trace
 
 
@@ -346,3 +369,301 @@ def test_peer_to_peer_has_no_leader() -> None:
     sim.run_until(10_000.0)
     assert sim.leaders() == []
     assert all(sim.node(i).role is Role.PEER for i in sim.live())
+
+
+# --- issue 8: each new fault kind can make the checks fail -------------------------------------
+#
+# These patch the core at its public surface (effects, inputs, stats), so they prove the checks
+# whatever the core does inside: the hardened core is caught once made to misbehave like 0.1.0.
+
+
+def _kinds_found(seeds: range, faults: tuple[str, ...]) -> set[str]:
+    found: set[str] = set()
+    for seed in seeds:
+        if seed % 20 not in (9, 14):  # share_cache=False seeds fail on 0.1.0 on their own
+            found.update(v.kind for v in run_plan(plan(seed, faults=faults)).violations)
+    return found
+
+
+def _filter_effects(monkeypatch: pytest.MonkeyPatch, change: Callable[[MeshNode, list[Any]], list[Any]]) -> None:
+    """Pass every batch of effects a node emits through ``change(node, effects) -> effects``."""
+    original = MeshNode.take_effects
+
+    def take_effects(self: MeshNode) -> list[Any]:
+        return change(self, original(self))
+
+    monkeypatch.setattr(MeshNode, "take_effects", take_effects)
+
+
+def _without_effect(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    _filter_effects(monkeypatch, lambda node, effects: [e for e in effects if type(e).__name__ != name])
+
+
+def _only_pathology(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    monkeypatch.setattr(simulation, "PATHOLOGIES", (kind,))
+    monkeypatch.setattr(simulation, "_PATHOLOGY_WEIGHTS", (1,))
+
+
+def test_a_node_that_never_gives_up_on_a_hung_call_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    _only_pathology(monkeypatch, "hang")
+    _without_effect(monkeypatch, "CancelCall")
+    assert _first_violation("execute", range(20), faults=("pathological",)) is not None
+
+
+def test_a_node_acting_on_the_outcome_of_a_call_it_gave_up_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class GiveUp:  # stands for CancelCall where the core has none
+        call_id: int
+
+    cancel_call = simulation.CancelCall or GiveUp
+    monkeypatch.setattr(simulation, "CancelCall", cancel_call)
+
+    def give_up_at_once(node: MeshNode, effects: list[Any]) -> list[Any]:  # ...and still act on the outcome
+        out: list[Any] = []
+        for effect in effects:
+            out.append(effect)
+            if type(effect) is StartCall:
+                out.append(cancel_call(effect.call_id))
+        return out
+
+    _filter_effects(monkeypatch, give_up_at_once)
+    sim = _mesh("abcd")
+    for at in range(1000, 9000, 400):
+        _executes(sim, "abcd", "user", (at % 3 + 1,), at=float(at))
+    sim.run_until(10_000.0)
+    late = [v for v in sim.violations if v.kind == "cancel"]
+    assert late and "was not ignored" in late[0].message
+    assert sim.events["calls given up"] > 0 and sim.events["late outcomes"] > 0
+
+
+def test_an_outcome_for_an_execute_its_caller_cancelled_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MeshNode, "cancel", lambda self, waiter, now: None, raising=False)
+    assert _first_violation("cancel", range(20), faults=("cancel",)) is not None
+
+
+def test_a_back_off_longer_than_max_error_backoff_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    def stretch(node: MeshNode, effects: list[Any]) -> list[Any]:
+        out = []
+        for e in effects:
+            if type(e) is Reject and isinstance(e.error, SharedFlowError) and e.error.retry_in > 0:
+                error = e.error
+                e = Reject(e.waiter, SharedFlowError(error.key, error.error_type, error.message, error.origin,
+                                                     error.retry_in * 1e6))
+            out.append(e)
+        return out
+
+    _filter_effects(monkeypatch, stretch)
+    assert _first_violation("blocked", range(40), faults=("outage",)) is not None
+
+
+def test_an_unbounded_number_from_the_wire_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MeshNode, "term", property(lambda self: 10**30))
+    report = run(1, 4, faults=OLD_KINDS)
+    assert any(v.kind == "bounded" and "term 1000000000000000000000000000000" in v.message for v in report.violations)
+
+
+def test_an_effect_the_simulator_does_not_know_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Mystery:
+        note: str
+
+    _filter_effects(monkeypatch, lambda node, effects: effects + [Mystery("?")] if effects else effects)
+    report = run(1, 3, faults=OLD_KINDS)
+    assert any(v.kind == "effect" and "Mystery" in v.message for v in report.violations)
+
+
+def test_internal_errors_counted_by_a_node_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = MeshStats.__init__
+
+    def init(self: MeshStats, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.internal_errors = 1  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(MeshStats, "__init__", init)
+    report = run(1, 3, faults=OLD_KINDS)
+    assert any(v.kind == "internal-error" for v in report.violations)
+
+
+def test_a_served_object_that_differs_from_the_servers_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    def tamper(node: MeshNode, effects: list[Any]) -> list[Any]:  # as if a caller had mutated the cached object
+        return [Resolve(e.waiter, {**e.value, "mutated": True}, e.source)
+                if type(e) is Resolve and e.source == "cache" else e for e in effects]
+
+    _filter_effects(monkeypatch, tamper)
+    assert _first_violation("value", range(20)) is not None
+
+
+def test_a_flow_mutating_the_callers_arguments_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that hands the flow the caller's own argument objects (as 0.1.0 did)."""
+    _only_pathology(monkeypatch, "mutate")
+    passed: dict[tuple[int, str], tuple[Any, ...]] = {}
+    execute = MeshNode.execute
+
+    def remembering(self: MeshNode, flow: str, args: tuple[Any, ...], now: float) -> int:
+        passed[(id(self), flow)] = args
+        return execute(self, flow, args, now)
+
+    def callers_objects(node: MeshNode, effects: list[Any]) -> list[Any]:
+        out = []
+        for e in effects:
+            mine = passed.get((id(node), e.flow)) if type(e) is StartCall else None
+            out.append(dataclasses.replace(e, args=tuple(mine)) if mine is not None and list(mine) == list(e.args)
+                       else e)
+        return out
+
+    monkeypatch.setattr(MeshNode, "execute", remembering)
+    _filter_effects(monkeypatch, callers_objects)
+    seed = _first_violation("value", range(30), faults=("pathological",))
+    assert seed is not None
+    report = run_plan(plan(seed, faults=("pathological",)))
+    assert any("a flow mutated the caller's objects" in v.message for v in report.violations)
+
+
+def test_a_node_whose_timers_stop_in_the_bfcache_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages posted while a page is in the bfcache never reach it: only its own timers can end
+    the executes it had open. A node that drops its deadlines there is caught."""
+    set_frozen, next_deadline = MeshNode.set_frozen, MeshNode.next_deadline
+    stopped: set[int] = set()
+
+    def leave(self: MeshNode, frozen: bool, now: float) -> None:
+        if frozen:
+            stopped.add(id(self))
+        set_frozen(self, frozen, now)
+
+    monkeypatch.setattr(MeshNode, "set_frozen", leave)
+    monkeypatch.setattr(MeshNode, "next_deadline", lambda self: None if id(self) in stopped else next_deadline(self))
+    assert _first_violation("execute", range(40), faults=("bfcache",)) is not None
+
+
+def test_a_runtime_that_ignores_a_rename_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_effect(monkeypatch, "Renamed")  # 0.1.0 never renames: both twins lead
+    assert _first_violation("convergence", range(20), faults=("twin-id",)) is not None
+
+
+def test_a_decoder_that_trusts_the_wire_is_caught_by_hostile_posts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyflowmesh.protocol import ProtocolError
+
+    def naive(raw: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            body = json.loads(raw)
+        except (TypeError, ValueError, RecursionError):
+            raise ProtocolError("not-json") from None
+        if not isinstance(body, dict) or body.get("proto") != "pyflowmesh" or body.get("v") != 1:
+            raise ProtocolError("foreign")
+        cls = MESSAGE_TYPES.get(body.get("type"))  # type: ignore[arg-type]
+        if cls is None:
+            raise ProtocolError("unknown-type")
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in body.items() if k in names})
+        except TypeError:
+            raise ProtocolError("bad-field") from None
+
+    monkeypatch.setattr(node_module, "decode", naive)
+    found = _kinds_found(range(12), ("hostile",))
+    assert found & {"bounded", "blocked", "exception", "internal-error"}, found
+
+
+def test_an_undocumented_error_for_bad_arguments_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    execute = MeshNode.execute
+
+    def fussy(self: MeshNode, flow: str, args: tuple[Any, ...], now: float) -> int:
+        if any(isinstance(a, str) and len(a) > 10_000 for a in args):
+            raise ValueError("too large")  # not the documented TypeError
+        return execute(self, flow, args, now)
+
+    monkeypatch.setattr(MeshNode, "execute", fussy)
+    seed = _first_violation("exception", range(40), faults=("bad-args",))
+    assert seed is not None
+
+
+def test_a_back_off_that_overflows_in_a_long_outage_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    call_failed = MeshNode.call_failed
+    failures: dict[int, int] = {}
+
+    def overflowing(self: MeshNode, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
+        failures[id(self)] = failures.get(id(self), 0) + 1
+        if failures[id(self)] > 600:
+            raise OverflowError("int too large to convert to float")
+        call_failed(self, call_id, error, now, back_off)
+
+    monkeypatch.setattr(MeshNode, "call_failed", overflowing)
+    parent = Simulation(0, sim_config())
+    violations = simulation._long_outage(1, "leader-follower", True, parent)
+    kinds = {v.kind for v in violations}
+    assert {"exception", "execute"} <= kinds, violations
+    assert all(v.message.startswith("long outage (its own 2-tab run, seed 1") for v in violations)
+    assert parent.faults["long-outage"] == 1 and parent.faults["long-outage-failures"] > 600
+
+
+def test_hostile_posts_are_of_every_type_with_extreme_fields_and_reproducible() -> None:
+    keys = [(flow, args) for flow, choices in FLOWS.items() for args in choices]
+    live = ["aaaa0001", "bbbb0002"]
+    posts = [hostile_message(random.Random(5), live, keys) for _ in range(1)]
+    again = [hostile_message(random.Random(5), live, keys) for _ in range(1)]
+    assert posts == again
+    rng = random.Random(1)
+    posts = [hostile_message(rng, live, keys) for _ in range(3000)]
+    types = {p.split('"type": "', 1)[1].split('"', 1)[0] for p in posts if '"type": "' in p}
+    assert types == set(MESSAGE_TYPES)
+    assert any('"src": "aaaa0001"' in p for p in posts)  # impersonating a live tab
+    assert any('"to": ["' in p and "bbbb0002" in p for p in posts)
+    assert any("9" * 5000 in p for p in posts) and any("9" * 4000 + "," in p for p in posts)
+    assert any("1e+300" in p for p in posts) and any("1e-09" in p for p in posts)
+    assert any(p.startswith("[" * 1000) for p in posts)  # deep nesting the decoder must not recurse into
+    assert any('"key": "user[1]"' in p or '"key": "user[1]' in p for p in posts)
+
+
+# --- issue 8: targeted scenarios -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("locks", [True, False])
+def test_a_leader_leaving_for_the_bfcache_is_replaced_and_rejoins_as_a_follower(locks: bool) -> None:
+    sim = _mesh("abcz", locks=locks)
+    received = sim.node("z").stats.received
+    sim.leave_for_bfcache("z", at=1200.0)
+    sim.run_until(1200.0 + LOCK + 2 * ANSWER + 6 * DELAY)
+    assert sim.leaders() == ["c"]  # z said Bye (and released its lock): c took over at once
+    assert all(sim.node(i).leader == "c" for i in "ab")
+    sim.run_until(5000.0)
+    assert sim.node("z").stats.received == received  # nothing reaches a page in the bfcache
+    sim.come_back("z", at=5000.0)
+    sim.run_until(5000.0 + 2 * ANSWER + 6 * DELAY)
+    assert sim.leader() == "c" and sim.node("z").role is Role.FOLLOWER
+    done = sim.execute("z", "dashboard", (), at=5200.0)
+    sim.run_until(5200.0 + 2 * CALL)
+    assert done.outcome == "resolved" and done.source == "mesh"
+
+
+@pytest.mark.skipif(simulation.Renamed is None, reason="this core has no Renamed effect (issue 8)")
+@pytest.mark.parametrize("locks", [True, False])
+def test_two_tabs_with_one_id_end_with_one_leader_and_distinct_ids(locks: bool) -> None:
+    sim = _mesh("abcz", locks=locks)
+    sim.add_twin(at=1200.0, of="z")  # a second tab with the leader's ID
+    sim.run_until(1200.0 + SILENCE + 2 * BEAT)
+    ids = [tab.id for tab in sim.tabs]
+    assert len(set(ids)) == len(ids) == 5 and sim.events["renames"] == 1
+    assert all(tab.node.node_id == tab.id for tab in sim.tabs)
+    assert sim.leader() is not None and len(sim.leaders()) == 1
+    done = [sim.execute(i, "dashboard", (), at=sim.now + 10) for i in ids]
+    sim.run_until(sim.now + 10 + 2 * CALL)
+    assert all(r.outcome == "resolved" for r in done) and len(sim.calls_of("dashboard")) == 1
+
+
+@pytest.mark.skipif(simulation.CancelCall is None, reason="this core has no CancelCall effect (issue 8)")
+def test_a_call_that_never_returns_is_given_up_after_call_timeout_and_its_late_outcome_ignored() -> None:
+    from pyflowmesh.errors import MeshError
+
+    sim = _mesh("abz")
+    sim.pathology_rate, sim.pathologies, sim.pathology_weights = 1.0, ("hang",), (1,)
+    leader = sim.execute("z", "user", (2,), at=1000.0)  # the leader's call hangs
+    sim.run_until(1001.0)
+    sim.pathology_rate = 0.0
+    followers = _executes(sim, "ab", "user", (2,), at=1002.0)
+    timeout = sim.config.call_timeout
+    sim.run_until(1000.0 + timeout + REQUEST + 2 * CALL + 8 * DELAY)
+    assert sim.events["calls given up"] == 1
+    assert leader.outcome == "rejected" and isinstance(leader.error, (TimeoutError, MeshError))
+    assert leader.end is not None and leader.end - leader.start <= timeout + 1
+    assert all(r.end is not None and r.end - r.start <= timeout + REQUEST + CALL + 8 * DELAY for r in followers)
+    assert not sim.violations, sim.violations
