@@ -421,8 +421,12 @@ class FlowCoordinator:
     def _on_request(self, message: Request, now: float) -> None:
         node = self._node
         pending = self.pending.get(message.key)
+        # Who serves: the leader; a tab that runs (or claimed) the key; peer-to-peer, also a
+        # tab that produced the fresh entry (without share_cache nobody else holds it).
         owner = pending is not None and pending.phase in (Phase.CALLING, Phase.CLAIMING)
-        if node.role is not Role.LEADER and not owner:
+        produced = self._cache.get(message.key, now)
+        producer = node.role is Role.PEER and produced is not None and produced.origin == self._me
+        if node.role is not Role.LEADER and not owner and not producer:
             self._decline(message, "not-leader")
             return
         if message.flow not in self.flows:

@@ -467,3 +467,17 @@ def test_a_leader_declines_a_request_its_sender_stopped_waiting_for() -> None:
     fresh = Request(src="a", dst="z", req=2, key="f", flow="f", args=[], sent=clock.wall - 10)
     leader.receive(encode(fresh), 2200.0)
     assert any(isinstance(e, StartCall) for e in leader.take_effects())
+
+
+@async_test
+async def test_peer_to_peer_without_a_shared_cache_the_producer_serves_later_executes_from_its_cache() -> None:
+    # Simulator seed 49 (peer-to-peer, share_cache=False): a tab executing just after the
+    # owner's call ended asked the owner, was declined ("not-leader") and called again.
+    hub, server = MemoryHub(), Server(delay=0.02)
+    tabs = open_tabs(hub, 3, strategy="peer-to-peer", share_cache=False)
+    flows = [use_flow(server.fetch, tab, key="own") for tab in tabs]
+    await asyncio.sleep(0.02)
+    first = await flows[0].execute(5)
+    second = await asyncio.gather(flows[1].execute(5), flows[2].execute(5))
+    assert len(server.calls) == 1
+    assert second == [first, first]
