@@ -184,9 +184,15 @@ class BullyElection:
             self._join(now)
 
     def rename(self, node_id: str, now: float) -> None:
-        """This tab took a new ID (another tab had ours); a leader announces itself under it."""
+        """This tab took a new ID (another tab had ours); a leader announces itself under it.
+
+        In a new term: its followers compare ``(term, id)``, and the new ID may be lower
+        than the old one, which they would take for a lesser claimant.
+        """
         self.node_id = node_id
         if self.role is Role.LEADER:
+            self.term += 1
+            self._leader_term = self.term
             self._set_leader(node_id, now)
             self._announce(now)
 

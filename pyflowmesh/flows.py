@@ -483,7 +483,7 @@ class FlowCoordinator:
 
     def _on_result(self, message: Result, now: float) -> None:
         if message.to is not None and self._me not in message.to:
-            self._owner_done(message.key, message.src, now)
+            self._owner_done(message.key, message.src)
             return
         self._claims.pop(message.key, None)
         self._backoffs.pop(message.key, None)
@@ -504,7 +504,7 @@ class FlowCoordinator:
 
     def _on_failure(self, message: Failure, now: float) -> None:
         if message.to is not None and self._me not in message.to:
-            self._owner_done(message.key, message.src, now)
+            self._owner_done(message.key, message.src)
             return
         self._claims.pop(message.key, None)
         retry_in = min(message.retry_in, self._config.max_error_backoff)  # nobody blocks a key longer
@@ -524,14 +524,16 @@ class FlowCoordinator:
                                     message=message.message, retry_in=retry_in, attempt=attempt,
                                     shared=message.shared, to=sorted(unserved)))
 
-    def _owner_done(self, key: str, owner: str, now: float) -> None:
-        """``owner`` answered others about ``key``, not us: its call ended; whoever followed it goes on."""
+    def _owner_done(self, key: str, owner: str) -> None:
+        """``owner`` answered other tabs about ``key`` by name: its call ended, so its claim is over.
+
+        A tab of ours that follows it asked it by name too (answers are only addressed
+        when nothing is broadcast), so it waits for its own answer: the owner serves it
+        from its cache, or declines and it moves on.
+        """
         claim = self._claims.get(key)
         if claim is not None and claim.owner == owner:
             del self._claims[key]
-        pending = self.pending.get(key)
-        if pending is not None and pending.phase is Phase.FOLLOWING_CLAIM and pending.target == owner:
-            self._route(pending, now)
 
     def _on_claim(self, message: Claim, now: float) -> None:
         patience = self._config.silence_limit(self._config.heartbeat, False)
@@ -541,6 +543,8 @@ class FlowCoordinator:
             self._set_claim(message.key, record, now)
         pending = self.pending.get(message.key)
         if pending is None:
+            if not message.running:
+                self._answer_claim_from_cache(message, now)
             return
         if pending.phase is Phase.CALLING:
             if not message.running:  # a newcomer about to call: every one hears that we run it
@@ -554,6 +558,18 @@ class FlowCoordinator:
                 self._follow_claim(pending, best, now)
             elif best is not None:
                 pending.deadline = min(best.expires, pending.patience)
+
+    def _answer_claim_from_cache(self, message: Claim, now: float) -> None:
+        """Peer-to-peer, the tab that produced a fresh entry answers a claim of its key with it.
+
+        The claimant may not hold the entry (without ``share_cache`` nobody else does, or it
+        joined after the result): it takes this answer instead of calling.
+        """
+        entry = self._cache.get(message.key, now)
+        if self._node.role is Role.PEER and entry is not None and entry.origin == self._me:
+            self._node.send(Result(src=self._me, key=entry.key, value=entry.value, version=entry.version,
+                                   origin=entry.origin, age=entry.age(now), shared=self._config.share_cache,
+                                   to=[message.src], sent=self._node.wall()))
 
     def _on_sync(self, message: Sync, now: float) -> None:
         transit = self._transit(message.sent)
