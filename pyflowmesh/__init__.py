@@ -13,7 +13,7 @@ storm from every tab.
 """
 
 from .config import MeshConfig
-from .errors import MeshDisposedError, MeshError, SharedFlowError
+from .errors import MeshDisposedError, MeshError, ScopeChangedError, SharedFlowError
 from .flow import Flow, FlowStatus, use_flow
 from .mesh import FlowMesh
 from .protocol import VERSION as PROTOCOL_VERSION
@@ -30,6 +30,7 @@ __all__ = [
     "MeshStats",
     "MeshError",
     "MeshDisposedError",
+    "ScopeChangedError",
     "SharedFlowError",
     "PROTOCOL_VERSION",
     "__version__",

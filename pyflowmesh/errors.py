@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MeshError", "SharedFlowError", "MeshDisposedError"]
+__all__ = ["MeshError", "SharedFlowError", "MeshDisposedError", "ScopeChangedError"]
 
 
 class MeshError(Exception):
@@ -11,6 +11,14 @@ class MeshError(Exception):
 
 class MeshDisposedError(MeshError, RuntimeError):
     """The mesh member was disposed; it can no longer execute or share."""
+
+
+class ScopeChangedError(MeshError):
+    """The tab changed scope (``FlowMesh.set_scope``: a login, logout or account switch)
+    while this execute waited; its result would have belonged to the old scope.
+
+    Execute again to get the new scope's data.
+    """
 
 
 class SharedFlowError(MeshError):

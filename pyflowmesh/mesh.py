@@ -14,13 +14,24 @@ import inspect
 import logging
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .cache import CacheEntry
 from .config import MeshConfig
-from .effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, Source, StartCall, WatchPeer
-from .errors import MeshDisposedError
+from .effects import (
+    CacheUpdated,
+    Effect,
+    FailureShared,
+    LeaderChanged,
+    Reject,
+    Resolve,
+    Send,
+    Source,
+    StartCall,
+    WatchPeer,
+)
+from .errors import MeshDisposedError, ScopeChangedError
 from .node import MeshNode
 from .stats import MeshStats
 from .transport import Transport
@@ -70,6 +81,9 @@ class FlowMesh:
             ``BroadcastChannel`` (with Web Locks and page lifecycle events).
         node_id: this tab's ID in the election (random by default; the highest ID
             wins an election).
+        scope: (an option) whose data this tab holds, e.g. the logged-in user's ID;
+            tabs of different scopes on one channel never share anything. Switch it
+            with :meth:`set_scope`.
 
     Raises:
         ValueError, TypeError: an invalid option (the message names it).
@@ -95,10 +109,15 @@ class FlowMesh:
         self._cache_listeners: dict[str, list[Callable[[Any], None]]] = {}
         self._error_listeners: dict[str, list[Callable[[BaseException], None]]] = {}
         self._leader_listeners: list[Callable[[str | None], None]] = []
+        self._scope_listeners: list[Callable[[str | None], None]] = []
+        self._flow_resets: list[Callable[[], None]] = []  # one per Flow bound to this mesh
         self._calls: set[asyncio.Task[None]] = set()
+        self._hidden = False  # as the transport last said; a new node of another scope starts so
+        self._switching = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._disposed = False
+        self._transport.set_scope(self._node.scope_digest)
         self._transport.open(self.config.channel, self.node_id, _Events(self))
         self._node.start(self._now())
         self._flush()
@@ -137,6 +156,11 @@ class FlowMesh:
     @property
     def channel(self) -> str:
         return self.config.channel
+
+    @property
+    def scope(self) -> str | None:
+        """Whose data this tab holds (``None``: the shared scope). Change it with :meth:`set_scope`."""
+        return self.config.scope
 
     @property
     def transport(self) -> Transport:
@@ -198,6 +222,13 @@ class FlowMesh:
         """Call ``callback(leader_id)`` whenever this tab's view of the leader changes."""
         return _subscribe(self._leader_listeners, callback)
 
+    def on_scope_change(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call ``callback(scope)`` inside :meth:`set_scope`, once every flow of the old scope is reset.
+
+        The place to clear page state of the old scope that the mesh does not know about.
+        """
+        return _subscribe(self._scope_listeners, callback)
+
     # --- flows ---------------------------------------------------------------------------
 
     def register(self, key: str, function: FlowFunction) -> None:
@@ -226,10 +257,91 @@ class FlowMesh:
         if key not in self._flows:
             raise LookupError(f"no flow {key!r} is registered on channel {self.channel!r}")
         future: asyncio.Future[tuple[Any, Source]] = self._loop.create_future()
-        waiter = self._node.execute(key, args, self._now())  # TypeError for non-JSON arguments
+        node = self._node
+        waiter = node.execute(key, args, self._now())  # TypeError for non-JSON arguments
         self._waiters[waiter] = future
         self._flush()
-        return await future
+        result = await future
+        if node is not self._node:  # resolved, but the scope changed before this execute resumed
+            raise ScopeChangedError(f"the scope of channel {self.channel!r} changed while this execute waited")
+        return result
+
+    # --- scope ---------------------------------------------------------------------------
+
+    def set_scope(self, scope: str | None, *, forget: bool = False) -> None:
+        """Make this tab a member of ``scope``'s mesh: on login, logout and account switches.
+
+        In this order, before it returns: the tab leaves the old scope's mesh as
+        :meth:`dispose` would (a ``Bye``: a leader hands over at once) and drops
+        everything of it (its cache and back-offs); executes still waiting fail with
+        :class:`~pyflowmesh.errors.ScopeChangedError`; calls still running are
+        cancelled and whatever they return is discarded. The tab joins the new
+        scope's mesh with the same node ID and transport and its flows registered
+        again. Every flow bound to this mesh is reset (``data``, ``error`` and
+        ``source`` ``None``, ``status`` ``"idle"``) and its subscribers told; then
+        the :meth:`on_scope_change` listeners. Flows keep working: the next execute
+        runs in the new scope. No value of the old scope reaches a subscriber, a
+        listener or an execute after this returns.
+
+        Args:
+            scope: the new scope (a user or session ID), or ``None`` for the shared one.
+            forget: also delete what this device stores for the old scope. Nothing
+                is persisted yet (the Flow-options issue adds persistence, scoped
+                from its first version), so today it only decides what setting the
+                *current* scope again does: nothing without ``forget``, a full reset
+                with it. Pass ``forget=True`` on logout, so the code stays right
+                once persisted entries exist.
+
+        Raises:
+            TypeError, ValueError: an invalid scope (the message never quotes it) or
+                ``forget`` not a bool.
+            MeshDisposedError: the mesh was disposed.
+        """
+        if not isinstance(forget, bool):
+            raise TypeError(f"set_scope's forget must be True or False, got {forget!r}")
+        self._check_open()
+        if self._switching:
+            raise RuntimeError("set_scope was called from a listener of the scope switch it is making")
+        config = self.config.with_options(scope=scope)
+        if config.scope == self.config.scope and not forget:
+            return
+        self._switching = True
+        try:
+            self._switch(config)
+        finally:
+            self._switching = False
+
+    def _switch(self, config: MeshConfig) -> None:
+        changed = ScopeChangedError(f"the scope of channel {self.channel!r} changed while this execute waited")
+        old = self._node
+        old.leave(self._now(), changed)  # a Bye (a leader hands over); its waiters get `changed`
+        for task in list(self._calls):
+            task.cancel()  # a call of the old scope; _call would discard its outcome anyway
+        self._carry_out(old.take_effects(), self._waiters, old)
+        waiters, self._waiters = self._waiters, {}  # the new node numbers its waiters from 1 again
+        for future in waiters.values():  # resolved by effects a flush in progress will now drop
+            if not future.done():
+                future.set_exception(changed)
+        if self._disposed:  # a listener disposed the mesh
+            return
+        self.config = config
+        self._node = MeshNode(self.node_id, config)
+        for key in self._flows:
+            self._node.register_flow(key)
+        self._transport.set_scope(self._node.scope_digest)
+        now = self._now()
+        if self._hidden:
+            self._node.set_hidden(True, now)
+        self._node.start(now)
+        self._flush()
+        for reset in list(self._flow_resets):
+            reset()
+        for callback in list(self._scope_listeners):
+            self._notify(callback, config.scope)
+
+    def _bind_flow(self, reset: Callable[[], None]) -> None:
+        """A Flow on this mesh: ``reset`` clears its state when the scope changes."""
+        self._flow_resets.append(reset)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -273,33 +385,49 @@ class FlowMesh:
 
     def _flush(self) -> None:
         """Carry out every queued effect, then set the timer for the next deadline."""
-        for effect in self._node.take_effects():
+        self._carry_out(self._node.take_effects(), self._waiters, self._node)
+        self._arm_timer()
+
+    def _carry_out(
+        self, effects: list[Effect], waiters: dict[int, asyncio.Future[tuple[Any, Source]]], node: MeshNode
+    ) -> None:
+        """Carry out ``effects`` of ``node``, whose waiting executes are ``waiters``.
+
+        A listener may switch the scope in the middle: the rest belongs to the old
+        scope and is dropped (its waiters were failed, its peers had a ``Bye``).
+        """
+        for effect in effects:
+            if node is not self._node:
+                break
             if isinstance(effect, Send):
                 self._transport.send(effect.data)
             elif isinstance(effect, StartCall):
-                task = self._loop.create_task(self._call(effect))
+                task = self._loop.create_task(self._call(effect, node))
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
             elif isinstance(effect, Resolve):
-                future = self._waiters.pop(effect.waiter, None)
+                future = waiters.pop(effect.waiter, None)
                 if future is not None and not future.done():
                     future.set_result((effect.value, effect.source))
             elif isinstance(effect, Reject):
-                future = self._waiters.pop(effect.waiter, None)
+                future = waiters.pop(effect.waiter, None)
                 if future is not None and not future.done():
                     future.set_exception(effect.error)
             elif isinstance(effect, CacheUpdated):
-                for callback in list(self._cache_listeners.get(effect.key, ())):
-                    self._notify(callback, effect.value)
+                self._tell(self._cache_listeners.get(effect.key, ()), effect.value, node)
             elif isinstance(effect, FailureShared):
-                for callback in list(self._error_listeners.get(effect.key, ())):
-                    self._notify(callback, effect.error)
+                self._tell(self._error_listeners.get(effect.key, ()), effect.error, node)
             elif isinstance(effect, LeaderChanged):
-                for callback in list(self._leader_listeners):
-                    self._notify(callback, effect.leader)
+                self._tell(self._leader_listeners, effect.leader, node)
             elif isinstance(effect, WatchPeer) and not self._disposed:
                 self._transport.watch(effect.node_id)
-        self._arm_timer()
+
+    def _tell(self, listeners: Iterable[Callable[[Any], None]], value: Any, node: MeshNode) -> None:
+        """Call each listener with ``value`` of ``node``, unless one of them switched the scope."""
+        for callback in list(listeners):
+            if node is not self._node:
+                break
+            self._notify(callback, value)
 
     def _notify(self, callback: Callable[[Any], None], value: Any) -> None:
         try:
@@ -328,7 +456,7 @@ class FlowMesh:
             self._node.tick(self._now())
             self._flush()
 
-    async def _call(self, call: StartCall) -> None:
+    async def _call(self, call: StartCall, node: MeshNode) -> None:
         function = self._flows[call.flow]
         result: Any = None
         failure: Exception | None = None
@@ -341,8 +469,8 @@ class FlowMesh:
             raise
         except Exception as error:
             failure = error
-        if self._disposed:
-            return
+        if self._disposed or node is not self._node:
+            return  # disposed, or a call of a scope this tab has left: its outcome is not for the new one
         if failure is None:
             self._node.call_succeeded(call.call_id, result, self._now())
         else:
@@ -364,6 +492,7 @@ class FlowMesh:
             self._flush()
 
     def _on_visibility(self, hidden: bool) -> None:
+        self._hidden = hidden
         if not self._disposed:
             self._node.set_hidden(hidden, self._now())
             self._flush()

@@ -20,7 +20,7 @@ from .effects import Effect, LeaderChanged, Send, WatchPeer
 from .election import BullyElection, Role
 from .errors import MeshDisposedError
 from .flows import FlowCoordinator, MessageTooLarge
-from .protocol import Bye, Hello, Message, ProtocolError, decode, encode
+from .protocol import Bye, Hello, Message, ProtocolError, decode, encode, scope_digest
 from .stats import MeshStats
 
 __all__ = ["MeshNode"]
@@ -34,6 +34,8 @@ class MeshNode:
             raise ValueError(f"node_id must be a non-empty str of at most 128 characters, got {node_id!r}")
         self.node_id = node_id
         self.config = config
+        # What every message of this member carries, and every message it accepts must carry.
+        self.scope_digest = scope_digest(config.channel, config.scope)
         self.stats = MeshStats()
         self.cache = SharedCache(config.stale_time, config.max_entries)
         self._effects: list[Effect] = []
@@ -96,9 +98,12 @@ class MeshNode:
         if self._left:
             return
         try:
-            message = decode(raw, self.config.max_message_bytes)
+            message = decode(raw, self.config.max_message_bytes, self.scope_digest)
         except ProtocolError as error:
-            self.stats.drop(error.reason)
+            if error.reason == "scope":
+                self.stats.other_scope += 1  # another scope's mesh on this channel: not ours, not bad
+            else:
+                self.stats.drop(error.reason)
             return
         self.handle(message, now)
 
@@ -202,8 +207,12 @@ class MeshNode:
         self._ensure_open()
         self.flows.invalidate(key, now)
 
-    def leave(self, now: float) -> None:
-        """Leave the mesh: say ``Bye`` so a successor is elected at once, fail local waiters."""
+    def leave(self, now: float, error: BaseException | None = None) -> None:
+        """Leave the mesh: say ``Bye`` so a successor is elected at once, fail local waiters.
+
+        ``error`` is what the waiters get (default: ``MeshDisposedError``; a scope
+        switch passes ``ScopeChangedError``).
+        """
         if self._left:
             return
         self.send(Bye(self.node_id, self.term))
@@ -212,7 +221,7 @@ class MeshNode:
             self._election.leave()
             if was_leader or self._election.leader is not None:
                 self.emit(LeaderChanged(None, False))
-        self.flows.abandon_all(MeshDisposedError("the mesh member was disposed while this execute waited"))
+        self.flows.abandon_all(error or MeshDisposedError("the mesh member was disposed while this execute waited"))
         self.emit(WatchPeer(None))
         self._left = True
 
@@ -220,7 +229,7 @@ class MeshNode:
 
     def send(self, message: Message) -> None:
         """Encode and queue ``message``; ``MessageTooLarge`` if it exceeds ``max_message_bytes``."""
-        data = encode(message)
+        data = encode(message, self.scope_digest)
         if len(data) > self.config.max_message_bytes or len(data.encode()) > self.config.max_message_bytes:
             raise MessageTooLarge(
                 f"a {message.TYPE} message of {len(data.encode())} bytes exceeds max_message_bytes "

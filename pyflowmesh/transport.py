@@ -53,6 +53,15 @@ class Transport(ABC):
         mesh falls back on heartbeats.
         """
 
+    def set_scope(self, scope: str) -> None:  # noqa: B027 - optional, deliberately a no-op
+        """The member belongs to the scope of digest ``scope`` (``""``: the shared scope) from now on.
+
+        A transport with locks holds its own lock, and watches others', under that
+        scope only, so a tab of one scope never takes a tab of another for its
+        leader. ``FlowMesh`` calls it before :meth:`open` and on every scope switch
+        (after which it also stops watching). Optional for a transport without locks.
+        """
+
     @abstractmethod
     def close(self) -> None:
         """Leave the channel and release everything (listeners, proxies, locks). Idempotent."""
