@@ -32,11 +32,13 @@ class AuthServer:
         self.delay = delay
         self.down = False
         self.calls: list[str | None] = []  # the user of each call
+        self.finished: list[str | None] = []  # ... of each call that ran to its end
 
     async def me(self) -> dict[str, Any]:
         user = self.user
         self.calls.append(user)
         await asyncio.sleep(self.delay)
+        self.finished.append(user)
         if self.down:
             raise ConnectionError("server unavailable (503)")
         return {"user": user}
@@ -134,11 +136,11 @@ async def test_a_joiner_of_one_scope_gets_nothing_of_another() -> None:
     for tab in alices:
         use_flow(alice_api.me, tab, key="me")
         use_flow(alice_api.me, tab, key="feed")
-    await settle(alices)
-    await alices[0].run("me")
+    leader = await settle(alices)
+    await leader.run("me")
     alice_api.down = True
     with pytest.raises(ConnectionError):
-        await alices[0].run("feed")  # a shared back-off of "feed" in alice's mesh
+        await leader.run("feed")  # the leader calls: a shared back-off of "feed" in alice's mesh
 
     (bob,) = open_tabs(hub, 1, scope="bob")
     (alice_joiner,) = open_tabs(hub, 1, scope="alice")  # the control: a joiner of alice's scope
@@ -249,42 +251,65 @@ async def test_set_scope_fails_waiting_executes_and_cancels_running_calls() -> N
     await asyncio.sleep(0.3)  # past the old call's end, had it not been cancelled
     assert seen == [("idle", None)] and flow.error is None
     assert values == [] and mesh.get_cached(ME) is None and mesh.stats.calls == 0
+    assert server.calls == ["alice"] and server.finished == []  # cancelled, not merely ignored
     dispose(mesh)
 
 
 @async_test
 async def test_a_call_of_the_old_scope_that_ignores_cancellation_is_discarded() -> None:
+    """The new node numbers its calls from 1 again: the old call 1 must not answer the new call 1."""
     hub = MemoryHub()
-    started = asyncio.Event()
+    user = {"now": "alice"}
+    alice_started, bob_started, alice_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    async def stubborn() -> dict[str, Any]:
-        started.set()
-        try:
-            await asyncio.sleep(0.1)
-        except asyncio.CancelledError:
-            pass  # a flow function that swallows the cancel and returns alice's data anyway
-        return {"user": "alice"}
+    async def me() -> dict[str, Any]:
+        mine = user["now"]
+        if mine == "alice":
+            alice_started.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass  # a flow function that swallows the cancel and returns alice's data anyway ...
+            await bob_started.wait()  # ... while bob's call runs
+            alice_done.set()
+        else:
+            bob_started.set()
+            await alice_done.wait()
+        return {"user": mine}
 
-    tab, other = open_tabs(hub, 2, scope="alice")
-    flows = {mesh: use_flow(stubborn, mesh, key="me") for mesh in (tab, other)}
+    (mesh,) = open_tabs(hub, 1, scope="alice")
+    flow = use_flow(me, mesh, key="me")
     heard: list[Any] = []
-    for mesh in (tab, other):
-        mesh.on_cache_update(ME, heard.append)
-    caller = await settle([tab, other])  # the leader calls the flow itself
-    flow = flows[caller]
-    waiting = asyncio.ensure_future(flow.execute())
-    await started.wait()
+    mesh.on_cache_update(ME, heard.append)
+    old = asyncio.ensure_future(flow.execute())
+    await alice_started.wait()
+    user["now"] = "bob"
+    mesh.set_scope("bob")
     seen = watch(flow)
-    caller.set_scope("bob")
+    assert await flow.execute() == {"user": "bob"}  # alice's call ended during bob's, and was discarded
+    with pytest.raises(ScopeChangedError):
+        await old
+    assert heard == [{"user": "bob"}]
+    assert seen == [("loading", None), ("success", {"user": "bob"})]
+    dispose(mesh)
+
+
+@async_test
+async def test_an_execute_resolved_just_before_the_switch_raises_instead_of_returning() -> None:
+    hub, server = MemoryHub(), AuthServer("alice", delay=0.3)
+    tabs = open_tabs(hub, 2, scope="alice")
+    flows = [use_flow(server.me, tab, key="me") for tab in tabs]
+    leader = await settle(tabs)
+    i = 0 if tabs[1] is leader else 1
+    follower, flow = tabs[i], flows[i]
+    waiting = asyncio.ensure_future(flow.execute())
+    await until(lambda: server.calls, what="the leader's call started")
+    follower.share_result(ME, {"user": "alice", "shared": True})  # resolves the waiting execute ...
+    follower.set_scope("bob")  # ... which has not resumed yet when the scope changes
     with pytest.raises(ScopeChangedError):
         await waiting
-    (bystander,) = [mesh for mesh in (tab, other) if mesh is not caller]
-    bystander.set_scope("bob")  # so a leak into bob's mesh would reach it, too
-    await until(lambda: caller.leader_id is not None and bystander.leader_id is not None, what="bob's mesh")
-    await asyncio.sleep(0.2)
-    assert heard == [] and seen == [("idle", None)]
-    assert caller.get_cached(ME) is None and bystander.get_cached(ME) is None
-    dispose(tab, other)
+    assert flow.data is None and flow.status == "idle"
+    dispose(*tabs)
 
 
 @async_test
@@ -428,3 +453,21 @@ async def test_hub_locks_are_per_scope() -> None:
     for key, mesh in tab.items():
         if key != ("bob", "z"):
             mesh.dispose()
+
+
+@async_test
+async def test_a_hidden_tab_joins_its_new_scope_as_hidden() -> None:
+    """A background tab told of a logout switches while hidden: its new mesh must know its timers are slow."""
+    hub = RecordingHub()
+    (mesh,) = open_tabs(hub, 1, channel="hidden", scope="alice")
+    await until(lambda: mesh.leader, what="alone, it leads")
+    transport = mesh.transport
+    assert isinstance(transport, MemoryTransport)
+    transport.hide(True)
+    mesh.set_scope("bob")
+    await until(lambda: mesh.leader, what="it leads bob's mesh")
+    bob = scope_digest("hidden", "bob")
+    beats = [json.loads(data) for data in hub.wire if json.loads(data).get("scope") == bob]
+    announced = [beat["hidden"] for beat in beats if beat["type"] in ("coordinator", "heartbeat")]
+    assert announced and all(announced)
+    dispose(mesh)
