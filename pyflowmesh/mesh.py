@@ -281,7 +281,8 @@ class FlowMesh:
         ``source`` ``None``, ``status`` ``"idle"``) and its subscribers told; then
         the :meth:`on_scope_change` listeners. Flows keep working: the next execute
         runs in the new scope. No value of the old scope reaches a subscriber, a
-        listener or an execute after this returns.
+        listener or an execute after this returns. :attr:`stats` count afresh
+        from the switch (they describe this tab's member of the new scope's mesh).
 
         Args:
             scope: the new scope (a user or session ID), or ``None`` for the shared one.
@@ -296,6 +297,8 @@ class FlowMesh:
             TypeError, ValueError: an invalid scope (the message never quotes it) or
                 ``forget`` not a bool.
             MeshDisposedError: the mesh was disposed.
+            RuntimeError: called by a subscriber or listener that this very switch
+                is notifying (switch again after it returned).
         """
         if not isinstance(forget, bool):
             raise TypeError(f"set_scope's forget must be True or False, got {forget!r}")
