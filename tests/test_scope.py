@@ -471,3 +471,21 @@ async def test_a_hidden_tab_joins_its_new_scope_as_hidden() -> None:
     announced = [beat["hidden"] for beat in beats if beat["type"] in ("coordinator", "heartbeat")]
     assert announced and all(announced)
     dispose(mesh)
+
+
+@async_test
+async def test_peer_to_peer_scopes_share_nothing_either() -> None:
+    hub = MemoryHub()
+    apis = {"alice": AuthServer("alice"), "bob": AuthServer("bob")}
+    tabs = {user: open_tabs(hub, 2, channel="p2p", scope=user, strategy="peer-to-peer") for user in apis}
+    flows = {user: [use_flow(apis[user].me, tab, key="me") for tab in tabs[user]] for user in apis}
+    results = await asyncio.gather(*(flow.execute() for user in flows for flow in flows[user]))
+    assert results == [{"user": "alice"}] * 2 + [{"user": "bob"}] * 2
+    assert apis["alice"].calls == ["alice"] and apis["bob"].calls == ["bob"]
+    (joiner,) = open_tabs(hub, 1, channel="p2p", scope="bob", strategy="peer-to-peer")
+    await until(lambda: joiner.get_cached(ME) == {"user": "bob"}, what="bob's peers to sync bob's joiner")
+    tabs["alice"][0].set_scope("bob")
+    assert tabs["alice"][0].get_cached(ME) is None
+    await until(lambda: tabs["alice"][0].get_cached(ME) == {"user": "bob"}, what="the switched peer synced")
+    assert all(tab.get_cached(ME) == {"user": "alice"} for tab in tabs["alice"][1:])
+    dispose(*tabs["alice"], *tabs["bob"], joiner)
