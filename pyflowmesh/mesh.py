@@ -328,7 +328,7 @@ class FlowMesh:
         if self._disposed:  # a listener disposed the mesh
             return
         self.config = config
-        self._node = MeshNode(self.node_id, config)
+        self._node = MeshNode(old.node_id, config)  # the same ID: digests keep the two scopes apart
         for key in self._flows:
             self._node.register_flow(key)
         self._transport.set_scope(self._node.scope_digest)
