@@ -19,6 +19,7 @@ from .errors import (
     MeshDisposedError,
     MeshError,
     MessageTooLarge,
+    ScopeChangedError,
     SharedFlowError,
 )
 from .flow import Flow, FlowStatus, use_flow
@@ -37,6 +38,7 @@ __all__ = [
     "MeshStats",
     "MeshError",
     "MeshDisposedError",
+    "ScopeChangedError",
     "SharedFlowError",
     "CallTimeoutError",
     "MessageTooLarge",

@@ -8,7 +8,8 @@ knows that the protocol cannot see for itself.
   the same origin.
 * **Web Locks** (where ``navigator.locks`` exists: a secure context such as
   https or http://127.0.0.1). Each member holds the lock
-  ``pyflowmesh:<channel>:<node id>`` for its whole life; a follower queues for its
+  ``pyflowmesh:<channel>:<node id>`` (``pyflowmesh:<channel>:<scope digest>:<node id>``
+  in a scope) while it is a member; a follower queues for its
   leader's lock, and the browser grants it the moment the leader's tab closes or
   crashes. So a dead leader is replaced in milliseconds rather than after its
   heartbeats run out, and the long patience the mesh grants a hidden leader
@@ -37,9 +38,13 @@ from .transport import Transport, TransportEvents
 __all__ = ["BroadcastChannelTransport", "lock_name"]
 
 
-def lock_name(channel: str, node_id: str) -> str:
-    """The Web Lock a member holds while it lives."""
-    return f"pyflowmesh:{channel}:{node_id}"
+def lock_name(channel: str, node_id: str, scope: str = "") -> str:
+    """The Web Lock a member of scope digest ``scope`` (``""``: shared) holds while it lives.
+
+    The scope is part of the name, so a follower in one scope never watches (and
+    is never woken by) a lock of another scope's tab that happens to share an ID.
+    """
+    return f"pyflowmesh:{channel}:{scope}:{node_id}" if scope else f"pyflowmesh:{channel}:{node_id}"
 
 
 def _has(obj: Any, name: str) -> bool:
@@ -66,6 +71,9 @@ class BroadcastChannelTransport(Transport):
         self._listeners: list[tuple[Any, str, Any]] = []
         self._release_own_lock: Any = None
         self._own_lock_abort: Any = None
+        self._own_lock_holder: Any = None  # the PyProxy the browser calls when our lock is granted
+        self._node_id = ""
+        self._scope = ""
         self._watching: str | None = None
         self._watch_abort: Any = None
         self._watch_granted: Any = None  # the PyProxy the pending lock request will call
@@ -99,12 +107,23 @@ class BroadcastChannelTransport(Transport):
             if js.document.visibilityState == "hidden":
                 events.visibility(True)
         if self.locks_available:
-            self._hold_own_lock(lock_name(channel, node_id))
+            self._hold_own_lock(lock_name(channel, node_id, self._scope))
 
     def send(self, data: str) -> None:
         if self._open:
             self.sent += 1
             self._channel.postMessage(data)
+
+    def set_scope(self, scope: str) -> None:
+        if scope == self._scope:
+            return
+        self._scope = scope
+        if not self._open:
+            return  # open() takes the lock under this scope
+        self._stop_watching()
+        self._drop_own_lock()
+        if self.locks_available:
+            self._hold_own_lock(lock_name(self._name, self._node_id, scope))
 
     def watch(self, node_id: str | None) -> None:
         if node_id == self._watching or not self._open:
@@ -118,16 +137,8 @@ class BroadcastChannelTransport(Transport):
         self._node_id = node_id
         if not self._open or not self.locks_available or self._bfcached:
             return
-        self._release_lock()
-        self._hold_own_lock(lock_name(self._name, node_id))
-
-    def _release_lock(self) -> None:
-        if self._own_lock_abort is not None:
-            self._own_lock_abort.abort()  # no effect once granted
-            self._own_lock_abort = None
-        if self._release_own_lock is not None:
-            self._release_own_lock()  # the lock callback's promise resolves: the lock is released
-            self._release_own_lock = None
+        self._drop_own_lock()
+        self._hold_own_lock(lock_name(self._name, node_id, self._scope))
 
     def close(self) -> None:
         if not self._open:
@@ -140,7 +151,7 @@ class BroadcastChannelTransport(Transport):
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        self._release_lock()
+        self._drop_own_lock()
         for proxy in self.proxies:
             proxy.destroy()
         self.proxies.clear()
@@ -178,7 +189,7 @@ class BroadcastChannelTransport(Transport):
             # also keeps a page out of the cache).
             self._bfcached = True
             self._stop_watching()
-            self._release_lock()
+            self._drop_own_lock()
             self._events.frozen(True)
         else:
             self._events.leaving()
@@ -187,7 +198,7 @@ class BroadcastChannelTransport(Transport):
         if self._open and self._events is not None and self._bfcached and getattr(event, "persisted", False):
             self._bfcached = False
             if self.locks_available:
-                self._hold_own_lock(lock_name(self._name, self._node_id))
+                self._hold_own_lock(lock_name(self._name, self._node_id, self._scope))
             self._events.frozen(False)  # rejoins: asks the mesh who leads now
 
     def _on_visibility(self, event: Any) -> None:
@@ -202,6 +213,20 @@ class BroadcastChannelTransport(Transport):
         if self._open and self._events is not None:
             self._events.frozen(False)
 
+    def _drop_own_lock(self) -> None:
+        """Release our lock (or withdraw the request for it, if not granted yet)."""
+        if self._own_lock_abort is not None:
+            self._own_lock_abort.abort()  # no effect once granted
+            self._own_lock_abort = None
+        if self._release_own_lock is not None:
+            self._release_own_lock()  # the lock callback's promise resolves: the lock is released
+            self._release_own_lock = None
+        if self._own_lock_holder is not None:
+            # Granted and released, or aborted: the browser will not call it any more.
+            self.proxies.remove(self._own_lock_holder)
+            self._own_lock_holder.destroy()
+            self._own_lock_holder = None
+
     def _hold_own_lock(self, name: str) -> None:
         # The lock is held until the promise the callback returns settles: keep its resolve.
         def executor(resolve: Any, reject: Any) -> None:
@@ -210,7 +235,7 @@ class BroadcastChannelTransport(Transport):
         executor_proxy = create_proxy(executor)
         held = js.Promise.new(executor_proxy)  # calls the executor at once
         executor_proxy.destroy()
-        holder = self._proxy(lambda lock: held)
+        holder = self._own_lock_holder = self._proxy(lambda lock: held)
         # Aborted by close() if not granted by then, so the browser never calls a destroyed proxy.
         self._own_lock_abort = js.AbortController.new()
         options = to_js({"signal": self._own_lock_abort.signal}, dict_converter=js.Object.fromEntries)
@@ -218,7 +243,7 @@ class BroadcastChannelTransport(Transport):
 
     async def _watch(self, node_id: str) -> None:
         """Queue for the peer's lock; being granted it means the peer's tab is gone."""
-        name = lock_name(self._name, node_id)
+        name = lock_name(self._name, node_id, self._scope)
         snapshot = await js.navigator.locks.query()
         held = [lock.name for lock in snapshot.held]
         if name not in held or self._watching != node_id or not self._open:

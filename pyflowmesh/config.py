@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from .protocol import MAX_INTERVAL, MAX_MILLIS, MIN_INTERVAL
 
-__all__ = ["MeshConfig", "Strategy", "STRATEGIES"]
+__all__ = ["MeshConfig", "Strategy", "STRATEGIES", "MAX_SCOPE_LENGTH"]
 
 Strategy = Literal["leader-follower", "peer-to-peer"]
 STRATEGIES: tuple[str, ...] = ("leader-follower", "peer-to-peer")
+MAX_SCOPE_LENGTH = 1024
 
 # TypeScript spellings accepted so that pages ported from AsyncFlowState work unchanged.
 _ALIASES = {
@@ -84,6 +85,10 @@ class MeshConfig:
         max_message_bytes: the largest message sent or accepted.
         use_locks: use Web Locks, where the browser has them, to notice a closed or
             crashed leader at once instead of waiting out its heartbeats.
+        scope: whose data this tab holds (a user or session ID), or ``None`` for the
+            one shared scope. Tabs of different scopes on one channel are separate
+            meshes; the wire carries only a digest. Kept out of ``repr`` (and so out
+            of error messages and logs), since it often names a user.
     """
 
     channel: str
@@ -100,6 +105,7 @@ class MeshConfig:
     hidden_timeout: float = 75_000.0
     max_message_bytes: int = 1 << 20
     use_locks: bool = True
+    scope: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None = None, /, **kwargs: Any) -> MeshConfig:
@@ -128,6 +134,12 @@ class MeshConfig:
         if "channel" not in merged:
             raise ValueError("the mesh option 'channel' is required: the BroadcastChannel name, e.g. 'my-mesh'")
         config = cls(**merged)
+        config.validate()
+        return config
+
+    def with_options(self, **changes: Any) -> MeshConfig:
+        """A copy with some options changed (TypeScript names allowed), validated."""
+        config = replace(self, **{_ALIASES.get(k, k): v for k, v in changes.items()})
         config.validate()
         return config
 
@@ -161,6 +173,7 @@ class MeshConfig:
                 f"mesh option 'max_error_backoff' ({self.max_error_backoff}) must be >= "
                 f"'error_backoff' ({self.error_backoff})"
             )
+        check_scope(self.scope)
         for name, (low, high) in _COUNTS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -202,3 +215,22 @@ class MeshConfig:
         """
         visible = 2.5 * interval
         return max(visible, self.hidden_timeout) if hidden else visible
+
+
+def check_scope(scope: object) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``scope`` is ``None`` or a usable scope name.
+
+    The message never quotes the value: a scope is often a user ID.
+    """
+    if scope is None:
+        return
+    if not isinstance(scope, str):
+        raise TypeError(f"mesh option 'scope' must be a str or None, got a {type(scope).__name__}")
+    if not scope:
+        raise ValueError("mesh option 'scope' must be a non-empty str (None for the shared scope)")
+    if len(scope) > MAX_SCOPE_LENGTH:
+        raise ValueError(f"mesh option 'scope' must be at most {MAX_SCOPE_LENGTH} characters, got {len(scope)}")
+    try:
+        scope.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("mesh option 'scope' must be valid text (it contains a lone surrogate)") from None

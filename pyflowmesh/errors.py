@@ -9,6 +9,7 @@ __all__ = [
     "MessageTooLarge",
     "CallTimeoutError",
     "FlowInterruptedError",
+    "ScopeChangedError",
 ]
 
 
@@ -43,6 +44,14 @@ class FlowInterruptedError(MeshError, RuntimeError):
     else cancelled). Re-raised as such, it would read as if the caller's own execute
     had been cancelled; so it fails the call like any error, with the original as
     ``__cause__``, in this tab and (as a ``SharedFlowError``) in every other.
+    """
+
+
+class ScopeChangedError(MeshError):
+    """The tab changed scope (``FlowMesh.set_scope``: a login, logout or account switch)
+    while this execute waited; its result would have belonged to the old scope.
+
+    Execute again to get the new scope's data.
     """
 
 

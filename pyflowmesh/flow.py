@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, Literal, TypeVar
 
 from .effects import Source
+from .errors import ScopeChangedError
 from .mesh import FlowMesh, _subscribe
 from .transport import Transport
 from .values import cache_key, check_json, flow_key_for
@@ -54,7 +55,16 @@ def _mesh_for(options: Mapping[str, Any]) -> FlowMesh:
     key = _member_key(channel, transport)
     existing = _members.get(key)
     if existing is not None and not existing.disposed:
+        # The scope belongs to the tab's session, not to a flow: a flow that names none joins
+        # the member in whatever scope it is now (set_scope may have moved it since).
+        options.setdefault("scope", existing.scope)
         wanted = existing.config.from_options(options)
+        if wanted.scope != existing.scope:
+            raise ValueError(
+                f"this tab's mesh member on channel {channel!r} is in another scope than this flow asks for; "
+                "a tab holds one scope's data per channel: switch every flow at once with "
+                "mesh.set_scope(...), or leave 'scope' out of this flow's options"
+            )
         if wanted != existing.config:
             raise ValueError(
                 f"this tab already has a mesh member on channel {channel!r} with other options "
@@ -94,6 +104,7 @@ class Flow(Generic[T]):
         self._unfollow: list[Callable[[], None]] = []
         if mesh is not None:
             mesh.register(key, function)
+            mesh._bind_flow(self._reset_scope)
 
     def __repr__(self) -> str:
         return f"<Flow {self.key!r} {self.status}>"
@@ -135,7 +146,8 @@ class Flow(Generic[T]):
         except Exception as error:
             if generation == self._generation:
                 self._set(status="error", error=error)
-            log.warning("pyflowmesh: flow %r failed: %s: %s", self.key, type(error).__name__, error)
+            if not isinstance(error, ScopeChangedError):  # not a failure: the page switched scope
+                log.warning("pyflowmesh: flow %r failed: %s: %s", self.key, type(error).__name__, error)
             raise
         if generation == self._generation:
             self._set(status="success", data=value, source=source)
@@ -180,6 +192,12 @@ class Flow(Generic[T]):
             self.mesh.on_cache_update(key, self._on_mesh_data),
             self.mesh.on_error(key, self._on_mesh_error),
         ]
+
+    def _reset_scope(self) -> None:
+        """The mesh switched scope: forget everything of the old one and tell the subscribers."""
+        self._generation += 1  # an execute still waiting in the old scope must change nothing
+        self.close()  # the followed key was the old scope's; the next execute follows anew
+        self._set(data=None, error=None, status="idle", source=None)
 
     def _on_mesh_data(self, value: Any) -> None:
         if self.status != "loading" and self.mesh is not None and self._followed is not None:

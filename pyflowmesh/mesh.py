@@ -16,7 +16,7 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .cache import CacheEntry
@@ -24,6 +24,7 @@ from .config import MeshConfig
 from .effects import (
     CacheUpdated,
     CancelCall,
+    Effect,
     FailureShared,
     LeaderChanged,
     Reject,
@@ -34,7 +35,7 @@ from .effects import (
     StartCall,
     WatchPeer,
 )
-from .errors import FlowInterruptedError, MeshDisposedError
+from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
 from .node import MeshNode
 from .stats import MeshStats
 from .transport import Transport
@@ -95,6 +96,9 @@ class FlowMesh:
             ``BroadcastChannel`` (with Web Locks and page lifecycle events).
         node_id: this tab's ID in the election (random by default; the highest ID
             wins an election).
+        scope: (an option) whose data this tab holds, e.g. the logged-in user's ID;
+            tabs of different scopes on one channel never share anything. Switch it
+            with :meth:`set_scope`.
 
     Raises:
         ValueError, TypeError: an invalid option (the message names it).
@@ -121,9 +125,14 @@ class FlowMesh:
         self._error_listeners: dict[str, list[Callable[[BaseException], None]]] = {}
         self._leader_listeners: list[Callable[[str | None], None]] = []
         self._calls: dict[int, asyncio.Task[None]] = {}  # call_id -> the task running the flow
+        self._scope_listeners: list[Callable[[str | None], None]] = []
+        self._flow_resets: list[Callable[[], None]] = []  # one per Flow bound to this mesh
+        self._hidden = False  # as the transport last said; a new node of another scope starts so
+        self._switching = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._disposed = False
+        self._transport.set_scope(self._node.scope_digest)
         self._transport.open(self.config.channel, self.node_id, _Events(self))
         self._node.start(self._now())
         self._flush()
@@ -162,6 +171,11 @@ class FlowMesh:
     @property
     def channel(self) -> str:
         return self.config.channel
+
+    @property
+    def scope(self) -> str | None:
+        """Whose data this tab holds (``None``: the shared scope). Change it with :meth:`set_scope`."""
+        return self.config.scope
 
     @property
     def transport(self) -> Transport:
@@ -223,6 +237,13 @@ class FlowMesh:
         """Call ``callback(leader_id)`` whenever this tab's view of the leader changes."""
         return _subscribe(self._leader_listeners, callback)
 
+    def on_scope_change(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call ``callback(scope)`` inside :meth:`set_scope`, once every flow of the old scope is reset.
+
+        The place to clear page state of the old scope that the mesh does not know about.
+        """
+        return _subscribe(self._scope_listeners, callback)
+
     # --- flows ---------------------------------------------------------------------------
 
     def register(self, key: str, function: FlowFunction) -> None:
@@ -251,18 +272,103 @@ class FlowMesh:
         if key not in self._flows:
             raise LookupError(f"no flow {key!r} is registered on channel {self.channel!r}")
         future: asyncio.Future[tuple[Any, Source]] = self._loop.create_future()
-        waiter = self._node.execute(key, args, self._now())  # TypeError for non-JSON arguments
+        node = self._node
+        waiter = node.execute(key, args, self._now())  # TypeError for non-JSON arguments
         self._waiters[waiter] = future
         self._flush()
         try:
-            return await future
+            result = await future
         except asyncio.CancelledError:
             # The caller gave up (task cancelled, wait_for timed out): the node forgets this
             # waiter; a shared call goes on for whoever else waits on it.
-            if self._waiters.pop(waiter, None) is not None and not self._disposed:
-                self._node.cancel(waiter, self._now())
+            if self._waiters.pop(waiter, None) is not None and node is self._node and not self._disposed:
+                node.cancel(waiter, self._now())
                 self._flush()
             raise
+        if node is not self._node:  # resolved, but the scope changed before this execute resumed
+            raise ScopeChangedError(f"the scope of channel {self.channel!r} changed while this execute waited")
+        return result
+    # --- scope ---------------------------------------------------------------------------
+
+    def set_scope(self, scope: str | None, *, forget: bool = False) -> None:
+        """Make this tab a member of ``scope``'s mesh: on login, logout and account switches.
+
+        In this order, before it returns: the tab leaves the old scope's mesh as
+        :meth:`dispose` would (a ``Bye``: a leader hands over at once) and drops
+        everything of it (its cache and back-offs); executes still waiting fail with
+        :class:`~pyflowmesh.errors.ScopeChangedError`; calls still running are
+        cancelled and whatever they return is discarded. The tab joins the new
+        scope's mesh with the same node ID and transport and its flows registered
+        again. Every flow bound to this mesh is reset (``data``, ``error`` and
+        ``source`` ``None``, ``status`` ``"idle"``) and its subscribers told; then
+        the :meth:`on_scope_change` listeners. Flows keep working: the next execute
+        runs in the new scope. No value of the old scope reaches a subscriber, a
+        listener or an execute after this returns. :attr:`stats` count afresh
+        from the switch (they describe this tab's member of the new scope's mesh).
+
+        Args:
+            scope: the new scope (a user or session ID), or ``None`` for the shared one.
+            forget: also delete what this device stores for the old scope. Nothing
+                is persisted yet (the Flow-options issue adds persistence, scoped
+                from its first version), so today it only decides what setting the
+                *current* scope again does: nothing without ``forget``, a full reset
+                with it. Pass ``forget=True`` on logout, so the code stays right
+                once persisted entries exist.
+
+        Raises:
+            TypeError, ValueError: an invalid scope (the message never quotes it) or
+                ``forget`` not a bool.
+            MeshDisposedError: the mesh was disposed.
+            RuntimeError: called by a subscriber or listener that this very switch
+                is notifying (switch again after it returned).
+        """
+        if not isinstance(forget, bool):
+            raise TypeError(f"set_scope's forget must be True or False, got {forget!r}")
+        self._check_open()
+        if self._switching:
+            raise RuntimeError("set_scope was called from a listener of the scope switch it is making")
+        config = self.config.with_options(scope=scope)
+        if config.scope == self.config.scope and not forget:
+            return
+        self._switching = True
+        try:
+            self._switch(config)
+        finally:
+            self._switching = False
+
+    def _switch(self, config: MeshConfig) -> None:
+        changed = ScopeChangedError(f"the scope of channel {self.channel!r} changed while this execute waited")
+        old = self._node
+        old.leave(self._now(), changed)  # a Bye (a leader hands over); its waiters get `changed`
+        for task in list(self._calls.values()):
+            task.cancel()  # a call of the old scope; _call would discard its outcome anyway
+        self._calls.clear()
+        self._carry_out(old.take_effects(), self._waiters, old)
+        waiters, self._waiters = self._waiters, {}  # the new node numbers its waiters from 1 again
+        for future in waiters.values():  # resolved by effects a flush in progress will now drop
+            if not future.done():
+                future.set_exception(changed)
+        if self._disposed:  # a listener disposed the mesh
+            return
+        self.config = config
+        # The same ID: the digest in every envelope and lock keeps the two scopes apart.
+        self._node = MeshNode(old.node_id, config, wall_clock=_wall_clock)
+        for key in self._flows:
+            self._node.register_flow(key)
+        self._transport.set_scope(self._node.scope_digest)
+        now = self._now()
+        if self._hidden:
+            self._node.set_hidden(True, now)
+        self._node.start(now)
+        self._flush()
+        for reset in list(self._flow_resets):
+            reset()
+        for callback in list(self._scope_listeners):
+            self._notify(callback, config.scope)
+
+    def _bind_flow(self, reset: Callable[[], None]) -> None:
+        """A Flow on this mesh: ``reset`` clears its state when the scope changes."""
+        self._flow_resets.append(reset)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -309,18 +415,38 @@ class FlowMesh:
 
     def _flush(self) -> None:
         """Carry out every queued effect, then set the timer for the next deadline."""
-        for effect in self._node.take_effects():
-            try:
-                self._apply(effect)
-            except Exception:  # e.g. the channel closed under us: one effect lost, never the loop
-                log.exception("pyflowmesh: carrying out %s on channel %r failed", type(effect).__name__, self.channel)
+        self._carry_out(self._node.take_effects(), self._waiters, self._node)
         self._arm_timer()
 
-    def _apply(self, effect: object) -> None:
+    def _carry_out(
+        self, effects: list[Effect], waiters: dict[int, asyncio.Future[tuple[Any, Source]]], node: MeshNode
+    ) -> None:
+        """Carry out ``effects`` of ``node``, whose waiting executes are ``waiters``, one by one.
+
+        A failure to carry out one (the channel closed under us) loses that one, never the
+        rest. A listener may switch the scope in the middle: the rest belongs to the old
+        scope and is dropped (its waiters were failed, its peers had a ``Bye``).
+        """
+        for effect in effects:
+            if node is not self._node:
+                break
+            try:
+                self._apply(effect, waiters, node)
+            except Exception:
+                log.exception("pyflowmesh: carrying out %s on channel %r failed", type(effect).__name__, self.channel)
+
+    def _tell(self, listeners: Iterable[Callable[[Any], None]], value: Callable[[], Any], node: MeshNode) -> None:
+        """Call each listener with ``value()`` of ``node``, unless one of them switched the scope."""
+        for callback in list(listeners):
+            if node is not self._node:
+                break
+            self._notify(callback, value())
+
+    def _apply(self, effect: object, waiters: dict[int, asyncio.Future[tuple[Any, Source]]], node: MeshNode) -> None:
         if isinstance(effect, Send):
             self._transport.send(effect.data)
         elif isinstance(effect, StartCall):
-            task = self._loop.create_task(self._call(effect))
+            task = self._loop.create_task(self._call(effect, node))
             self._calls[effect.call_id] = task
             task.add_done_callback(functools.partial(self._call_done, effect.call_id))
         elif isinstance(effect, CancelCall):
@@ -328,22 +454,19 @@ class FlowMesh:
             if running is not None:
                 running.cancel()
         elif isinstance(effect, Resolve):
-            future = self._waiters.pop(effect.waiter, None)
+            future = waiters.pop(effect.waiter, None)
             if future is not None and not future.done():
                 future.set_result((effect.value, effect.source))
         elif isinstance(effect, Reject):
-            future = self._waiters.pop(effect.waiter, None)
+            future = waiters.pop(effect.waiter, None)
             if future is not None and not future.done():
                 future.set_exception(effect.error)
-        elif isinstance(effect, CacheUpdated):
-            for callback in list(self._cache_listeners.get(effect.key, ())):
-                self._notify(callback, effect.value)  # a fresh copy for each listener
+        elif isinstance(effect, CacheUpdated):  # a fresh copy of the data for each listener
+            self._tell(self._cache_listeners.get(effect.key, ()), lambda: effect.value, node)
         elif isinstance(effect, FailureShared):
-            for callback in list(self._error_listeners.get(effect.key, ())):
-                self._notify(callback, effect.error)
+            self._tell(self._error_listeners.get(effect.key, ()), lambda: effect.error, node)
         elif isinstance(effect, LeaderChanged):
-            for callback in list(self._leader_listeners):
-                self._notify(callback, effect.leader)
+            self._tell(self._leader_listeners, lambda: effect.leader, node)
         elif isinstance(effect, WatchPeer):
             if not self._disposed:
                 self._transport.watch(effect.node_id)
@@ -386,13 +509,13 @@ class FlowMesh:
             self._node.tick(self._now())
             self._flush()
 
-    async def _call(self, call: StartCall) -> None:
-        """Run one flow call and report its outcome to the node, whatever happens.
+    async def _call(self, call: StartCall, node: MeshNode) -> None:
+        """Run one flow call for ``node`` and report its outcome to it, whatever happens.
 
         The function may raise anything, including ``CancelledError`` of its own (it
         awaited a task something else cancelled): that is a failure of the call like any
-        other. Only when this task itself is cancelled (the node gave up on the call, or
-        the member was disposed) is nothing reported.
+        other. Only when this task itself is cancelled (the node gave up on the call, the
+        member was disposed, or the tab switched scope) is nothing reported.
         """
         result: Any = None
         failure: BaseException | None = None
@@ -410,12 +533,12 @@ class FlowMesh:
             failure = error
         except BaseException as error:  # noqa: B036 - every outcome must reach the node
             failure = _interrupted(call.flow, error)
-        if not self._disposed:
+        if not self._disposed and node is self._node:  # else: disposed, or a call of a scope this tab left
             if failure is None:
-                self._node.call_succeeded(call.call_id, result, self._now())
+                node.call_succeeded(call.call_id, result, self._now())
             else:
                 # A TypeError (a result that is not JSON, a bad call) is a bug a retry cannot fix: no back-off.
-                self._node.call_failed(call.call_id, failure, self._now(), back_off=not isinstance(failure, TypeError))
+                node.call_failed(call.call_id, failure, self._now(), back_off=not isinstance(failure, TypeError))
             self._flush()
         if isinstance(failure, FlowInterruptedError) and isinstance(failure.__cause__, (KeyboardInterrupt, SystemExit)):
             raise failure.__cause__
@@ -433,6 +556,7 @@ class FlowMesh:
             self._flush()
 
     def _on_visibility(self, hidden: bool) -> None:
+        self._hidden = hidden
         if not self._disposed:
             self._node.set_hidden(hidden, self._now())
             self._flush()

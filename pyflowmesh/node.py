@@ -23,7 +23,7 @@ from .effects import Effect, LeaderChanged, Renamed, Send, WatchPeer
 from .election import BullyElection, Role
 from .errors import MeshDisposedError
 from .flows import FlowCoordinator
-from .protocol import Bye, Hello, Message, ProtocolError, decode, encode
+from .protocol import Bye, Hello, Message, ProtocolError, decode, encode, scope_digest
 from .stats import MeshStats
 from .values import is_text
 
@@ -74,6 +74,8 @@ class MeshNode:
     ) -> None:
         self.node_id = _check_node_id(node_id)
         self.config = config
+        # What every message of this member carries, and every message it accepts must carry.
+        self.scope_digest = scope_digest(config.channel, config.scope)
         self.stats = MeshStats()
         self.cache = SharedCache(config.stale_time, config.max_entries)
         self._wall_clock = wall_clock
@@ -139,9 +141,12 @@ class MeshNode:
         if self._left:
             return
         try:
-            message = decode(raw, self.config.max_message_bytes)
+            message = decode(raw, self.config.max_message_bytes, self.scope_digest)
         except ProtocolError as error:
-            self.stats.drop(error.reason)
+            if error.reason == "scope":
+                self.stats.other_scope += 1  # another scope's mesh on this channel: not ours, not bad
+            else:
+                self.stats.drop(error.reason)
             return
         except Exception as error:  # the decoder's own bug: the message is dropped all the same
             self.internal_error(error)
@@ -276,8 +281,12 @@ class MeshNode:
         with self._guard():
             self.flows.invalidate(key, now)
 
-    def leave(self, now: float) -> None:
-        """Leave the mesh: say ``Bye`` so a successor is elected at once, fail local waiters."""
+    def leave(self, now: float, error: BaseException | None = None) -> None:
+        """Leave the mesh: say ``Bye`` so a successor is elected at once, fail local waiters.
+
+        ``error`` is what the waiters get (default: ``MeshDisposedError``; a scope
+        switch passes ``ScopeChangedError``).
+        """
         if self._left:
             return
         with self._guard():
@@ -287,7 +296,7 @@ class MeshNode:
                 self._election.leave()
                 if was_leader or self._election.leader is not None:
                     self.emit(LeaderChanged(None, False))
-        self.flows.abandon_all(MeshDisposedError("the mesh member was disposed while this execute waited"))
+        self.flows.abandon_all(error or MeshDisposedError("the mesh member was disposed while this execute waited"))
         self.emit(WatchPeer(None))
         self._left = True
 
@@ -295,7 +304,7 @@ class MeshNode:
 
     def send(self, message: Message) -> int:
         """Encode and queue ``message``; its size in bytes, or 0 if it exceeds ``max_message_bytes`` (not sent)."""
-        data = encode(message)
+        data = encode(message, self.scope_digest)
         size = len(data) if data.isascii() else len(data.encode())
         if size > self.config.max_message_bytes:
             self.stats.too_large += 1

@@ -10,10 +10,18 @@ protocol version, of an unknown type, or with a missing or ill-typed field raise
 the message; nothing foreign can ever change a tab's state. Other versions are
 dropped too, so old and new versions of a page sharing a channel after a deploy
 form two separate meshes instead of confusing each other.
+
+**Scopes.** A mesh of a scope (``MeshConfig.scope``: whose data the tab holds)
+adds ``"scope": <digest>`` to every envelope: :func:`scope_digest` of the channel
+and the scope, never the scope itself. The shared scope (``None``) omits the
+field, so its messages are byte for byte those of a page without scopes. A
+message of another scope raises ``ProtocolError("scope")``: tabs of two scopes on
+one channel are two meshes that never act on each other's messages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -50,6 +58,7 @@ __all__ = [
     "MAX_INTERVAL",
     "encode",
     "decode",
+    "scope_digest",
 ]
 
 PROTOCOL = "pyflowmesh"
@@ -258,17 +267,51 @@ MESSAGE_TYPES: dict[str, type] = {
 }
 
 
+# --- scopes ---------------------------------------------------------------------------------
+
+_SCOPE_DIGEST = re.compile(r"[0-9a-f]{16}")
+
+
+def scope_digest(channel: str, scope: str | None) -> str:
+    """What the wire carries for ``scope`` on ``channel``: 16 hex digits, or ``""`` for the shared scope.
+
+    A SHA-256 over a label, the channel and the scope, cut to 64 bits:
+    enough that two scopes of one channel never meet by accident, and no message
+    names the user. It is a label, not a secret: a script of the origin that can
+    guess the scope (a user ID) can compute it too; the README's Security section
+    says what that means.
+    """
+    if scope is None:
+        return ""
+    name = channel.encode("utf-8", "surrogatepass")
+    # The channel's length first: no other pair of channel and scope gives the same bytes.
+    data = b"pyflowmesh-scope\0%d:" % len(name) + name + scope.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _check_scope_digest(scope: str) -> str:
+    if scope != "" and (not isinstance(scope, str) or not _SCOPE_DIGEST.fullmatch(scope)):
+        raise ValueError(f"scope must be '' or a scope_digest(), got {scope!r}")
+    return scope
+
+
 # --- encoding -------------------------------------------------------------------------------
 
 
-def encode(message: Message) -> str:
-    """The message as JSON text. Values must already have passed :func:`check_json`."""
+def encode(message: Message, scope: str = "") -> str:
+    """The message as JSON text, in the envelope of ``scope`` (a :func:`scope_digest`; ``""``: shared).
+
+    Values must already have passed :func:`check_json`.
+    """
     body = asdict(message)  # type: ignore[call-overload]
     for name in _OPTIONAL_FIELDS:
         if body.get(name, 0) is None:
             del body[name]
+    envelope: dict[str, Any] = {"proto": PROTOCOL, "v": VERSION}
+    if _check_scope_digest(scope):
+        envelope["scope"] = scope
     return json.dumps(
-        {"proto": PROTOCOL, "v": VERSION, "type": message.TYPE, **body},
+        {**envelope, "type": message.TYPE, **body},
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=False,
@@ -404,6 +447,7 @@ _CHECKS_BY_TYPE: dict[str, dict[str, Any]] = {
 }
 _CHECKS_BY_TYPE["invalidate"]["key"] = _optional(_text)
 _OPTIONAL_FIELDS = ("to", "sent")
+_ENVELOPE = frozenset({"proto", "v", "scope", "type"})
 
 
 # How deep a message may nest: a value nests at most MAX_DEPTH + 1 levels (check_json
@@ -435,15 +479,20 @@ def _nesting(raw: str, limit: int) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
-def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
-    """Parse and validate one message received from the channel.
+def decode(raw: Any, max_bytes: int = 1 << 20, scope: str = "") -> Message:
+    """Parse and validate one message received from the channel by a member of ``scope``.
+
+    ``scope`` is the member's :func:`scope_digest` (``""``: the shared scope). A
+    message of another scope is refused before its fields are looked at.
 
     Raises:
         ProtocolError: with ``reason`` one of ``not-text``, ``too-large``,
             ``too-deep``, ``not-json``, ``not-object``, ``foreign``, ``version``,
+            ``scope`` (valid traffic of another scope's mesh on this channel),
             ``unknown-type``, ``bad-field:<name>``, ``extra-field:<name>`` (``<name>`` a
             field name of this protocol) or ``extra-field``.
     """
+    _check_scope_digest(scope)
     if not isinstance(raw, str):
         raise ProtocolError("not-text")
     if len(raw) > max_bytes or not raw.isascii() and len(raw.encode("utf-8", "surrogatepass")) > max_bytes:
@@ -460,6 +509,11 @@ def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
         raise ProtocolError("foreign")
     if body.get("v") != VERSION or isinstance(body.get("v"), bool):
         raise ProtocolError("version")
+    theirs = body.get("scope", "")
+    if "scope" in body and not (isinstance(theirs, str) and _SCOPE_DIGEST.fullmatch(theirs)):
+        raise ProtocolError("bad-field:scope")  # the shared scope omits the field; "" is not ours
+    if theirs != scope:
+        raise ProtocolError("scope")
     kind = body.get("type")
     if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
         raise ProtocolError("unknown-type")
@@ -467,7 +521,7 @@ def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
     checks = _CHECKS_BY_TYPE[kind]
     values: dict[str, Any] = {}
     for name, value in body.items():
-        if name in ("proto", "v", "type"):
+        if name in _ENVELOPE:
             continue
         check = checks.get(name)
         if check is None:  # named only if it is a field of ours: drop reasons are a fixed set

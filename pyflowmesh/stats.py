@@ -17,6 +17,8 @@ class MeshStats:
         sent: messages posted to the channel.
         received: valid messages received (including ones addressed to other tabs).
         dropped: messages received and dropped as malformed, foreign or of another version.
+        other_scope: valid messages of another scope's mesh on this channel, ignored
+            (not counted as ``dropped``: that traffic is legitimate, just not ours).
         drop_reasons: ``dropped`` by reason (``"not-json"``, ``"version"``, ``"bad-field:term"`` ...).
         elections: elections this tab started.
         leader_changes: times this tab's view of the leader changed.
@@ -39,6 +41,7 @@ class MeshStats:
     received: int = 0
     dropped: int = 0
     drop_reasons: Counter[str] = field(default_factory=Counter)
+    other_scope: int = 0
     elections: int = 0
     leader_changes: int = 0
     calls: int = 0

@@ -8,9 +8,10 @@
 
 Delivery is asynchronous and in order, never back to the sender, exactly as the
 browser does it. With ``locks=True`` (the default) the hub also plays the part of
-Web Locks: a member that closes or crashes is reported gone to the members that
-watch it. ``hub.post(raw)`` puts anything on a channel, as a foreign script could,
-and ``hub.crash(mesh)`` makes a tab vanish without a word.
+Web Locks: a member that closes or crashes (or moves to another scope, whose lock
+has another name) is reported gone to the members of its scope that watch it.
+``hub.post(raw)`` puts anything on a channel, as a foreign script could, and
+``hub.crash(mesh)`` makes a tab vanish without a word.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class MemoryHub:
         """The node IDs connected to ``channel``."""
         return [m.node_id for m in self._members.get(channel, []) if m.node_id]
 
+    def holds_lock(self, channel: str, scope: str, node_id: str) -> bool:
+        """True while a member of scope digest ``scope`` with ID ``node_id`` is on ``channel``."""
+        return any(m.node_id == node_id and m.scope == scope for m in self._members.get(channel, []))
+
     # --- used by the transports -----------------------------------------------------------
 
     def _join(self, member: MemoryTransport) -> None:
@@ -66,9 +71,13 @@ class MemoryHub:
         members = self._members.get(member.channel, [])
         if member in members:
             members.remove(member)
+        self._released(member, member.scope)
+
+    def _released(self, member: MemoryTransport, scope: str) -> None:
+        """``member``'s lock of ``scope`` is free: its watchers in that scope learn it is gone."""
         if self.locks:
-            for other in list(members):
-                if other.watching == member.node_id:
+            for other in list(self._members.get(member.channel, [])):
+                if other is not member and other.scope == scope and other.watching == member.node_id:
                     other._report_gone(member.node_id)
 
     def _broadcast(self, sender: MemoryTransport, data: str) -> None:
@@ -85,6 +94,7 @@ class MemoryTransport(Transport):
         self.hub = hub
         self.channel = ""
         self.node_id = ""
+        self.scope = ""  # the scope digest: with the node ID, the name of the lock it holds
         self.watching: str | None = None
         self.sent = 0
         self._events: TransportEvents | None = None
@@ -105,16 +115,22 @@ class MemoryTransport(Transport):
             self.sent += 1
             self.hub._broadcast(self, data)
 
+    def set_scope(self, scope: str) -> None:
+        old, self.scope = self.scope, scope
+        self.watching = None
+        if self._open and old != scope:
+            self.hub._released(self, old)
+
     def watch(self, node_id: str | None) -> None:
         self.watching = node_id
-        if node_id is not None and self.hub.locks and node_id not in self.hub.members(self.channel):
+        if node_id is not None and self.hub.locks and not self.hub.holds_lock(self.channel, self.scope, node_id):
             self._report_gone(node_id)  # like a lock request granted at once: nobody holds it
 
     def rename(self, node_id: str) -> None:
         old, self.node_id = self.node_id, node_id
         if self._open and self.hub.locks:  # the old ID's lock is released: its watchers learn it
             for other in list(self.hub._members.get(self.channel, [])):
-                if other is not self and other.watching == old:
+                if other is not self and other.scope == self.scope and other.watching == old:
                     other._report_gone(old)
 
     def close(self) -> None:

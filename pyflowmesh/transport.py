@@ -57,6 +57,15 @@ class Transport(ABC):
         """The member took a new ID (another tab had its own): whatever is held under the old
         ID (a Web Lock) is held under ``node_id`` from now on. Optional, as :meth:`watch`."""
 
+    def set_scope(self, scope: str) -> None:  # noqa: B027 - optional, deliberately a no-op
+        """The member belongs to the scope of digest ``scope`` (``""``: the shared scope) from now on.
+
+        A transport with locks holds its own lock, and watches others', under that
+        scope only, so a tab of one scope never takes a tab of another for its
+        leader. ``FlowMesh`` calls it before :meth:`open` and on every scope switch
+        (after which it also stops watching). Optional for a transport without locks.
+        """
+
     @abstractmethod
     def close(self) -> None:
         """Leave the channel and release everything (listeners, proxies, locks). Idempotent."""

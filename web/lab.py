@@ -20,12 +20,15 @@ Query parameters (all optional; durations in milliseconds):
 ``protocol``        a protocol version to speak instead of ours (sets
                     ``pyflowmesh.protocol.VERSION`` before the mesh starts): an "other
                     deploy" of the page, which must form its own mesh
+``scope``           the mesh's ``scope`` (whose data the tab holds; default none: the
+                    shared scope)
 ==================  =============================================================
 
 Every flow ``<key>`` calls ``./api/data?key=<key>&arg=<arg>&delay_ms=<delay_ms>`` with
 ``pyfetch`` (``arg``: a single str argument as is, otherwise the arguments as JSON)
 and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
-(``value``, ``calls``, ``args``) plus ``fetched_by``: the node ID of the tab that called.
+(``value``, ``calls``, ``args``, ``user``: the ``user`` cookie the server saw) plus
+``fetched_by``: the node ID of the tab that called.
 
 ``window.pfm``, for tests (every return value is plain JS data, never a PyProxy):
 
@@ -36,6 +39,12 @@ and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
 * ``state()``: ``{node_id, role, leader, leader_id, term, stats, disposed, live_proxies,
   transport_sent, hidden, mesh, protocol_version, config}``.
 * ``dispose()``: leaves the mesh (``FlowMesh.dispose``); returns ``state()``.
+* ``set_scope(scope, forget)``: ``FlowMesh.set_scope`` (``null``: the shared scope);
+  returns ``{ok, error, state, wall}`` (``wall``: ``Date.now()`` when it returned).
+* ``seen()``: what reached this tab's listeners, in order: ``{what, flow, status, user,
+  scope, wall}`` per entry; ``what`` is ``cache`` (``on_cache_update`` of a flow's key
+  without arguments; ``user`` is the data's), ``flow`` (a flow's subscribers were told:
+  ``status``) or ``scope`` (``on_scope_change``).
 * ``events()``: this tab's view of the leader over time: ``{leader, role, term, at,
   wall}`` per change (``at``: ``performance.now()``, ``wall``: ``Date.now()``); the
   first entry is the start.
@@ -54,7 +63,7 @@ thenable ``PyodideFuture`` PyProxy, again not a ``Promise``. JS ``null`` arrives
 Python as ``pyodide.ffi.jsnull`` (neither ``None`` nor a ``JsProxy``). So ``pfm``
 returns only JS values: ``execute`` builds a ``js.Promise`` whose executor is a
 ``create_once_callable`` (destroyed after its one call) and resolves it from an
-asyncio task with an object made by ``JSON.parse``; the five functions of ``pfm``
+asyncio task with an object made by ``JSON.parse``; the seven functions of ``pfm``
 are the page's only long-lived PyProxies besides the mesh's own
 (``window.lab_proxies`` counts them).
 """
@@ -73,6 +82,7 @@ from pyodide.http import pyfetch
 import pyflowmesh
 import pyflowmesh.protocol
 from pyflowmesh import FlowMesh, SharedFlowError, use_flow
+from pyflowmesh.values import cache_key
 
 params = js.URLSearchParams.new(js.location.search)
 
@@ -90,6 +100,7 @@ DELAY_MS = param("delay_ms", 0, int)
 FLOW_KEYS = [key.strip() for key in param("flows", "data").split(",") if key.strip()]
 USE_MESH = param("mesh", "1") != "0"
 PROTOCOL = param("protocol", None, int)
+SCOPE = param("scope", None)
 if PROTOCOL is not None:
     pyflowmesh.protocol.VERSION = PROTOCOL  # encode() and decode() read it at each call
 
@@ -105,7 +116,7 @@ for name in ("stale_time", "error_backoff", "max_error_backoff", "hidden_timeout
 if options.get("error_backoff", 0) > options.get("max_error_backoff", 30_000):
     options["max_error_backoff"] = options["error_backoff"]
 
-mesh = FlowMesh(CHANNEL, **options) if USE_MESH else None
+mesh = FlowMesh(CHANNEL, scope=SCOPE, **options) if USE_MESH else None
 js.window.lab_node_id = mesh.node_id if mesh else None
 
 
@@ -166,7 +177,7 @@ def state() -> dict[str, Any]:
         "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.leader, "leader_id": mesh.leader_id,
         "term": mesh.term, "stats": mesh.stats.as_dict(), "disposed": mesh.disposed,
         "live_proxies": getattr(transport, "live_proxies", None), "transport_sent": getattr(transport, "sent", None),
-        "hidden": js.document.visibilityState == "hidden", "mesh": True,
+        "hidden": js.document.visibilityState == "hidden", "mesh": True, "scope": mesh.scope,
         "protocol_version": pyflowmesh.protocol.VERSION,
         "config": {**{k: v for k, v in options.items()}, "flows": FLOW_KEYS, "delay_ms": DELAY_MS,
                    "silence_limit": mesh.config.silence_limit(mesh.config.heartbeat, False),
@@ -227,6 +238,35 @@ def js_events() -> Any:
     return to_js_data(events)
 
 
+# --- what reached this tab's listeners (scope switches must never let the old scope's through)
+
+seen: list[dict[str, Any]] = []
+
+
+def record_seen(what: str, **entry: Any) -> None:
+    seen.append({"what": what, "scope": mesh.scope if mesh else None, "wall": js.Date.now(), **entry})
+
+
+def js_set_scope(scope: Any = None, forget: Any = False) -> Any:
+    scope = from_js(scope)
+    if not isinstance(scope, str):
+        scope = None  # JS null or undefined (Pyodide's jsnull is neither None nor a str)
+    outcome: dict[str, Any] = {"ok": True, "error": None}
+    try:
+        if mesh is None:
+            raise RuntimeError("this lab page has no mesh (mesh=0)")
+        mesh.set_scope(scope, forget=bool(forget))
+    except Exception as error:
+        outcome.update(ok=False, error=f"{type(error).__name__}: {error}")
+    outcome.update(state=state(), wall=js.Date.now())
+    record_event()
+    return to_js_data(outcome)
+
+
+def js_seen() -> Any:
+    return to_js_data(seen)
+
+
 poster = js.BroadcastChannel.new(CHANNEL)  # a second object: the mesh's channel receives what it posts
 
 
@@ -246,7 +286,7 @@ def render(last: dict[str, Any] | None = None) -> None:
 api = js.Object.new()
 lab_proxies = []
 for name, function in (("execute", js_execute), ("state", js_state), ("dispose", js_dispose),
-                       ("events", js_events), ("post", js_post)):
+                       ("events", js_events), ("post", js_post), ("set_scope", js_set_scope), ("seen", js_seen)):
     proxy = create_proxy(function)  # lives as long as the page: window.pfm is the lab's interface
     lab_proxies.append(proxy)
     setattr(api, name, proxy)
@@ -255,6 +295,13 @@ js.window.lab_proxies = len(lab_proxies)
 
 if mesh is not None:
     mesh.on_leader_change(record_event)
+    mesh.on_scope_change(lambda scope: record_seen("scope"))
+    for flow_key, flow in flows.items():
+        mesh.on_cache_update(
+            cache_key(flow_key, ()),
+            lambda value, k=flow_key: record_seen("cache", flow=k, user=value.get("user")),
+        )
+        flow.subscribe(lambda f: record_seen("flow", flow=f.key, status=f.status))
 record_event(start=True)
 js.window.pyflowmesh_ready_ms = round(js.performance.now())
 js.window.pyflowmesh_ready = True

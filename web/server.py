@@ -8,9 +8,12 @@ Pyodide and PyScript, the built wheel) with the MIME types browsers insist on
 
 The API lets tests see how often "the backend" was really called:
 
-- ``GET  /api/data?key=...&delay_ms=N`` -> ``{"value", "calls", "args"}``;
+- ``GET  /api/data?key=...&delay_ms=N`` -> ``{"value", "calls", "args", "user"}``;
   counts every call (failed ones too); sleeps ``delay_ms`` first (max 30 s).
-  In failure mode it answers HTTP 503 with ``{"error", "calls", "args"}``.
+  ``user`` is the value of the ``user`` cookie when the request arrived (``null``
+  without one): the server answers as whoever is "logged in", as a real one does
+  with a session cookie that every tab of the browser shares.
+  In failure mode it answers HTTP 503 with ``{"error", "calls", "args", "user"}``.
 - ``GET  /api/stats``  -> ``{"calls": n, "failing": bool}``
 - ``POST /api/fail``   -> switch failure mode: query ``?on=1``/``?on=0`` or a
   body ``on=1`` / ``{"on": true}``; no value means on. Answers the stats.
@@ -31,6 +34,7 @@ import sys
 import threading
 import time
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -173,10 +177,20 @@ class Handler(SimpleHTTPRequestHandler):
         else:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {url.path}"})
 
+    def _cookie(self, name: str) -> str | None:
+        jar = SimpleCookie()
+        try:
+            jar.load(self.headers.get("Cookie", ""))
+        except CookieError:
+            return None
+        morsel = jar.get(name)
+        return None if morsel is None else morsel.value
+
     def _api_get(self, path: str, query: dict[str, list[str]]) -> None:
         api = self.server.api
         args = {k: v[-1] if len(v) == 1 else v for k, v in query.items()}
         if path == "/api/data":
+            user = self._cookie("user")
             calls, failing = api.next_call()
             try:
                 delay_ms = float(query.get("delay_ms", ["0"])[-1])
@@ -187,11 +201,13 @@ class Handler(SimpleHTTPRequestHandler):
             if failing:
                 self._send_json(
                     HTTPStatus.SERVICE_UNAVAILABLE,
-                    {"error": "service unavailable (failure mode is on)", "calls": calls, "args": args},
+                    {"error": "service unavailable (failure mode is on)", "calls": calls, "args": args, "user": user},
                 )
                 return
             value = args.get("value", f"data-{calls}")
-            self._send_json(HTTPStatus.OK, {"value": value, "calls": calls, "args": args, "time": time.time()})
+            self._send_json(
+                HTTPStatus.OK, {"value": value, "calls": calls, "args": args, "user": user, "time": time.time()}
+            )
         elif path == "/api/stats":
             self._send_json(HTTPStatus.OK, api.stats())
         else:

@@ -230,3 +230,55 @@ async def test_a_hidden_leader_tells_its_followers_to_be_patient(selenium_mesh):
         js.Reflect.deleteProperty(js.document, "visibilityState")
         a.transport.close()
         b.dispose()
+
+
+@run_in_pyodide
+async def test_scope_switches_move_the_web_lock_and_leak_no_proxy(selenium_mesh):
+    import asyncio
+
+    import js
+
+    from pyflowmesh import FlowMesh
+    from pyflowmesh.browser import lock_name
+    from pyflowmesh.protocol import scope_digest
+
+    async def held() -> list[str]:
+        return [lock.name for lock in (await js.navigator.locks.query()).held]
+
+    async def until(condition, what: str) -> None:
+        for _ in range(300):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"gave up waiting for {what}")
+
+    a = FlowMesh("t-scope", heartbeat=60_000, scope="alice")
+    await until(lambda: a.leader, "a to lead alice's mesh")
+    b = FlowMesh("t-scope", heartbeat=60_000, scope="alice")
+    await until(lambda: b.leader_id == a.node_id, "b to follow a")
+    alice, bob = scope_digest("t-scope", "alice"), scope_digest("t-scope", "bob")
+    assert lock_name("t-scope", a.node_id, alice) in await held()
+    proxies = a.transport.live_proxies
+
+    a.set_scope("bob")  # b learns it from the Bye (and from a's released alice lock)
+    await until(lambda: b.leader and a.leader, "b to lead alice's mesh and a bob's")
+    names = await held()
+    assert lock_name("t-scope", a.node_id, bob) in names and lock_name("t-scope", a.node_id, alice) not in names
+
+    for scope in ["alice", "bob"] * 10:  # no proxy, lock or lock request piles up
+        a.set_scope(scope)
+    await until(lambda: a.leader, "a to lead bob's mesh again")
+    assert a.transport.live_proxies <= proxies
+    mine = [name for name in await held() if name.endswith(":" + a.node_id)]
+    assert mine == [lock_name("t-scope", a.node_id, bob)]
+    pending = [lock.name for lock in (await js.navigator.locks.query()).pending]
+    assert not [name for name in pending if name.endswith(":" + a.node_id)]
+    a.dispose()
+    b.dispose()
+    assert a.transport.live_proxies == 0
+    for _ in range(100):
+        if not [name for name in await held() if name.startswith("pyflowmesh:t-scope:")]:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("dispose did not release the Web Locks")
