@@ -75,6 +75,9 @@ MAX_CLAIMS = 1024  # claim records; past it the one expiring first is forgotten
 MAX_BACKOFFS = 1024  # back-off records and failure counts; past it the oldest are forgotten
 MAX_ATTEMPT = 1_000_000  # consecutive failures counted per key (the back-off is long at its maximum)
 MAX_ERROR_TEXT = 2000  # characters of an error's message that cross the channel
+# The highest version a tab stores from the wire: its own next version of the key must
+# still be a number every tab decodes (as for terms: election.MAX_ADOPTED_TERM).
+MAX_ADOPTED_VERSION = MAX_COUNT - 2**32
 MAX_ERROR_TYPE = 200
 
 
@@ -813,6 +816,9 @@ class FlowCoordinator:
         self._claims[key] = record
 
     def _store(self, key: str, data: str, version: int, origin: str, age: float, now: float) -> None:
+        if version > MAX_ADOPTED_VERSION:
+            self._node.stats.drop("version-range")  # our next version of the key could not be sent
+            return
         if self._cache.offer(key, data, version, origin, age, now):
             self._node.emit(CacheUpdated(key, data, origin))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from support import async_test, open_tabs, settle, until
 
 from pyflowmesh import protocol as p
+from pyflowmesh import use_flow
 from pyflowmesh.config import MeshConfig
 from pyflowmesh.node import MeshNode
 from pyflowmesh.testing import MemoryHub
@@ -114,4 +116,25 @@ def test_a_node_never_raises_on_any_forged_message_type() -> None:
     for now in range(100, 5000, 50):
         node.tick(float(now))
     assert node.stats.internal_errors == 0
-    assert set(node.stats.drop_reasons) == {"term-range"}, node.stats.drop_reasons  # terms past the adopt limit
+    # terms and versions past what a tab adopts (its own next one could not be sent)
+    assert set(node.stats.drop_reasons) == {"term-range", "version-range"}, node.stats.drop_reasons
+
+
+@async_test
+async def test_a_forged_result_with_a_version_near_the_limit_cannot_stall_the_key() -> None:
+    hub = MemoryHub()
+    tabs = open_tabs(hub, 3, call_timeout=60_000)  # a stall would show as a wait of a minute
+    calls: list[int] = []
+
+    async def fetch() -> int:
+        calls.append(1)
+        return len(calls)
+
+    flows = [use_flow(fetch, tab, key="v") for tab in tabs]
+    await settle(tabs)
+    hub.post(body("result", src="zz", key="v", value="forged", version=2**53, origin="zz", age=0, shared=True))
+    await until(lambda: all(t.stats.drop_reasons.get("version-range") for t in tabs), what="the forged version dropped")
+    for tab in tabs:
+        tab.invalidate("v")
+    results = await asyncio.wait_for(asyncio.gather(*(f.execute() for f in flows)), 5)
+    assert results == [1, 1, 1] and len(calls) == 1
