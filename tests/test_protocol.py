@@ -138,3 +138,32 @@ async def test_a_forged_result_with_a_version_near_the_limit_cannot_stall_the_ke
         tab.invalidate("v")
     results = await asyncio.wait_for(asyncio.gather(*(f.execute() for f in flows)), 5)
     assert results == [1, 1, 1] and len(calls) == 1
+
+
+    assert set(node.stats.drop_reasons) == {"term-range"}, node.stats.drop_reasons  # terms past the adopt limit
+
+
+def test_a_forged_result_version_at_the_wire_maximum_leaves_the_leaders_next_result_decodable() -> None:
+    # A Result with version 2**53 is valid on the wire and sets this tab's high mark for the key;
+    # the next result it produces then carries 2**53 + 1, which every other tab drops
+    # ("bad-field:version"): its followers wait call_timeout and call the function themselves.
+    from pyflowmesh.effects import Send, StartCall
+
+    node = MeshNode("m", MeshConfig.from_options(channel="c", heartbeat=100, stale_time=1000))
+    node.register_flow("k")
+    node.start(0.0)
+    node.tick(100.0)  # no answer to its Hello: it stands
+    node.tick(200.0)  # and wins
+    assert node.is_leader
+    node.receive(body("result", src="z", key="k", value=0, version=p.MAX_COUNT, origin="z", age=0, shared=True), 300.0)
+    for now in range(350, 1550, 50):  # beating on until the forged entry is stale: the next execute calls
+        node.tick(float(now))
+    assert node.is_leader and node.get_cached("k", 1500.0) is None
+    node.take_effects()
+    node.execute("k", (), 1500.0)
+    (call,) = [e for e in node.take_effects() if isinstance(e, StartCall)]
+    node.call_succeeded(call.call_id, 1, 1510.0)
+    results = [e.data for e in node.take_effects() if isinstance(e, Send) and isinstance(e.message, p.Result)]
+    assert results, "the leader shares its result"
+    for raw in results:
+        p.decode(raw)  # what every other tab does with it: must not be dropped
