@@ -481,3 +481,40 @@ async def test_peer_to_peer_without_a_shared_cache_the_producer_serves_later_exe
     second = await asyncio.gather(flows[1].execute(5), flows[2].execute(5))
     assert len(server.calls) == 1
     assert second == [first, first]
+
+
+# --- found in review: superseded calls, amplification, claims missed, unsendable entries ---------
+
+
+@async_test
+async def test_a_superseded_calls_failure_does_not_fail_executes_that_wait_for_the_new_call() -> None:
+    # Leader's call 1 runs; the key is invalidated; a follower executes (the leader starts call 2);
+    # call 1 then fails. The follower waits for call 2, not for the call its execute came after.
+    hub = MemoryHub()
+    tabs = open_tabs(hub, 2)
+    gates = [asyncio.Event(), asyncio.Event()]
+    calls: list[int] = []
+
+    async def fetch() -> dict[str, int]:
+        calls.append(1)
+        number = len(calls)
+        await gates[number - 1].wait()
+        if number == 1:
+            raise ConnectionError("the old call failed")
+        return {"call": number}
+
+    flows = [use_flow(fetch, tab, key="superseded") for tab in tabs]
+    leader = await settle(tabs)
+    lead, follow = (flows[0], flows[1]) if tabs[0] is leader else (flows[1], flows[0])
+    first = asyncio.ensure_future(lead.execute())
+    await until(lambda: len(calls) == 1, what="the leader's first call")
+    follow.invalidate()
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(follow.execute())
+    await until(lambda: len(calls) == 2, what="the call for the execute after the invalidation")
+    gates[0].set()
+    with pytest.raises(ConnectionError):
+        await ends(first, "the execute of the superseded call")
+    await asyncio.sleep(0.02)
+    gates[1].set()
+    assert await ends(second, "the execute after the invalidation") == {"call": 2}
