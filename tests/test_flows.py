@@ -518,3 +518,33 @@ async def test_a_superseded_calls_failure_does_not_fail_executes_that_wait_for_t
     await asyncio.sleep(0.02)
     gates[1].set()
     assert await ends(second, "the execute after the invalidation") == {"call": 2}
+
+
+def _leading_node(**options: Any) -> Any:
+    """A lone node that stood and won (heartbeat 1000 ms)."""
+    node = _node("m", _Clock(), **options)
+    node.start(0.0)
+    node.tick(1000.0)
+    node.tick(2000.0)
+    assert node.is_leader
+    node.take_effects()
+    return node
+
+
+def test_request_and_invalidate_pairs_cannot_make_a_leader_run_unboundedly_many_calls() -> None:
+    # MAX_SERVED bounds the keys a leader works on for others, but a call superseded by an
+    # Invalidate leaves self.pending and stops counting: each Request + Invalidate pair (two
+    # small posts of any script) starts one more concurrent API call.
+    from pyflowmesh.effects import StartCall
+    from pyflowmesh.flows import MAX_SERVED
+    from pyflowmesh.protocol import PROTOCOL, VERSION
+
+    node = _leading_node()
+    started = 0
+    for req in range(MAX_SERVED + 200):
+        node.receive(json.dumps({"proto": PROTOCOL, "v": VERSION, "type": "request", "src": "x", "dst": "m",
+                                 "req": req, "key": "f", "flow": "f", "args": []}), 2100.0)
+        node.receive(json.dumps({"proto": PROTOCOL, "v": VERSION, "type": "invalidate", "src": "x", "key": "f"}),
+                     2100.0)
+        started += sum(isinstance(e, StartCall) for e in node.take_effects())
+    assert started <= MAX_SERVED, f"{started} calls running at once, none of them ended"
