@@ -548,3 +548,26 @@ def test_request_and_invalidate_pairs_cannot_make_a_leader_run_unboundedly_many_
                      2100.0)
         started += sum(isinstance(e, StartCall) for e in node.take_effects())
     assert started <= MAX_SERVED, f"{started} calls running at once, none of them ended"
+
+
+@async_test
+async def test_a_result_too_large_for_the_channel_is_not_called_again_by_a_later_follower_execute() -> None:
+    # The leader caches its own too-large result; a follower's later execute asks it, the leader
+    # "serves" it from the cache with a Result that send() refuses, and says nothing else: the
+    # follower waits request_timeout, falls back and calls the function again.
+    hub = MemoryHub()
+    tabs = open_tabs(hub, 2, max_message_bytes=2048)
+    calls: list[int] = []
+
+    async def huge() -> str:
+        calls.append(1)
+        return "z" * 5000
+
+    flows = [use_flow(huge, tab, key="huge-later") for tab in tabs]
+    leader = await settle(tabs)
+    lead, follow = (flows[0], flows[1]) if tabs[0] is leader else (flows[1], flows[0])
+    assert await ends(lead.execute(), "the leader's execute") == "z" * 5000
+    await asyncio.sleep(0.02)
+    outcome = await ends(asyncio.gather(follow.execute(), return_exceptions=True), "the follower's execute")
+    assert len(calls) == 1, f"called {len(calls)} times within stale_time with a healthy leader"
+    assert isinstance(outcome[0], SharedFlowError) and outcome[0].error_type == "MessageTooLarge"
