@@ -571,3 +571,40 @@ async def test_a_result_too_large_for_the_channel_is_not_called_again_by_a_later
     outcome = await ends(asyncio.gather(follow.execute(), return_exceptions=True), "the follower's execute")
     assert len(calls) == 1, f"called {len(calls)} times within stale_time with a healthy leader"
     assert isinstance(outcome[0], SharedFlowError) and outcome[0].error_type == "MessageTooLarge"
+
+
+def _route_sends(source: Any, targets: list[Any], now: float) -> list[Any]:
+    """Deliver the Send effects of ``source`` to ``targets`` at ``now``; return its other effects."""
+    from pyflowmesh.effects import Send
+
+    others = []
+    for effect in source.take_effects():
+        if isinstance(effect, Send):
+            for target in targets:
+                target.receive(effect.data, now)
+        else:
+            others.append(effect)
+    return others
+
+
+def test_peer_to_peer_a_tab_that_missed_a_claim_and_claims_within_its_window_does_not_call_again() -> None:
+    # Tab z claims a key; tab a (it joined just after z's Claim went out, so it never heard it)
+    # claims the same key 5 ms later, inside z's claim window. z hears a's lower claim while
+    # CLAIMING and answers nothing; z then calls without a word (Claim(running=True) only comes
+    # a heartbeat later); a's window ends with no competing claim heard: both call.
+    clock = _Clock()
+    z = _node("z", clock, strategy="peer-to-peer")
+    z.start(0.0)
+    z.take_effects()
+    z.execute("f", (), 100.0)
+    z.take_effects()  # z's Claim: nobody else is on the channel yet
+    a = _node("a", clock, strategy="peer-to-peer")
+    a.start(101.0)
+    _route_sends(a, [z], 101.0)
+    a.execute("f", (), 105.0)
+    _route_sends(a, [z], 106.0)
+    for now in range(106, 400, 2):  # the calls never end: every claim stays live
+        for node, other in ((z, a), (a, z)):
+            node.tick(float(now))
+            _route_sends(node, [other], float(now))
+    assert z.stats.calls + a.stats.calls == 1, f"z called {z.stats.calls}, a called {a.stats.calls}"
