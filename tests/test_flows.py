@@ -608,3 +608,23 @@ def test_peer_to_peer_a_tab_that_missed_a_claim_and_claims_within_its_window_doe
             node.tick(float(now))
             _route_sends(node, [other], float(now))
     assert z.stats.calls + a.stats.calls == 1, f"z called {z.stats.calls}, a called {a.stats.calls}"
+
+
+def test_a_hello_to_a_leader_holding_an_unsendable_entry_and_a_back_off_raises_nothing() -> None:
+    # The leader caches its own too-large result, and backs off another key. A joiner's Hello
+    # makes it answer with a Sync of both; that is too large, so _send_sync halves it: one
+    # entry and one failure give halves ([], []) and ([entry], [failure]), the same Sync again,
+    # forever: RecursionError, caught as an internal error. With the default 1 MB limit each
+    # level re-encodes the entry: about 3.4 s of CPU per Hello (measured), the event loop blocked.
+    from pyflowmesh.effects import StartCall
+    from pyflowmesh.protocol import Hello, encode
+
+    node = _leading_node(max_message_bytes=1024)
+    node.execute("f", (), 2010.0)
+    node.execute("f", (1,), 2010.0)
+    big, failing = [e for e in node.take_effects() if isinstance(e, StartCall)]
+    node.call_succeeded(big.call_id, "x" * 2000, 2020.0)
+    node.call_failed(failing.call_id, ConnectionError("down"), 2020.0)
+    node.take_effects()
+    node.receive(encode(Hello(src="joiner")), 2030.0)
+    assert node.stats.internal_errors == 0, repr(getattr(node, "last_internal_error", None))
