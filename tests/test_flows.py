@@ -628,3 +628,20 @@ def test_a_hello_to_a_leader_holding_an_unsendable_entry_and_a_back_off_raises_n
     node.take_effects()
     node.receive(encode(Hello(src="joiner")), 2030.0)
     assert node.stats.internal_errors == 0, repr(getattr(node, "last_internal_error", None))
+
+
+@async_test
+async def test_without_a_shared_cache_a_fallback_claim_owner_serves_the_tab_that_follows_its_claim() -> None:
+    # Leader-follower, share_cache=False: tab b executes before any leader is elected, falls back
+    # (request_timeout 20 ms), claims and calls. Tab a executes while b's claim is still live, so
+    # it follows the claim and asks b by name; b holds the fresh result but declines
+    # ("not-leader": only peer-to-peer producers serve from their cache), so a goes to the
+    # leader, which calls again. (Found by a randomised run over MeshNodes, 1 in 80 trials.)
+    hub, server = MemoryHub(), Server(delay=0.02)
+    tabs = open_tabs(hub, 3, share_cache=False, request_timeout=20)
+    flows = [use_flow(server.fetch, tab, key="private") for tab in tabs]
+    first = await ends(flows[1].execute(2), "the execute before any leader")
+    assert len(server.calls) == 1
+    second = await ends(flows[0].execute(2), "the execute that follows b's claim")
+    assert len(server.calls) == 1, "b's fresh result was there, and a asked b for it"
+    assert second == first
