@@ -645,3 +645,28 @@ async def test_without_a_shared_cache_a_fallback_claim_owner_serves_the_tab_that
     second = await ends(flows[0].execute(2), "the execute that follows b's claim")
     assert len(server.calls) == 1, "b's fresh result was there, and a asked b for it"
     assert second == first
+
+
+@pytest.mark.parametrize("strategy", ["leader-follower", "peer-to-peer"])
+def test_a_flood_of_small_requests_or_claims_does_not_make_a_tab_flood_the_channel(strategy: str) -> None:
+    # Issue item 12 was fixed for Hello (a token bucket on Sync); a Request for a cached key
+    # (the leader) or a Claim of it (the peer-to-peer producer) is answered with the whole
+    # entry every time: 20 posts of ~150 bytes made 20 results of 60 KB each.
+    from pyflowmesh.effects import Send, StartCall
+    from pyflowmesh.protocol import PROTOCOL, VERSION
+
+    if strategy == "leader-follower":
+        node = _leading_node(max_message_bytes=64 * 1024)
+    else:
+        node = _node("m", _Clock(), strategy="peer-to-peer", max_message_bytes=64 * 1024)
+        node.start(0.0)
+    node.execute("f", (), 2010.0)
+    (call,) = [e for e in node.take_effects() if isinstance(e, StartCall)]
+    node.call_succeeded(call.call_id, "v" * 60_000, 2020.0)
+    node.take_effects()
+    for index in range(20):
+        ask = ({"type": "request", "dst": "m", "req": index, "key": "f", "flow": "f", "args": []}
+               if strategy == "leader-follower" else {"type": "claim", "key": "f", "running": False})
+        node.receive(json.dumps({"proto": PROTOCOL, "v": VERSION, "src": f"x{index:02d}", **ask}), 2030.0 + index)
+    sent = sum(len(e.data) for e in node.take_effects() if isinstance(e, Send))
+    assert sent <= 3 * 64 * 1024, f"20 small posts made {sent} bytes of answers"
