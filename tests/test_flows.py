@@ -670,3 +670,31 @@ def test_a_flood_of_small_requests_or_claims_does_not_make_a_tab_flood_the_chann
         node.receive(json.dumps({"proto": PROTOCOL, "v": VERSION, "src": f"x{index:02d}", **ask}), 2030.0 + index)
     sent = sum(len(e.data) for e in node.take_effects() if isinstance(e, Send))
     assert sent <= 3 * 64 * 1024, f"20 small posts made {sent} bytes of answers"
+
+
+def test_hostile_claims_and_failures_with_long_keys_do_not_make_a_tab_hold_a_thousand_messages() -> None:
+    # _claims, _backoffs and _attempts are bounded by count (1024 each), not by size: keys (and
+    # failure messages) are as long as a message allows. 200 Claims with 1 MB keys held 200 MB
+    # in a tab (measured); at MAX_CLAIMS, ~1 GB per structure, in every tab of the channel.
+    import tracemalloc
+
+    from pyflowmesh.protocol import PROTOCOL, VERSION
+
+    limit = 64 * 1024
+    node = _node("m", _Clock(), strategy="peer-to-peer", max_message_bytes=limit)
+    node.start(0.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(300):
+            key = f"{index:04d}" + "k" * (limit - 300)
+            node.receive(json.dumps({"proto": PROTOCOL, "v": VERSION, "type": "claim", "src": "x", "key": key,
+                                     "running": True}), 10.0)
+            node.receive(json.dumps({"proto": PROTOCOL, "v": VERSION, "type": "failure", "src": "x", "key": key,
+                                     "error_type": "E", "message": "m", "retry_in": 60_000.0, "attempt": 1,
+                                     "shared": True}), 10.0)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert node.stats.internal_errors == 0
+    assert held <= 64 * limit, f"{held / limit:.0f} messages' worth held after 600 hostile posts"
