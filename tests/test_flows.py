@@ -698,3 +698,31 @@ def test_hostile_claims_and_failures_with_long_keys_do_not_make_a_tab_hold_a_tho
         tracemalloc.stop()
     assert node.stats.internal_errors == 0
     assert held <= 64 * limit, f"{held / limit:.0f} messages' worth held after 600 hostile posts"
+
+
+@pytest.mark.parametrize("share_cache", [True, False])
+@async_test
+async def test_peer_to_peer_a_renamed_producer_still_serves_what_it_produced(share_cache: bool) -> None:
+    # A peer-to-peer tab produced key k as "same"; a second tab opens with node_id "same", so the
+    # first renames to "same~xxxxxx". Its entry keeps origin "same": Sync to joiners, claim
+    # answers and producer requests all compare entry.origin with the new ID, so it serves
+    # nothing it produced and the twin's execute (and, without share_cache, every later one)
+    # calls again. The same flow with a joiner of another ID makes one call.
+    from pyflowmesh import FlowMesh
+
+    hub, server = MemoryHub(), Server(delay=0.02)
+    options: dict[str, Any] = {"heartbeat": HEARTBEAT, "strategy": "peer-to-peer", "share_cache": share_cache}
+    first = FlowMesh("test-mesh", transport=hub.transport(), node_id="same", **options)
+    (other,) = open_tabs(hub, 1, strategy="peer-to-peer", share_cache=share_cache)
+    flows = [use_flow(server.fetch, first, key="k"), use_flow(server.fetch, other, key="k")]
+    await asyncio.sleep(0.05)
+    produced = await ends(flows[0].execute(), "the first execute")
+    await asyncio.sleep(0.05)
+    twin = FlowMesh("test-mesh", transport=hub.transport(), node_id="same", **options)
+    flows.append(use_flow(server.fetch, twin, key="k"))
+    await until(lambda: first.node_id != "same" or twin.node_id != "same", what="the rename")
+    await asyncio.sleep(0.05)
+    outcomes = [await ends(flows[2].execute(), "the twin's execute"),
+                await ends(flows[1].execute(), "the other tab's execute")]
+    assert len(server.calls) == 1, f"{len(server.calls)} calls within stale_time, the producer alive"
+    assert outcomes == [produced, produced]
