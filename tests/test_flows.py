@@ -726,3 +726,16 @@ async def test_peer_to_peer_a_renamed_producer_still_serves_what_it_produced(sha
                 await ends(flows[1].execute(), "the other tab's execute")]
     assert len(server.calls) == 1, f"{len(server.calls)} calls within stale_time, the producer alive"
     assert outcomes == [produced, produced]
+
+
+@pytest.mark.parametrize("key", ["\ud800", b"k", 5, "k" * (2 << 20)], ids=["lone-surrogate", "bytes", "int", "too-long"])
+def test_invalidate_with_a_bad_key_is_a_type_error_of_the_call_not_an_internal_error(key: Any) -> None:
+    # share_result checks its key; invalidate does not: a lone surrogate or bytes make send()
+    # raise inside the node's guard (counted in internal_errors, the other tabs never told); an
+    # int goes out and every other tab drops it (bad-field:key); a key longer than
+    # max_message_bytes is dropped as too_large. Each time the caller believes every tab dropped it.
+    node = _node("m", _Clock())
+    node.start(0.0)
+    with pytest.raises(TypeError):
+        node.invalidate(key, 10.0)
+    assert node.stats.internal_errors == 0 and node.stats.too_large == 0
