@@ -739,3 +739,42 @@ def test_invalidate_with_a_bad_key_is_a_type_error_of_the_call_not_an_internal_e
     with pytest.raises(TypeError):
         node.invalidate(key, 10.0)
     assert node.stats.internal_errors == 0 and node.stats.too_large == 0
+
+
+@pytest.mark.parametrize("role", ["leader", "follower"])
+def test_a_flow_key_that_utf8_cannot_carry_is_refused_or_its_execute_ends(role: str) -> None:
+    # Flow keys are not checked with is_text (use_flow, FlowMesh.register, MeshNode.register_flow):
+    # with key '\ud800x' the leader's call succeeds, _publish's send() raises inside the guard
+    # (internal error) before _finish, and the execute never ends; a follower's execute raises
+    # UnicodeEncodeError (not TypeError) after its Pending and waiter were stored.
+    from pyflowmesh.effects import Reject, Resolve, StartCall
+    from pyflowmesh.protocol import Coordinator, encode
+
+    flow = "\ud800x"
+    if role == "leader":
+        node = _leading_node()
+    else:
+        node = _node("a", _Clock())
+        node.start(0.0)
+        node.receive(encode(Coordinator(src="z", term=1, interval=1000.0, hidden=False)), 10.0)
+        assert node.leader == "z"
+        node.take_effects()
+    try:
+        node.register_flow(flow)
+    except (TypeError, ValueError):
+        return  # refused where it was offered
+    try:
+        waiter = node.execute(flow, (), 2010.0)
+    except TypeError:
+        assert not node.flows.pending, "refused, but after a state change"
+        return
+    outcomes = []
+    for now in range(2010, 40_000, 500):
+        for effect in node.take_effects():
+            if isinstance(effect, StartCall):
+                node.call_succeeded(effect.call_id, 1, float(now))
+            elif isinstance(effect, (Resolve, Reject)) and effect.waiter == waiter:
+                outcomes.append(effect)
+        node.tick(float(now))
+    assert outcomes, "the execute never ended"
+    assert node.stats.internal_errors == 0
