@@ -778,3 +778,27 @@ def test_a_flow_key_that_utf8_cannot_carry_is_refused_or_its_execute_ends(role: 
         node.tick(float(now))
     assert outcomes, "the execute never ended"
     assert node.stats.internal_errors == 0
+
+
+@async_test
+async def test_a_flow_raising_an_exception_whose_str_raises_still_ends_every_execute() -> None:
+    # call_failed -> _send_failure -> str(error) raises inside the node's guard, which has no key
+    # to fail: the call was already removed from _calls and pending, so its waiters never get an
+    # outcome, in the leader and (after its fallback call fails the same way) in every follower.
+    class BrokenStr(Exception):
+        def __init__(self, code: int) -> None:  # no super().__init__: a common mistake
+            self.code = code
+
+        def __str__(self) -> str:
+            return str(self.detail)  # type: ignore[attr-defined]  # AttributeError
+
+    async def boom() -> None:
+        raise BrokenStr(5)
+
+    hub = MemoryHub()
+    tabs = open_tabs(hub, 2, call_timeout=1000)
+    flows = [use_flow(boom, tab, key="broken-str") for tab in tabs]
+    await settle(tabs)
+    outcomes = await ends(asyncio.gather(*(f.execute() for f in flows), return_exceptions=True), "the executes")
+    assert all(isinstance(o, Exception) for o in outcomes)
+    assert all(t.stats.internal_errors == 0 for t in tabs)
