@@ -802,3 +802,29 @@ async def test_a_flow_raising_an_exception_whose_str_raises_still_ends_every_exe
     outcomes = await ends(asyncio.gather(*(f.execute() for f in flows), return_exceptions=True), "the executes")
     assert all(isinstance(o, Exception) for o in outcomes)
     assert all(t.stats.internal_errors == 0 for t in tabs)
+
+
+def test_an_execute_during_a_call_that_began_after_the_invalidation_does_not_call_again() -> None:
+    # Peer-to-peer: execute (the tab claims; its call starts when the claim window ends), the key
+    # is invalidated inside the window (the Pending is marked invalidated, as it is not CALLING
+    # yet), the call starts, and another execute arrives while it runs. The call began after the
+    # invalidation, so its result is fresh; but the flag stays on the Pending, the execute goes
+    # to `later`, and when the call ends _renew starts a second call for it.
+    from pyflowmesh.effects import Resolve, StartCall
+
+    node = _node("m", _Clock(), strategy="peer-to-peer")
+    node.start(0.0)
+    first = node.execute("f", (), 100.0)
+    node.invalidate("f", 102.0)
+    node.tick(120.0)  # the claim window (10 ms) is over: the call starts
+    calls = [e for e in node.take_effects() if isinstance(e, StartCall)]
+    assert len(calls) == 1
+    second = node.execute("f", (), 130.0)
+    node.call_succeeded(calls[0].call_id, {"fresh": True}, 200.0)
+    for now in range(200, 400, 5):
+        node.tick(float(now))
+    effects = node.take_effects()
+    resolved = {e.waiter: e.value for e in effects if isinstance(e, Resolve)}
+    assert resolved.get(first) == {"fresh": True}
+    assert node.stats.calls == 1, "a second call for an execute that came after the first call began"
+    assert resolved.get(second) == {"fresh": True}
