@@ -44,3 +44,20 @@ async def test_a_ghost_leader_with_an_absurd_interval_is_followed_only_a_few_hea
     late = open_tabs(hub, 1)
     await until(lambda: settled([*tabs, *late]), what="a late joiner following the same leader")
     assert min(t.term for t in tabs) > 10**9
+
+
+@async_test
+async def test_a_ghost_leader_that_says_it_is_hidden_is_followed_only_a_few_heartbeats() -> None:
+    # The interval of a leader message is clamped to 4 heartbeats, but hidden=True makes the
+    # silence limit max(2.5 x interval, hidden_timeout): one forged Coordinator from an ID that is
+    # no tab keeps every tab following nobody for hidden_timeout (75 s by default, up to a day by
+    # option), 750 heartbeats here. Measured in a virtual-time run: dropped after 75,000 ms.
+    hub = MemoryHub(locks=False)
+    tabs = open_tabs(hub, 3)
+    await settle(tabs)
+    ghost = {"proto": PROTOCOL, "v": VERSION, "type": "coordinator", "src": "~ghost", "term": 10**9,
+             "interval": 600_000, "hidden": True}
+    hub.post(json.dumps(ghost))
+    await until(lambda: all(t.leader_id == "~ghost" for t in tabs), what="the ghost followed")
+    await until(lambda: settled(tabs) and all(t.leader_id != "~ghost" for t in tabs), limit=12 * HEARTBEAT / 1000 + 2,
+                what="a real leader once the ghost fell silent")
