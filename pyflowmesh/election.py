@@ -278,7 +278,13 @@ class BullyElection:
         # A leader of another page version may beat at another pace, but not at any pace: a
         # forged interval of days would keep a dead "leader" followed, one of 10 ms depose it.
         heartbeat = self.config.heartbeat
-        message = replace(message, interval=min(max(message.interval, heartbeat / 4), heartbeat * 4))
+        # A hidden leader is granted hidden_timeout of silence only once it has shown it is a
+        # live tab (we follow it already: this is at least its second message): one forged
+        # Coordinator saying "hidden" from an ID that is no tab must not keep the mesh
+        # following nobody for hidden_timeout.
+        proven = self.role is Role.FOLLOWER and message.src == self.leader
+        message = replace(message, interval=min(max(message.interval, heartbeat / 4), heartbeat * 4),
+                          hidden=message.hidden and proven)
         claim = (message.term, message.src)
         if self.role is Role.LEFT:
             return

@@ -76,4 +76,5 @@ class SharedFlowError(MeshError):
         self.origin = origin
         self.retry_in = max(0.0, float(retry_in))
         wait = f"; the mesh retries in {self.retry_in / 1000:.1f} s" if self.retry_in > 0 else ""
-        super().__init__(f"{error_type}: {message} (in tab {origin}, key {key!r}{wait})")
+        shown = key if len(key) <= 200 else key[:200] + "..."
+        super().__init__(f"{error_type}: {message} (in tab {origin}, key {shown!r}{wait})")

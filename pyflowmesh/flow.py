@@ -19,7 +19,7 @@ from .effects import Source
 from .errors import ScopeChangedError
 from .mesh import FlowMesh, _subscribe
 from .transport import Transport
-from .values import cache_key, check_json, flow_key_for
+from .values import cache_key, check_flow_key, check_json, flow_key_for
 
 __all__ = ["Flow", "FlowStatus", "use_flow"]
 
@@ -261,6 +261,7 @@ def use_flow(
     flow_key = key if key is not None else flow_key_for(function)
     if not isinstance(flow_key, str) or not flow_key:
         raise ValueError(f"a flow key must be a non-empty str, got {flow_key!r}")
+    check_flow_key(flow_key)
     member = mesh if isinstance(mesh, FlowMesh) or mesh is None else _mesh_for(mesh)
     if isinstance(member, FlowMesh):
         _members.setdefault(_member_key(member.channel, _explicit_transport(member)), member)

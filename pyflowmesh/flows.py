@@ -33,11 +33,12 @@ the data it was given changes nothing the mesh shares.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from .cache import SharedCache
+from .cache import CacheEntry, SharedCache
 from .effects import CacheUpdated, CancelCall, FailureShared, Reject, Resolve, Source, StartCall, WatchPeer
 from .election import Role
 from .errors import CallTimeoutError, MessageTooLarge, SharedFlowError
@@ -71,8 +72,9 @@ _NEVER = float("inf")
 # Bounds of what other tabs can make this tab hold (each structure's bound is here).
 MAX_SERVED = 1024  # keys this tab works on for other tabs at once; more requests are declined "busy"
 MAX_REQUESTERS = 256  # tabs one key is served to by name; more are declined "busy"
-MAX_CLAIMS = 1024  # claim records; past it the one expiring first is forgotten
+MAX_CLAIMS = 1024  # claim records (kept by a 16-byte digest of the key); past it the one expiring first goes
 MAX_BACKOFFS = 1024  # back-off records and failure counts; past it the oldest are forgotten
+MAX_BACKOFF_BYTES = 1 << 20  # the text back-off records hold (keys and messages, for Sync); oldest go first
 MAX_ATTEMPT = 1_000_000  # consecutive failures counted per key (the back-off is long at its maximum)
 MAX_ERROR_TEXT = 2000  # characters of an error's message that cross the channel
 # The highest version a tab stores from the wire: its own next version of the key must
@@ -135,6 +137,24 @@ class Pending:
         return tuple(load_json(self.args_json))
 
 
+def _digest(key: str) -> bytes:
+    """A short stand-in for a key in tables that never need the key back (claims, failure counts):
+    a key may be as long as a message, and a hostile script can send a thousand of them."""
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _backoff_size(key: str, backoff: _Backoff) -> int:
+    return len(key) + len(backoff.message) + len(backoff.error_type)
+
+
+def _describe(error: BaseException) -> str:
+    """``str(error)``, or a stand-in when the exception cannot even say what it is."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} whose message cannot be read>"
+
+
 @dataclass(frozen=True, slots=True)
 class _ClaimRecord:
     owner: str
@@ -165,14 +185,16 @@ class FlowCoordinator:
         self.pending: dict[str, Pending] = {}  # bounded: local executes, plus MAX_SERVED for others
         self._waiting: dict[int, Pending] = {}  # waiter -> its Pending (one entry per open execute)
         self._calls: dict[int, Pending] = {}  # call_id -> its Pending (one per CALLING Pending)
-        self._claims: dict[str, _ClaimRecord] = {}  # bounded by MAX_CLAIMS
-        self._backoffs: dict[str, _Backoff] = {}  # bounded by MAX_BACKOFFS
-        self._attempts: dict[str, int] = {}  # consecutive failures per key; bounded by MAX_BACKOFFS
+        self._claims: dict[bytes, _ClaimRecord] = {}  # by key digest; bounded by MAX_CLAIMS
+        self._backoffs: dict[str, _Backoff] = {}  # bounded by MAX_BACKOFFS and MAX_BACKOFF_BYTES
+        self._backoff_bytes = 0
+        self._attempts: dict[bytes, int] = {}  # consecutive failures by key digest; bounded by MAX_BACKOFFS
         self._next_id = 0
-        # Sync answers cost bytes on every tab's channel: a token bucket of bytes refilled at
-        # max_message_bytes per heartbeat, so a flood of Hellos cannot make this tab flood.
-        self._sync_tokens = float(2 * self._config.max_message_bytes)
-        self._sync_refilled = 0.0
+        # Answers that carry cached data (Sync to a joiner, a result to a request or a claim)
+        # cost bytes on every tab's channel, whoever asked: a token bucket of bytes refilled at
+        # max_message_bytes per heartbeat, so a flood of small asks cannot make this tab flood.
+        self._serve_tokens = float(2 * self._config.max_message_bytes)
+        self._serve_refilled = 0.0
 
     @property
     def _me(self) -> str:
@@ -232,8 +254,7 @@ class FlowCoordinator:
             TypeError: ``value`` is not JSON data, or ``key`` is not text.
             MessageTooLarge: the result would not fit in one message.
         """
-        if not isinstance(key, str) or not is_text(key):
-            raise TypeError(f"a cache key must be a str of text, got {key!r}")
+        self._check_key(key)
         check_json(value, f"the value shared for {key!r}")
         data = dump_json(value)
         if self._config.share_cache and self._result_size(key, data) > self._config.max_message_bytes:
@@ -247,8 +268,28 @@ class FlowCoordinator:
             self._finish(pending, now, data=data, source="call")
 
     def invalidate(self, key: str | None, now: float) -> None:
+        """Drop ``key`` (or everything) here and in every tab.
+
+        Raises (before any state changes):
+            TypeError: ``key`` is neither ``None`` nor a str of text, or too long for a message.
+        """
+        self.check_invalidate(key)
         self._drop_cached(key)
         self._node.send(Invalidate(src=self._me, key=key))
+
+    def check_invalidate(self, key: Any) -> None:
+        """Raise ``TypeError`` unless ``key`` is ``None`` or a key an Invalidate can carry."""
+        if key is not None:
+            self._check_key(key)
+            if len(key) * 12 + 4096 > self._config.max_message_bytes:
+                probe = Invalidate(src="x" * 128, key=key)
+                if len(encode(probe).encode()) > self._config.max_message_bytes:
+                    raise MessageTooLarge(f"the key {key[:40]!r}... does not fit in one message")
+
+    @staticmethod
+    def _check_key(key: Any) -> None:
+        if not isinstance(key, str) or not is_text(key):
+            raise TypeError(f"a cache key must be a str that UTF-8 can carry, got {key!r}")
 
     def _drop_cached(self, key: str | None) -> None:
         """Drop ``key`` (or every key) from the cache, and supersede calls of it already running.
@@ -270,28 +311,35 @@ class FlowCoordinator:
         if pending is None:
             return  # a call given up at its timeout: its waiters already have their outcome
         try:
-            check_json(value, f"the result of flow {pending.flow!r}")
-            data = dump_json(value)
-        except (TypeError, ValueError) as error:
             self._call_ended(pending, now)
-            self._fail(pending, TypeError(str(error)), now, back_off=False)
-            return
-        self._call_ended(pending, now)
-        if pending.superseded:
-            if pending.requesters:  # they asked before the invalidation: they get this, no cache does
-                self._node.send(Result(src=self._me, key=pending.key, value=load_json(data), version=0,
-                                       origin=self._me, age=0.0, shared=False, to=sorted(pending.requesters),
-                                       sent=self._node.wall()))
-        else:
-            self._publish(pending.key, data, now, pending.requesters)
-        self._finish(pending, now, data=data, source="call")
+            try:
+                check_json(value, f"the result of flow {pending.flow!r}")
+                data = dump_json(value)
+            except (TypeError, ValueError) as error:
+                self._fail(pending, TypeError(_describe(error)), now, back_off=False)
+                return
+            if pending.superseded:
+                if pending.requesters:  # they asked before the invalidation: they get this, no cache does
+                    self._node.send(Result(src=self._me, key=pending.key, value=load_json(data), version=0,
+                                           origin=self._me, age=0.0, shared=False, to=sorted(pending.requesters),
+                                           sent=self._node.wall()))
+            else:
+                self._publish(pending.key, data, now, pending.requesters)
+            self._finish(pending, now, data=data, source="call")
+        except Exception as error:  # a bug must fail only the waiters of this call
+            self._node.internal_error(error)
+            self._finish(pending, now, error=error, renew=False)
 
     def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
         pending = self._calls.pop(call_id, None)
         if pending is None:
             return
-        self._call_ended(pending, now)
-        self._fail(pending, error, now, back_off)
+        try:
+            self._call_ended(pending, now)
+            self._fail(pending, error, now, back_off)
+        except Exception as bug:
+            self._node.internal_error(bug)
+            self._finish(pending, now, error=error, renew=False)
 
     def abandon_all(self, error: BaseException) -> None:
         """Fail every local waiter (the member is leaving)."""
@@ -339,7 +387,8 @@ class FlowCoordinator:
                 self._node.internal_error(error)
                 self._abort(pending, error)
         if len(self._backoffs) > MAX_BACKOFFS // 2:
-            self._backoffs = {k: b for k, b in self._backoffs.items() if b.until > now}
+            for key in [k for k, b in self._backoffs.items() if b.until <= now]:
+                self._drop_backoff(key)
 
     def _on_deadline(self, pending: Pending, now: float) -> None:
         if pending.phase is Phase.CALLING:
@@ -354,7 +403,7 @@ class FlowCoordinator:
             self._node.stats.fallbacks += 1
             self._start_call(pending, now)
         elif pending.phase is Phase.FOLLOWING_CLAIM:
-            self._claims.pop(pending.key, None)  # its owner went silent: take over
+            self._claims.pop(_digest(pending.key), None)  # its owner went silent: take over
             self._route(pending, now)
         else:  # no leader in time, no accept in time, or the accepted call took too long
             self._fall_back(pending, now)
@@ -424,11 +473,11 @@ class FlowCoordinator:
     def _on_request(self, message: Request, now: float) -> None:
         node = self._node
         pending = self.pending.get(message.key)
-        # Who serves: the leader; a tab that runs (or claimed) the key; peer-to-peer, also a
-        # tab that produced the fresh entry (without share_cache nobody else holds it).
+        # Who serves: the leader; a tab that runs (or claimed) the key; also a tab that
+        # produced the fresh entry (without share_cache nobody else holds it).
         owner = pending is not None and pending.phase in (Phase.CALLING, Phase.CLAIMING)
         produced = self._cache.get(message.key, now)
-        producer = node.role is Role.PEER and produced is not None and produced.origin == self._me
+        producer = produced is not None and node.is_me(produced.origin)
         if node.role is not Role.LEADER and not owner and not producer:
             self._decline(message, "not-leader")
             return
@@ -444,11 +493,11 @@ class FlowCoordinator:
             return
         entry = self._cache.get(message.key, now)
         if entry is not None:
+            if not self._may_serve(now):
+                self._decline(message, "busy")  # flooded with asks: the asker calls itself
+                return
             node.stats.requests_served += 1
-            shared = self._config.share_cache
-            node.send(Result(src=self._me, key=entry.key, value=entry.value, version=entry.version,
-                             origin=entry.origin, age=entry.age(now), shared=shared,
-                             to=None if shared else [message.src], sent=node.wall()))
+            self._serve_entry(entry, message.src, now)
             return
         backoff = self._active_backoff(message.key, now)
         if backoff is not None:
@@ -456,7 +505,9 @@ class FlowCoordinator:
                               retry_in=backoff.until - now, attempt=backoff.attempt, shared=True, to=[message.src]))
             return
         if pending is None:
-            if sum(1 for p in self.pending.values() if not p.waiters) >= MAX_SERVED:
+            served = sum(1 for p in self.pending.values() if not p.waiters)
+            served += sum(1 for p in self._calls.values() if p.superseded)  # still running for others
+            if served >= MAX_SERVED:
                 self._decline(message, "busy")
                 return
             pending = self.pending[message.key] = self._new_pending(
@@ -477,7 +528,7 @@ class FlowCoordinator:
             return
         leader = self._node.leader
         if pending.phase is Phase.FOLLOWING_CLAIM:
-            self._claims.pop(message.key, None)  # the owner no longer runs it
+            self._claims.pop(_digest(message.key), None)  # the owner no longer runs it
             self._route(pending, now)
         elif message.reason == "not-leader" and leader not in (None, message.src, self._me):
             self._request(pending, leader, now)  # type: ignore[arg-type]
@@ -488,9 +539,9 @@ class FlowCoordinator:
         if message.to is not None and self._me not in message.to:
             self._owner_done(message.key, message.src)
             return
-        self._claims.pop(message.key, None)
-        self._backoffs.pop(message.key, None)
-        self._attempts.pop(message.key, None)
+        self._claims.pop(_digest(message.key), None)
+        self._drop_backoff(message.key)
+        self._attempts.pop(_digest(message.key), None)
         data = dump_json(message.value)
         if message.shared and self._config.share_cache:
             self._store(message.key, data, message.version, message.origin,
@@ -509,13 +560,13 @@ class FlowCoordinator:
         if message.to is not None and self._me not in message.to:
             self._owner_done(message.key, message.src)
             return
-        self._claims.pop(message.key, None)
+        self._claims.pop(_digest(message.key), None)
         retry_in = min(message.retry_in, self._config.max_error_backoff)  # nobody blocks a key longer
         attempt = min(message.attempt, MAX_ATTEMPT)
+        error_type, text = message.error_type[:MAX_ERROR_TYPE], message.message[:MAX_ERROR_TEXT]
         if message.shared and self._config.share_errors and retry_in > 0:
-            self._set_backoff(message.key, _Backoff(now + retry_in, message.error_type, message.message, attempt,
-                                                    message.src))
-        error = SharedFlowError(message.key, message.error_type, message.message, message.src, retry_in)
+            self._set_backoff(message.key, _Backoff(now + retry_in, error_type, text, attempt, message.src))
+        error = SharedFlowError(message.key, error_type, text, message.src, retry_in)
         self._node.emit(FailureShared(message.key, error))
         pending = self.pending.get(message.key)
         if pending is None or pending.phase is Phase.CALLING:
@@ -534,14 +585,21 @@ class FlowCoordinator:
         when nothing is broadcast), so it waits for its own answer: the owner serves it
         from its cache, or declines and it moves on.
         """
-        claim = self._claims.get(key)
+        claim = self._claims.get(_digest(key))
         if claim is not None and claim.owner == owner:
-            del self._claims[key]
+            del self._claims[_digest(key)]
 
     def _on_claim(self, message: Claim, now: float) -> None:
-        patience = self._config.silence_limit(self._config.heartbeat, False)
+        # A running claim is trusted as long as a leader would be (its owner renews it every
+        # heartbeat); an announced one only until its owner should have said it runs: an owner
+        # that was answered by another tab's result meanwhile never calls, and never says so.
+        config = self._config
+        if message.running:
+            patience = config.silence_limit(config.heartbeat, False)
+        else:
+            patience = config.claim_window + 2 * config.answer_timeout
         record = _ClaimRecord(message.src, message.running, now + patience)
-        current = self._claims.get(message.key)
+        current = self._claims.get(_digest(message.key))
         if current is None or current.expires <= now or current.owner == record.owner or record.rank() > current.rank():
             self._set_claim(message.key, record, now)
         pending = self.pending.get(message.key)
@@ -555,8 +613,10 @@ class FlowCoordinator:
         elif pending.phase is Phase.CLAIMING:
             if record.rank() > (False, self._me):
                 self._follow_claim(pending, record, now)
+            elif not message.running:  # a lower claimant may have missed our claim (it joined after)
+                self._node.send(Claim(src=self._me, key=message.key, running=False))
         elif pending.phase is Phase.FOLLOWING_CLAIM:
-            best = self._claims.get(message.key)
+            best = self._claims.get(_digest(message.key))
             if best is not None and best.owner != pending.target:
                 self._follow_claim(pending, best, now)
             elif best is not None:
@@ -569,10 +629,35 @@ class FlowCoordinator:
         joined after the result): it takes this answer instead of calling.
         """
         entry = self._cache.get(message.key, now)
-        if self._node.role is Role.PEER and entry is not None and entry.origin == self._me:
-            self._node.send(Result(src=self._me, key=entry.key, value=entry.value, version=entry.version,
-                                   origin=entry.origin, age=entry.age(now), shared=self._config.share_cache,
-                                   to=[message.src], sent=self._node.wall()))
+        mine = self._node.role is Role.PEER and entry is not None and self._node.is_me(entry.origin)
+        if mine and self._may_serve(now):
+            assert entry is not None
+            self._serve_entry(entry, message.src, now)
+
+    def _may_serve(self, now: float) -> bool:
+        """Whether this tab's budget of bytes for answers with cached data allows one more now."""
+        capacity = 2.0 * self._config.max_message_bytes
+        refill = (now - self._serve_refilled) * self._config.max_message_bytes / self._config.heartbeat
+        self._serve_tokens = min(capacity, self._serve_tokens + max(0.0, refill))
+        self._serve_refilled = now
+        if self._serve_tokens > 0:
+            return True
+        self._node.stats.answers_skipped += 1
+        return False
+
+    def _serve_entry(self, entry: CacheEntry, asker: str, now: float) -> None:
+        """Answer ``asker`` with a cached entry (broadcast, with ``share_cache``), or say it cannot travel."""
+        shared = self._config.share_cache
+        size = self._node.send(Result(src=self._me, key=entry.key, value=entry.value, version=entry.version,
+                                      origin=entry.origin, age=entry.age(now), shared=shared,
+                                      to=None if shared else [asker], sent=self._node.wall()))
+        if size:
+            self._serve_tokens -= size
+        else:  # as when it was produced: the asker gets the error instead of calling again
+            self._node.send(Failure(src=self._me, key=entry.key, error_type="MessageTooLarge",
+                                    message=f"the result of {entry.key[:200]!r} exceeds max_message_bytes "
+                                            f"({self._config.max_message_bytes})",
+                                    retry_in=0.0, attempt=1, shared=False, to=[asker]))
 
     def _on_sync(self, message: Sync, now: float) -> None:
         transit = self._transit(message.sent)
@@ -587,38 +672,41 @@ class FlowCoordinator:
             for failure in message.failures:
                 retry_in = min(failure.retry_in, self._config.max_error_backoff) - transit
                 if retry_in > 0 and failure.key not in self._backoffs:
-                    self._set_backoff(failure.key, _Backoff(now + retry_in, failure.error_type, failure.message,
+                    self._set_backoff(failure.key, _Backoff(now + retry_in, failure.error_type[:MAX_ERROR_TYPE],
+                                                            failure.message[:MAX_ERROR_TEXT],
                                                             min(failure.attempt, MAX_ATTEMPT), failure.origin))
 
     def _on_hello(self, message: Hello, now: float) -> None:
-        # The leader knows every shared entry; without a leader each tab sends what it produced.
-        if self._node.role is Role.LEADER:
-            origin = None
-        elif self._node.role is Role.PEER:
-            origin = self._me
-        else:
+        # The leader knows every shared entry; without a leader each tab sends what it produced
+        # (under any ID it had: a tab renamed after a twin keeps serving its own results).
+        role = self._node.role
+        if role not in (Role.LEADER, Role.PEER):
             return
-        capacity = 2.0 * self._config.max_message_bytes
-        refill = (now - self._sync_refilled) * self._config.max_message_bytes / self._config.heartbeat
-        self._sync_tokens, self._sync_refilled = min(capacity, self._sync_tokens + max(0.0, refill)), now
-        if self._sync_tokens <= 0:
+        if not self._may_serve(now):
             self._node.stats.syncs_skipped += 1  # the joiner asks for what it needs instead
             return
-        entries = self._cache.snapshot(now, origin) if self._config.share_cache else []
-        failures = self.snapshot_failures(now, origin) if self._config.share_errors else []
-        self._send_sync(message.src, entries, failures)
+        mine = role is Role.PEER
+        entries = [e for e in self._cache.snapshot(now) if not mine or self._node.is_me(e.origin)]
+        failures = [f for f in self.snapshot_failures(now) if not mine or self._node.is_me(f.origin)]
+        self._send_sync(message.src, entries if self._config.share_cache else [],
+                        failures if self._config.share_errors else [])
 
     def _send_sync(self, dst: str, entries: list[SyncEntry], failures: list[SyncFailure]) -> None:
-        if not entries and not failures:
+        """Send what a joiner should know, in as few messages as fit; what fits in none is left out."""
+        items: list[SyncEntry | SyncFailure] = [*entries, *failures]
+        if not items:
             return
-        size = self._node.send(Sync(src=self._me, dst=dst, entries=entries, failures=failures, sent=self._node.wall()))
+        message = Sync(src=self._me, dst=dst, entries=[i for i in items if isinstance(i, SyncEntry)],
+                       failures=[i for i in items if isinstance(i, SyncFailure)], sent=self._node.wall())
+        size = self._node.send(message)
         if size:
-            self._sync_tokens -= size
-        elif len(entries) + len(failures) > 1:
-            half_e, half_f = len(entries) // 2, len(failures) // 2
-            self._send_sync(dst, entries[:half_e], failures[:half_f])
-            self._send_sync(dst, entries[half_e:], failures[half_f:])
-        # else: one entry too large to send on its own: the joiner will ask for it
+            self._serve_tokens -= size
+        elif len(items) > 1:  # halves of the items: each call has fewer, so this ends (2n sends at most)
+            half = len(items) // 2
+            for part in (items[:half], items[half:]):
+                self._send_sync(dst, [i for i in part if isinstance(i, SyncEntry)],
+                                [i for i in part if isinstance(i, SyncFailure)])
+        # else: one item too large to send on its own: the joiner will ask for it
 
     # --- transitions -----------------------------------------------------------------------
 
@@ -683,10 +771,15 @@ class FlowCoordinator:
             # Only a leader serving a request reaches here without the flow; it declined those.
             self._fail(pending, LookupError(f"this tab has no flow {pending.flow!r}"), now, back_off=False)
             return
+        if pending.invalidated:  # a call that begins after the invalidation is the new call they wait for
+            pending.waiters += pending.later
+            pending.later, pending.invalidated = [], False
         pending.call_id = self._new_id()
         pending.call_deadline = now + self._config.call_timeout
         refresh = now + self._config.heartbeat if pending.claimed else _NEVER
         self._enter(pending, Phase.CALLING, min(refresh, pending.call_deadline), self._me)
+        if pending.claimed:  # the claim won: say so, or the tabs following it give it up (see _on_claim)
+            self._node.send(Claim(src=self._me, key=pending.key, running=True))
         self._calls[pending.call_id] = pending
         self._node.stats.calls += 1
         self._node.emit(StartCall(pending.call_id, pending.flow, pending.args, pending.key))
@@ -757,15 +850,20 @@ class FlowCoordinator:
 
     def _fail(self, pending: Pending, error: BaseException, now: float, back_off: bool) -> None:
         self._node.stats.failed_calls += 1
-        self._send_failure(pending.key, error, now, pending.requesters, back_off)
+        if not pending.superseded:
+            self._send_failure(pending.key, error, now, pending.requesters, back_off)
+        elif pending.requesters:  # a call nobody waits on but who asked before the invalidation
+            self._node.send(Failure(src=self._me, key=pending.key, error_type=type(error).__name__[:MAX_ERROR_TYPE],
+                                    message=_describe(error)[:MAX_ERROR_TEXT], retry_in=0.0, attempt=1, shared=False,
+                                    to=sorted(pending.requesters)))
         self._finish(pending, now, error=error)
 
     def _publish(self, key: str, data: str, now: float, requesters: set[str]) -> None:
         version = self._cache.next_version(key)
         shared = self._config.share_cache
-        self._claims.pop(key, None)
-        self._backoffs.pop(key, None)
-        self._attempts.pop(key, None)
+        self._claims.pop(_digest(key), None)
+        self._drop_backoff(key)
+        self._attempts.pop(_digest(key), None)
         self._store(key, data, version, self._me, 0.0, now)
         if shared or requesters:
             sent = self._node.send(Result(src=self._me, key=key, value=load_json(data), version=version,
@@ -777,13 +875,13 @@ class FlowCoordinator:
                 self._send_failure(key, error, now, requesters, back_off=False)
 
     def _send_failure(self, key: str, error: BaseException, now: float, requesters: set[str], back_off: bool) -> None:
-        self._claims.pop(key, None)
-        message = str(error)[:MAX_ERROR_TEXT]
+        self._claims.pop(_digest(key), None)
+        message = _describe(error)[:MAX_ERROR_TEXT]
         if not is_text(message):  # e.g. a file name decoded with surrogateescape: UTF-8 cannot carry it
             message = message.encode("utf-8", "backslashreplace").decode()
         error_type = type(error).__name__[:MAX_ERROR_TYPE]
         shared = self._config.share_errors
-        attempt = min(self._attempts.get(key, 0) + 1, MAX_ATTEMPT)
+        attempt = min(self._attempts.get(_digest(key), 0) + 1, MAX_ATTEMPT)
         retry_in = 0.0
         if back_off and shared:
             retry_in = self._backoff_after(attempt)
@@ -800,20 +898,29 @@ class FlowCoordinator:
         return min(self._config.error_backoff * 2.0**doublings, self._config.max_error_backoff)
 
     def _set_backoff(self, key: str, backoff: _Backoff) -> None:
-        self._backoffs.pop(key, None)
+        self._drop_backoff(key)
         self._backoffs[key] = backoff
-        self._attempts.pop(key, None)
-        self._attempts[key] = max(backoff.attempt, 0)
-        for table in (self._backoffs, self._attempts):
-            while len(table) > MAX_BACKOFFS:  # dicts keep insertion order: the oldest goes first
-                del table[next(iter(table))]
+        self._backoff_bytes += _backoff_size(key, backoff)
+        digest = _digest(key)
+        self._attempts.pop(digest, None)
+        self._attempts[digest] = max(backoff.attempt, 0)
+        while len(self._backoffs) > MAX_BACKOFFS or self._backoff_bytes > MAX_BACKOFF_BYTES:
+            self._drop_backoff(next(iter(self._backoffs)))  # dicts keep insertion order: the oldest
+        while len(self._attempts) > MAX_BACKOFFS:
+            del self._attempts[next(iter(self._attempts))]
+
+    def _drop_backoff(self, key: str) -> None:
+        backoff = self._backoffs.pop(key, None)
+        if backoff is not None:
+            self._backoff_bytes -= _backoff_size(key, backoff)
 
     def _set_claim(self, key: str, record: _ClaimRecord, now: float) -> None:
-        if key not in self._claims and len(self._claims) >= MAX_CLAIMS:
+        digest = _digest(key)
+        if digest not in self._claims and len(self._claims) >= MAX_CLAIMS:
             self._claims = {k: c for k, c in self._claims.items() if c.expires > now}
             if len(self._claims) >= MAX_CLAIMS:
                 del self._claims[min(self._claims, key=lambda k: self._claims[k].expires)]
-        self._claims[key] = record
+        self._claims[digest] = record
 
     def _store(self, key: str, data: str, version: int, origin: str, age: float, now: float) -> None:
         if version > MAX_ADOPTED_VERSION:
@@ -837,8 +944,8 @@ class FlowCoordinator:
 
     def _check_fits(self, key: str, flow: str, args_json: str) -> None:
         limit = self._config.max_message_bytes
-        if len(key) * 8 + 4096 <= limit:
-            return  # escaping at most multiplies a character by 7 (a control character in a string)
+        if len(key) * 12 + 4096 <= limit:
+            return  # escaping multiplies a character by at most 12 (a control character, escaped twice)
         probe = Request(src="x" * 128, dst="x" * 128, req=MAX_COUNT, key=key, flow=flow, args=load_json(args_json),
                         sent=float(MAX_COUNT))
         if len(encode(probe).encode()) > limit:
@@ -852,7 +959,7 @@ class FlowCoordinator:
         return len(encode(probe).encode())
 
     def _live_claim(self, key: str, now: float) -> _ClaimRecord | None:
-        claim = self._claims.get(key)
+        claim = self._claims.get(_digest(key))
         if claim is None or claim.expires <= now or claim.owner == self._me:
             return None
         return claim

@@ -39,7 +39,7 @@ from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
 from .node import MeshNode
 from .stats import MeshStats
 from .transport import Transport
-from .values import check_json
+from .values import check_flow_key, check_json
 
 __all__ = ["FlowMesh", "new_node_id"]
 
@@ -250,8 +250,10 @@ class FlowMesh:
         """Make ``function`` runnable as the flow ``key`` in this tab (``use_flow`` does this).
 
         Raises:
-            ValueError: another function is already registered under ``key``.
+            ValueError: another function is already registered under ``key``, or ``key`` is
+                empty, too long or holds a lone surrogate (``TypeError`` if not a str).
         """
+        check_flow_key(key)
         existing = self._flows.get(key)
         if existing is not None and existing is not function:
             raise ValueError(

@@ -25,7 +25,7 @@ from .errors import MeshDisposedError
 from .flows import FlowCoordinator
 from .protocol import Bye, Hello, Message, ProtocolError, decode, encode, scope_digest
 from .stats import MeshStats
-from .values import is_text
+from .values import check_flow_key, is_text
 
 __all__ = ["MeshNode", "MAX_NODE_ID"]
 
@@ -79,6 +79,7 @@ class MeshNode:
         self.stats = MeshStats()
         self.cache = SharedCache(config.stale_time, config.max_entries)
         self._wall_clock = wall_clock
+        self._former_ids: tuple[str, ...] = ()  # IDs this tab had before renames (at most 4)
         self._new_id = new_id or _random_suffix
         self._effects: list[Effect] = []
         self._left = False
@@ -220,8 +221,12 @@ class MeshNode:
                 self.send(Hello(src=self.node_id))
 
     def register_flow(self, flow: str) -> None:
-        """This tab can run ``flow``: a leader serves requests only for flows it has."""
-        self.flows.flows.add(flow)
+        """This tab can run ``flow``: a leader serves requests only for flows it has.
+
+        Raises:
+            TypeError, ValueError: ``flow`` is not a non-empty str that UTF-8 can carry.
+        """
+        self.flows.flows.add(check_flow_key(flow))
 
     def execute(self, flow: str, args: tuple[Any, ...], now: float) -> int:
         """Start an execute of a registered flow; the outcome comes as ``Resolve``/``Reject`` for the waiter.
@@ -278,6 +283,7 @@ class MeshNode:
     def invalidate(self, key: str | None, now: float) -> None:
         """Drop ``key`` (or everything) from every tab's cache."""
         self._ensure_open()
+        self.flows.check_invalidate(key)  # TypeError before anything changes
         with self._guard():
             self.flows.invalidate(key, now)
 
@@ -316,6 +322,10 @@ class MeshNode:
     def emit(self, effect: Effect) -> None:
         self._effects.append(effect)
 
+    def is_me(self, node_id: str) -> bool:
+        """Whether ``node_id`` is this tab's ID, or one it had before it renamed itself."""
+        return node_id == self.node_id or node_id in self._former_ids
+
     def wall(self) -> float | None:
         """The wall clock in ms, if the runtime gave one."""
         return None if self._wall_clock is None else float(self._wall_clock())
@@ -346,6 +356,7 @@ class MeshNode:
         old = self.node_id
         new = _check_node_id(self._new_id(old))
         self.node_id = new
+        self._former_ids = (*self._former_ids[-3:], old)  # what it produced under them is still its own
         self.emit(Renamed(new))
         if self._election is not None:
             self._election.rename(new, now)

@@ -31,7 +31,9 @@ class MeshStats:
         stepped_down: times this tab stopped leading on its own (a newer leader, or it
             slept past its followers' patience).
         too_large: messages not sent because they exceeded ``max_message_bytes``.
-        syncs_skipped: joiners not sent the cache because this tab's Sync budget was spent.
+        syncs_skipped: joiners not sent the cache because this tab's budget for answers was spent.
+        answers_skipped: asks for cached data (a joiner's Hello, a request, a claim) left
+            unanswered, or declined as "busy", because that budget was spent.
         renamed: times this tab took a new ID because another tab used its own.
         internal_errors: unexpected exceptions caught inside the protocol; each failed
             only the executes it concerned. Any other figure than 0 is a bug to report.
@@ -53,6 +55,7 @@ class MeshStats:
     stepped_down: int = 0
     too_large: int = 0
     syncs_skipped: int = 0
+    answers_skipped: int = 0
     renamed: int = 0
     internal_errors: int = 0
 

@@ -21,6 +21,8 @@ __all__ = [
     "check_json",
     "is_text",
     "flow_key_for",
+    "check_flow_key",
+    "MAX_FLOW_KEY",
     "cache_key",
     "dump_json",
     "load_json",
@@ -107,6 +109,26 @@ def flow_key_for(function: Any) -> str:
     if name is None:
         raise TypeError(f"cannot derive a flow key from {function!r}; pass key=...")
     return f"{module}.{name}" if module and module != "__main__" else name
+
+
+MAX_FLOW_KEY = 1024  # characters of a flow's key
+
+
+def check_flow_key(key: Any) -> str:
+    """Return ``key`` if it can name a flow in every tab: a non-empty str that UTF-8 can carry.
+
+    Raises:
+        TypeError: ``key`` is not a str.
+        ValueError: it is empty, longer than ``MAX_FLOW_KEY``, or holds a lone surrogate.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"a flow key must be a str, got {type(key).__name__}")
+    if not key or len(key) > MAX_FLOW_KEY or not is_text(key):
+        raise ValueError(
+            f"a flow key must be a non-empty str of at most {MAX_FLOW_KEY} characters that UTF-8 can carry, "
+            f"got {key[:60]!r}"
+        )
+    return key
 
 
 def dump_json(value: Any) -> str:
