@@ -730,7 +730,8 @@ async def test_peer_to_peer_a_renamed_producer_still_serves_what_it_produced(sha
     assert outcomes == [produced, produced]
 
 
-@pytest.mark.parametrize("key", ["\ud800", b"k", 5, "k" * (2 << 20)], ids=["lone-surrogate", "bytes", "int", "too-long"])
+@pytest.mark.parametrize("key", ["\ud800", b"k", 5, "k" * (2 << 20)],
+                         ids=["lone-surrogate", "bytes", "int", "too-long"])
 def test_invalidate_with_a_bad_key_is_a_type_error_of_the_call_not_an_internal_error(key: Any) -> None:
     # share_result checks its key; invalidate does not: a lone surrogate or bytes make send()
     # raise inside the node's guard (counted in internal_errors, the other tabs never told); an
