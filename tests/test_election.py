@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from support import HEARTBEAT, Server, async_test, open_tabs, settle, settled, until
 
@@ -61,3 +62,25 @@ async def test_a_ghost_leader_that_says_it_is_hidden_is_followed_only_a_few_hear
     await until(lambda: all(t.leader_id == "~ghost" for t in tabs), what="the ghost followed")
     await until(lambda: settled(tabs) and all(t.leader_id != "~ghost" for t in tabs), limit=12 * HEARTBEAT / 1000 + 2,
                 what="a real leader once the ghost fell silent")
+
+
+@async_test
+async def test_a_leader_entering_the_back_forward_cache_says_bye_on_the_memory_hub_too() -> None:
+    # BroadcastChannelTransport posts the Bye that set_frozen(True) sends on pagehide(persisted);
+    # MemoryTransport.pagehide sets _bfcached before calling frozen(True), so send() drops that
+    # Bye: in CPython the hand-over rests on the lock release alone (with locks=False, on the
+    # silence limit), unlike in a browser.
+    hub = MemoryHub(locks=False)
+    tabs = open_tabs(hub, 3)
+    leader = await settle(tabs)
+    kinds: list[str] = []
+    original = hub._broadcast
+
+    def spy(sender: Any, data: str) -> None:
+        kinds.append(json.loads(data)["type"])
+        original(sender, data)
+
+    hub._broadcast = spy  # type: ignore[method-assign]
+    leader.transport.pagehide(persisted=True)
+    await asyncio.sleep(0)
+    assert "bye" in kinds, f"posted on the channel: {kinds}"
