@@ -1734,9 +1734,11 @@ def run(
         sim.at(when, act)
 
     def burst_at(when: float) -> None:
-        """Several tabs execute one key within a few claim windows of each other."""
+        """Several tabs execute one key within a few claim windows of each other; sometimes a tab
+        joins meanwhile and executes it too, a few ms after it hears the mesh."""
         flow, args = rng.choice(keys)
         spread = 4 * config.claim_window
+        joiner = "join" in kinds and rng.random() < 0.5
 
         def act() -> None:
             candidates = [t for t in sim._live if flow in t.flows]
@@ -1745,6 +1747,18 @@ def run(
                     if tab.alive and not tab.frozen:
                         execute_in(tab, flow, args, True)
                 sim.at(sim.now + _quantize(rng.uniform(0, spread)), one)
+            # Joiners open a few ms apart once the key's owner calls, and execute at once: a
+            # joiner missed the claims made before it opened (and the owner's replies to them).
+            start = sim.now + config.claim_window + 2 * delay_max + _quantize(rng.uniform(0, spread))
+            for _ in range(rng.randint(2, 3) if joiner else 0):
+                sim.faults["join"] += 1
+                tab = sim._new_tab(None, tuple(FLOWS))
+                start += _quantize(rng.uniform(1.0, 2 * config.claim_window / 3))
+                sim.at(start, lambda tab=tab: sim._start(tab))  # type: ignore[misc]
+                settle = config.answer_timeout if config.strategy == "leader-follower" else 0.0
+                sim.at(start + settle + _quantize(rng.uniform(0.5, 3.0)),
+                       lambda tab=tab: execute_in(tab, flow, args, True)  # type: ignore[misc]
+                       if tab.alive and not tab.frozen else None)
         sim.at(when, act)
 
     def bad_execute_at(when: float) -> None:

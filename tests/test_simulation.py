@@ -667,3 +667,19 @@ def test_a_call_that_never_returns_is_given_up_after_call_timeout_and_its_late_o
     assert leader.end is not None and leader.end - leader.start <= timeout + 1
     assert all(r.end is not None and r.end - r.start <= timeout + REQUEST + CALL + 8 * DELAY for r in followers)
     assert not sim.violations, sim.violations
+
+
+def test_peer_to_peer_joiners_claiming_a_few_ms_apart_while_the_owner_calls_make_no_second_call() -> None:
+    """Issue 8, item 6: the owner answers claims at most once per claim_window, and a joiner
+    missed the answers sent before it opened. (Fails on the core of 0.1.0: f calls again.)"""
+    sim = Simulation(1, sim_config("peer-to-peer"), call_duration=(150.0, 150.0), delay=(1.0, 1.0))
+    for node_id in "abcd":
+        sim.add_tab(0.0, node_id=node_id)
+    sim.run_until(1000.0)
+    owner = sim.execute("a", "dashboard", (), at=1000.0)  # claims, and calls at 1010
+    sim.add_tab(1030.0, node_id="e")
+    sim.add_tab(1033.0, node_id="f")  # after a answered e's claim
+    late = [sim.execute("e", "dashboard", (), at=1031.5), sim.execute("f", "dashboard", (), at=1034.5)]
+    sim.run_until(1500.0)
+    assert sim.calls_of("dashboard") == [1010.0]
+    assert owner.source == "call" and all(r.outcome == "resolved" and r.source == "mesh" for r in late)
