@@ -1430,10 +1430,11 @@ class RunPlan:
     heartbeat: float
     share_cache: bool = True
     faults: tuple[str, ...] = FAULT_KINDS
+    pathologies: tuple[str, ...] | None = None  # None: every kind of PATHOLOGIES
 
 
 def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | None = None,
-         faults: Iterable[str] = FAULT_KINDS) -> RunPlan:
+         faults: Iterable[str] = FAULT_KINDS, pathologies: Iterable[str] | None = None) -> RunPlan:
     """The parameters of seed ``seed``: tabs in ``2..max_tabs``, strategy and locks varied with the seed.
 
     ``strategy="both"`` alternates strategies by seed; ``locks=None`` alternates
@@ -1448,7 +1449,7 @@ def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | No
         locks = (seed // 2) % 2 == 0
     heartbeat = 5000.0 if seed % 10 == 7 else 1000.0
     return RunPlan(seed, tabs, strategy, locks, heartbeat, share_cache=seed % 20 not in (9, 14),
-                   faults=tuple(faults))
+                   faults=tuple(faults), pathologies=None if pathologies is None else tuple(pathologies))
 
 
 STRATEGY_BY_PARITY = ("leader-follower", "peer-to-peer")
@@ -1576,6 +1577,7 @@ def run(
     locks: bool = True,
     heartbeat: float = 1000.0,
     share_cache: bool = True,
+    pathologies: Iterable[str] | None = None,
     verbose: bool = False,
     run_plan: RunPlan | None = None,
 ) -> SimulationReport:
@@ -1590,10 +1592,16 @@ def run(
         locks: model Web Locks (``peer_gone`` 40–90 ms after a watched tab vanishes).
         heartbeat: the mesh heartbeat; other timeouts follow (:func:`sim_config`).
         share_cache: the mesh option (results reach only the tabs that wait for them if ``False``).
+        pathologies: how flow functions misbehave with the "pathological" fault (default: every
+            kind of :data:`PATHOLOGIES`).
         verbose: keep an event trace in ``report.trace``.
     """
     config = sim_config(strategy, heartbeat=heartbeat, locks=locks, share_cache=share_cache)
     sim = Simulation(seed, config, locks=locks, verbose=verbose)
+    if pathologies is not None:
+        chosen = tuple(pathologies)
+        sim.pathology_weights = tuple(w for k, w in zip(PATHOLOGIES, _PATHOLOGY_WEIGHTS, strict=True) if k in chosen)
+        sim.pathologies = tuple(k for k in PATHOLOGIES if k in chosen)
     rng = sim.rng
     if tabs is None:
         tabs = rng.randint(2, 50)
@@ -2216,13 +2224,14 @@ def run_many(
     verbose: bool = False,
     progress: Callable[[SimulationReport], None] | None = None,
     faults: Iterable[str] = FAULT_KINDS,
+    pathologies: Iterable[str] | None = None,
 ) -> Summary:
     """Run every seed's plan (:func:`plan`) and sum up the reports."""
     summary = Summary()
     started = time.perf_counter()
     faults = tuple(faults)
     for seed in seeds:
-        report = run_plan(plan(seed, max_tabs, strategy, locks, faults), verbose=verbose)
+        report = run_plan(plan(seed, max_tabs, strategy, locks, faults, pathologies), verbose=verbose)
         summary.add(report)
         if progress is not None:
             progress(report)
@@ -2234,7 +2243,7 @@ def run_plan(run_plan: RunPlan, verbose: bool = False) -> SimulationReport:
     """Run one planned seed."""
     return run(run_plan.seed, run_plan.tabs, strategy=run_plan.strategy, locks=run_plan.locks,
                heartbeat=run_plan.heartbeat, share_cache=run_plan.share_cache, faults=run_plan.faults,
-               verbose=verbose, run_plan=run_plan)
+               pathologies=run_plan.pathologies, verbose=verbose, run_plan=run_plan)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -2253,6 +2262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--locks", action="store_true", help="Web Locks in every run")
     parser.add_argument("--faults", default="all",
                         help=f"the fault kinds to inject, comma-separated (default all: {','.join(FAULT_KINDS)})")
+    parser.add_argument("--pathologies", default="all",
+                        help=f"how flows misbehave with the pathological fault (default all: {','.join(PATHOLOGIES)})")
     parser.add_argument("--verbose", action="store_true", help="print every run's event trace")
     args = parser.parse_args(argv)
     if args.tabs < 2:
@@ -2261,9 +2272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(faults) - set(FAULT_KINDS))
     if unknown:
         parser.error(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULT_KINDS)}")
+    pathologies = None if args.pathologies == "all" else tuple(k for k in args.pathologies.split(",") if k)
+    if pathologies is not None and (not pathologies or set(pathologies) - set(PATHOLOGIES)):
+        parser.error(f"--pathologies takes some of {', '.join(PATHOLOGIES)}")
     locks = False if args.no_locks else True if args.locks else None
     flags = f"--tabs {args.tabs} --strategy {args.strategy}" + (" --no-locks" if args.no_locks else "") + (
-        " --locks" if args.locks else "") + ("" if args.faults == "all" else f" --faults {','.join(faults)}")
+        " --locks" if args.locks else "") + ("" if args.faults == "all" else f" --faults {','.join(faults)}") + (
+        "" if pathologies is None else f" --pathologies {','.join(pathologies)}")
     last = args.seed_start + args.seeds - 1
     print(f"pyflowmesh simulation: seeds {args.seed_start}..{last}, 2..{args.tabs} tabs per seed, "
           f"strategy {args.strategy}, Web Locks {'off' if args.no_locks else 'on' if args.locks else 'mixed'}")
@@ -2283,7 +2298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
 
     summary = run_many(range(args.seed_start, last + 1), args.tabs, args.strategy, locks, args.verbose, progress,
-                       faults)
+                       faults, pathologies)
     print("\n".join(summary.lines()))
     return 1 if summary.failures else 0
 
