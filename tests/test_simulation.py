@@ -178,7 +178,8 @@ def test_an_exception_escaping_a_node_input_is_a_violation_not_a_crash(monkeypat
 def test_the_cli_exits_1_and_prints_how_to_reproduce_a_failing_seed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--seeds", "2", "--tabs", "6", "--faults", ",".join(OLD_KINDS)]) == 0
+    # (peer-to-peer seeds fail on the core of 0.1.0: issue 8, item 6)
+    assert main(["--seeds", "2", "--tabs", "6", "--strategy", "leader-follower", "--faults", ",".join(OLD_KINDS)]) == 0
     out = capsys.readouterr().out
     assert "runs: 2" in out and "violations: 0 failing seed(s)" in out and "faults injected" in out
     monkeypatch.setattr(FlowCoordinator, "_on_sync", lambda self, message, now: None)
