@@ -13,7 +13,14 @@ storm from every tab.
 """
 
 from .config import MeshConfig
-from .errors import MeshDisposedError, MeshError, SharedFlowError
+from .errors import (
+    CallTimeoutError,
+    FlowInterruptedError,
+    MeshDisposedError,
+    MeshError,
+    MessageTooLarge,
+    SharedFlowError,
+)
 from .flow import Flow, FlowStatus, use_flow
 from .mesh import FlowMesh
 from .protocol import VERSION as PROTOCOL_VERSION
@@ -31,6 +38,9 @@ __all__ = [
     "MeshError",
     "MeshDisposedError",
     "SharedFlowError",
+    "CallTimeoutError",
+    "MessageTooLarge",
+    "FlowInterruptedError",
     "PROTOCOL_VERSION",
     "__version__",
 ]

@@ -14,7 +14,9 @@ knows that the protocol cannot see for itself.
   heartbeats run out, and the long patience the mesh grants a hidden leader
   (whose timers the browser throttles) costs nothing when that tab dies.
 * **Page lifecycle.** ``pagehide`` makes the member leave (a ``Bye``: a successor
-  is elected at once); ``freeze`` makes a leader hand over the same way, and
+  is elected at once), unless the page goes into the back/forward cache
+  (``persisted``): then it hands over as a frozen page does, releases its lock, and
+  rejoins on ``pageshow``; ``freeze`` makes a leader hand over the same way, and
   ``resume`` makes the member rejoin; ``visibilitychange`` tells the member its
   timers may be throttled, which a leader announces in its heartbeats.
 
@@ -70,6 +72,8 @@ class BroadcastChannelTransport(Transport):
         self._ignore: Any = None  # one no-op PyProxy for promise rejections we expect
         self._watch_task: asyncio.Task[None] | None = None
         self._name = ""
+        self._node_id = ""
+        self._bfcached = False
         self._open = False
 
     @property
@@ -82,12 +86,13 @@ class BroadcastChannelTransport(Transport):
     def open(self, channel: str, node_id: str, events: TransportEvents) -> None:
         if self._open:
             raise RuntimeError("a BroadcastChannelTransport serves one mesh member")
-        self._events, self._name, self._open = events, channel, True
+        self._events, self._name, self._node_id, self._open = events, channel, node_id, True
         self._channel = js.BroadcastChannel.new(channel)
         self._ignore = self._proxy(lambda *args: None)
         self._listen(self._channel, "message", self._on_message)
         if _has(js, "window") and _has(js, "document"):
             self._listen(js.window, "pagehide", self._on_pagehide)
+            self._listen(js.window, "pageshow", self._on_pageshow)
             self._listen(js.document, "visibilitychange", self._on_visibility)
             self._listen(js.document, "freeze", self._on_freeze)
             self._listen(js.document, "resume", self._on_resume)
@@ -109,6 +114,21 @@ class BroadcastChannelTransport(Transport):
         if node_id is not None and self.locks_available:
             self._watch_task = asyncio.ensure_future(self._watch(node_id))
 
+    def rename(self, node_id: str) -> None:
+        self._node_id = node_id
+        if not self._open or not self.locks_available or self._bfcached:
+            return
+        self._release_lock()
+        self._hold_own_lock(lock_name(self._name, node_id))
+
+    def _release_lock(self) -> None:
+        if self._own_lock_abort is not None:
+            self._own_lock_abort.abort()  # no effect once granted
+            self._own_lock_abort = None
+        if self._release_own_lock is not None:
+            self._release_own_lock()  # the lock callback's promise resolves: the lock is released
+            self._release_own_lock = None
+
     def close(self) -> None:
         if not self._open:
             return
@@ -120,12 +140,7 @@ class BroadcastChannelTransport(Transport):
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self._own_lock_abort is not None:
-            self._own_lock_abort.abort()  # no effect once granted
-            self._own_lock_abort = None
-        if self._release_own_lock is not None:
-            self._release_own_lock()  # the lock callback's promise resolves: the lock is released
-            self._release_own_lock = None
+        self._release_lock()
         for proxy in self.proxies:
             proxy.destroy()
         self.proxies.clear()
@@ -155,8 +170,25 @@ class BroadcastChannelTransport(Transport):
             self._events.message(data)
 
     def _on_pagehide(self, event: Any) -> None:
-        if self._open and self._events is not None:
+        if not self._open or self._events is None:
+            return
+        if getattr(event, "persisted", False):
+            # Into the back/forward cache: the page may come back. Hand over like a frozen
+            # page, and let go of the lock so that watchers learn it at once (a held lock
+            # also keeps a page out of the cache).
+            self._bfcached = True
+            self._stop_watching()
+            self._release_lock()
+            self._events.frozen(True)
+        else:
             self._events.leaving()
+
+    def _on_pageshow(self, event: Any) -> None:
+        if self._open and self._events is not None and self._bfcached and getattr(event, "persisted", False):
+            self._bfcached = False
+            if self.locks_available:
+                self._hold_own_lock(lock_name(self._name, self._node_id))
+            self._events.frozen(False)  # rejoins: asks the mesh who leads now
 
     def _on_visibility(self, event: Any) -> None:
         if self._open and self._events is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .protocol import SyncEntry
+from .values import load_json
 
 __all__ = ["CacheEntry", "SharedCache"]
 
@@ -22,13 +23,22 @@ HighMark = tuple[int, str, float]  # version, origin, when it was produced (this
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
-    """One cached result; ``stored_at`` is on this tab's clock (its ``now`` minus the entry's age)."""
+    """One cached result; ``stored_at`` is on this tab's clock (its ``now`` minus the entry's age).
+
+    The data is kept as its canonical JSON text, so nothing a caller does to a value it
+    was given can change what the cache serves later or what joining tabs receive.
+    """
 
     key: str
-    value: Any
+    data: str
     version: int
     origin: str
     stored_at: float
+
+    @property
+    def value(self) -> Any:
+        """A fresh copy of the cached data."""
+        return load_json(self.data)
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.stored_at)
@@ -67,8 +77,8 @@ class SharedCache:
         high = self._high.get(key)
         return (high[0] if high else 0) + 1
 
-    def offer(self, key: str, value: Any, version: int, origin: str, age: float, now: float) -> bool:
-        """Store a result unless it is already stale or not newer than what this tab knows."""
+    def offer(self, key: str, data: str, version: int, origin: str, age: float, now: float) -> bool:
+        """Store a result (``data``: its canonical JSON) unless it is stale or not newer than what this tab knows."""
         if age >= self.stale_time:
             return False
         high = self._high.get(key)
@@ -83,7 +93,7 @@ class SharedCache:
         self._high.move_to_end(key)
         while len(self._high) > 4 * self.max_entries:
             self._high.popitem(last=False)
-        self._entries[key] = CacheEntry(key, value, version, origin, now - age)
+        self._entries[key] = CacheEntry(key, data, version, origin, now - age)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -106,7 +116,7 @@ class SharedCache:
         """The fresh entries (only those produced by ``origin``, if given), for a joining tab."""
         self.prune(now)
         return [
-            SyncEntry(e.key, e.value, e.version, e.origin, e.age(now))
+            SyncEntry(key=e.key, value=e.value, version=e.version, origin=e.origin, age=e.age(now))
             for e in self._entries.values()
             if origin is None or e.origin == origin
         ]

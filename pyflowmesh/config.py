@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Literal
+
+from .protocol import MAX_INTERVAL, MAX_MILLIS, MIN_INTERVAL
 
 __all__ = ["MeshConfig", "Strategy", "STRATEGIES"]
 
@@ -30,6 +32,25 @@ _ALIASES = {
     "hiddenTimeout": "hidden_timeout",
     "maxMessageBytes": "max_message_bytes",
     "useLocks": "use_locks",
+}
+
+
+# The sane range of every numeric option. A heartbeat outside [10 ms, 10 min] floods the
+# channel or never notices a dead leader; no duration exceeds a day, which keeps every
+# number the mesh puts on the wire within what protocol.decode accepts.
+_DAY = MAX_MILLIS
+_DURATIONS: dict[str, tuple[float, float]] = {
+    "heartbeat": (MIN_INTERVAL, MAX_INTERVAL),
+    "stale_time": (0.0, _DAY),
+    "error_backoff": (1.0, _DAY),
+    "max_error_backoff": (1.0, _DAY),
+    "request_timeout": (0.0, _DAY),
+    "call_timeout": (1.0, _DAY),
+    "hidden_timeout": (1.0, _DAY),
+}
+_COUNTS: dict[str, tuple[int, int]] = {
+    "max_entries": (1, 1_000_000),
+    "max_message_bytes": (1024, 64 << 20),
 }
 
 
@@ -110,12 +131,6 @@ class MeshConfig:
         config.validate()
         return config
 
-    def with_options(self, **changes: Any) -> MeshConfig:
-        """A copy with some options changed, validated."""
-        config = replace(self, **{_ALIASES.get(k, k): v for k, v in changes.items()})
-        config.validate()
-        return config
-
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` naming the first bad option."""
         if not isinstance(self.channel, str) or not self.channel:
@@ -128,27 +143,30 @@ class MeshConfig:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"mesh option {name!r} must be True or False, got {value!r}")
-        positive = ("heartbeat", "error_backoff", "max_error_backoff", "call_timeout", "hidden_timeout")
-        for name in positive + ("stale_time", "request_timeout"):
+        for name, (low, high) in _DURATIONS.items():
             value = getattr(self, name)
             if value is None and name == "request_timeout":
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise TypeError(f"mesh option {name!r} must be a number of milliseconds, got {value!r}")
-            if name in positive and value <= 0 or value < 0:
-                allowed = "> 0" if name in positive else ">= 0"
-                raise ValueError(f"mesh option {name!r} must be {allowed} milliseconds, got {value!r}")
+            if not low <= value <= high:
+                sign = "> 0" if low > 0 and value <= 0 else ">= 0" if value < 0 else f"at least {low:g}"
+                if value > high:
+                    sign = f"at most {high:g}"
+                raise ValueError(
+                    f"mesh option {name!r} must be {sign} milliseconds (between {low:g} and {high:g}), got {value!r}"
+                )
         if self.max_error_backoff < self.error_backoff:
             raise ValueError(
                 f"mesh option 'max_error_backoff' ({self.max_error_backoff}) must be >= "
                 f"'error_backoff' ({self.error_backoff})"
             )
-        for name, low in (("max_entries", 1), ("max_message_bytes", 1024)):
+        for name, (low, high) in _COUNTS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"mesh option {name!r} must be an int, got {value!r}")
-            if value < low:
-                raise ValueError(f"mesh option {name!r} must be >= {low}, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"mesh option {name!r} must be between {low} and {high}, got {value!r}")
 
     # --- timings derived from the heartbeat -------------------------------------------------
 

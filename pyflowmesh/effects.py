@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .protocol import Message
+from .values import load_json
 
 __all__ = [
-    "Effect", "Send", "StartCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared", "WatchPeer",
-    "Source",
+    "Effect", "Send", "StartCall", "CancelCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared",
+    "WatchPeer", "Renamed", "Source", "EFFECT_TYPES",
 ]
 
 Source = Literal["call", "mesh", "cache"]
@@ -32,7 +33,10 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class StartCall:
-    """Call the flow function ``flow(*args)``; report with ``call_succeeded``/``call_failed(call_id, ...)``."""
+    """Call the flow function ``flow(*args)``; report with ``call_succeeded``/``call_failed(call_id, ...)``.
+
+    ``args`` is a fresh copy: the function may mutate it without changing what the mesh shares.
+    """
 
     call_id: int
     flow: str
@@ -41,12 +45,30 @@ class StartCall:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelCall:
+    """Stop the call ``call_id``: it ran past ``call_timeout``; its waiters got a ``CallTimeoutError``.
+
+    A late ``call_succeeded``/``call_failed`` for it is ignored.
+    """
+
+    call_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Resolve:
-    """The execute ``waiter`` is done: it returns ``value``."""
+    """The execute ``waiter`` is done: it returns the data whose canonical JSON is ``data``.
+
+    ``value`` gives a fresh copy at each access, so no caller shares an object with the
+    cache or with another caller.
+    """
 
     waiter: int
-    value: Any
+    data: str
     source: Source
+
+    @property
+    def value(self) -> Any:
+        return load_json(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +89,15 @@ class LeaderChanged:
 
 @dataclass(frozen=True, slots=True)
 class CacheUpdated:
-    """A new result for ``key`` entered this tab's cache (from ``origin``)."""
+    """A new result for ``key`` entered this tab's cache (from ``origin``); ``value``: a fresh copy."""
 
     key: str
-    value: Any
+    data: str
     origin: str
+
+    @property
+    def value(self) -> Any:
+        return load_json(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,4 +115,18 @@ class WatchPeer:
     node_id: str | None
 
 
-Effect = Send | StartCall | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared | WatchPeer
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """Another tab uses this tab's ID: this tab now goes by ``node_id`` (its lock follows)."""
+
+    node_id: str
+
+
+Effect = (
+    Send | StartCall | CancelCall | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared | WatchPeer
+    | Renamed
+)
+EFFECT_TYPES: tuple[type, ...] = (
+    Send, StartCall, CancelCall, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeer, Renamed,
+)
+"""Every effect type: a driver checks it handles each (an effect nobody carries out is a silent bug)."""

@@ -32,15 +32,20 @@ The rules, in the order they matter:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from enum import Enum
 
 from .config import MeshConfig
-from .protocol import Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message
+from .protocol import MAX_COUNT, Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message
 from .stats import MeshStats
 
 __all__ = ["Role", "BullyElection"]
 
 _NEVER = float("inf")
+# The highest term a tab adopts from the wire. Terms on the wire stop at MAX_COUNT; a tab
+# that adopted a forged term just below it could never elect again, so terms that near the
+# end are refused, leaving 2**32 elections of headroom after the highest term adopted.
+MAX_ADOPTED_TERM = MAX_COUNT - 2**32
 
 
 class Role(str, Enum):
@@ -66,7 +71,7 @@ class BullyElection:
         node_id: str,
         config: MeshConfig,
         stats: MeshStats,
-        send: Callable[[Message], None],
+        send: Callable[[Message], object],
         on_leader_change: Callable[[str | None, float], None],
     ) -> None:
         self.node_id = node_id
@@ -129,6 +134,9 @@ class BullyElection:
 
     def on_message(self, message: Message, now: float) -> None:
         """Take an election message (others are ignored)."""
+        if isinstance(message, (Coordinator, Heartbeat, Election, Answer)) and message.term > MAX_ADOPTED_TERM:
+            self.stats.drop("term-range")  # so far ahead that adopting it would leave no terms to elect with
+            return
         if isinstance(message, (Coordinator, Heartbeat)):
             self._on_leader_message(message, now)
         elif isinstance(message, Election):
@@ -175,6 +183,19 @@ class BullyElection:
             self._set_leader(None, now)
             self._join(now)
 
+    def rename(self, node_id: str, now: float) -> None:
+        """This tab took a new ID (another tab had ours); a leader announces itself under it.
+
+        In a new term: its followers compare ``(term, id)``, and the new ID may be lower
+        than the old one, which they would take for a lesser claimant.
+        """
+        self.node_id = node_id
+        if self.role is Role.LEADER:
+            self.term += 1
+            self._leader_term = self.term
+            self._set_leader(node_id, now)
+            self._announce(now)
+
     def leave(self) -> None:
         """Stop taking part (the node sends the ``Bye``)."""
         self.role = Role.LEFT
@@ -185,7 +206,7 @@ class BullyElection:
     def _join(self, now: float) -> None:
         self.role = Role.JOINING
         self._phase_deadline = now + self.config.answer_timeout
-        self._send(Hello(self.node_id))
+        self._send(Hello(src=self.node_id))
 
     def _stand(self, now: float) -> None:
         self.stats.elections += 1
@@ -195,7 +216,7 @@ class BullyElection:
         self._posted = True
         self._staggering = False
         self._phase_deadline = now + self.config.answer_timeout
-        self._send(Election(self.node_id, self._candidate_term))
+        self._send(Election(src=self.node_id, term=self._candidate_term))
 
     def _wait_for_higher(self, now: float) -> None:
         if self.role is not Role.WAITING:
@@ -212,11 +233,11 @@ class BullyElection:
 
     def _announce(self, now: float) -> None:
         self._last_reassert = now
-        self._send(Coordinator(self.node_id, self.term, self.config.heartbeat, self.hidden))
+        self._send(Coordinator(src=self.node_id, term=self.term, interval=self.config.heartbeat, hidden=self.hidden))
         self._mark_beat(now)
 
     def _beat(self, now: float) -> None:
-        self._send(Heartbeat(self.node_id, self.term, self.config.heartbeat, self.hidden))
+        self._send(Heartbeat(src=self.node_id, term=self.term, interval=self.config.heartbeat, hidden=self.hidden))
         self._mark_beat(now)
 
     def _mark_beat(self, now: float) -> None:
@@ -254,6 +275,10 @@ class BullyElection:
     # --- message handlers ---------------------------------------------------------------
 
     def _on_leader_message(self, message: Coordinator | Heartbeat, now: float) -> None:
+        # A leader of another page version may beat at another pace, but not at any pace: a
+        # forged interval of days would keep a dead "leader" followed, one of 10 ms depose it.
+        heartbeat = self.config.heartbeat
+        message = replace(message, interval=min(max(message.interval, heartbeat / 4), heartbeat * 4))
         claim = (message.term, message.src)
         if self.role is Role.LEFT:
             return
@@ -285,7 +310,7 @@ class BullyElection:
             if self.role is Role.WAITING:
                 if not self._answered and not self._posted:  # a posted Election already told it
                     self._answered = True
-                    self._send(Answer(self.node_id, self.term))
+                    self._send(Answer(src=self.node_id, term=self.term))
             elif self._staggering:
                 pass  # our turn comes before the lower tab's; our Election will tell it to wait
             elif self.role is not Role.CANDIDATE:
@@ -301,6 +326,6 @@ def _rank(node_id: str) -> float:
     """
     head = node_id[:12]
     try:
-        return int(head, 16) / 16 ** len(head)
+        return int(head, 16) / 16.0 ** len(head)
     except ValueError:
-        return sum(min(ord(c), 255) / 256 ** (i + 1) for i, c in enumerate(node_id[:6]))
+        return sum(min(ord(c), 255) / 256.0 ** (i + 1) for i, c in enumerate(node_id[:6]))

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["MeshError", "SharedFlowError", "MeshDisposedError"]
+__all__ = [
+    "MeshError",
+    "SharedFlowError",
+    "MeshDisposedError",
+    "MessageTooLarge",
+    "CallTimeoutError",
+    "FlowInterruptedError",
+]
 
 
 class MeshError(Exception):
@@ -11,6 +18,32 @@ class MeshError(Exception):
 
 class MeshDisposedError(MeshError, RuntimeError):
     """The mesh member was disposed; it can no longer execute or share."""
+
+
+class MessageTooLarge(MeshError, TypeError, ValueError):
+    """A value or argument would make a message larger than ``max_message_bytes``.
+
+    Raised in the tab that offered the data, before anything changed; a ``TypeError``
+    (like any other data the channel cannot carry) and a ``ValueError`` (as in 0.1.0).
+    """
+
+
+class CallTimeoutError(MeshError, TimeoutError):
+    """A flow's call ran longer than ``call_timeout``: the mesh stopped waiting for it.
+
+    Every tab waiting on that execute gets this error (shared like any failure), so
+    a call that never returns can never leave a page "loading" for good.
+    """
+
+
+class FlowInterruptedError(MeshError, RuntimeError):
+    """The flow function raised a ``BaseException`` that is no ``Exception``.
+
+    Typically its own ``asyncio.CancelledError`` (it awaited a task that something
+    else cancelled). Re-raised as such, it would read as if the caller's own execute
+    had been cancelled; so it fails the call like any error, with the original as
+    ``__cause__``, in this tab and (as a ``SharedFlowError``) in every other.
+    """
 
 
 class SharedFlowError(MeshError):

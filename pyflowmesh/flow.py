@@ -120,12 +120,18 @@ class Flow(Generic[T]):
         generation = self._generation
         if self.mesh is not None:
             self._follow(cache_key(self.key, args))
+        before = (self.status, self.error)
         self._set(status="loading", error=None)
         try:
             if self.mesh is not None:
                 value, source = await self.mesh.execute_with_source(self.key, *args)
             else:
                 value, source = await self._run_locally(args), "call"
+        except asyncio.CancelledError:
+            # The caller gave up: the flow shows what it showed before, and follows the mesh again.
+            if generation == self._generation:
+                self._set(status=before[0], error=before[1])
+            raise
         except Exception as error:
             if generation == self._generation:
                 self._set(status="error", error=error)

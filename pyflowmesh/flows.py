@@ -2,11 +2,14 @@
 
 For each cache key a tab is working on it keeps one :class:`Pending`, so
 concurrent executes of one key in one tab share one call, and it moves through
-these phases:
+these phases (every change goes through :meth:`FlowCoordinator._enter`, which
+checks it against :data:`TRANSITIONS`):
 
 * ``CALLING``: this tab runs the function (it leads, it claimed the key, or it
   fell back). The outcome goes to its own waiters and, as a ``Result`` or
-  ``Failure`` broadcast, to every tab.
+  ``Failure`` broadcast, to every tab. A call that runs past ``call_timeout`` is
+  given up (``CancelCall``): its waiters, here and in every tab, get a
+  :class:`~pyflowmesh.errors.CallTimeoutError`.
 * ``AWAIT_LEADER`` → ``REQUESTED`` → ``ACCEPTED``: a follower asks the leader, which
   serves each key once for all tabs that ask while it runs (and from its cache
   after). Should the leader change, the request follows the new one.
@@ -15,9 +18,17 @@ these phases:
   the flow) a tab announces a ``Claim``, waits ``claim_window`` for competing claims,
   and calls unless a running claim or a higher tab's claim beats it. Tabs that find
   a live claim wait for its owner's result, and take over if the owner goes silent.
+  The owner answers every newcomer's claim, and serves requests for the key it runs.
 
-A failure starts a back-off shared by every tab (with ``share_errors``): until it
-ends, an execute of that key raises the shared error at once instead of calling.
+Every execute ends: a tab that waits on other tabs gives up at its *patience*
+(``request_timeout + call_timeout + heartbeat`` after the execute began) and calls
+itself, and its own call ends by ``call_timeout``. A failure starts a back-off shared
+by every tab (with ``share_errors``): until it ends, an execute of that key raises the
+shared error at once instead of calling; no tab honours one longer than
+``max_error_backoff``.
+
+Values are held as canonical JSON text: what a caller or a flow function does to
+the data it was given changes nothing the mesh shares.
 """
 
 from __future__ import annotations
@@ -27,10 +38,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .cache import SharedCache
-from .effects import CacheUpdated, FailureShared, Reject, Resolve, Source, StartCall
+from .effects import CacheUpdated, CancelCall, FailureShared, Reject, Resolve, Source, StartCall, WatchPeer
 from .election import Role
-from .errors import SharedFlowError
+from .errors import CallTimeoutError, MessageTooLarge, SharedFlowError
 from .protocol import (
+    MAX_COUNT,
+    MAX_MILLIS,
     Accept,
     Bye,
     Claim,
@@ -42,20 +55,27 @@ from .protocol import (
     Request,
     Result,
     Sync,
+    SyncEntry,
     SyncFailure,
+    encode,
 )
-from .values import cache_key, check_json, is_text
+from .values import cache_key, check_json, dump_json, is_text, load_json
 
 if TYPE_CHECKING:
     from .node import MeshNode
 
-__all__ = ["Phase", "Pending", "FlowCoordinator", "MessageTooLarge"]
+__all__ = ["Phase", "Pending", "FlowCoordinator", "MessageTooLarge", "TRANSITIONS"]
 
 _NEVER = float("inf")
 
-
-class MessageTooLarge(ValueError):
-    """A message would exceed ``max_message_bytes``."""
+# Bounds of what other tabs can make this tab hold (each structure's bound is here).
+MAX_SERVED = 1024  # keys this tab works on for other tabs at once; more requests are declined "busy"
+MAX_REQUESTERS = 256  # tabs one key is served to by name; more are declined "busy"
+MAX_CLAIMS = 1024  # claim records; past it the one expiring first is forgotten
+MAX_BACKOFFS = 1024  # back-off records and failure counts; past it the oldest are forgotten
+MAX_ATTEMPT = 1_000_000  # consecutive failures counted per key (the back-off is long at its maximum)
+MAX_ERROR_TEXT = 2000  # characters of an error's message that cross the channel
+MAX_ERROR_TYPE = 200
 
 
 class Phase(str, Enum):
@@ -66,23 +86,50 @@ class Phase(str, Enum):
     CLAIMING = "claiming"
     FOLLOWING_CLAIM = "following-claim"
 
+    def __str__(self) -> str:
+        return self.value
 
-@dataclass
+
+_WAITING_ON_LEADER = frozenset({Phase.AWAIT_LEADER, Phase.REQUESTED, Phase.ACCEPTED})
+_ANY_WAIT = _WAITING_ON_LEADER | {Phase.FOLLOWING_CLAIM}
+
+# The legal phase changes. A call in progress (CALLING) ends only with its outcome or
+# its timeout, which remove the Pending; a claim announced (CLAIMING) is kept or yielded.
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.AWAIT_LEADER: _ANY_WAIT | {Phase.CLAIMING, Phase.CALLING},
+    Phase.REQUESTED: _ANY_WAIT | {Phase.CLAIMING, Phase.CALLING},
+    Phase.ACCEPTED: _ANY_WAIT | {Phase.CLAIMING, Phase.CALLING},
+    Phase.FOLLOWING_CLAIM: _ANY_WAIT | {Phase.CLAIMING, Phase.CALLING},
+    Phase.CLAIMING: frozenset({Phase.CALLING, Phase.FOLLOWING_CLAIM}),
+    Phase.CALLING: frozenset(),
+}
+
+
+@dataclass(eq=False)
 class Pending:
     """One key this tab works on: its phase, its local waiters, the tabs it serves."""
 
     key: str
     flow: str
-    args: tuple[Any, ...]
+    args_json: str  # the arguments as canonical JSON: a Request always carries what the key says
+    patience: float  # when this tab stops waiting on other tabs and calls itself
     phase: Phase = Phase.AWAIT_LEADER
     deadline: float = _NEVER
     target: str | None = None  # the leader asked, or the claim owner followed
     req: int = 0
     call_id: int = 0
+    call_deadline: float = _NEVER
     claimed: bool = False  # this tab announced a claim for the key
-    last_claim_sent: float = -_NEVER
+    superseded: bool = False  # invalidated while its call ran: it answers only who already waited
+    invalidated: bool = False  # invalidated while it waited: executes after that wait for a new call
     waiters: list[int] = field(default_factory=list)
+    later: list[int] = field(default_factory=list)  # executes that came after the invalidation
     requesters: set[str] = field(default_factory=set)
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """A fresh copy of the arguments."""
+        return tuple(load_json(self.args_json))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,83 +157,160 @@ class FlowCoordinator:
     def __init__(self, node: MeshNode) -> None:
         self._node = node
         self._config = node.config
-        self._me = node.node_id
         self._cache: SharedCache = node.cache
         self.flows: set[str] = set()  # flows this tab can run (the leader declines others)
-        self.pending: dict[str, Pending] = {}
-        self._calls: dict[int, tuple[str, Pending]] = {}
-        self._claims: dict[str, _ClaimRecord] = {}
-        self._backoffs: dict[str, _Backoff] = {}
-        self._attempts: dict[str, int] = {}
+        self.pending: dict[str, Pending] = {}  # bounded: local executes, plus MAX_SERVED for others
+        self._waiting: dict[int, Pending] = {}  # waiter -> its Pending (one entry per open execute)
+        self._calls: dict[int, Pending] = {}  # call_id -> its Pending (one per CALLING Pending)
+        self._claims: dict[str, _ClaimRecord] = {}  # bounded by MAX_CLAIMS
+        self._backoffs: dict[str, _Backoff] = {}  # bounded by MAX_BACKOFFS
+        self._attempts: dict[str, int] = {}  # consecutive failures per key; bounded by MAX_BACKOFFS
         self._next_id = 0
+        # Sync answers cost bytes on every tab's channel: a token bucket of bytes refilled at
+        # max_message_bytes per heartbeat, so a flood of Hellos cannot make this tab flood.
+        self._sync_tokens = float(2 * self._config.max_message_bytes)
+        self._sync_refilled = 0.0
+
+    @property
+    def _me(self) -> str:
+        return self._node.node_id
 
     # --- public side ------------------------------------------------------------------
 
     def execute(self, flow: str, args: tuple[Any, ...], now: float) -> int:
-        """Start an execute; its outcome comes as a Resolve/Reject effect for the returned waiter."""
-        key = cache_key(flow, args)  # TypeError for arguments that are not JSON
+        """Start an execute; its outcome comes as a Resolve/Reject effect for the returned waiter.
+
+        Raises (before any state changes):
+            TypeError: the arguments are not JSON data.
+            MessageTooLarge: a request carrying them would exceed ``max_message_bytes``.
+        """
+        key = cache_key(flow, args)
+        args_json = key[len(flow):] if args else "[]"
+        self._check_fits(key, flow, args_json)
         waiter = self._new_id()
         entry = self._cache.get(key, now)
         if entry is not None:
             self._node.stats.served_from_cache += 1
-            self._node.emit(Resolve(waiter, entry.value, "cache"))
+            self._node.emit(Resolve(waiter, entry.data, "cache"))
             return waiter
         backoff = self._active_backoff(key, now)
         if backoff is not None:
             self._node.emit(Reject(waiter, self._shared_error(key, backoff, now)))
             return waiter
         pending = self.pending.get(key)
+        created = pending is None
         if pending is None:
-            pending = self.pending[key] = Pending(key, flow, tuple(args))
-            pending.waiters.append(waiter)
+            pending = self.pending[key] = self._new_pending(key, flow, args_json, now)
+        (pending.later if pending.invalidated else pending.waiters).append(waiter)
+        self._waiting[waiter] = pending
+        if created:
             self._route(pending, now)
-        else:
-            pending.waiters.append(waiter)
         return waiter
 
+    def cancel(self, waiter: int, now: float) -> None:
+        """The caller stopped waiting: forget ``waiter``; a key nobody needs any more is dropped.
+
+        A call in progress, or a claim announced to other tabs, goes on: other tabs may
+        wait on it, and its result still fills the cache.
+        """
+        pending = self._waiting.pop(waiter, None)
+        if pending is None:
+            return
+        for waiters in (pending.waiters, pending.later):
+            if waiter in waiters:
+                waiters.remove(waiter)
+        if not pending.waiters and not pending.later and not pending.requesters and pending.phase in _ANY_WAIT:
+            self._drop(pending)
+
     def share(self, key: str, value: Any, now: float) -> None:
-        """Offer a result produced outside any flow (``FlowMesh.share_result``)."""
+        """Offer a result produced outside any flow (``FlowMesh.share_result``).
+
+        Raises (before any state changes):
+            TypeError: ``value`` is not JSON data, or ``key`` is not text.
+            MessageTooLarge: the result would not fit in one message.
+        """
+        if not isinstance(key, str) or not is_text(key):
+            raise TypeError(f"a cache key must be a str of text, got {key!r}")
         check_json(value, f"the value shared for {key!r}")
-        self._publish(key, value, now, requesters=set())
+        data = dump_json(value)
+        if self._config.share_cache and self._result_size(key, data) > self._config.max_message_bytes:
+            raise MessageTooLarge(
+                f"the value shared for {key!r} does not fit in one message of max_message_bytes "
+                f"({self._config.max_message_bytes})"
+            )
+        self._publish(key, data, now, requesters=set())
         pending = self.pending.get(key)
         if pending is not None and pending.phase is not Phase.CALLING:
-            del self.pending[key]
-            self._resolve(pending, value, "call")
+            self._finish(pending, now, data=data, source="call")
 
     def invalidate(self, key: str | None, now: float) -> None:
+        self._drop_cached(key)
+        self._node.send(Invalidate(src=self._me, key=key))
+
+    def _drop_cached(self, key: str | None) -> None:
+        """Drop ``key`` (or every key) from the cache, and supersede calls of it already running.
+
+        A call that began before the invalidation answers only the executes that were
+        already waiting on it; an execute after it starts a new call (``refresh``), and
+        the superseded call's result never enters a cache.
+        """
         self._cache.invalidate(key)
-        self._node.send(Invalidate(self._me, key))
+        for pending in [p for p in self.pending.values() if key in (None, p.key)]:
+            if pending.phase is Phase.CALLING:
+                self._drop(pending)
+                pending.superseded = True
+            else:  # waiting on another tab's call, which may be superseded too: later executes ask anew
+                pending.invalidated = True
 
     def call_succeeded(self, call_id: int, value: Any, now: float) -> None:
-        key, pending = self._calls.pop(call_id)
-        if self.pending.get(key) is pending:
-            del self.pending[key]
+        pending = self._calls.pop(call_id, None)
+        if pending is None:
+            return  # a call given up at its timeout: its waiters already have their outcome
         try:
-            self._publish(key, value, now, pending.requesters)
-        except MessageTooLarge as error:
-            self._send_failure(key, error, now, pending.requesters, back_off=False)
-        self._resolve(pending, value, "call")
+            check_json(value, f"the result of flow {pending.flow!r}")
+            data = dump_json(value)
+        except (TypeError, ValueError) as error:
+            self._call_ended(pending, now)
+            self._fail(pending, TypeError(str(error)), now, back_off=False)
+            return
+        self._call_ended(pending, now)
+        if pending.superseded:
+            if pending.requesters:  # they asked before the invalidation: they get this, no cache does
+                self._node.send(Result(src=self._me, key=pending.key, value=load_json(data), version=0,
+                                       origin=self._me, age=0.0, shared=False, to=sorted(pending.requesters),
+                                       sent=self._node.wall()))
+        else:
+            self._publish(pending.key, data, now, pending.requesters)
+        self._finish(pending, now, data=data, source="call")
 
     def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
-        key, pending = self._calls.pop(call_id)
-        if self.pending.get(key) is pending:
-            del self.pending[key]
-        self._node.stats.failed_calls += 1
-        self._send_failure(key, error, now, pending.requesters, back_off)
-        for waiter in pending.waiters:
-            self._node.emit(Reject(waiter, error))
+        pending = self._calls.pop(call_id, None)
+        if pending is None:
+            return
+        self._call_ended(pending, now)
+        self._fail(pending, error, now, back_off)
 
     def abandon_all(self, error: BaseException) -> None:
         """Fail every local waiter (the member is leaving)."""
-        for pending in self.pending.values():
-            for waiter in pending.waiters:
-                self._node.emit(Reject(waiter, error))
-            pending.waiters.clear()
-        self.pending.clear()
+        for pending in [*self.pending.values(), *self._calls.values()]:
+            self._finish(pending, 0.0, error=error, renew=False)
+        self._calls.clear()
+
+    def fail_key(self, key: str, error: BaseException) -> None:
+        """Fail the local waiters of ``key`` with ``error`` and forget the key (an internal error struck it)."""
+        pending = self.pending.get(key)
+        if pending is not None:
+            self._abort(pending, error)
+
+    def _abort(self, pending: Pending, error: BaseException) -> None:
+        if self._calls.pop(pending.call_id, None) is not None:
+            self._node.emit(CancelCall(pending.call_id))
+        self._finish(pending, 0.0, error=error, renew=False)
 
     def snapshot_failures(self, now: float, origin: str | None = None) -> list[SyncFailure]:
         return [
-            SyncFailure(key, b.error_type, b.message, b.until - now, b.attempt, b.origin)
+            SyncFailure(key=key, error_type=b.error_type, message=b.message, retry_in=b.until - now,
+                        attempt=b.attempt, origin=b.origin)
             for key, b in self._backoffs.items()
             if b.until > now and (origin is None or b.origin == origin)
         ]
@@ -197,32 +321,47 @@ class FlowCoordinator:
         soonest = _NEVER
         for pending in self.pending.values():
             soonest = min(soonest, pending.deadline)
+        for pending in self._calls.values():  # superseded calls are timed out too
+            soonest = min(soonest, pending.deadline)
         return soonest
 
     def tick(self, now: float) -> None:
-        for pending in [p for p in self.pending.values() if p.deadline <= now]:
-            if self.pending.get(pending.key) is not pending:
-                continue
-            if pending.phase is Phase.CALLING:  # a claimed call in progress: keep the claim alive
-                self._node.send(Claim(self._me, pending.key, True))
-                pending.last_claim_sent = now
-                pending.deadline = now + self._config.heartbeat
-            elif pending.phase is Phase.CLAIMING:
-                self._start_call(pending, now)
-            elif pending.phase is Phase.FOLLOWING_CLAIM:
-                self._claims.pop(pending.key, None)  # its owner went silent: take over
-                self._route(pending, now)
-            else:  # no leader in time, no accept in time, or the accepted call took too long
-                self._fall_back(pending, now)
-        if len(self._backoffs) > 4 * self._config.max_entries:
+        due = {id(p): p for p in [*self.pending.values(), *self._calls.values()] if p.deadline <= now}
+        for pending in due.values():
+            if self.pending.get(pending.key) is not pending and self._calls.get(pending.call_id) is not pending:
+                continue  # settled by an earlier one in this loop
+            try:
+                self._on_deadline(pending, now)
+            except Exception as error:  # a bug must fail only the waiters of its key
+                self._node.internal_error(error)
+                self._abort(pending, error)
+        if len(self._backoffs) > MAX_BACKOFFS // 2:
             self._backoffs = {k: b for k, b in self._backoffs.items() if b.until > now}
+
+    def _on_deadline(self, pending: Pending, now: float) -> None:
+        if pending.phase is Phase.CALLING:
+            if now >= pending.call_deadline:
+                self._time_out(pending, now)
+            else:  # a claimed call in progress: keep the claim alive
+                self._node.send(Claim(src=self._me, key=pending.key, running=True))
+                pending.deadline = min(now + self._config.heartbeat, pending.call_deadline)
+        elif pending.phase is Phase.CLAIMING:
+            self._start_call(pending, now)
+        elif now >= pending.patience:  # waited on other tabs long enough: call ourselves
+            self._node.stats.fallbacks += 1
+            self._start_call(pending, now)
+        elif pending.phase is Phase.FOLLOWING_CLAIM:
+            self._claims.pop(pending.key, None)  # its owner went silent: take over
+            self._route(pending, now)
+        else:  # no leader in time, no accept in time, or the accepted call took too long
+            self._fall_back(pending, now)
 
     # --- election events ---------------------------------------------------------------
 
     def on_leader_change(self, leader: str | None, now: float) -> None:
         """Send every request waiting on a leader to the new one (or serve it, if that is us)."""
         for pending in list(self.pending.values()):
-            if pending.phase not in (Phase.AWAIT_LEADER, Phase.REQUESTED, Phase.ACCEPTED):
+            if pending.phase not in _WAITING_ON_LEADER:
                 continue
             if pending.target == leader and leader is not None:
                 continue
@@ -231,16 +370,24 @@ class FlowCoordinator:
             elif leader is not None:
                 self._request(pending, leader, now)
             else:
-                pending.phase, pending.target = Phase.AWAIT_LEADER, None
-                pending.deadline = now + self._config.effective_request_timeout
+                self._enter(pending, Phase.AWAIT_LEADER, now + self._config.effective_request_timeout)
+
+    def on_renamed(self, now: float) -> None:
+        """This tab took a new ID: answers to its requests would go to the old one, so ask again."""
+        for pending in list(self.pending.values()):
+            if pending.phase in (Phase.REQUESTED, Phase.ACCEPTED) and pending.target is not None:
+                self._request(pending, pending.target, now)
 
     def on_peer_gone(self, node_id: str, now: float) -> None:
-        """A tab left: claims it held are taken over at once."""
+        """A tab left: claims it held are taken over at once; nothing more is sent to it."""
         for key in [k for k, c in self._claims.items() if c.owner == node_id]:
             del self._claims[key]
         for pending in list(self.pending.values()):
+            pending.requesters.discard(node_id)
             if pending.phase is Phase.FOLLOWING_CLAIM and pending.target == node_id:
                 self._route(pending, now)
+            elif not pending.waiters and not pending.requesters and pending.phase in _ANY_WAIT:
+                self._drop(pending)  # we only waited for the tab that left
 
     # --- messages ------------------------------------------------------------------------
 
@@ -250,8 +397,7 @@ class FlowCoordinator:
         elif isinstance(message, Accept):
             pending = self.pending.get(message.key)
             if pending and pending.phase is Phase.REQUESTED and pending.req == message.req:
-                pending.phase = Phase.ACCEPTED
-                pending.deadline = now + self._config.call_timeout
+                self._enter(pending, Phase.ACCEPTED, now + self._config.call_timeout)
         elif isinstance(message, Decline):
             self._on_decline(message, now)
         elif isinstance(message, Result):
@@ -261,7 +407,7 @@ class FlowCoordinator:
         elif isinstance(message, Claim):
             self._on_claim(message, now)
         elif isinstance(message, Invalidate):
-            self._cache.invalidate(message.key)
+            self._drop_cached(message.key)
         elif isinstance(message, Sync):
             self._on_sync(message, now)
         elif isinstance(message, Hello):
@@ -269,122 +415,177 @@ class FlowCoordinator:
         elif isinstance(message, Bye):
             self.on_peer_gone(message.src, now)
 
+    def _decline(self, message: Request, reason: str) -> None:
+        self._node.send(Decline(src=self._me, dst=message.src, req=message.req, key=message.key, reason=reason))
+
     def _on_request(self, message: Request, now: float) -> None:
         node = self._node
-        if node.role is not Role.LEADER:
-            node.send(Decline(self._me, message.src, message.req, message.key, "not-leader"))
+        pending = self.pending.get(message.key)
+        # Who serves: the leader; a tab that runs (or claimed) the key; peer-to-peer, also a
+        # tab that produced the fresh entry (without share_cache nobody else holds it).
+        owner = pending is not None and pending.phase in (Phase.CALLING, Phase.CLAIMING)
+        produced = self._cache.get(message.key, now)
+        producer = node.role is Role.PEER and produced is not None and produced.origin == self._me
+        if node.role is not Role.LEADER and not owner and not producer:
+            self._decline(message, "not-leader")
             return
         if message.flow not in self.flows:
-            node.send(Decline(self._me, message.src, message.req, message.key, "unknown-flow"))
+            self._decline(message, "unknown-flow")
             return
         if cache_key(message.flow, message.args) != message.key:
             node.stats.drop("bad-key")
+            self._decline(message, "bad-key")  # the sender serves itself at once
+            return
+        if self._transit(message.sent) > self._config.effective_request_timeout:
+            self._decline(message, "late")  # its sender stopped waiting for us: it calls itself
             return
         entry = self._cache.get(message.key, now)
         if entry is not None:
             node.stats.requests_served += 1
             shared = self._config.share_cache
-            node.send(Result(self._me, entry.key, entry.value, entry.version, entry.origin, entry.age(now),
-                             shared, None if shared else [message.src]))
+            node.send(Result(src=self._me, key=entry.key, value=entry.value, version=entry.version,
+                             origin=entry.origin, age=entry.age(now), shared=shared,
+                             to=None if shared else [message.src], sent=node.wall()))
             return
         backoff = self._active_backoff(message.key, now)
         if backoff is not None:
-            node.send(Failure(self._me, message.key, backoff.error_type, backoff.message, backoff.until - now,
-                              backoff.attempt, True, [message.src]))
+            node.send(Failure(src=self._me, key=message.key, error_type=backoff.error_type, message=backoff.message,
+                              retry_in=backoff.until - now, attempt=backoff.attempt, shared=True, to=[message.src]))
             return
-        node.stats.requests_served += 1
-        pending = self.pending.get(message.key)
         if pending is None:
-            pending = self.pending[message.key] = Pending(message.key, message.flow, tuple(message.args))
+            if sum(1 for p in self.pending.values() if not p.waiters) >= MAX_SERVED:
+                self._decline(message, "busy")
+                return
+            pending = self.pending[message.key] = self._new_pending(
+                message.key, message.flow, dump_json(message.args), now)
             pending.requesters.add(message.src)
             self._route(pending, now)
-        else:
+        elif message.src not in pending.requesters:
+            if len(pending.requesters) >= MAX_REQUESTERS:
+                self._decline(message, "busy")
+                return
             pending.requesters.add(message.src)
-        node.send(Accept(self._me, message.src, message.req, message.key))
+        node.stats.requests_served += 1
+        node.send(Accept(src=self._me, dst=message.src, req=message.req, key=message.key))
 
     def _on_decline(self, message: Decline, now: float) -> None:
         pending = self.pending.get(message.key)
-        if not pending or pending.req != message.req or pending.phase not in (Phase.REQUESTED, Phase.ACCEPTED):
+        if not pending or pending.req != message.req or pending.phase not in _ANY_WAIT - {Phase.AWAIT_LEADER}:
             return
         leader = self._node.leader
-        if message.reason == "not-leader" and leader not in (None, message.src, self._me):
+        if pending.phase is Phase.FOLLOWING_CLAIM:
+            self._claims.pop(message.key, None)  # the owner no longer runs it
+            self._route(pending, now)
+        elif message.reason == "not-leader" and leader not in (None, message.src, self._me):
             self._request(pending, leader, now)  # type: ignore[arg-type]
         else:
             self._fall_back(pending, now)
 
     def _on_result(self, message: Result, now: float) -> None:
         if message.to is not None and self._me not in message.to:
+            self._owner_done(message.key, message.src)
             return
         self._claims.pop(message.key, None)
         self._backoffs.pop(message.key, None)
         self._attempts.pop(message.key, None)
+        data = dump_json(message.value)
         if message.shared and self._config.share_cache:
-            self._store(message.key, message.value, message.version, message.origin, message.age, now)
+            self._store(message.key, data, message.version, message.origin,
+                        message.age + self._transit(message.sent), now)
         pending = self.pending.get(message.key)
         if pending is None or pending.phase is Phase.CALLING:
             return  # our own call, if any, still publishes its result when it ends
-        del self.pending[message.key]
-        self._resolve(pending, message.value, "mesh")
         unserved = pending.requesters - set(message.to) if message.to is not None else set()
+        self._finish(pending, now, data=data, source="mesh")
         if unserved:
-            self._node.send(Result(self._me, message.key, message.value, message.version, message.origin,
-                                   message.age, message.shared, sorted(unserved)))
+            self._node.send(Result(src=self._me, key=message.key, value=message.value, version=message.version,
+                                   origin=message.origin, age=message.age, shared=message.shared,
+                                   to=sorted(unserved), sent=message.sent))
 
     def _on_failure(self, message: Failure, now: float) -> None:
         if message.to is not None and self._me not in message.to:
+            self._owner_done(message.key, message.src)
             return
         self._claims.pop(message.key, None)
-        if message.shared and self._config.share_errors and message.retry_in > 0:
-            self._backoffs[message.key] = _Backoff(now + message.retry_in, message.error_type, message.message,
-                                                    message.attempt, message.src)
-            self._attempts[message.key] = max(self._attempts.get(message.key, 0), message.attempt)
-        error = SharedFlowError(message.key, message.error_type, message.message, message.src, message.retry_in)
+        retry_in = min(message.retry_in, self._config.max_error_backoff)  # nobody blocks a key longer
+        attempt = min(message.attempt, MAX_ATTEMPT)
+        if message.shared and self._config.share_errors and retry_in > 0:
+            self._set_backoff(message.key, _Backoff(now + retry_in, message.error_type, message.message, attempt,
+                                                    message.src))
+        error = SharedFlowError(message.key, message.error_type, message.message, message.src, retry_in)
         self._node.emit(FailureShared(message.key, error))
         pending = self.pending.get(message.key)
         if pending is None or pending.phase is Phase.CALLING:
             return
-        del self.pending[message.key]
-        for waiter in pending.waiters:
-            self._node.emit(Reject(waiter, error))
         unserved = pending.requesters - set(message.to) if message.to is not None else set()
+        self._finish(pending, now, error=error)
         if unserved:
-            self._node.send(Failure(self._me, message.key, message.error_type, message.message, message.retry_in,
-                                    message.attempt, message.shared, sorted(unserved)))
+            self._node.send(Failure(src=self._me, key=message.key, error_type=message.error_type,
+                                    message=message.message, retry_in=retry_in, attempt=attempt,
+                                    shared=message.shared, to=sorted(unserved)))
+
+    def _owner_done(self, key: str, owner: str) -> None:
+        """``owner`` answered other tabs about ``key`` by name: its call ended, so its claim is over.
+
+        A tab of ours that follows it asked it by name too (answers are only addressed
+        when nothing is broadcast), so it waits for its own answer: the owner serves it
+        from its cache, or declines and it moves on.
+        """
+        claim = self._claims.get(key)
+        if claim is not None and claim.owner == owner:
+            del self._claims[key]
 
     def _on_claim(self, message: Claim, now: float) -> None:
         patience = self._config.silence_limit(self._config.heartbeat, False)
         record = _ClaimRecord(message.src, message.running, now + patience)
         current = self._claims.get(message.key)
         if current is None or current.expires <= now or current.owner == record.owner or record.rank() > current.rank():
-            self._claims[message.key] = record
+            self._set_claim(message.key, record, now)
         pending = self.pending.get(message.key)
         if pending is None:
+            if not message.running:
+                self._answer_claim_from_cache(message, now)
             return
         if pending.phase is Phase.CALLING:
-            if now - pending.last_claim_sent >= self._config.claim_window:
-                pending.last_claim_sent = now
-                self._node.send(Claim(self._me, message.key, True))  # we are running it: they yield
+            if not message.running:  # a newcomer about to call: every one hears that we run it
+                self._node.send(Claim(src=self._me, key=message.key, running=True))
         elif pending.phase is Phase.CLAIMING:
             if record.rank() > (False, self._me):
-                self._follow_claim(pending, self._claims[message.key])
+                self._follow_claim(pending, record, now)
         elif pending.phase is Phase.FOLLOWING_CLAIM:
-            best = self._claims[message.key]
-            pending.target, pending.deadline = best.owner, best.expires
+            best = self._claims.get(message.key)
+            if best is not None and best.owner != pending.target:
+                self._follow_claim(pending, best, now)
+            elif best is not None:
+                pending.deadline = min(best.expires, pending.patience)
+
+    def _answer_claim_from_cache(self, message: Claim, now: float) -> None:
+        """Peer-to-peer, the tab that produced a fresh entry answers a claim of its key with it.
+
+        The claimant may not hold the entry (without ``share_cache`` nobody else does, or it
+        joined after the result): it takes this answer instead of calling.
+        """
+        entry = self._cache.get(message.key, now)
+        if self._node.role is Role.PEER and entry is not None and entry.origin == self._me:
+            self._node.send(Result(src=self._me, key=entry.key, value=entry.value, version=entry.version,
+                                   origin=entry.origin, age=entry.age(now), shared=self._config.share_cache,
+                                   to=[message.src], sent=self._node.wall()))
 
     def _on_sync(self, message: Sync, now: float) -> None:
+        transit = self._transit(message.sent)
         if self._config.share_cache:
             for entry in message.entries:
-                self._store(entry.key, entry.value, entry.version, entry.origin, entry.age, now)
+                data = dump_json(entry.value)
+                self._store(entry.key, data, entry.version, entry.origin, entry.age + transit, now)
                 pending = self.pending.get(entry.key)
                 if pending is not None and pending.phase is not Phase.CALLING and self._cache.get(entry.key, now):
-                    del self.pending[entry.key]
-                    self._resolve(pending, entry.value, "mesh")
+                    self._finish(pending, now, data=data, source="mesh")
         if self._config.share_errors:
             for failure in message.failures:
-                if failure.retry_in > 0 and failure.key not in self._backoffs:
-                    self._backoffs[failure.key] = _Backoff(now + failure.retry_in, failure.error_type,
-                                                           failure.message, failure.attempt, failure.origin)
-                    self._attempts[failure.key] = max(self._attempts.get(failure.key, 0), failure.attempt)
+                retry_in = min(failure.retry_in, self._config.max_error_backoff) - transit
+                if retry_in > 0 and failure.key not in self._backoffs:
+                    self._set_backoff(failure.key, _Backoff(now + retry_in, failure.error_type, failure.message,
+                                                            min(failure.attempt, MAX_ATTEMPT), failure.origin))
 
     def _on_hello(self, message: Hello, now: float) -> None:
         # The leader knows every shared entry; without a leader each tab sends what it produced.
@@ -394,28 +595,48 @@ class FlowCoordinator:
             origin = self._me
         else:
             return
+        capacity = 2.0 * self._config.max_message_bytes
+        refill = (now - self._sync_refilled) * self._config.max_message_bytes / self._config.heartbeat
+        self._sync_tokens, self._sync_refilled = min(capacity, self._sync_tokens + max(0.0, refill)), now
+        if self._sync_tokens <= 0:
+            self._node.stats.syncs_skipped += 1  # the joiner asks for what it needs instead
+            return
         entries = self._cache.snapshot(now, origin) if self._config.share_cache else []
         failures = self.snapshot_failures(now, origin) if self._config.share_errors else []
         self._send_sync(message.src, entries, failures)
 
-    def _send_sync(self, dst: str, entries: list[Any], failures: list[SyncFailure]) -> None:
+    def _send_sync(self, dst: str, entries: list[SyncEntry], failures: list[SyncFailure]) -> None:
         if not entries and not failures:
             return
-        try:
-            self._node.send(Sync(self._me, dst, entries, failures))
-        except MessageTooLarge:
-            if len(entries) + len(failures) == 1:
-                return  # one entry too large to send on its own: the joiner will ask for it
+        size = self._node.send(Sync(src=self._me, dst=dst, entries=entries, failures=failures, sent=self._node.wall()))
+        if size:
+            self._sync_tokens -= size
+        elif len(entries) + len(failures) > 1:
             half_e, half_f = len(entries) // 2, len(failures) // 2
             self._send_sync(dst, entries[:half_e], failures[:half_f])
             self._send_sync(dst, entries[half_e:], failures[half_f:])
+        # else: one entry too large to send on its own: the joiner will ask for it
 
     # --- transitions -----------------------------------------------------------------------
 
+    def _new_pending(self, key: str, flow: str, args_json: str, now: float) -> Pending:
+        config = self._config
+        patience = now + config.effective_request_timeout + config.call_timeout + config.heartbeat
+        return Pending(key=key, flow=flow, args_json=args_json, patience=patience)
+
+    def _enter(self, pending: Pending, phase: Phase, deadline: float, target: str | None = None) -> None:
+        """The one place a Pending changes phase; waiting on others never outlasts its patience."""
+        if phase is not pending.phase and phase not in TRANSITIONS[pending.phase]:
+            raise RuntimeError(f"illegal phase change {pending.phase} -> {phase} for {pending.key!r}")
+        pending.phase, pending.target = phase, target
+        pending.deadline = deadline if phase in (Phase.CALLING, Phase.CLAIMING) else min(deadline, pending.patience)
+
     def _route(self, pending: Pending, now: float) -> None:
         claim = self._live_claim(pending.key, now)
-        if claim is not None:
-            self._follow_claim(pending, claim)
+        if now >= pending.patience:
+            self._start_call(pending, now)
+        elif claim is not None:
+            self._follow_claim(pending, claim, now)
         elif self._node.role is Role.PEER:
             self._claim(pending, now)
         elif self._node.role is Role.LEADER:
@@ -423,90 +644,206 @@ class FlowCoordinator:
         elif self._node.leader is not None:
             self._request(pending, self._node.leader, now)
         else:
-            pending.phase, pending.target = Phase.AWAIT_LEADER, None
-            pending.deadline = now + self._config.effective_request_timeout
+            self._enter(pending, Phase.AWAIT_LEADER, now + self._config.effective_request_timeout)
 
     def _request(self, pending: Pending, leader: str, now: float) -> None:
-        pending.phase, pending.target = Phase.REQUESTED, leader
         pending.req = self._new_id()
-        pending.deadline = now + self._config.effective_request_timeout
-        self._node.send(Request(self._me, leader, pending.req, pending.key, pending.flow, list(pending.args)))
+        self._enter(pending, Phase.REQUESTED, now + self._config.effective_request_timeout, leader)
+        self._node.send(Request(src=self._me, dst=leader, req=pending.req, key=pending.key, flow=pending.flow,
+                                args=load_json(pending.args_json), sent=self._node.wall()))
 
     def _fall_back(self, pending: Pending, now: float) -> None:
         self._node.stats.fallbacks += 1
         claim = self._live_claim(pending.key, now)
         if claim is not None:
-            self._follow_claim(pending, claim)
+            self._follow_claim(pending, claim, now)
         else:
             self._claim(pending, now)
 
     def _claim(self, pending: Pending, now: float) -> None:
-        pending.phase, pending.target, pending.claimed = Phase.CLAIMING, self._me, True
-        pending.deadline = now + self._config.claim_window
-        pending.last_claim_sent = now
-        self._node.send(Claim(self._me, pending.key, False))
+        pending.claimed = True
+        self._enter(pending, Phase.CLAIMING, now + self._config.claim_window, self._me)
+        self._node.send(Claim(src=self._me, key=pending.key, running=False))
 
-    def _follow_claim(self, pending: Pending, claim: _ClaimRecord) -> None:
-        pending.phase, pending.target, pending.deadline = Phase.FOLLOWING_CLAIM, claim.owner, claim.expires
+    def _follow_claim(self, pending: Pending, claim: _ClaimRecord, now: float) -> None:
+        self._enter(pending, Phase.FOLLOWING_CLAIM, claim.expires, claim.owner)
+        if self._node.role is Role.PEER:  # no leader to watch: watch the owner (its Web Lock tells if it dies)
+            self._node.emit(WatchPeer(claim.owner))
+        if not (self._config.share_cache and self._config.share_errors):
+            # Nothing is broadcast: the owner answers by name the tabs that asked it.
+            pending.req = self._new_id()
+            self._node.send(Request(src=self._me, dst=claim.owner, req=pending.req, key=pending.key,
+                                    flow=pending.flow, args=load_json(pending.args_json), sent=self._node.wall()))
 
     def _start_call(self, pending: Pending, now: float) -> None:
         if pending.flow not in self.flows:
             # Only a leader serving a request reaches here without the flow; it declined those.
-            self._fail_locally(pending, LookupError(f"this tab has no flow {pending.flow!r}"))
+            self._fail(pending, LookupError(f"this tab has no flow {pending.flow!r}"), now, back_off=False)
             return
-        pending.phase, pending.target = Phase.CALLING, self._me
         pending.call_id = self._new_id()
-        pending.deadline = now + self._config.heartbeat if pending.claimed else _NEVER
-        self._calls[pending.call_id] = (pending.key, pending)
+        pending.call_deadline = now + self._config.call_timeout
+        refresh = now + self._config.heartbeat if pending.claimed else _NEVER
+        self._enter(pending, Phase.CALLING, min(refresh, pending.call_deadline), self._me)
+        self._calls[pending.call_id] = pending
         self._node.stats.calls += 1
         self._node.emit(StartCall(pending.call_id, pending.flow, pending.args, pending.key))
 
-    def _fail_locally(self, pending: Pending, error: BaseException) -> None:
-        self.pending.pop(pending.key, None)
-        for waiter in pending.waiters:
-            self._node.emit(Reject(waiter, error))
+    def _time_out(self, pending: Pending, now: float) -> None:
+        self._calls.pop(pending.call_id, None)
+        self._node.emit(CancelCall(pending.call_id))
+        self._call_ended(pending, now)
+        timeout = self._config.call_timeout
+        error = CallTimeoutError(f"flow {pending.flow!r} ran longer than call_timeout ({timeout:g} ms)")
+        self._fail(pending, error, now, back_off=True)
+
+    def _call_ended(self, pending: Pending, now: float) -> None:
+        self._drop(pending)
+
+    def _drop(self, pending: Pending) -> None:
+        if self.pending.get(pending.key) is pending:
+            del self.pending[pending.key]
 
     # --- outcomes --------------------------------------------------------------------------
 
-    def _publish(self, key: str, value: Any, now: float, requesters: set[str]) -> None:
+    def _finish(self, pending: Pending, now: float, *, data: str | None = None, error: BaseException | None = None,
+                source: Source = "mesh", renew: bool = True) -> None:
+        """Give every local waiter of ``pending`` its outcome and forget the key.
+
+        Executes that came after an invalidation of the key wait on, for a new call
+        (unless ``renew`` is false: the member is leaving, and they get ``error`` too).
+        """
+        self._drop(pending)
+        if error is None and source == "mesh":
+            self._node.stats.served_by_mesh += len(pending.waiters)
+        for waiter in pending.waiters:
+            self._waiting.pop(waiter, None)
+            if error is not None:
+                self._node.emit(Reject(waiter, error))
+            else:
+                assert data is not None
+                self._node.emit(Resolve(waiter, data, source))
+        pending.waiters = []
+        later, pending.later = pending.later, []
+        if not later:
+            return
+        current = self.pending.get(pending.key)
+        if not renew:
+            for waiter in later:
+                self._waiting.pop(waiter, None)
+                self._node.emit(Reject(waiter, error or RuntimeError("execute abandoned")))
+        elif current is not None:  # a newer wait on the key exists already: they join it
+            (current.later if current.invalidated else current.waiters).extend(later)
+            for waiter in later:
+                self._waiting[waiter] = current
+        else:
+            self._renew(pending, later, now)
+
+    def _renew(self, old: Pending, waiters: list[int], now: float) -> None:
+        """A new Pending for executes that must not take the outcome of an invalidated wait."""
+        backoff = self._active_backoff(old.key, now)
+        if backoff is not None:
+            for waiter in waiters:
+                self._waiting.pop(waiter, None)
+                self._node.emit(Reject(waiter, self._shared_error(old.key, backoff, now)))
+            return
+        pending = self.pending[old.key] = self._new_pending(old.key, old.flow, old.args_json, now)
+        pending.waiters = waiters
+        for waiter in waiters:
+            self._waiting[waiter] = pending
+        self._route(pending, now)
+
+    def _fail(self, pending: Pending, error: BaseException, now: float, back_off: bool) -> None:
+        self._node.stats.failed_calls += 1
+        self._send_failure(pending.key, error, now, pending.requesters, back_off)
+        self._finish(pending, now, error=error)
+
+    def _publish(self, key: str, data: str, now: float, requesters: set[str]) -> None:
         version = self._cache.next_version(key)
         shared = self._config.share_cache
-        if shared or requesters:
-            self._node.send(Result(self._me, key, value, version, self._me, 0.0, shared,
-                                   None if shared else sorted(requesters)))
         self._claims.pop(key, None)
         self._backoffs.pop(key, None)
         self._attempts.pop(key, None)
-        self._store(key, value, version, self._me, 0.0, now)
+        self._store(key, data, version, self._me, 0.0, now)
+        if shared or requesters:
+            sent = self._node.send(Result(src=self._me, key=key, value=load_json(data), version=version,
+                                          origin=self._me, age=0.0, shared=shared,
+                                          to=None if shared else sorted(requesters), sent=self._node.wall()))
+            if not sent:  # too large for the channel: the other tabs must not wait for it
+                error = MessageTooLarge(f"the result of {key!r} exceeds max_message_bytes "
+                                        f"({self._config.max_message_bytes})")
+                self._send_failure(key, error, now, requesters, back_off=False)
 
     def _send_failure(self, key: str, error: BaseException, now: float, requesters: set[str], back_off: bool) -> None:
         self._claims.pop(key, None)
-        message = str(error)
+        message = str(error)[:MAX_ERROR_TEXT]
         if not is_text(message):  # e.g. a file name decoded with surrogateescape: UTF-8 cannot carry it
             message = message.encode("utf-8", "backslashreplace").decode()
+        error_type = type(error).__name__[:MAX_ERROR_TYPE]
         shared = self._config.share_errors
-        attempt = self._attempts.get(key, 0) + 1
+        attempt = min(self._attempts.get(key, 0) + 1, MAX_ATTEMPT)
         retry_in = 0.0
         if back_off and shared:
-            retry_in = min(self._config.error_backoff * 2 ** (attempt - 1), self._config.max_error_backoff)
-            self._attempts[key] = attempt
-            self._backoffs[key] = _Backoff(now + retry_in, type(error).__name__, message, attempt, self._me)
+            retry_in = self._backoff_after(attempt)
+            self._set_backoff(key, _Backoff(now + retry_in, error_type, message, attempt, self._me))
         if shared or requesters:
-            self._node.send(Failure(self._me, key, type(error).__name__, message, retry_in, attempt,
-                                    shared and back_off, None if shared else sorted(requesters)))
+            self._node.send(Failure(src=self._me, key=key, error_type=error_type, message=message, retry_in=retry_in,
+                                    attempt=attempt, shared=shared and back_off,
+                                    to=None if shared else sorted(requesters)))
         self._node.emit(FailureShared(key, error))
 
-    def _store(self, key: str, value: Any, version: int, origin: str, age: float, now: float) -> None:
-        if self._cache.offer(key, value, version, origin, age, now):
-            self._node.emit(CacheUpdated(key, value, origin))
+    def _backoff_after(self, attempt: int) -> float:
+        """``error_backoff`` doubled per consecutive failure, at most ``max_error_backoff``."""
+        doublings = min(attempt - 1, 64)  # 2**64 times any back-off is past the maximum: no overflow
+        return min(self._config.error_backoff * 2.0**doublings, self._config.max_error_backoff)
 
-    def _resolve(self, pending: Pending, value: Any, source: Source) -> None:
-        if source == "mesh":
-            self._node.stats.served_by_mesh += len(pending.waiters)
-        for waiter in pending.waiters:
-            self._node.emit(Resolve(waiter, value, source))
+    def _set_backoff(self, key: str, backoff: _Backoff) -> None:
+        self._backoffs.pop(key, None)
+        self._backoffs[key] = backoff
+        self._attempts.pop(key, None)
+        self._attempts[key] = max(backoff.attempt, 0)
+        for table in (self._backoffs, self._attempts):
+            while len(table) > MAX_BACKOFFS:  # dicts keep insertion order: the oldest goes first
+                del table[next(iter(table))]
+
+    def _set_claim(self, key: str, record: _ClaimRecord, now: float) -> None:
+        if key not in self._claims and len(self._claims) >= MAX_CLAIMS:
+            self._claims = {k: c for k, c in self._claims.items() if c.expires > now}
+            if len(self._claims) >= MAX_CLAIMS:
+                del self._claims[min(self._claims, key=lambda k: self._claims[k].expires)]
+        self._claims[key] = record
+
+    def _store(self, key: str, data: str, version: int, origin: str, age: float, now: float) -> None:
+        if self._cache.offer(key, data, version, origin, age, now):
+            self._node.emit(CacheUpdated(key, data, origin))
 
     # --- lookups ---------------------------------------------------------------------------
+
+    def _transit(self, sent: float | None) -> float:
+        """How long a message stamped ``sent`` (wall clock) took to arrive: 0 if unknown.
+
+        Tabs of one browser share the wall clock, so this includes the time a message
+        waited in a frozen tab's queue. A clock stepped back gives 0, never a negative age.
+        """
+        wall = self._node.wall()
+        if sent is None or wall is None:
+            return 0.0
+        return min(max(0.0, wall - sent), MAX_MILLIS)
+
+    def _check_fits(self, key: str, flow: str, args_json: str) -> None:
+        limit = self._config.max_message_bytes
+        if len(key) * 8 + 4096 <= limit:
+            return  # escaping at most multiplies a character by 7 (a control character in a string)
+        probe = Request(src="x" * 128, dst="x" * 128, req=MAX_COUNT, key=key, flow=flow, args=load_json(args_json),
+                        sent=float(MAX_COUNT))
+        if len(encode(probe).encode()) > limit:
+            raise MessageTooLarge(
+                f"the arguments of {flow!r} are too large for one message of max_message_bytes ({limit})"
+            )
+
+    def _result_size(self, key: str, data: str) -> int:
+        probe = Result(src="x" * 128, key=key, value=load_json(data), version=MAX_COUNT, origin="x" * 128,
+                       age=MAX_MILLIS, shared=True, sent=float(MAX_COUNT))
+        return len(encode(probe).encode())
 
     def _live_claim(self, key: str, now: float) -> _ClaimRecord | None:
         claim = self._claims.get(key)

@@ -10,17 +10,31 @@ of waiting executes, listeners.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from .cache import CacheEntry
 from .config import MeshConfig
-from .effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, Source, StartCall, WatchPeer
-from .errors import MeshDisposedError
+from .effects import (
+    CacheUpdated,
+    CancelCall,
+    FailureShared,
+    LeaderChanged,
+    Reject,
+    Renamed,
+    Resolve,
+    Send,
+    Source,
+    StartCall,
+    WatchPeer,
+)
+from .errors import FlowInterruptedError, MeshDisposedError
 from .node import MeshNode
 from .stats import MeshStats
 from .transport import Transport
@@ -36,6 +50,17 @@ FlowFunction = Callable[..., Any]
 def new_node_id() -> str:
     """A random node ID: 12 hex digits, compared as text by the Bully election."""
     return secrets.token_hex(6)
+
+
+def _interrupted(flow: str, error: BaseException) -> FlowInterruptedError:
+    interrupted = FlowInterruptedError(f"flow {flow!r} raised {type(error).__name__}: {error}".rstrip(": "))
+    interrupted.__cause__ = error
+    return interrupted
+
+
+def _wall_clock() -> float:
+    """Milliseconds on the wall clock, which every tab of a browser shares (``Date.now()`` under Pyodide)."""
+    return time.time() * 1000.0
 
 
 def _default_transport(config: MeshConfig) -> Transport:
@@ -88,14 +113,14 @@ class FlowMesh:
         self.config = MeshConfig.from_options(options)
         self.node_id = node_id or new_node_id()
         self._loop = _event_loop()
-        self._node = MeshNode(self.node_id, self.config)
+        self._node = MeshNode(self.node_id, self.config, wall_clock=_wall_clock)
         self._transport = transport if transport is not None else _default_transport(self.config)
         self._flows: dict[str, FlowFunction] = {}
         self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
         self._cache_listeners: dict[str, list[Callable[[Any], None]]] = {}
         self._error_listeners: dict[str, list[Callable[[BaseException], None]]] = {}
         self._leader_listeners: list[Callable[[str | None], None]] = []
-        self._calls: set[asyncio.Task[None]] = set()
+        self._calls: dict[int, asyncio.Task[None]] = {}  # call_id -> the task running the flow
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._disposed = False
@@ -229,7 +254,15 @@ class FlowMesh:
         waiter = self._node.execute(key, args, self._now())  # TypeError for non-JSON arguments
         self._waiters[waiter] = future
         self._flush()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller gave up (task cancelled, wait_for timed out): the node forgets this
+            # waiter; a shared call goes on for whoever else waits on it.
+            if self._waiters.pop(waiter, None) is not None and not self._disposed:
+                self._node.cancel(waiter, self._now())
+                self._flush()
+            raise
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -251,6 +284,9 @@ class FlowMesh:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for task in list(self._calls.values()):
+            task.cancel()
+        self._calls.clear()
         for future in self._waiters.values():
             if not future.done():
                 future.set_exception(MeshDisposedError("the mesh member was disposed while this execute waited"))
@@ -274,32 +310,54 @@ class FlowMesh:
     def _flush(self) -> None:
         """Carry out every queued effect, then set the timer for the next deadline."""
         for effect in self._node.take_effects():
-            if isinstance(effect, Send):
-                self._transport.send(effect.data)
-            elif isinstance(effect, StartCall):
-                task = self._loop.create_task(self._call(effect))
-                self._calls.add(task)
-                task.add_done_callback(self._calls.discard)
-            elif isinstance(effect, Resolve):
-                future = self._waiters.pop(effect.waiter, None)
-                if future is not None and not future.done():
-                    future.set_result((effect.value, effect.source))
-            elif isinstance(effect, Reject):
-                future = self._waiters.pop(effect.waiter, None)
-                if future is not None and not future.done():
-                    future.set_exception(effect.error)
-            elif isinstance(effect, CacheUpdated):
-                for callback in list(self._cache_listeners.get(effect.key, ())):
-                    self._notify(callback, effect.value)
-            elif isinstance(effect, FailureShared):
-                for callback in list(self._error_listeners.get(effect.key, ())):
-                    self._notify(callback, effect.error)
-            elif isinstance(effect, LeaderChanged):
-                for callback in list(self._leader_listeners):
-                    self._notify(callback, effect.leader)
-            elif isinstance(effect, WatchPeer) and not self._disposed:
-                self._transport.watch(effect.node_id)
+            try:
+                self._apply(effect)
+            except Exception:  # e.g. the channel closed under us: one effect lost, never the loop
+                log.exception("pyflowmesh: carrying out %s on channel %r failed", type(effect).__name__, self.channel)
         self._arm_timer()
+
+    def _apply(self, effect: object) -> None:
+        if isinstance(effect, Send):
+            self._transport.send(effect.data)
+        elif isinstance(effect, StartCall):
+            task = self._loop.create_task(self._call(effect))
+            self._calls[effect.call_id] = task
+            task.add_done_callback(functools.partial(self._call_done, effect.call_id))
+        elif isinstance(effect, CancelCall):
+            running = self._calls.pop(effect.call_id, None)
+            if running is not None:
+                running.cancel()
+        elif isinstance(effect, Resolve):
+            future = self._waiters.pop(effect.waiter, None)
+            if future is not None and not future.done():
+                future.set_result((effect.value, effect.source))
+        elif isinstance(effect, Reject):
+            future = self._waiters.pop(effect.waiter, None)
+            if future is not None and not future.done():
+                future.set_exception(effect.error)
+        elif isinstance(effect, CacheUpdated):
+            for callback in list(self._cache_listeners.get(effect.key, ())):
+                self._notify(callback, effect.value)  # a fresh copy for each listener
+        elif isinstance(effect, FailureShared):
+            for callback in list(self._error_listeners.get(effect.key, ())):
+                self._notify(callback, effect.error)
+        elif isinstance(effect, LeaderChanged):
+            for callback in list(self._leader_listeners):
+                self._notify(callback, effect.leader)
+        elif isinstance(effect, WatchPeer):
+            if not self._disposed:
+                self._transport.watch(effect.node_id)
+        elif isinstance(effect, Renamed):
+            log.warning("pyflowmesh: another tab used this tab's ID on %r; now %s", self.channel, effect.node_id)
+            self.node_id = effect.node_id
+            if not self._disposed:
+                self._transport.rename(effect.node_id)
+        else:
+            raise TypeError(f"FlowMesh does not know the effect {effect!r}")
+
+    def _call_done(self, call_id: int, task: asyncio.Task[None]) -> None:
+        if self._calls.get(call_id) is task:
+            del self._calls[call_id]
 
     def _notify(self, callback: Callable[[Any], None], value: Any) -> None:
         try:
@@ -329,27 +387,38 @@ class FlowMesh:
             self._flush()
 
     async def _call(self, call: StartCall) -> None:
-        function = self._flows[call.flow]
+        """Run one flow call and report its outcome to the node, whatever happens.
+
+        The function may raise anything, including ``CancelledError`` of its own (it
+        awaited a task something else cancelled): that is a failure of the call like any
+        other. Only when this task itself is cancelled (the node gave up on the call, or
+        the member was disposed) is nothing reported.
+        """
         result: Any = None
-        failure: Exception | None = None
+        failure: BaseException | None = None
         try:
-            result = function(*call.args)
+            result = self._flows[call.flow](*call.args)
             if inspect.isawaitable(result):
                 result = await result
             check_json(result, f"the result of flow {call.flow!r}")
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as error:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled by us: the node already settled this call
+            failure = _interrupted(call.flow, error)
         except Exception as error:
             failure = error
-        if self._disposed:
-            return
-        if failure is None:
-            self._node.call_succeeded(call.call_id, result, self._now())
-        else:
-            # A TypeError (a result that is not JSON, a bad call) is a bug a retry cannot fix: no back-off.
-            back_off = not isinstance(failure, TypeError)
-            self._node.call_failed(call.call_id, failure, self._now(), back_off=back_off)
-        self._flush()
+        except BaseException as error:  # noqa: B036 - every outcome must reach the node
+            failure = _interrupted(call.flow, error)
+        if not self._disposed:
+            if failure is None:
+                self._node.call_succeeded(call.call_id, result, self._now())
+            else:
+                # A TypeError (a result that is not JSON, a bad call) is a bug a retry cannot fix: no back-off.
+                self._node.call_failed(call.call_id, failure, self._now(), back_off=not isinstance(failure, TypeError))
+            self._flush()
+        if isinstance(failure, FlowInterruptedError) and isinstance(failure.__cause__, (KeyboardInterrupt, SystemExit)):
+            raise failure.__cause__
 
     # --- transport events ---------------------------------------------------------------
 

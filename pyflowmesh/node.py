@@ -12,30 +12,72 @@ deterministic simulator with hundreds of tabs in virtual time.
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .cache import SharedCache
 from .config import MeshConfig
-from .effects import Effect, LeaderChanged, Send, WatchPeer
+from .effects import Effect, LeaderChanged, Renamed, Send, WatchPeer
 from .election import BullyElection, Role
 from .errors import MeshDisposedError
-from .flows import FlowCoordinator, MessageTooLarge
+from .flows import FlowCoordinator
 from .protocol import Bye, Hello, Message, ProtocolError, decode, encode
 from .stats import MeshStats
+from .values import is_text
 
-__all__ = ["MeshNode"]
+__all__ = ["MeshNode", "MAX_NODE_ID"]
+
+MAX_NODE_ID = 128
+
+
+def _random_suffix(node_id: str) -> str:
+    """A new ID for a tab whose ID another tab uses: the old one plus a random suffix.
+
+    The suffix makes it greater than the old one, so a renamed leader's followers take it.
+    """
+    return f"{node_id[: MAX_NODE_ID - 7]}~{secrets.token_hex(3)}"
+
+
+def _check_node_id(node_id: Any) -> str:
+    if not isinstance(node_id, str) or not node_id or len(node_id) > MAX_NODE_ID or not is_text(node_id):
+        raise ValueError(f"node_id must be a non-empty str of at most {MAX_NODE_ID} characters, got {node_id!r}")
+    return node_id
 
 
 class MeshNode:
-    """The protocol state of one tab. Every input takes ``now`` (ms); outputs are queued effects."""
+    """The protocol state of one tab. Every input takes ``now`` (ms); outputs are queued effects.
 
-    def __init__(self, node_id: str, config: MeshConfig) -> None:
-        if not isinstance(node_id, str) or not node_id or len(node_id) > 128:
-            raise ValueError(f"node_id must be a non-empty str of at most 128 characters, got {node_id!r}")
-        self.node_id = node_id
+    Args:
+        node_id: this tab's ID in the election.
+        config: the mesh options.
+        wall_clock: the wall clock in ms (``Date.now()``, ``time.time() * 1000``), shared by
+            the tabs of one browser. With it, ages of shared results include the time a
+            message spent in transit (or in a frozen tab's queue), and requests whose
+            sender stopped waiting are not served. Without it, transit counts as 0.
+        new_id: gives a new ID when another tab is found using this one (default: the
+            old ID with a random suffix).
+
+    No input raises except the documented errors of a call given bad data
+    (``execute``, ``share_result``): anything unexpected inside is counted in
+    ``stats.internal_errors`` and fails only the waiters it concerns.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        config: MeshConfig,
+        *,
+        wall_clock: Callable[[], float] | None = None,
+        new_id: Callable[[str], str] | None = None,
+    ) -> None:
+        self.node_id = _check_node_id(node_id)
         self.config = config
         self.stats = MeshStats()
         self.cache = SharedCache(config.stale_time, config.max_entries)
+        self._wall_clock = wall_clock
+        self._new_id = new_id or _random_suffix
         self._effects: list[Effect] = []
         self._left = False
         self._election: BullyElection | None = None
@@ -86,10 +128,11 @@ class MeshNode:
 
     def start(self, now: float) -> None:
         """Join the mesh."""
-        if self._election is not None:
-            self._election.start(now)
-        else:
-            self.send(Hello(self.node_id))
+        with self._guard():
+            if self._election is not None:
+                self._election.start(now)
+            else:
+                self.send(Hello(src=self.node_id))
 
     def receive(self, raw: Any, now: float) -> None:
         """Take whatever arrived on the channel. Invalid data is counted and dropped, never raised."""
@@ -100,137 +143,204 @@ class MeshNode:
         except ProtocolError as error:
             self.stats.drop(error.reason)
             return
+        except Exception as error:  # the decoder's own bug: the message is dropped all the same
+            self.internal_error(error)
+            self.stats.drop("undecodable")
+            return
         self.handle(message, now)
 
     def handle(self, message: Message, now: float) -> None:
         """Take one decoded message."""
         if self._left:
             return
-        if message.src == self.node_id:
-            self.stats.drop("own-id")  # another member claims our ID: never let it steer us
-            return
-        self.stats.received += 1
-        if getattr(message, "dst", self.node_id) != self.node_id:
-            return
-        self._wake(now)
-        if self._election is not None:
-            self._election.on_message(message, now)
-        self.flows.on_message(message, now)
+        with self._guard(getattr(message, "key", None)):
+            if message.src == self.node_id:
+                self._id_taken(now)  # a BroadcastChannel never echoes: another tab has our ID
+                return
+            self.stats.received += 1
+            if getattr(message, "dst", self.node_id) != self.node_id:
+                return
+            self._wake(now)
+            if self._election is not None:
+                self._election.on_message(message, now)
+            self.flows.on_message(message, now)
 
     def tick(self, now: float) -> None:
         """A deadline passed (calling it early or late is harmless)."""
         if self._left:
             return
-        self._wake(now)
-        if self._election is not None:
-            self._election.tick(now)
-        self.flows.tick(now)
+        with self._guard():
+            self._wake(now)
+            if self._election is not None:
+                self._election.tick(now)
+            self.flows.tick(now)
 
     def peer_gone(self, node_id: str, now: float) -> None:
         """The browser reports that tab ``node_id`` is gone (its Web Lock was released)."""
         if self._left:
             return
-        self._wake(now)
-        if self._election is not None:
-            self._election.on_peer_gone(node_id, now)
-        self.flows.on_peer_gone(node_id, now)
+        with self._guard():
+            self._wake(now)
+            if self._election is not None:
+                self._election.on_peer_gone(node_id, now)
+            self.flows.on_peer_gone(node_id, now)
 
     def set_hidden(self, hidden: bool, now: float) -> None:
         """The page became hidden or visible (a hidden page's timers may be throttled)."""
         if self._left:
             return
-        self._wake(now)
-        if self._election is not None:
-            self._election.set_hidden(hidden, now)
+        with self._guard():
+            self._wake(now)
+            if self._election is not None:
+                self._election.set_hidden(hidden, now)
 
     def set_frozen(self, frozen: bool, now: float) -> None:
-        """The page is being frozen (``freeze``) or was thawed (``resume``).
+        """The page is being frozen or put in the back/forward cache, or it came back.
 
-        Freezing, a member says ``Bye`` (a leader's followers elect a successor at
-        once, claims it held are taken over); thawed, it rejoins with ``Hello``.
+        Going away, a member says ``Bye`` (a leader's followers elect a successor at
+        once, claims it held are taken over); back, it rejoins with ``Hello``.
         """
         if self._left:
             return
-        if frozen:
-            was_leader = self.is_leader
-            if self._election is not None:
-                self._election.suspend(now)
-            if was_leader or self._election is None:
-                self.send(Bye(self.node_id, self.term))
-        elif self._election is not None:
-            self._election.resume(now)
-        else:
-            self.send(Hello(self.node_id))
+        with self._guard():
+            if frozen:
+                was_leader = self.is_leader
+                if self._election is not None:
+                    self._election.suspend(now)
+                if was_leader or self._election is None:
+                    self.send(Bye(src=self.node_id, term=self.term))
+            elif self._election is not None:
+                self._election.resume(now)
+            else:
+                self.send(Hello(src=self.node_id))
 
     def register_flow(self, flow: str) -> None:
         """This tab can run ``flow``: a leader serves requests only for flows it has."""
         self.flows.flows.add(flow)
 
     def execute(self, flow: str, args: tuple[Any, ...], now: float) -> int:
-        """Start an execute of a registered flow; the outcome comes as ``Resolve``/``Reject`` for the waiter."""
+        """Start an execute of a registered flow; the outcome comes as ``Resolve``/``Reject`` for the waiter.
+
+        Raises (before any state changes):
+            MeshDisposedError: the member left.
+            LookupError: ``flow`` is not registered.
+            TypeError: the arguments are not JSON data (``MessageTooLarge``, a ``TypeError``
+                too, when a request carrying them would exceed ``max_message_bytes``).
+        """
         self._ensure_open()
         if flow not in self.flows.flows:
             raise LookupError(f"flow {flow!r} is not registered in this tab")
-        self._wake(now)
+        with self._guard():
+            self._wake(now)
         return self.flows.execute(flow, tuple(args), now)
 
-    def call_succeeded(self, call_id: int, value: Any, now: float) -> None:
-        """A ``StartCall`` returned ``value`` (already checked to be JSON data)."""
+    def cancel(self, waiter: int, now: float) -> None:
+        """The caller of execute ``waiter`` stopped waiting: it gets no outcome, and holds nothing."""
         if not self._left:
-            self._wake(now)
-            self.flows.call_succeeded(call_id, value, now)
+            with self._guard():
+                self.flows.cancel(waiter, now)
+
+    def call_succeeded(self, call_id: int, value: Any, now: float) -> None:
+        """A ``StartCall`` returned ``value`` (a result that is not JSON data fails the call, without back-off)."""
+        if not self._left:
+            with self._guard():
+                self._wake(now)
+                self.flows.call_succeeded(call_id, value, now)
 
     def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
         """A ``StartCall`` raised ``error``; ``back_off=False`` for errors a retry cannot fix."""
         if not self._left:
-            self._wake(now)
-            self.flows.call_failed(call_id, error, now, back_off)
+            with self._guard():
+                self._wake(now)
+                self.flows.call_failed(call_id, error, now, back_off)
 
     def share_result(self, key: str, value: Any, now: float) -> None:
-        """Put ``value`` in every tab's cache under ``key`` (``TypeError`` if it is not JSON)."""
+        """Put ``value`` in every tab's cache under ``key``.
+
+        Raises (before any state changes):
+            TypeError: ``value`` is not JSON data, or does not fit in one message (``MessageTooLarge``).
+        """
         self._ensure_open()
-        self._wake(now)
+        with self._guard():
+            self._wake(now)
         self.flows.share(key, value, now)
 
     def get_cached(self, key: str, now: float) -> Any:
-        """The fresh cached value for ``key``, or ``None``."""
+        """A fresh copy of the cached value for ``key``, or ``None``."""
         entry = self.cache.get(key, now)
         return None if entry is None else entry.value
 
     def invalidate(self, key: str | None, now: float) -> None:
         """Drop ``key`` (or everything) from every tab's cache."""
         self._ensure_open()
-        self.flows.invalidate(key, now)
+        with self._guard():
+            self.flows.invalidate(key, now)
 
     def leave(self, now: float) -> None:
         """Leave the mesh: say ``Bye`` so a successor is elected at once, fail local waiters."""
         if self._left:
             return
-        self.send(Bye(self.node_id, self.term))
-        if self._election is not None:
-            was_leader = self._election.role is Role.LEADER
-            self._election.leave()
-            if was_leader or self._election.leader is not None:
-                self.emit(LeaderChanged(None, False))
+        with self._guard():
+            self.send(Bye(src=self.node_id, term=self.term))
+            if self._election is not None:
+                was_leader = self._election.role is Role.LEADER
+                self._election.leave()
+                if was_leader or self._election.leader is not None:
+                    self.emit(LeaderChanged(None, False))
         self.flows.abandon_all(MeshDisposedError("the mesh member was disposed while this execute waited"))
         self.emit(WatchPeer(None))
         self._left = True
 
     # --- used by the components ---------------------------------------------------------
 
-    def send(self, message: Message) -> None:
-        """Encode and queue ``message``; ``MessageTooLarge`` if it exceeds ``max_message_bytes``."""
+    def send(self, message: Message) -> int:
+        """Encode and queue ``message``; its size in bytes, or 0 if it exceeds ``max_message_bytes`` (not sent)."""
         data = encode(message)
-        if len(data) > self.config.max_message_bytes or len(data.encode()) > self.config.max_message_bytes:
-            raise MessageTooLarge(
-                f"a {message.TYPE} message of {len(data.encode())} bytes exceeds max_message_bytes "
-                f"({self.config.max_message_bytes})"
-            )
+        size = len(data) if data.isascii() else len(data.encode())
+        if size > self.config.max_message_bytes:
+            self.stats.too_large += 1
+            return 0
         self.stats.sent += 1
         self._effects.append(Send(data, message))
+        return size
 
     def emit(self, effect: Effect) -> None:
         self._effects.append(effect)
+
+    def wall(self) -> float | None:
+        """The wall clock in ms, if the runtime gave one."""
+        return None if self._wall_clock is None else float(self._wall_clock())
+
+    def internal_error(self, error: BaseException) -> None:
+        """Count an unexpected exception caught inside an input (the runtime may log ``last_internal_error``)."""
+        self.stats.internal_errors += 1
+        self.last_internal_error: BaseException | None = error
+
+    @contextmanager
+    def _guard(self, key: Any = None) -> Iterator[None]:
+        """Catch anything unexpected inside an input: count it, fail the waiters of ``key`` (if any)."""
+        try:
+            yield
+        except Exception as error:
+            self.internal_error(error)
+            if isinstance(key, str):
+                self.flows.fail_key(key, error)
+
+    def _id_taken(self, now: float) -> None:
+        """Another tab uses our ID: take a new one, so that the two can never be confused.
+
+        Both tabs hear each other, so both rename; a renamed leader announces itself
+        under its new ID, which is greater than the old, so its followers keep it.
+        """
+        self.stats.drop("own-id")
+        self.stats.renamed += 1
+        old = self.node_id
+        new = _check_node_id(self._new_id(old))
+        self.node_id = new
+        self.emit(Renamed(new))
+        if self._election is not None:
+            self._election.rename(new, now)
+        self.flows.on_renamed(now)
 
     def _leader_changed(self, leader: str | None, now: float) -> None:
         self.emit(LeaderChanged(leader, leader == self.node_id))

@@ -15,7 +15,6 @@ form two separate meshes instead of confusing each other.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
@@ -45,6 +44,10 @@ __all__ = [
     "SyncEntry",
     "SyncFailure",
     "MESSAGE_TYPES",
+    "MAX_COUNT",
+    "MAX_MILLIS",
+    "MIN_INTERVAL",
+    "MAX_INTERVAL",
     "encode",
     "decode",
 ]
@@ -130,6 +133,7 @@ class Request:
     key: str
     flow: str
     args: list[Any]
+    sent: float | None = None  # the sender's wall clock (ms): a request that waited too long is stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,7 @@ class Result:
     age: float
     shared: bool
     to: list[str] | None = None
+    sent: float | None = None  # the sender's wall clock (ms): the receiver adds the transit to ``age``
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +244,7 @@ class Sync:
     dst: str
     entries: list[SyncEntry] = field(default_factory=list)
     failures: list[SyncFailure] = field(default_factory=list)
+    sent: float | None = None  # the sender's wall clock (ms): the receiver adds the transit to ages
 
 
 Message = (
@@ -258,8 +264,9 @@ MESSAGE_TYPES: dict[str, type] = {
 def encode(message: Message) -> str:
     """The message as JSON text. Values must already have passed :func:`check_json`."""
     body = asdict(message)  # type: ignore[call-overload]
-    if body.get("to", 0) is None:
-        del body["to"]
+    for name in _OPTIONAL_FIELDS:
+        if body.get(name, 0) is None:
+            del body[name]
     return json.dumps(
         {"proto": PROTOCOL, "v": VERSION, "type": message.TYPE, **body},
         separators=(",", ":"),
@@ -269,6 +276,16 @@ def encode(message: Message) -> str:
 
 
 # --- decoding and validation ----------------------------------------------------------------
+
+
+# Bounds of every number read from the wire, applied where it is decoded: a message
+# outside them is dropped. Counters (terms, versions, request IDs, attempts) stay within
+# what a JS number holds exactly; durations within a day, intervals within the heartbeats
+# a page may configure; wall-clock stamps within what a JS number holds.
+MAX_COUNT = 2**53
+MAX_MILLIS = 86_400_000.0  # a day: no duration the protocol sends (retry_in, age) is longer
+MIN_INTERVAL, MAX_INTERVAL = 10.0, 600_000.0  # the heartbeats MeshConfig allows
+MAX_WALL = float(2**53)
 
 
 def _node_id(value: Any, name: str) -> str:
@@ -285,15 +302,21 @@ def _text(value: Any, name: str) -> str:
 
 
 def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
         raise ProtocolError(f"bad-field:{name}")
     return value
 
 
-def _millis(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ProtocolError(f"bad-field:{name}")
-    return float(value)
+def _number(low: float, high: float) -> Any:
+    def number(value: Any, name: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ProtocolError(f"bad-field:{name}")  # NaN fails the comparison too
+        return float(value)
+
+    return number
+
+
+_millis = _number(0.0, MAX_MILLIS)
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -354,7 +377,7 @@ _CHECKS: dict[str, Any] = {
     "src": _node_id,
     "dst": _node_id,
     "term": _count,
-    "interval": _millis,
+    "interval": _number(MIN_INTERVAL, MAX_INTERVAL),
     "hidden": _flag,
     "req": _count,
     "key": _text,
@@ -374,12 +397,13 @@ _CHECKS: dict[str, Any] = {
     "running": _flag,
     "entries": _records(SyncEntry, _ENTRY),
     "failures": _records(SyncFailure, _FAILURE),
+    "sent": _optional(_number(0.0, MAX_WALL)),
 }
 _CHECKS_BY_TYPE: dict[str, dict[str, Any]] = {
     name: {f.name: _CHECKS[f.name] for f in fields(cls)} for name, cls in MESSAGE_TYPES.items()
 }
 _CHECKS_BY_TYPE["invalidate"]["key"] = _optional(_text)
-_OPTIONAL_FIELDS = {"to"}
+_OPTIONAL_FIELDS = ("to", "sent")
 
 
 # How deep a message may nest: a value nests at most MAX_DEPTH + 1 levels (check_json
@@ -389,16 +413,25 @@ _OPTIONAL_FIELDS = {"to"}
 # check fires, a fatal error of the whole runtime ("Maximum call stack size exceeded"
 # at about 5,000 nested lists, 2,000 nested objects in Pyodide 314).
 MAX_NESTING = MAX_DEPTH + 8
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Linear-time patterns only: every message from the channel goes through them, so a
+# pattern that backtracks (a string pattern with alternatives, tried from every quote
+# of an unclosed string) lets one crafted message block every tab's event loop.
+_ESCAPE = re.compile(r"\\.", re.DOTALL)  # a backslash and the character it escapes
+_STRING = re.compile(r'"[^"]*"')  # once escapes are gone, a string ends at the next quote
 _BRACKET = re.compile(r"[\[\]{}]")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def _nesting(raw: str, limit: int) -> int:
-    """How deep ``raw`` nests its arrays and objects (exactly, when that exceeds ``limit``)."""
+    """How deep ``raw`` nests its arrays and objects (exactly, when that exceeds ``limit``).
+
+    Brackets inside strings don't nest, so strings are removed first: escapes, then what
+    lies between quotes. On text that is not JSON the figure may be too high, never too
+    low for the part a parser would read before failing.
+    """
     if raw.count("[") + raw.count("{") <= limit:
         return 0  # the usual case, at C speed: too few brackets to nest deeper than limit
-    brackets = _BRACKET.findall(_STRING.sub('""', raw))  # brackets inside strings don't nest
+    brackets = _BRACKET.findall(_STRING.sub("", _ESCAPE.sub("", raw)))
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
@@ -408,12 +441,13 @@ def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
     Raises:
         ProtocolError: with ``reason`` one of ``not-text``, ``too-large``,
             ``too-deep``, ``not-json``, ``not-object``, ``foreign``, ``version``,
-            ``unknown-type``, ``bad-field:<name>``, ``extra-field:<name>``.
+            ``unknown-type``, ``bad-field:<name>``, ``extra-field:<name>`` (``<name>`` a
+            field name of this protocol) or ``extra-field``.
     """
     if not isinstance(raw, str):
         raise ProtocolError("not-text")
-    if len(raw) > max_bytes:  # characters; a cheap upper bound check before parsing
-        raise ProtocolError("too-large")
+    if len(raw) > max_bytes or not raw.isascii() and len(raw.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError("too-large")  # in UTF-8 bytes, as the sender counts them
     if _nesting(raw, MAX_NESTING) > MAX_NESTING:
         raise ProtocolError("too-deep")
     try:
@@ -436,8 +470,8 @@ def decode(raw: Any, max_bytes: int = 1 << 20) -> Message:
         if name in ("proto", "v", "type"):
             continue
         check = checks.get(name)
-        if check is None:
-            raise ProtocolError(f"extra-field:{name}")
+        if check is None:  # named only if it is a field of ours: drop reasons are a fixed set
+            raise ProtocolError(f"extra-field:{name}" if name in _CHECKS else "extra-field")
         values[name] = check(value, name)
     for name in checks:
         if name not in values and name not in _OPTIONAL_FIELDS:

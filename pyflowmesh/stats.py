@@ -28,6 +28,11 @@ class MeshStats:
         fallbacks: executes this tab ran itself because no leader could serve them.
         stepped_down: times this tab stopped leading on its own (a newer leader, or it
             slept past its followers' patience).
+        too_large: messages not sent because they exceeded ``max_message_bytes``.
+        syncs_skipped: joiners not sent the cache because this tab's Sync budget was spent.
+        renamed: times this tab took a new ID because another tab used its own.
+        internal_errors: unexpected exceptions caught inside the protocol; each failed
+            only the executes it concerned. Any other figure than 0 is a bug to report.
     """
 
     sent: int = 0
@@ -43,6 +48,10 @@ class MeshStats:
     requests_served: int = 0
     fallbacks: int = 0
     stepped_down: int = 0
+    too_large: int = 0
+    syncs_skipped: int = 0
+    renamed: int = 0
+    internal_errors: int = 0
 
     def drop(self, reason: str) -> None:
         self.dropped += 1

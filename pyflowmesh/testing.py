@@ -90,6 +90,7 @@ class MemoryTransport(Transport):
         self._events: TransportEvents | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open = False
+        self._bfcached = False
 
     def open(self, channel: str, node_id: str, events: TransportEvents) -> None:
         if self._open or self._events is not None:
@@ -100,7 +101,7 @@ class MemoryTransport(Transport):
         self.hub._join(self)
 
     def send(self, data: str) -> None:
-        if self._open:
+        if self._open and not self._bfcached:
             self.sent += 1
             self.hub._broadcast(self, data)
 
@@ -109,20 +110,45 @@ class MemoryTransport(Transport):
         if node_id is not None and self.hub.locks and node_id not in self.hub.members(self.channel):
             self._report_gone(node_id)  # like a lock request granted at once: nobody holds it
 
+    def rename(self, node_id: str) -> None:
+        old, self.node_id = self.node_id, node_id
+        if self._open and self.hub.locks:  # the old ID's lock is released: its watchers learn it
+            for other in list(self.hub._members.get(self.channel, [])):
+                if other is not self and other.watching == old:
+                    other._report_gone(old)
+
     def close(self) -> None:
         if self._open:
             self._open = False
-            self.hub._leave(self)
+            if not self._bfcached:
+                self.hub._leave(self)
 
     def hide(self, hidden: bool = True) -> None:
         """Simulate the page becoming hidden (or visible again)."""
         if self._open and self._events is not None:
             self._events.visibility(hidden)
 
-    def pagehide(self) -> None:
-        """Simulate the browser's ``pagehide``: the member leaves the mesh."""
-        if self._open and self._events is not None:
+    def pagehide(self, persisted: bool = False) -> None:
+        """Simulate the browser's ``pagehide``: the member leaves the mesh.
+
+        ``persisted``: the page goes into the back/forward cache instead; it hands over,
+        its lock is released, and nothing reaches it until :meth:`pageshow`.
+        """
+        if not self._open or self._events is None:
+            return
+        if not persisted:
             self._events.leaving()
+            return
+        self._bfcached = True
+        self._events.frozen(True)
+        self.hub._leave(self)  # its lock goes: watchers learn it; messages stop reaching it
+
+    def pageshow(self) -> None:
+        """Simulate ``pageshow`` of a page restored from the back/forward cache: it rejoins."""
+        if self._open and self._bfcached and self._events is not None:
+            self._bfcached = False
+            self.hub._join(self)
+            self._events.frozen(False)
 
     def _deliver(self, data: Any) -> None:
         if self._open and self._loop is not None:
@@ -143,4 +169,5 @@ class MemoryTransport(Transport):
     def _drop(self) -> None:
         if self._open:
             self._open = False
-            self.hub._leave(self)
+            if not self._bfcached:
+                self.hub._leave(self)

@@ -53,6 +53,10 @@ class Transport(ABC):
         mesh falls back on heartbeats.
         """
 
+    def rename(self, node_id: str) -> None:  # noqa: B027 - optional, deliberately a no-op
+        """The member took a new ID (another tab had its own): whatever is held under the old
+        ID (a Web Lock) is held under ``node_id`` from now on. Optional, as :meth:`watch`."""
+
     @abstractmethod
     def close(self) -> None:
         """Leave the channel and release everything (listeners, proxies, locks). Idempotent."""

@@ -14,12 +14,27 @@ import json
 import math
 from typing import Any
 
-__all__ = ["JSONValue", "MAX_DEPTH", "check_json", "is_text", "flow_key_for", "cache_key"]
+__all__ = [
+    "JSONValue",
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "check_json",
+    "is_text",
+    "flow_key_for",
+    "cache_key",
+    "dump_json",
+    "load_json",
+]
 
 JSONValue = Any
 """A JSON-compatible value (``Any`` because Python's type system cannot say it precisely)."""
 
 MAX_DEPTH = 64  # how deep shared values may nest (protocol.MAX_NESTING derives from it)
+# The longest int a shared value may hold, in decimal digits. Python refuses str() of ints
+# over 4,300 digits (CVE-2020-10735), so a longer one could not be encoded at all; JSON
+# parsers elsewhere lose precision long before. 300 digits holds any float's range.
+MAX_INT_DIGITS = 300
+_INT_LIMIT = 10**MAX_INT_DIGITS
 
 
 def check_json(value: Any, what: str = "value") -> None:
@@ -33,7 +48,11 @@ def check_json(value: Any, what: str = "value") -> None:
 def _check(value: Any, path: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise TypeError(f"{path} is nested deeper than {MAX_DEPTH} levels; pyflowmesh shares JSON data only")
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_INT_LIMIT < value < _INT_LIMIT:
+            raise TypeError(f"{path} is an int of more than {MAX_INT_DIGITS} digits; pyflowmesh shares JSON data only")
         return
     if isinstance(value, str):
         _check_text(value, path)
@@ -90,9 +109,28 @@ def flow_key_for(function: Any) -> str:
     return f"{module}.{name}" if module and module != "__main__" else name
 
 
+def dump_json(value: Any) -> str:
+    """The canonical JSON text of checked JSON data (sorted keys, so equal data gives equal text)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def load_json(text: str) -> Any:
+    """A fresh copy of the data :func:`dump_json` wrote: callers can mutate it freely."""
+    return json.loads(text)
+
+
 def cache_key(flow: str, args: tuple[Any, ...] | list[Any]) -> str:
-    """The mesh-wide key of one execute: the flow's key and its arguments, canonically."""
+    """The mesh-wide key of one execute: the flow's key and its arguments, canonically.
+
+    ``flow`` alone without arguments, else ``flow`` followed by the arguments as a
+    canonical JSON array (``user[1]``). A flow whose own key ends with ``]`` (``"user[1]"``)
+    is keyed ``user[1][]`` without arguments, so that it never shares an entry with flow
+    ``"user"`` called with ``1``: a non-empty canonical JSON array never ends with ``[]``.
+
+    Raises:
+        TypeError: the arguments are not JSON data.
+    """
     check_json(list(args), f"the arguments of {flow}")
-    if not args:
-        return flow
-    return flow + json.dumps(list(args), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if args:
+        return flow + dump_json(list(args))
+    return flow + "[]" if flow.endswith("]") else flow

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pyflowmesh import FlowMesh
 from pyflowmesh.testing import MemoryHub

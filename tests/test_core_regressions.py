@@ -23,21 +23,21 @@ STALE = 5000.0  # sim_config's stale_time (5 heartbeats of 1 s)
 
 def test_cache_takes_a_restarted_version_produced_after_the_known_one_went_stale() -> None:
     cache = SharedCache(STALE, max_entries=8)
-    assert cache.offer("k", "old", 2, "a", 0.0, now=1000.0)
-    assert cache.offer("k", "new", 1, "b", 0.0, now=1000.0 + STALE + 1)
+    assert cache.offer("k", '"old"', 2, "a", 0.0, now=1000.0)
+    assert cache.offer("k", '"new"', 1, "b", 0.0, now=1000.0 + STALE + 1)
     entry = cache.get("k", 1000.0 + STALE + 2)
     assert entry is not None and entry.value == "new"
 
 
 def test_cache_still_orders_results_of_one_freshness_window_by_version() -> None:
     cache = SharedCache(STALE, max_entries=8)
-    assert cache.offer("k", "v2", 2, "a", 0.0, now=1000.0)
-    assert not cache.offer("k", "v1", 1, "b", 0.0, now=3000.0)  # produced while v2 was fresh
-    assert not cache.offer("k", "v2 again", 2, "a", 100.0, now=4000.0)  # a duplicate
+    assert cache.offer("k", '"v2"', 2, "a", 0.0, now=1000.0)
+    assert not cache.offer("k", '"v1"', 1, "b", 0.0, now=3000.0)  # produced while v2 was fresh
+    assert not cache.offer("k", '"v2 again"', 2, "a", 100.0, now=4000.0)  # a duplicate
     entry = cache.get("k", 4000.0)
     assert entry is not None and entry.value == "v2"
     cache.invalidate("k")
-    assert not cache.offer("k", "v2", 2, "a", 10.0, now=4500.0)  # a late copy cannot come back
+    assert not cache.offer("k", '"v2"', 2, "a", 10.0, now=4500.0)  # a late copy cannot come back
     assert cache.get("k", 4500.0) is None
 
 

@@ -6,10 +6,10 @@ import asyncio
 import json
 
 import pytest
+from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, until
 
 from pyflowmesh import FlowMesh, MeshDisposedError, SharedFlowError, use_flow
 from pyflowmesh.testing import MemoryHub
-from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, settled, until
 
 
 @async_test
@@ -447,3 +447,47 @@ async def test_a_flow_follows_its_key_a_refresh_or_an_outage_elsewhere_reaches_i
     await until(lambda: seen, what="on_error in another tab")
     off()
     flows[2].close()
+
+
+@async_test
+async def test_a_page_restored_from_the_back_forward_cache_rejoins_the_mesh() -> None:
+    hub, server = MemoryHub(), Server()
+    tabs = open_tabs(hub, 3)
+    flows = [use_flow(server.fetch, tab, key="bf") for tab in tabs]
+    leader = await settle(tabs)
+    transport = leader.transport
+    transport.pagehide(persisted=True)  # into the back/forward cache: not disposed
+    others = [t for t in tabs if t is not leader]
+    await until(lambda: len(leaders(others)) == 1 and all(t.leader_id == leaders(others)[0].node_id for t in others),
+                what="a new leader while the old one's page is cached")
+    assert not leader.disposed and not leader.leader
+    transport.pageshow()
+    await settle(tabs)
+    assert not leader.leader, "a returning page follows the live leader"
+    results = await asyncio.gather(*(f.execute() for f in flows))
+    assert len(server.calls) == 1 and all(r == results[0] for r in results)
+
+
+@async_test
+async def test_peer_to_peer_a_crashed_claim_owner_is_noticed_through_its_lock_at_once() -> None:
+    hub = MemoryHub(locks=True)
+    tabs = open_tabs(hub, 3, strategy="peer-to-peer", heartbeat=60_000)  # a claim's silence limit: 150 s
+    hang = asyncio.Event()
+    calls: list[str] = []
+
+    async def slow(arg: str) -> str:
+        calls.append(arg)
+        if len(calls) == 1:
+            await hang.wait()
+        return "done"
+
+    flows = [use_flow(slow, tab, key="slow") for tab in tabs]
+    first = asyncio.ensure_future(flows[0].execute("z"))
+    await until(lambda: calls, what="the first call")
+    others = [asyncio.ensure_future(flow.execute("z")) for flow in flows[1:]]
+    await asyncio.sleep(0.05)
+    hub.crash(tabs[0])
+    # only the owner's lock can tell within the hang guard: its claim would be trusted for 150 s
+    assert await asyncio.wait_for(asyncio.gather(*others), 10.0) == ["done", "done"]
+    assert len(calls) == 2
+    first.cancel()

@@ -23,7 +23,10 @@ from pyflowmesh.config import MeshConfig
 from pyflowmesh.election import Role
 from pyflowmesh.node import MeshNode
 from pyflowmesh.protocol import (
+    MAX_INTERVAL,
+    MAX_MILLIS,
     MESSAGE_TYPES,
+    MIN_INTERVAL,
     PROTOCOL,
     VERSION,
     Accept,
@@ -51,10 +54,13 @@ SETTINGS = settings(
 
 node_ids = st.text(min_size=1, max_size=12) | st.text(min_size=1, max_size=128)
 counts = st.integers(min_value=0, max_value=2**53)
-millis = st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False) | st.integers(0, 10**9)
+millis = st.floats(min_value=0, max_value=MAX_MILLIS, allow_nan=False, allow_infinity=False) | st.integers(0, 10**7)
+intervals = st.floats(min_value=MIN_INTERVAL, max_value=MAX_INTERVAL, allow_nan=False) | st.integers(10, 600_000)
+walls = st.none() | st.floats(min_value=0, max_value=2.0**53, allow_nan=False) | st.integers(0, 2**53)
 texts = st.text(max_size=40)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts,
+    st.none() | st.booleans() | st.integers(-(10**300) + 1, 10**300 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | texts,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4),
     max_leaves=12,
 )
@@ -64,7 +70,7 @@ failures = st.builds(SyncFailure, key=texts, error_type=texts, message=texts, re
 FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "src": node_ids, "dst": node_ids, "origin": node_ids,
     "term": counts, "req": counts, "version": counts, "attempt": counts,
-    "interval": millis, "age": millis, "retry_in": millis,
+    "interval": intervals, "age": millis, "retry_in": millis, "sent": walls,
     "hidden": st.booleans(), "shared": st.booleans(), "running": st.booleans(),
     "key": texts, "flow": texts, "reason": texts, "error_type": texts, "message": texts,
     "value": json_values, "args": st.lists(json_values, max_size=4),
@@ -99,7 +105,7 @@ def test_every_message_type_round_trips(kind: str) -> None:
 
 _ID_FIELDS = {"src", "dst", "origin"}
 _COUNT_FIELDS = {"term", "req", "version", "attempt"}
-_MILLIS_FIELDS = {"interval", "age", "retry_in"}
+_MILLIS_FIELDS = {"interval", "age", "retry_in", "sent"}
 _FLAG_FIELDS = {"hidden", "shared", "running"}
 _TEXT_FIELDS = {"key", "flow", "reason", "error_type", "message"}
 _not_str = (st.integers() | st.floats(allow_nan=False) | st.booleans() | st.lists(st.integers(), max_size=2)
@@ -111,12 +117,16 @@ def _bad_value(name: str, kind: str) -> st.SearchStrategy[Any]:
     if name in _ID_FIELDS:
         return _not_str | st.none() | st.just("") | st.text(min_size=129, max_size=200) | st.just("\ud800")
     if name in _COUNT_FIELDS:
-        return (st.integers(max_value=-1) | st.floats(allow_nan=False).filter(lambda x: x != int(x) if math.isfinite(x)
-                                                                                  else True)
+        return (st.integers(max_value=-1) | st.integers(min_value=2**53 + 1)
+                | st.floats(allow_nan=False).filter(lambda x: x != int(x) if math.isfinite(x) else True)
                 | st.booleans() | st.text() | st.none() | st.just([1]))
     if name in _MILLIS_FIELDS:
-        return (st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False) | st.integers(max_value=-1)
-                | st.booleans() | st.text() | st.none() | st.just({}))
+        too_long = {"interval": MAX_INTERVAL, "sent": 2.0**53}.get(name, MAX_MILLIS)
+        bad = (st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False) | st.integers(max_value=-1)
+               | st.floats(min_value=too_long * 1.001, allow_nan=False) | st.booleans() | st.text() | st.just({}))
+        if name == "interval":
+            bad = bad | st.floats(min_value=0, max_value=MIN_INTERVAL * 0.999)
+        return bad if name == "sent" else bad | st.none()
     if name in _FLAG_FIELDS:
         return st.integers() | st.text() | st.none() | st.just([])
     if name in _TEXT_FIELDS:
@@ -145,8 +155,9 @@ def corrupted_messages(draw: st.DrawFn, kind: str | None = None) -> str:
     """A valid message (of ``kind``), encoded, then broken in one way: a field, the header, or the text."""
     message = draw(messages if kind is None else message_strategy(MESSAGE_TYPES[kind]))
     body: dict[str, Any] = {"proto": PROTOCOL, "v": VERSION, "type": message.TYPE, **asdict(message)}
-    if body.get("to", 0) is None and draw(st.booleans()):
-        del body["to"]
+    for optional in ("to", "sent"):
+        if body.get(optional, 0) is None and draw(st.booleans()):
+            del body[optional]
     names = [f.name for f in fields(message)]
     how = draw(st.sampled_from(["field"] * 8 + ["missing", "extra", "proto", "version", "type",
                                                 "not-object", "truncated", "too-large"]))
@@ -154,7 +165,7 @@ def corrupted_messages(draw: st.DrawFn, kind: str | None = None) -> str:
         name = draw(st.sampled_from(names))
         body[name] = draw(_bad_value(name, message.TYPE))
     elif how == "missing":
-        required = [n for n in names if n != "to"]
+        required = [n for n in names if n not in ("to", "sent")]
         name = draw(st.sampled_from(required + ["proto", "v", "type"]))
         del body[name]
     elif how == "extra":

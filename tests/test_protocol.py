@@ -1,0 +1,117 @@
+"""The wire format (protocol.py): every number bounded where it is decoded, drops counted by a fixed set of reasons."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from support import async_test, open_tabs, settle, until
+
+from pyflowmesh import protocol as p
+from pyflowmesh.config import MeshConfig
+from pyflowmesh.node import MeshNode
+from pyflowmesh.testing import MemoryHub
+
+
+def body(kind: str, **fields: Any) -> str:
+    return json.dumps({"proto": p.PROTOCOL, "v": p.VERSION, "type": kind, **fields}, ensure_ascii=False)
+
+
+def reason(raw: str) -> str:
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode(raw)
+    return caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "bad"),
+    [
+        ("election", {"src": "a", "term": 2**53 + 1}, "term"),
+        ("coordinator", {"src": "a", "term": 1, "interval": 1e300, "hidden": False}, "interval"),
+        ("heartbeat", {"src": "a", "term": 1, "interval": 0.001, "hidden": False}, "interval"),
+        ("failure", {"src": "a", "key": "k", "error_type": "E", "message": "m", "retry_in": 1e300, "attempt": 1,
+                     "shared": True}, "retry_in"),
+        ("failure", {"src": "a", "key": "k", "error_type": "E", "message": "m", "retry_in": 1, "attempt": 10**20,
+                     "shared": True}, "attempt"),
+        ("result", {"src": "a", "key": "k", "value": 1, "version": 1, "origin": "a", "age": 1e300, "shared": True},
+         "age"),
+        ("result", {"src": "a", "key": "k", "value": 10**400, "version": 1, "origin": "a", "age": 0, "shared": True},
+         "value"),
+        ("request", {"src": "a", "dst": "b", "req": -1, "key": "k", "flow": "k", "args": []}, "req"),
+        ("result", {"src": "a", "key": "k", "value": 1, "version": 1, "origin": "a", "age": 0, "shared": True,
+                    "sent": -5}, "sent"),
+    ],
+)
+def test_numbers_from_the_wire_are_bounded_where_they_are_decoded(kind: str, fields: dict[str, Any], bad: str) -> None:
+    assert reason(body(kind, **fields)) == f"bad-field:{bad}"
+
+
+def test_an_int_too_long_for_str_is_dropped_not_raised() -> None:
+    raw = '{"proto":"pyflowmesh","v":1,"type":"election","src":"a","term":' + "9" * 5000 + "}"
+    assert reason(raw) == "not-json"  # CPython and Pyodide refuse to parse more than 4,300 digits
+
+
+def test_drop_reasons_are_a_fixed_set_whatever_field_names_a_sender_invents() -> None:
+    reasons = {reason(body("hello", src="a", **{f"x{i}": 1})) for i in range(50)}
+    assert reasons == {"extra-field"}
+    assert reason(body("hello", src="a", term=1)) == "extra-field:term"  # a field of ours, on the wrong type
+
+
+def test_the_size_limit_counts_utf8_bytes_as_the_sender_does() -> None:
+    text = body("hello", src="é" * 100)  # 100 characters, 200 bytes
+    assert len(text.encode()) == len(text) + 100
+    with pytest.raises(p.ProtocolError, match="too-large"):
+        p.decode(text, max_bytes=len(text) + 50)
+    assert p.decode(text, max_bytes=len(text.encode()))
+
+
+def test_a_crafted_string_that_never_closes_is_dropped_in_linear_time() -> None:
+    # With 0.1.0's string pattern this took about 50 minutes (quadratic backtracking).
+    raw = "[" * 80 + '"' + '\\"' * 500_000
+    assert reason(raw) == "too-deep"
+    raw = "[" * 50 + '"' + '\\"' * 500_000  # too shallow to refuse: parsed, and refused as JSON
+    assert reason(raw) == "not-json"
+
+
+def test_the_optional_wall_clock_stamp_round_trips_and_may_be_absent() -> None:
+    result = p.Result(src="a", key="k", value=[1], version=1, origin="a", age=0.0, shared=True, sent=1.7e12)
+    assert p.decode(p.encode(result)) == result
+    without = p.Result(src="a", key="k", value=[1], version=1, origin="a", age=0.0, shared=True)
+    assert "sent" not in json.loads(p.encode(without)) and p.decode(p.encode(without)) == without
+
+
+@async_test
+async def test_a_forged_term_near_the_limit_still_lets_one_leader_form() -> None:
+    hub = MemoryHub()
+    tabs = open_tabs(hub, 3)
+    await settle(tabs)
+    for term in (2**53, 2**53 - 1, p.MAX_COUNT - 2**31):
+        hub.post(body("coordinator", src="zzzz", term=term, interval=100, hidden=False))
+    hub.post('{"proto":"pyflowmesh","v":1,"type":"election","src":"zzzz","term":' + "9" * 5000 + "}")
+    await until(lambda: all(t.leader_id != "zzzz" for t in tabs) and len({t.leader_id for t in tabs}) == 1
+                and any(t.leader for t in tabs), limit=5, what="one real leader after the forged terms")
+    for tab in tabs:
+        tab.dispose()  # must not raise
+    assert all(t.stats.internal_errors == 0 for t in tabs)
+
+
+def test_a_node_never_raises_on_any_forged_message_type() -> None:
+    node = MeshNode("m", MeshConfig.from_options(channel="c", heartbeat=100))
+    node.start(0.0)
+    extreme = {"src": "z", "dst": "m", "term": p.MAX_COUNT, "interval": p.MAX_INTERVAL, "hidden": True,
+               "req": p.MAX_COUNT, "key": "k", "flow": "k", "args": [], "reason": "x", "value": [10**299],
+               "version": p.MAX_COUNT, "origin": "z", "age": p.MAX_MILLIS, "shared": True, "to": ["m"],
+               "error_type": "E", "message": "m", "retry_in": p.MAX_MILLIS, "attempt": p.MAX_COUNT, "running": True,
+               "entries": [{"key": "k", "value": 1, "version": p.MAX_COUNT, "origin": "z", "age": 0}],
+               "failures": [{"key": "k", "error_type": "E", "message": "m", "retry_in": p.MAX_MILLIS,
+                             "attempt": p.MAX_COUNT, "origin": "z"}], "sent": 0}
+    for kind, cls in p.MESSAGE_TYPES.items():
+        names = {f for f in cls.__dataclass_fields__}
+        node.receive(body(kind, **{k: v for k, v in extreme.items() if k in names}), 50.0)
+    node.register_flow("k")
+    node.execute("k", (), 60.0)
+    for now in range(100, 5000, 50):
+        node.tick(float(now))
+    assert node.stats.internal_errors == 0
+    assert set(node.stats.drop_reasons) == {"term-range"}, node.stats.drop_reasons  # terms past the adopt limit
