@@ -248,7 +248,7 @@ class _Tab:
         self.away = False  # in the back/forward cache: frozen, lock released, messages dropped
         self.cancelled_waiters: set[int] = set()  # executes its caller cancelled
         self.cancelled_calls: set[int] = set()  # calls the node gave up on (CancelCall)
-        self.started_calls: set[int] = set()
+        self.started_calls: dict[int, str] = {}  # call_id -> key
 
     def __repr__(self) -> str:
         return f"<tab {self.id}>"
@@ -876,7 +876,7 @@ class Simulation:
         self._log(tab, f"call {effect.call_id} {key} ({'hangs' if hangs else 'ok' if outcome[0] else 'will fail'}"
                        f" in {duration}ms{', ' + pathology if pathology else ''})")
         self._running[(tab.index, effect.call_id)] = hangs
-        tab.started_calls.add(effect.call_id)
+        tab.started_calls[effect.call_id] = key
         if hangs:  # it never returns; should the node give up on it, it may still return late
             self._hung[(tab.index, effect.call_id)] = outcome
         else:
@@ -892,6 +892,7 @@ class Simulation:
                 "effect", self.now, f"tab {tab.id}: CancelCall({call_id}) for a call it never started"))
             return
         tab.cancelled_calls.add(call_id)
+        self.failure_times[tab.started_calls[call_id]].append(self.now)  # giving up is a failure: a back-off may start
         outcome = self._hung.pop((tab.index, call_id), None)
         if outcome is not None:  # a cancelled task may still report: the node must ignore it
             low, high = self.call_duration
