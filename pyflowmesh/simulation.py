@@ -1086,6 +1086,9 @@ class Simulation:
         self._live.remove(tab)
         for record in tab.waiters.values():
             record.tab_gone = True
+        for call in [c for c in self._running if c[0] == tab.index]:  # its tasks die with the page
+            del self._running[call]
+            self._hung.pop(call, None)
         self._leadership_dirty = True
         if not tab.away:  # its lock passes to the tabs waiting on it
             self._release_lock(tab.id)
