@@ -1051,7 +1051,14 @@ class Simulation:
         if not joiner.alive or joiner.start_time is None:
             return
         margin = self.sync_window + self.freshness_slack
-        leader = self.leader() if self.config.strategy == "leader-follower" else None
+        leader: str | None = None
+        if self.config.strategy == "leader-follower":
+            # The leader syncs joiners (another joiner may still be joining: the mesh need not
+            # have converged). Without exactly one leader nobody was bound to.
+            leaders = [t.id for t in self._live if t.node.role is Role.LEADER]
+            if len(leaders) != 1:
+                return
+            leader = leaders[0]
         owed: dict[str, tuple[float, _Tab]] = {}
         held: set[str] = set()
         for tab in self._live:
