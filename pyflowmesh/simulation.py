@@ -1068,6 +1068,8 @@ class Simulation:
                 age = self._true_age(entry.value)
                 if age + margin >= self.config.stale_time or self.now - age > joiner.start_time:
                     continue  # may have gone stale before the Sync, or produced after the join
+                if isinstance(entry.value, dict) and "pad" in entry.value:
+                    continue  # larger than any message: no Sync can carry it
                 have = joiner.node.cache._entries.get(key)
                 if have is not None and self._true_age(have.value) <= age:
                     continue
@@ -1262,6 +1264,14 @@ class Simulation:
         elif not converged and self.converged_since is not None:
             self.converged_since = None
             self.leadership_changes.append(self.now)
+
+
+def _last_error(node: MeshNode) -> str:
+    """The traceback of the last unexpected exception a node caught (if the core keeps it)."""
+    error = getattr(node, "last_internal_error", None)
+    if not isinstance(error, BaseException):
+        return ""
+    return "; the last one:\n" + "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
 def _safe(value: Any, limit: int = 120) -> str:
@@ -1976,7 +1986,8 @@ def _long_outage(seed: int, strategy: str, locks: bool, parent: Simulation, fail
     for tab in sim.tabs:
         errors = getattr(tab.node.stats, "internal_errors", 0)
         if errors:
-            violations.append(Violation("internal-error", ended, f"tab {tab.id}: stats.internal_errors is {errors}"))
+            violations.append(Violation(
+                "internal-error", ended, f"tab {tab.id}: stats.internal_errors is {errors}{_last_error(tab.node)}"))
     parent.faults["long-outage-failures"] += len(sim.calls[key])
     parent.events.update(sim.events)
     return [Violation(v.kind, v.time, f"long outage (its own 2-tab run, seed {seed}, "
@@ -2091,7 +2102,7 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
         errors = getattr(tab.node.stats, "internal_errors", 0)
         if tab.started and errors:
             violations.append(Violation(
-                "internal-error", end_at, f"tab {tab.id}: stats.internal_errors is {errors}"))
+                "internal-error", end_at, f"tab {tab.id}: stats.internal_errors is {errors}{_last_error(tab.node)}"))
 
     # leftovers
     for tab in live:
