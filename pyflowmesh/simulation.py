@@ -1432,7 +1432,7 @@ FAULT_KINDS = (
     # issue 8: inputs an adversarial user (or a buggy page) makes
     "pathological", "hostile", "cancel", "bfcache", "twin-id", "bad-args", "long-outage",
 )
-_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.06)
+_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.04)
 # The longest heartbeat interval a follower may believe (a forged Coordinator says more): the
 # simulator's bound on how long a ghost leader is followed without Web Locks.
 MAX_INTERVAL = 60_000.0
