@@ -248,7 +248,7 @@ class _Tab:
         self.away = False  # in the back/forward cache: frozen, lock released, messages dropped
         self.cancelled_waiters: set[int] = set()  # executes its caller cancelled
         self.cancelled_calls: set[int] = set()  # calls the node gave up on (CancelCall)
-        self.started_calls: set[int] = set()
+        self.started_calls: dict[int, str] = {}  # call_id -> key
 
     def __repr__(self) -> str:
         return f"<tab {self.id}>"
@@ -876,7 +876,7 @@ class Simulation:
         self._log(tab, f"call {effect.call_id} {key} ({'hangs' if hangs else 'ok' if outcome[0] else 'will fail'}"
                        f" in {duration}ms{', ' + pathology if pathology else ''})")
         self._running[(tab.index, effect.call_id)] = hangs
-        tab.started_calls.add(effect.call_id)
+        tab.started_calls[effect.call_id] = key
         if hangs:  # it never returns; should the node give up on it, it may still return late
             self._hung[(tab.index, effect.call_id)] = outcome
         else:
@@ -892,6 +892,7 @@ class Simulation:
                 "effect", self.now, f"tab {tab.id}: CancelCall({call_id}) for a call it never started"))
             return
         tab.cancelled_calls.add(call_id)
+        self.failure_times[tab.started_calls[call_id]].append(self.now)  # giving up is a failure: a back-off may start
         outcome = self._hung.pop((tab.index, call_id), None)
         if outcome is not None:  # a cancelled task may still report: the node must ignore it
             low, high = self.call_duration
@@ -1050,7 +1051,14 @@ class Simulation:
         if not joiner.alive or joiner.start_time is None:
             return
         margin = self.sync_window + self.freshness_slack
-        leader = self.leader() if self.config.strategy == "leader-follower" else None
+        leader: str | None = None
+        if self.config.strategy == "leader-follower":
+            # The leader syncs joiners (another joiner may still be joining: the mesh need not
+            # have converged). Without exactly one leader nobody was bound to.
+            leaders = [t.id for t in self._live if t.node.role is Role.LEADER]
+            if len(leaders) != 1:
+                return
+            leader = leaders[0]
         owed: dict[str, tuple[float, _Tab]] = {}
         held: set[str] = set()
         for tab in self._live:
@@ -1060,6 +1068,8 @@ class Simulation:
                 age = self._true_age(entry.value)
                 if age + margin >= self.config.stale_time or self.now - age > joiner.start_time:
                     continue  # may have gone stale before the Sync, or produced after the join
+                if isinstance(entry.value, dict) and "pad" in entry.value:
+                    continue  # larger than any message: no Sync can carry it
                 have = joiner.node.cache._entries.get(key)
                 if have is not None and self._true_age(have.value) <= age:
                     continue
@@ -1085,6 +1095,9 @@ class Simulation:
         self._live.remove(tab)
         for record in tab.waiters.values():
             record.tab_gone = True
+        for call in [c for c in self._running if c[0] == tab.index]:  # its tasks die with the page
+            del self._running[call]
+            self._hung.pop(call, None)
         self._leadership_dirty = True
         if not tab.away:  # its lock passes to the tabs waiting on it
             self._release_lock(tab.id)
@@ -1253,6 +1266,14 @@ class Simulation:
             self.leadership_changes.append(self.now)
 
 
+def _last_error(node: MeshNode) -> str:
+    """The traceback of the last unexpected exception a node caught (if the core keeps it)."""
+    error = getattr(node, "last_internal_error", None)
+    if not isinstance(error, BaseException):
+        return ""
+    return "; the last one:\n" + "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
 def _safe(value: Any, limit: int = 120) -> str:
     """``repr`` for messages: short, and safe for ints too long for ``str()``."""
     try:
@@ -1411,7 +1432,7 @@ FAULT_KINDS = (
     # issue 8: inputs an adversarial user (or a buggy page) makes
     "pathological", "hostile", "cancel", "bfcache", "twin-id", "bad-args", "long-outage",
 )
-_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.06)
+_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.04)
 # The longest heartbeat interval a follower may believe (a forged Coordinator says more): the
 # simulator's bound on how long a ghost leader is followed without Web Locks.
 MAX_INTERVAL = 60_000.0
@@ -1430,10 +1451,11 @@ class RunPlan:
     heartbeat: float
     share_cache: bool = True
     faults: tuple[str, ...] = FAULT_KINDS
+    pathologies: tuple[str, ...] | None = None  # None: every kind of PATHOLOGIES
 
 
 def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | None = None,
-         faults: Iterable[str] = FAULT_KINDS) -> RunPlan:
+         faults: Iterable[str] = FAULT_KINDS, pathologies: Iterable[str] | None = None) -> RunPlan:
     """The parameters of seed ``seed``: tabs in ``2..max_tabs``, strategy and locks varied with the seed.
 
     ``strategy="both"`` alternates strategies by seed; ``locks=None`` alternates
@@ -1448,7 +1470,7 @@ def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | No
         locks = (seed // 2) % 2 == 0
     heartbeat = 5000.0 if seed % 10 == 7 else 1000.0
     return RunPlan(seed, tabs, strategy, locks, heartbeat, share_cache=seed % 20 not in (9, 14),
-                   faults=tuple(faults))
+                   faults=tuple(faults), pathologies=None if pathologies is None else tuple(pathologies))
 
 
 STRATEGY_BY_PARITY = ("leader-follower", "peer-to-peer")
@@ -1576,6 +1598,7 @@ def run(
     locks: bool = True,
     heartbeat: float = 1000.0,
     share_cache: bool = True,
+    pathologies: Iterable[str] | None = None,
     verbose: bool = False,
     run_plan: RunPlan | None = None,
 ) -> SimulationReport:
@@ -1590,10 +1613,16 @@ def run(
         locks: model Web Locks (``peer_gone`` 40–90 ms after a watched tab vanishes).
         heartbeat: the mesh heartbeat; other timeouts follow (:func:`sim_config`).
         share_cache: the mesh option (results reach only the tabs that wait for them if ``False``).
+        pathologies: how flow functions misbehave with the "pathological" fault (default: every
+            kind of :data:`PATHOLOGIES`).
         verbose: keep an event trace in ``report.trace``.
     """
     config = sim_config(strategy, heartbeat=heartbeat, locks=locks, share_cache=share_cache)
     sim = Simulation(seed, config, locks=locks, verbose=verbose)
+    if pathologies is not None:
+        chosen = tuple(pathologies)
+        sim.pathology_weights = tuple(w for k, w in zip(PATHOLOGIES, _PATHOLOGY_WEIGHTS, strict=True) if k in chosen)
+        sim.pathologies = tuple(k for k in PATHOLOGIES if k in chosen)
     rng = sim.rng
     if tabs is None:
         tabs = rng.randint(2, 50)
@@ -1734,9 +1763,11 @@ def run(
         sim.at(when, act)
 
     def burst_at(when: float) -> None:
-        """Several tabs execute one key within a few claim windows of each other."""
+        """Several tabs execute one key within a few claim windows of each other; sometimes a tab
+        joins meanwhile and executes it too, a few ms after it hears the mesh."""
         flow, args = rng.choice(keys)
         spread = 4 * config.claim_window
+        joiner = "join" in kinds and rng.random() < 0.5
 
         def act() -> None:
             candidates = [t for t in sim._live if flow in t.flows]
@@ -1745,6 +1776,18 @@ def run(
                     if tab.alive and not tab.frozen:
                         execute_in(tab, flow, args, True)
                 sim.at(sim.now + _quantize(rng.uniform(0, spread)), one)
+            # Joiners open a few ms apart once the key's owner calls, and execute at once: a
+            # joiner missed the claims made before it opened (and the owner's replies to them).
+            start = sim.now + config.claim_window + 2 * delay_max + _quantize(rng.uniform(0, spread))
+            for _ in range(rng.randint(2, 3) if joiner else 0):
+                sim.faults["join"] += 1
+                tab = sim._new_tab(None, tuple(FLOWS))
+                start += _quantize(rng.uniform(1.0, 2 * config.claim_window / 3))
+                sim.at(start, lambda tab=tab: sim._start(tab))  # type: ignore[misc]
+                settle = config.answer_timeout if config.strategy == "leader-follower" else 0.0
+                sim.at(start + settle + _quantize(rng.uniform(0.5, 3.0)),
+                       lambda tab=tab: execute_in(tab, flow, args, True)  # type: ignore[misc]
+                       if tab.alive and not tab.frozen else None)
         sim.at(when, act)
 
     def bad_execute_at(when: float) -> None:
@@ -1943,7 +1986,8 @@ def _long_outage(seed: int, strategy: str, locks: bool, parent: Simulation, fail
     for tab in sim.tabs:
         errors = getattr(tab.node.stats, "internal_errors", 0)
         if errors:
-            violations.append(Violation("internal-error", ended, f"tab {tab.id}: stats.internal_errors is {errors}"))
+            violations.append(Violation(
+                "internal-error", ended, f"tab {tab.id}: stats.internal_errors is {errors}{_last_error(tab.node)}"))
     parent.faults["long-outage-failures"] += len(sim.calls[key])
     parent.events.update(sim.events)
     return [Violation(v.kind, v.time, f"long outage (its own 2-tab run, seed {seed}, "
@@ -2058,7 +2102,7 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
         errors = getattr(tab.node.stats, "internal_errors", 0)
         if tab.started and errors:
             violations.append(Violation(
-                "internal-error", end_at, f"tab {tab.id}: stats.internal_errors is {errors}"))
+                "internal-error", end_at, f"tab {tab.id}: stats.internal_errors is {errors}{_last_error(tab.node)}"))
 
     # leftovers
     for tab in live:
@@ -2202,13 +2246,14 @@ def run_many(
     verbose: bool = False,
     progress: Callable[[SimulationReport], None] | None = None,
     faults: Iterable[str] = FAULT_KINDS,
+    pathologies: Iterable[str] | None = None,
 ) -> Summary:
     """Run every seed's plan (:func:`plan`) and sum up the reports."""
     summary = Summary()
     started = time.perf_counter()
     faults = tuple(faults)
     for seed in seeds:
-        report = run_plan(plan(seed, max_tabs, strategy, locks, faults), verbose=verbose)
+        report = run_plan(plan(seed, max_tabs, strategy, locks, faults, pathologies), verbose=verbose)
         summary.add(report)
         if progress is not None:
             progress(report)
@@ -2220,7 +2265,7 @@ def run_plan(run_plan: RunPlan, verbose: bool = False) -> SimulationReport:
     """Run one planned seed."""
     return run(run_plan.seed, run_plan.tabs, strategy=run_plan.strategy, locks=run_plan.locks,
                heartbeat=run_plan.heartbeat, share_cache=run_plan.share_cache, faults=run_plan.faults,
-               verbose=verbose, run_plan=run_plan)
+               pathologies=run_plan.pathologies, verbose=verbose, run_plan=run_plan)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -2239,6 +2284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--locks", action="store_true", help="Web Locks in every run")
     parser.add_argument("--faults", default="all",
                         help=f"the fault kinds to inject, comma-separated (default all: {','.join(FAULT_KINDS)})")
+    parser.add_argument("--pathologies", default="all",
+                        help=f"how flows misbehave with the pathological fault (default all: {','.join(PATHOLOGIES)})")
     parser.add_argument("--verbose", action="store_true", help="print every run's event trace")
     args = parser.parse_args(argv)
     if args.tabs < 2:
@@ -2247,9 +2294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(faults) - set(FAULT_KINDS))
     if unknown:
         parser.error(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULT_KINDS)}")
+    pathologies = None if args.pathologies == "all" else tuple(k for k in args.pathologies.split(",") if k)
+    if pathologies is not None and (not pathologies or set(pathologies) - set(PATHOLOGIES)):
+        parser.error(f"--pathologies takes some of {', '.join(PATHOLOGIES)}")
     locks = False if args.no_locks else True if args.locks else None
     flags = f"--tabs {args.tabs} --strategy {args.strategy}" + (" --no-locks" if args.no_locks else "") + (
-        " --locks" if args.locks else "") + ("" if args.faults == "all" else f" --faults {','.join(faults)}")
+        " --locks" if args.locks else "") + ("" if args.faults == "all" else f" --faults {','.join(faults)}") + (
+        "" if pathologies is None else f" --pathologies {','.join(pathologies)}")
     last = args.seed_start + args.seeds - 1
     print(f"pyflowmesh simulation: seeds {args.seed_start}..{last}, 2..{args.tabs} tabs per seed, "
           f"strategy {args.strategy}, Web Locks {'off' if args.no_locks else 'on' if args.locks else 'mixed'}")
@@ -2269,7 +2320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
 
     summary = run_many(range(args.seed_start, last + 1), args.tabs, args.strategy, locks, args.verbose, progress,
-                       faults)
+                       faults, pathologies)
     print("\n".join(summary.lines()))
     return 1 if summary.failures else 0
 
