@@ -155,8 +155,8 @@ class MemoryTransport(Transport):
         if not persisted:
             self._events.leaving()
             return
+        self._events.frozen(True)  # a leader says Bye while it still can post, as in the browser
         self._bfcached = True
-        self._events.frozen(True)
         self.hub._leave(self)  # its lock goes: watchers learn it; messages stop reaching it
 
     def pageshow(self) -> None:
