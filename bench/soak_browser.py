@@ -1,6 +1,7 @@
 """The soak in real Chromium: 4 lab tabs executing ever-new keys for minutes, memory sampled.
 
-Every tab is ``web/lab.html?via=flow&max_entries=64&...`` (``web/lab.py``): its
+Every tab is ``web/lab.html?via=flow&wire=0&max_entries=64&...`` (``web/lab.py``; ``wire=0``:
+the page's own tap of the channel records nothing, else it would fill the JS heap): its
 ``pfm.execute`` goes through ``Flow.execute``, as a page's flow does, so it follows
 each key (listeners) as well as caching it. A loop of plain JS in each tab executes
 the key of the current time slot (``soak-<slot>``, a new slot every ``slot_ms``) and
@@ -99,7 +100,7 @@ def run(minutes: float = 10.0, tabs: int = 4, slot_ms: float = 250.0, sample_s: 
         stack.callback(browser.close)
         out["chromium"] = browser.version
         context = browser.new_context()
-        query = f"channel=soak&heartbeat=1000&via=flow&max_entries={max_entries}"
+        query = f"channel=soak&heartbeat=1000&via=flow&wire=0&max_entries={max_entries}"
         pages = []
         for _ in range(tabs):
             page = context.new_page()
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--out", type=Path, help="write the results here (JSON)")
     args = parser.parse_args(argv)
-    result = run(minutes=args.minutes)
+    result = run(minutes=args.minutes, log=lambda text: print(text, flush=True))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

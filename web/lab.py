@@ -12,6 +12,7 @@ Query parameters (all optional; durations in milliseconds):
 ``locks``           ``1`` (default) / ``0``: the mesh's ``use_locks``
 ``stale_time``, ``error_backoff``, ``max_error_backoff``, ``hidden_timeout``,
 ``request_timeout``, ``call_timeout``, ``max_entries``: the mesh options of those names
+``wire``            ``1`` (default) / ``0``: ``window.labWire`` (``lab.html``) records nothing
 ``via``             ``mesh`` (default): ``pfm.execute`` calls the mesh's ``execute_with_source``;
                     ``flow``: it calls ``Flow.execute``, which also follows the key (the
                     ``on_cache_update``/``on_error`` listeners a page's flow keeps)
