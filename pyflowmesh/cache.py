@@ -1,7 +1,7 @@
 """The shared result cache: versioned entries, freshness, a size bound.
 
-Entries travel between tabs, so each carries a version (a per-key counter plus
-the ID of the tab that produced it) and an age rather than a timestamp: tabs do
+Entries travel between tabs, so each carries a version (a number plus the ID of
+the tab that produced it) and an age rather than a timestamp: tabs do
 not share a clock (``performance.now()`` starts with each page), but they can
 agree on "this result is 1.2 s old". A late or duplicated message can never
 replace a newer entry, and an entry older than ``stale_time`` is never served.
@@ -51,6 +51,12 @@ class SharedCache:
       marks, least recently used first. Every entry has its mark: a mark leaves
       together with its entry.
 
+    Versions come from one clock per tab, not a count per key: a tab's next version
+    is above every version it has seen or made, of any key (a Lamport clock, one
+    number). So a result made after a tab heard of another one carries a higher
+    version even when that tab has forgotten the key's mark since, or never had it:
+    forgetting in the producer cannot make its newer result lose to an older one.
+
     Why forgetting a mark stays correct ("produced" is a time on this tab's clock,
     ``now - age``; ``offer`` stores nothing whose age is ``>= stale_time``, so nothing
     produced before ``now - stale_time``):
@@ -58,19 +64,17 @@ class SharedCache:
     * By age: a mark rejects only results produced before ``mark.produced +
       stale_time``. Once ``now >= mark.produced + 2 * stale_time`` every result that
       could still be stored was produced after that, so the mark can reject nothing
-      any more: dropping it changes no decision (and the versions of the key start
-      again from 1, which is how the cache already treats a key nobody has heard of
-      for ``stale_time``).
+      any more: dropping it changes no decision.
     * By count (more than ``max_marks`` keys within ``2 * stale_time``, e.g. a peer
       sending many distinct keys): a mark is evicted before it is useless. The cache
       then keeps one number, ``floor``: the latest production time among the marks
-      evicted for count, and stores a result of a key without a mark only if it was
-      produced at or after ``floor``. So a result produced before the newest one this
-      tab ever stored for that key is still refused: per key, what this tab stores
-      never goes back in time. A result produced after the forgotten one but with a
-      lower version (another tab made it without hearing of this tab's) is taken
-      as the newer of the two, as a tab that never heard of the key would take it.
-      The cost: under such a churn, results older than the oldest mark kept (age
+      evicted for count, and stores nothing produced before it. Every result whose
+      mark was forgotten was produced at or before the floor, so no copy of it, and
+      nothing older, can come back; in particular a late copy of a key's old result
+      cannot replace a newer one that this tab stored after forgetting the old one's
+      mark. Results produced after the floor are ordered as before: by their key's
+      mark, or, for a key without one, taken as a tab that never heard of the key
+      takes them. The cost: under such a churn, results older than the floor (age
       above ``now - floor``) are not cached; they still reach their waiters.
     """
 
@@ -81,6 +85,7 @@ class SharedCache:
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()  # at most max_entries
         self._high: OrderedDict[str, HighMark] = OrderedDict()  # at most max_marks; see the class docstring
         self.floor = -math.inf  # the latest production time among marks evicted for count
+        self.clock = 0  # the highest version this tab has seen or made, of any key
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -102,24 +107,25 @@ class SharedCache:
         return entry
 
     def next_version(self, key: str) -> int:
-        """The version a new result for ``key`` produced in this tab should carry."""
+        """The version a new result for ``key`` produced in this tab should carry: above any seen."""
         high = self._high.get(key)
-        return (high[0] if high else 0) + 1
+        return max(self.clock, high[0] if high else 0) + 1
 
     def offer(self, key: str, value: Any, version: int, origin: str, age: float, now: float) -> bool:
         """Store a result unless it is already stale or not newer than what this tab knows."""
+        if version > self.clock:
+            self.clock = version
         if age >= self.stale_time:
             return False
-        high = self._high.get(key)
         produced = now - age
-        if high is None:
-            if produced < self.floor:
-                return False  # maybe older than a result whose mark was evicted for count
-        # Versions count per key in the tab that produced them, so a tab that never saw
-        # the highest one (it joined after that entry went stale everywhere, so no Sync
-        # carried it) starts again from 1. A result produced once the known one was stale
-        # is newer whatever its number; anything produced earlier is ordered by version.
-        elif (version, origin) <= high[:2] and produced < high[2] + self.stale_time:
+        if produced < self.floor:
+            return False  # as old as a result whose mark was evicted for count: maybe older
+        high = self._high.get(key)
+        # A tab that never saw the highest version (it joined after that entry went stale
+        # everywhere, so no Sync carried it) may make a lower one. A result produced once
+        # the known one was stale is newer whatever its number; anything produced earlier
+        # is ordered by version.
+        if high is not None and (version, origin) <= high[:2] and produced < high[2] + self.stale_time:
             return False
         self._high[key] = (version, origin, produced)
         self._high.move_to_end(key)
