@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,3 +113,74 @@ def test_what_a_tab_stores_for_a_key_never_goes_back_in_time(seed: int, keys: in
                 f"{key}: stored a result produced at {produced} after one produced at {stored[key]}")
             stored[key] = produced
         assert len(cache._entries) <= max_entries and len(cache._high) <= cache.max_marks
+
+
+def test_in_the_simulator_no_tab_stores_an_older_result_of_a_key_after_a_newer_one() -> None:
+    """The mesh end to end, with marks evicted all the time: ``max_entries=1`` (4 marks), a
+    new key every 100 ms, three keys re-executed across many versions, tabs joining (their
+    Syncs carry entries with ages) and leaving, and a replayer that posts every result of
+    those three keys again up to 1.9 s later (``stale_time`` is 2 s) with its age brought up
+    to date, as a slow relay would. Per tab and key, the results it stores must be ones the
+    server produced later and later."""
+    from dataclasses import replace
+
+    from pyflowmesh.config import MeshConfig
+    from pyflowmesh.effects import CacheUpdated, Send
+    from pyflowmesh.protocol import Result, encode
+    from pyflowmesh.simulation import Simulation
+
+    class Recording(Simulation):
+        def _apply(self, tab: Any, effects: list[Any]) -> None:
+            for effect in effects:
+                if type(effect) is CacheUpdated:
+                    stored.setdefault((tab.id, effect.key), []).append(self.produced[effect.value["call"]])
+                elif type(effect) is Send and type(effect.message) is Result and "hot" in effect.message.key:
+                    late = rng.uniform(500.0, 1900.0)
+                    copy = replace(effect.message, src="replayer", age=effect.message.age + late)
+                    self.inject(encode(copy), at=self.now + late)
+            super()._apply(tab, effects)
+
+    stored: dict[tuple[str, str], list[float]] = {}
+    config = MeshConfig.from_options(channel="marks", heartbeat=1000.0, stale_time=2000.0, max_entries=1,
+                                     call_timeout=5000.0, error_backoff=1000.0, max_error_backoff=10_000.0)
+    sim = Recording(7, config)
+    rng = random.Random(7)
+    for _ in range(4):
+        sim.add_tab(at=0.0, flows=("user",))
+
+    def churn() -> None:
+        live = sim.live()
+        victim = rng.choice(live)
+        (sim.crash if rng.random() < 0.5 else sim.close)(victim)
+        sim.add_tab(flows=("user",))
+
+    for i in range(3000):
+        t = 3000.0 + i * 100.0
+        sim.at(t, lambda i=i: sim.execute(rng.choice(sim.live()), "user", (f"filler{i}",)))
+        if i % 3 == 0:
+            sim.at(t + 50.0, lambda: sim.execute(rng.choice(sim.live()), "user", (f"hot{rng.randrange(3)}",)))
+        if i % 40 == 39:
+            sim.at(t + 70.0, churn)
+    sim.run_until(3000.0 + 3000 * 100.0 + 20_000.0)
+    assert [str(v) for v in sim.violations if v.kind in ("exception", "value")] == []
+    hot = {k: v for k, v in stored.items() if k[1].startswith('user["hot')}
+    assert sum(len(v) for v in hot.values()) > 300  # many versions of the hot keys were stored
+    for (tab, key), times in hot.items():
+        # A tab that opened after a result was produced may take a late copy of it over a newer
+        # one with a lower version (made by a tab that never heard of it): it never knew it was
+        # older, bounded or not. Only what a tab once knew must not come back.
+        opened = sim.by_id[tab].start_time
+        for earlier, later in zip(times, times[1:]):
+            assert later >= earlier or later < opened, f"tab {tab} stored {key} produced at {times}"
+
+
+def test_a_tab_that_forgot_a_key_still_makes_it_a_higher_version_than_any_it_saw() -> None:
+    cache = SharedCache(STALE, max_entries=1)
+    assert cache.offer("k", "v7", 7, "a", 0.0, now=0.0)
+    fill(cache, cache.max_marks, now=10.0)
+    assert "k" not in cache._high
+    # Made here after hearing of v7: it must beat v7 in every tab that still holds v7's mark.
+    assert cache.next_version("k") > 7
+    other = SharedCache(STALE, max_entries=8)
+    assert other.offer("k", "v7", 7, "a", 0.0, now=0.0)
+    assert other.offer("k", "new", cache.next_version("k"), "b", 0.0, now=20.0)
