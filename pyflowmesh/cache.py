@@ -16,7 +16,7 @@ from typing import Any
 
 from .protocol import SyncEntry
 
-__all__ = ["CacheEntry", "MARKS_PER_ENTRY", "SharedCache"]
+__all__ = ["CacheEntry", "MARKS_PER_ENTRY", "MAX_VERSION", "SharedCache"]
 
 HighMark = tuple[int, str, float]  # version, origin, when it was produced (this tab's clock)
 
@@ -34,6 +34,10 @@ class CacheEntry:
     def age(self, now: float) -> float:
         return max(0.0, now - self.stored_at)
 
+
+MAX_VERSION = 2**53 - 1
+"""The largest version a tab makes (the largest integer a JS number holds exactly). Its clock
+takes in versions up to half of that only, so a peer sending a huge one cannot exhaust it."""
 
 MARKS_PER_ENTRY = 4
 """Version marks kept per cache entry: ``SharedCache._high`` holds at most this times ``max_entries``."""
@@ -109,11 +113,11 @@ class SharedCache:
     def next_version(self, key: str) -> int:
         """The version a new result for ``key`` produced in this tab should carry: above any seen."""
         high = self._high.get(key)
-        return max(self.clock, high[0] if high else 0) + 1
+        return min(MAX_VERSION, max(self.clock, high[0] if high else 0) + 1)
 
     def offer(self, key: str, value: Any, version: int, origin: str, age: float, now: float) -> bool:
         """Store a result unless it is already stale or not newer than what this tab knows."""
-        if version > self.clock:
+        if self.clock < version <= MAX_VERSION // 2:
             self.clock = version
         if age >= self.stale_time:
             return False

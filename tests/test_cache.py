@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyflowmesh.cache import MARKS_PER_ENTRY, SharedCache
+from pyflowmesh.cache import MARKS_PER_ENTRY, MAX_VERSION, SharedCache
 
 STALE = 1000.0
 
@@ -184,3 +184,11 @@ def test_a_tab_that_forgot_a_key_still_makes_it_a_higher_version_than_any_it_saw
     other = SharedCache(STALE, max_entries=8)
     assert other.offer("k", "v7", 7, "a", 0.0, now=0.0)
     assert other.offer("k", "new", cache.next_version("k"), "b", 0.0, now=20.0)
+
+
+def test_a_huge_version_from_a_peer_cannot_exhaust_the_clock() -> None:
+    cache = SharedCache(STALE, max_entries=4)
+    assert cache.offer("a", 1, MAX_VERSION // 2, "p", 0.0, now=0.0)
+    assert cache.offer("b", 1, 10**30, "p", 0.0, now=0.0)
+    assert cache.next_version("c") == MAX_VERSION // 2 + 1
+    assert cache.next_version("b") == MAX_VERSION  # never above what a JS page reads exactly
