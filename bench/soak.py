@@ -98,8 +98,8 @@ def render(results: dict[str, Any], png: str) -> str:
         if base:
             lines.append(f"| before (at {base['revision']}) | {base['growth_bytes'] / 1024:+,.0f} KiB over "
                          f"{base['keys'] - base['warmup']:,} keys | {base['growth_per_key_bytes']:+.0f} B |")
-        lines.append(f"| now (at {now.get('revision', '?')}) | {now['growth_bytes'] / 1024:+,.1f} KiB over {now['keys'] - now['warmup']:,} keys | "
-                     f"{now['growth_per_key_bytes']:+.1f} B |")
+        lines.append(f"| now (at {now.get('revision', '?')}) | {now['growth_bytes'] / 1024:+,.1f} KiB over "
+                     f"{now['keys'] - now['warmup']:,} keys | {now['growth_per_key_bytes']:+.1f} B |")
         if base and base.get("top"):
             lines += ["", "Before, tracemalloc's largest growth by line (the listener registries kept an entry per "
                       "key ever followed, and the key strings with them):", ""]

@@ -149,6 +149,11 @@ def _mib(value: float | None) -> str:
     return "?" if value is None else f"{value / 1048576:.1f}"
 
 
+def _mean(sample: dict[str, Any], name: str) -> float | None:
+    values = [t[name] for t in sample["tabs"] if t.get(name) is not None]
+    return sum(values) / len(values) if values else None
+
+
 def summarize(samples: list[dict[str, Any]], warmup_fraction: float = 0.2) -> dict[str, Any]:
     """Per figure, the mean over tabs at the end of the warm-up and at the end, and the growth."""
     if not samples:
@@ -160,10 +165,7 @@ def summarize(samples: list[dict[str, Any]], warmup_fraction: float = 0.2) -> di
                                "api_calls": samples[-1].get("api_calls")}
     for name in ("wasm_bytes", "js_heap_used", "gc_objects", "live_proxies", "marks",
                  "cache_entries", "listeners", "pending"):
-        def mean(sample: dict[str, Any]) -> float | None:
-            values = [t.get(name) for t in sample["tabs"] if t.get(name) is not None]
-            return sum(values) / len(values) if values else None
-        a, b = mean(samples[start]), mean(samples[-1])
+        a, b = _mean(samples[start], name), _mean(samples[-1], name)
         peak = max((t.get(name) or 0) for s in samples for t in s["tabs"])
         summary[name] = {"after_warmup": a, "end": b, "growth": None if a is None or b is None else b - a,
                          "max": peak}

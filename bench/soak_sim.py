@@ -24,7 +24,6 @@ grow (:func:`sizes`): each sample reports the largest over tabs since the last o
 from __future__ import annotations
 
 import gc
-import math
 import random
 import tracemalloc
 from collections.abc import Callable

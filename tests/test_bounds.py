@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import async_test
 
 from pyflowmesh import FlowMesh, use_flow
 from pyflowmesh.cache import MARKS_PER_ENTRY
@@ -25,7 +26,6 @@ from pyflowmesh.protocol import Result, encode
 from pyflowmesh.simulation import Simulation
 from pyflowmesh.stats import MAX_DROP_REASONS, MeshStats
 from pyflowmesh.testing import MemoryHub
-from support import async_test
 
 KEYS = 10_000
 CHURN = 1_000  # tab joins, and as many leaves

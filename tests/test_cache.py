@@ -170,7 +170,7 @@ def test_in_the_simulator_no_tab_stores_an_older_result_of_a_key_after_a_newer_o
         # one with a lower version (made by a tab that never heard of it): it never knew it was
         # older, bounded or not. Only what a tab once knew must not come back.
         opened = sim.by_id[tab].start_time
-        for earlier, later in zip(times, times[1:]):
+        for earlier, later in zip(times, times[1:], strict=False):
             assert later >= earlier or later < opened, f"tab {tab} stored {key} produced at {times}"
 
 

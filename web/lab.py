@@ -40,9 +40,10 @@ and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
 * ``state()``: ``{node_id, role, leader, leader_id, term, stats, disposed, live_proxies,
   transport_sent, hidden, mesh, protocol_version, config}``.
 * ``memory()``: what this tab holds now, after a ``gc.collect()``: ``{wasm_bytes``
-  (Pyodide's WebAssembly memory), ``gc_objects`` (Python objects the collector tracks), ``live_proxies`` (the transport's PyProxies), ``lab_proxies``, and the
-  sizes of the mesh's bounded structures: ``cache_entries``, ``marks``, ``listeners``,
-  ``pending``, ``drop_reasons}``; for the soak benchmark (``bench/soak_browser.py``).
+  (Pyodide's WebAssembly memory), ``gc_objects`` (Python objects the collector tracks),
+  ``live_proxies`` (the transport's PyProxies), ``lab_proxies``, and the sizes of the
+  mesh's bounded structures: ``cache_entries``, ``marks``, ``listeners``, ``pending``,
+  ``drop_reasons}``; for the soak benchmark (``bench/soak_browser.py``).
 * ``dispose()``: leaves the mesh (``FlowMesh.dispose``); returns ``state()``.
 * ``events()``: this tab's view of the leader over time: ``{leader, role, term, at,
   wall}`` per change (``at``: ``performance.now()``, ``wall``: ``Date.now()``); the
