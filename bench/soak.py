@@ -35,6 +35,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from pyflowmesh.cache import MARKS_PER_ENTRY
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
 DOCS = ROOT / "docs"
@@ -126,7 +128,13 @@ def render(results: dict[str, Any], png: str) -> str:
                   f"the end (between {sim['min_per_tab_bytes'] / 1024:.1f} and "
                   f"{sim['max_per_tab_bytes'] / 1024:.1f} KiB at the half-hourly samples). Largest sizes: "
                   + ", ".join(f"{name.replace('_', ' ')} {size}" for name, size in sim["largest_sizes"].items())
-                  + ".", ""]
+                  + "."]
+        bound = MARKS_PER_ENTRY * sim["max_entries"]
+        over = [name for name, size in sim["largest_sizes"].items() if size > bound]
+        if over:
+            lines += ["", f"Above {bound} (4 × `max_entries`) in this run: {', '.join(over)}; growth left there is "
+                      "theirs (tracemalloc points at the lines that add to them)."]
+        lines.append("")
     browser = results.get("browser")
     if browser:
         s = browser["summary"]
