@@ -129,11 +129,19 @@ def render(results: dict[str, Any], png: str) -> str:
                   f"{sim['max_per_tab_bytes'] / 1024:.1f} KiB at the half-hourly samples). Largest sizes: "
                   + ", ".join(f"{name.replace('_', ' ')} {size}" for name, size in sim["largest_sizes"].items())
                   + "."]
-        bound = MARKS_PER_ENTRY * sim["max_entries"]
-        over = [name for name, size in sim["largest_sizes"].items() if size > bound]
-        if over:
-            lines += ["", f"Above {bound} (4 × `max_entries`) in this run: {', '.join(over)}; growth left there is "
-                      "theirs (tracemalloc points at the lines that add to them)."]
+        warm = [x for x in samples if x["hours"] <= sim["warmup_hours"]]
+        late = [x for x in samples if x["hours"] > sim["warmup_hours"]]
+        grew = {}
+        for name in sim["largest_sizes"]:
+            before = max((x["max_sizes"].get(name, 0) for x in warm), default=0)
+            after = max((x["max_sizes"].get(name, 0) for x in late), default=0)
+            if after > before:
+                grew[name] = (before, after)
+        if grew:
+            lines += ["", "Still growing after warm-up (largest in any tab, up to the warm-up and after it): "
+                      + ", ".join(f"{name.replace('_', ' ')} {a} → {b}" for name, (a, b) in grew.items())
+                      + f" (bounds checked: cache entries ≤ `max_entries`, marks ≤ {MARKS_PER_ENTRY} × "
+                      "`max_entries`)."]
         lines.append("")
     browser = results.get("browser")
     if browser:
