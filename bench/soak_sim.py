@@ -11,12 +11,14 @@ virtual time (default heartbeat 5 s, ``stale_time`` 30 s, ``max_entries`` 64):
   into the hour (more keys
   than the version marks' bound within ``2 * stale_time``, so marks are evicted for
   count and the cache's floor is used), and a 1-minute server outage (every key
-  executed meanwhile fails: back-off records).
+  executed meanwhile fails: back-off records; ``outage_ms=0``: none).
 
 Every ``sample_ms`` (simulated) it samples, after ``gc.collect()``, the memory that
-``tracemalloc`` traces in this process, per live tab. The simulator logs every
-execute, call and message outcome for its own checks; the soak trims those logs
-as it goes (:func:`_trim`), so what remains and grows is the tabs' own state.
+``tracemalloc`` traces in this process, per live tab, leaving out what the simulator's
+and the soak's own code allocated (:func:`tab_memory`). The simulator also logs every
+execute, call and message outcome for its checks, holding values the tabs decoded;
+the soak trims those logs as it goes (:func:`_trim`), so what remains and grows is
+the tabs' own state.
 Every simulated 10 s it also notes the sizes of each tab's structures that could
 grow (:func:`sizes`): each sample reports the largest over tabs since the last one.
 """
@@ -63,20 +65,40 @@ def _trim(sim: Simulation, now: float, stale_time: float) -> None:
     horizon = now - 4 * stale_time  # nothing produced earlier can still be served fresh
     for call in [c for c, t in sim.produced.items() if t < horizon]:
         del sim.produced[call]
-    dead = [tab for tab in sim.tabs if tab.started and not tab.alive]
-    for tab in dead:
-        tab.node = None  # every event for a dead tab checks tab.alive first
-        tab.waiters.clear()
-        tab.backlog.clear()
-    gone = {tab.index for tab in dead}
+    gone = set()
+    for i, tab in enumerate(sim.tabs):
+        if tab is _GONE or not tab.started or tab.alive:
+            continue
+        gone.add(tab.index)
+        # Every event for a dead tab checks tab.alive first; nothing of the soak names a tab
+        # that has been gone for minutes (a burst runs within 80 s of choosing its tab).
+        if tab.end_time is not None and tab.end_time < now - 300_000.0:
+            sim.tabs[i] = _GONE  # in place: a new tab's index is len(sim.tabs)
+            sim.by_id.pop(tab.id, None)
     for tab in sim.tabs:
         for index in gone & tab.last_to.keys():
             del tab.last_to[index]
 
 
+class _Gone:
+    """What stands in ``sim.tabs`` for a tab long gone (its state is the simulator's, not a tab's)."""
+
+    started, alive, frozen, index = True, False, False, -1
+    last_to: dict[int, float] = {}
+
+
+_GONE: Any = _Gone()
+
+
+def tab_memory(snapshot: tracemalloc.Snapshot) -> int:
+    """Traced bytes allocated outside the simulator's and this soak's own code: the tabs' state."""
+    own = snapshot.filter_traces([tracemalloc.Filter(False, "*/simulation.py"), tracemalloc.Filter(False, __file__)])
+    return sum(stat.size for stat in own.statistics("filename"))
+
+
 def run(hours: float = 24.0, tabs: int = 6, key_every_ms: float = 2000.0, churn_every_ms: float = 600_000.0,
         burst: int = 400, max_entries: int = 64, seed: int = 13, sample_ms: float = HOUR / 2,
-        log: Log = print) -> dict[str, Any]:
+        outage_ms: float = 60_000.0, log: Log = print) -> dict[str, Any]:
     """Run the soak; returns the hourly samples (see the module's docstring)."""
     config = MeshConfig.from_options(channel="soak", max_entries=max_entries)
     sim = Simulation(seed, config)
@@ -105,7 +127,7 @@ def run(hours: float = 24.0, tabs: int = 6, key_every_ms: float = 2000.0, churn_
                 sim.run_until(t)
                 _trim(sim, t, config.stale_time)
                 gc.collect()
-                traced = tracemalloc.get_traced_memory()[0]
+                traced = tab_memory(tracemalloc.take_snapshot())
                 live = sim.live()
                 note_sizes()
                 per_structure, largest = dict(largest), {}
@@ -126,7 +148,8 @@ def run(hours: float = 24.0, tabs: int = 6, key_every_ms: float = 2000.0, churn_
                     sim.execute(tab_id, "user", (f"burst{keys}-{i}",), at=burst_at + i * 20_000.0 / burst)
                 keys += burst
                 outage_at = t + rng.uniform(0.1, 0.8) * HOUR
-                sim.outage(outage_at, outage_at + 60_000.0)
+                if outage_ms > 0:
+                    sim.outage(outage_at, outage_at + outage_ms)
             if t >= next_key:
                 live = sim.live()
                 for tab_id in rng.sample(live, min(3, len(live))):
@@ -148,7 +171,8 @@ def run(hours: float = 24.0, tabs: int = 6, key_every_ms: float = 2000.0, churn_
         tracemalloc.stop()
     warm = next((s for s in samples if s["hours"] >= 2), samples[-1])
     return {"hours": hours, "tabs": tabs, "key_every_ms": key_every_ms, "churn_every_ms": churn_every_ms,
-            "burst": burst, "max_entries": max_entries, "stale_time": config.stale_time, "seed": seed,
+            "burst": burst, "outage_ms": outage_ms, "max_entries": max_entries, "stale_time": config.stale_time,
+            "seed": seed,
             "samples": samples, "keys": keys, "replaced": replaced, "largest_sizes": largest_ever,
             "violations": [str(v) for v in sim.violations[:5]],
             "warmup_hours": warm["hours"],
