@@ -117,8 +117,8 @@ def render(results: dict[str, Any], png: str) -> str:
                   f"burst of {sim['burst']} keys from one tab within 20 s plus a one-minute server outage "
                   f"(`max_entries={sim['max_entries']}`, `stale_time` {sim['stale_time'] / 1000:g} s): "
                   f"{sim['keys']:,} keys and {sim['replaced']} tabs replaced in all. Traced memory per live tab "
-                  f"(tracemalloc, the simulator's own logs trimmed), and the largest size of each structure in "
-                  "any tab over the run:", "",
+                  "(tracemalloc: what the simulator's and the soak's own code allocated left out, their logs "
+                  "trimmed), and the largest size of each structure in any tab over the run:", "",
                   "| simulated hours | 1 | 2 | " + " | ".join(f"{h:g}" for h in _pick_hours(sim)) + " |",
                   "| --- | --- | --- | " + " | ".join("---" for _ in _pick_hours(sim)) + " |",
                   "| KiB per tab | " + " | ".join(
