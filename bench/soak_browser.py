@@ -10,7 +10,7 @@ moment: one of them calls the server (``web/server.py``, in this process), the o
 get the result from the mesh or their cache. Nothing repeats: every slot is a new key.
 
 Every ``sample_s`` seconds, per tab: a garbage collection in Python (``gc.collect()``
-in ``pfm.memory()``) and in JS (CDP ``HeapProfiler.collectGarbage``), then
+in ``pfm.state("memory")``) and in JS (CDP ``HeapProfiler.collectGarbage``), then
 
 * ``wasm_bytes``: Pyodide's WebAssembly memory (``HEAPU8.length``; it never shrinks, so
   a leak shows as steps up);
@@ -69,7 +69,7 @@ def _load(name: str, path: Path) -> Any:
 def _sample(pages: list[Any], sessions: list[Any], t0: float) -> dict[str, Any]:
     tabs = []
     for page, cdp in zip(pages, sessions, strict=True):
-        memory = page.evaluate("pfm.memory()")
+        memory = page.evaluate('pfm.state("memory")')
         cdp.send("HeapProfiler.collectGarbage")
         metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
         soak = page.evaluate("({done: __soak.done, failed: __soak.failed, sources: __soak.sources,"

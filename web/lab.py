@@ -39,7 +39,7 @@ and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
   (comparable across tabs); ``source`` is ``call``, ``mesh`` or ``cache``.
 * ``state()``: ``{node_id, role, leader, leader_id, term, stats, disposed, live_proxies,
   transport_sent, hidden, mesh, protocol_version, config}``.
-* ``memory()``: what this tab holds now, after a ``gc.collect()``: ``{wasm_bytes``
+* ``state("memory")``: what this tab holds now, after a ``gc.collect()``: ``{wasm_bytes``
   (Pyodide's WebAssembly memory), ``gc_objects`` (Python objects the collector tracks),
   ``live_proxies`` (the transport's PyProxies), ``lab_proxies``, and the sizes of the
   mesh's bounded structures: ``cache_entries``, ``marks``, ``listeners``, ``pending``,
@@ -63,7 +63,7 @@ thenable ``PyodideFuture`` PyProxy, again not a ``Promise``. JS ``null`` arrives
 Python as ``pyodide.ffi.jsnull`` (neither ``None`` nor a ``JsProxy``). So ``pfm``
 returns only JS values: ``execute`` builds a ``js.Promise`` whose executor is a
 ``create_once_callable`` (destroyed after its one call) and resolves it from an
-asyncio task with an object made by ``JSON.parse``; the functions of ``pfm``
+asyncio task with an object made by ``JSON.parse``; the five functions of ``pfm``
 are the page's only long-lived PyProxies besides the mesh's own
 (``window.lab_proxies`` counts them).
 """
@@ -228,8 +228,9 @@ def js_execute(key: Any, *args: Any) -> Any:
     return promise
 
 
-def js_state() -> Any:
-    return to_js_data(state())
+def js_state(part: Any = None) -> Any:
+    # state("memory") rather than a sixth function: the page keeps its five PyProxies.
+    return to_js_data(memory() if from_js(part) == "memory" else state())
 
 
 def wasm_bytes() -> int | None:
@@ -262,10 +263,6 @@ def memory() -> dict[str, Any]:
     return out
 
 
-def js_memory() -> Any:
-    return to_js_data(memory())
-
-
 def js_dispose() -> Any:
     if mesh is not None:
         mesh.dispose()
@@ -296,7 +293,7 @@ def render(last: dict[str, Any] | None = None) -> None:
 api = js.Object.new()
 lab_proxies = []
 for name, function in (("execute", js_execute), ("state", js_state), ("dispose", js_dispose),
-                       ("events", js_events), ("post", js_post), ("memory", js_memory)):
+                       ("events", js_events), ("post", js_post)):
     proxy = create_proxy(function)  # lives as long as the page: window.pfm is the lab's interface
     lab_proxies.append(proxy)
     setattr(api, name, proxy)
