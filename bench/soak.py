@@ -170,9 +170,14 @@ def render(results: dict[str, Any], png: str) -> str:
             if f.get("end") is None:
                 continue
             digits = 2 if scale > 1 else 0
+            growth = f["growth"] / scale
+            growth = 0.0 if round(growth, digits) == 0 else growth  # no "-0"
             lines.append(f"| {label} | {f['after_warmup'] / scale:,.{digits}f}{unit} | {f['end'] / scale:,.{digits}f}"
-                         f"{unit} | {f['growth'] / scale:+,.{digits}f}{unit} | {f['max'] / scale:,.{digits}f}{unit} |")
-        lines.append("")
+                         f"{unit} | {growth:+,.{digits}f}{unit} | {f['max'] / scale:,.{digits}f}{unit} |")
+        last = browser["samples"][-1]["tabs"]
+        lines += ["", "Live PyProxies of the transport per tab at the end: "
+                  + ", ".join(str(t.get("live_proxies")) for t in last)
+                  + " (one fewer in the leader: it waits on no other tab's Web Lock).", ""]
     lines += [END, ""]
     return "\n".join(lines)
 
@@ -224,7 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, help="minutes in Chromium (default 10; 2 with --quick)")
     parser.add_argument("--hours", type=float, help="simulated hours (default 24; 4 with --quick)")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/soak.png or docs/benchmarks.md")
+    parser.add_argument("--docs-only", action="store_true",
+                        help="measure nothing: redraw the figure and rewrite the docs from bench-results/soak.json")
     args = parser.parse_args(argv)
+    if args.docs_only:
+        from . import soak_plot
+
+        results = json.loads((RESULTS_DIR / "soak.json").read_text())
+        soak_plot.plot(results, DOCS / "soak.png")
+        write_docs_section(render(results, "soak.png"), DOCS / "benchmarks.md")
+        log("wrote docs/soak.png and the soak section of docs/benchmarks.md")
+        return 0
 
     from . import soak_browser, soak_hub, soak_sim
 
