@@ -6,6 +6,7 @@
 #   ./build.sh test [--level L]... [pytest args]
 #                                 venv + deps + Chromium + build, then the test levels
 #   ./build.sh bench [options]    venv (test deps + matplotlib) + Chromium + build, then the benchmarks
+#   ./build.sh bench --soak [options]  the same setup, then the soak (memory over hours of churn)
 #   ./build.sh help
 set -euo pipefail
 
@@ -64,6 +65,12 @@ commands:
                         docs/benchmarks.png and docs/benchmarks.md. Never fails on a time.
                         Options: --quick (fewer tabs and trials), --only browser|sim, --no-docs
                         (see: .venv/bin/python -m bench.run --help)
+  bench --soak [options]
+                        the soak instead: memory of tabs that stay open while keys and tabs churn, over
+                        MemoryHub, for 24 simulated hours and for 10 minutes in 4 Chromium tabs; writes
+                        bench-results/soak.json, docs/soak.png and the soak section of docs/benchmarks.md.
+                        Options: --quick, --only hub|sim|browser, --baseline REV, --no-docs
+                        (see: .venv/bin/python -m bench.run --soak --help)
   help                  this text
 
 environment: PORT (demo), PYTHON (default python3), CHROMIUM (default /usr/bin/chromium)
@@ -289,6 +296,7 @@ do_bench() {
     ensure_venv
     venv_install bench "$MATPLOTLIB_SPEC"
     do_build
+    # --soak (anywhere in the options) makes bench.run run bench.soak instead.
     log "bench: python -m bench.run $*"
     "$VENV/bin/python" -m bench.run "$@"
     log "bench done in $(elapsed "$t0") s (build and setup included)"

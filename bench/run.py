@@ -10,7 +10,12 @@ Runs, in this order, and prints each figure as it comes:
 Then writes ``bench-results/results.json`` (everything, machine-readable),
 ``bench-results/benchmarks.png`` (:mod:`bench.plot`) and, unless ``--quick`` or
 ``--no-docs``, ``docs/benchmarks.png`` and ``docs/benchmarks.md``
-(:mod:`bench.report`). ``--only sim`` / ``--only browser`` re-measures one part and
+(:mod:`bench.report`; the page's soak section is kept as it is).
+
+``--soak`` runs the soak instead (:mod:`bench.soak`: memory of tabs that stay open
+while keys and tabs churn, over MemoryHub, in the simulator and in Chromium); the
+options after it are the soak's (``--quick``, ``--only hub|sim|browser``,
+``--baseline REV``, ``--no-docs``). ``--only sim`` / ``--only browser`` re-measures one part and
 keeps the other from the last results file.
 
 A benchmark, not a test: it never fails on a time. It exits non-zero only when it
@@ -82,7 +87,14 @@ def machine() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--soak" in argv:
+        from . import soak
+
+        return soak.main([arg for arg in argv if arg != "--soak"])
     parser = argparse.ArgumentParser(prog="./build.sh bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--soak", action="store_true",
+                        help="run the soak instead (memory over hours of churn; see ./build.sh bench --soak --help)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer tabs (up to 5), rounds and trials; tabs 10 and 100 in the simulator; "
                              "results only in bench-results/ (docs untouched)")
@@ -125,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.quick or args.no_docs):
         doc_png = DOCS / "benchmarks.png"
         plot.plot(results, doc_png)
-        (DOCS / "benchmarks.md").write_text(report.render(results, "benchmarks.png"))
+        from .soak import keep_section
+
+        page = DOCS / "benchmarks.md"
+        page.write_text(keep_section(report.render(results, "benchmarks.png"), page))
         log("wrote docs/benchmarks.md and docs/benchmarks.png")
     print()
     print(report.summary(results))

@@ -72,8 +72,11 @@ _NEVER = float("inf")
 # Bounds of what other tabs can make this tab hold (each structure's bound is here).
 MAX_SERVED = 1024  # keys this tab works on for other tabs at once; more requests are declined "busy"
 MAX_REQUESTERS = 256  # tabs one key is served to by name; more are declined "busy"
-MAX_CLAIMS = 1024  # claim records (kept by a 16-byte digest of the key); past it the one expiring first goes
-MAX_BACKOFFS = 1024  # back-off records and failure counts; past it the oldest are forgotten
+# Claim records (kept by a 16-byte digest of the key), back-off records and failure counts
+# are each bounded by max(MIN_RECORDS, RECORDS_PER_ENTRY x max_entries), as the cache's
+# version marks: past it, the claim expiring first, or the oldest record, is forgotten.
+MIN_RECORDS = 64
+RECORDS_PER_ENTRY = 4
 MAX_BACKOFF_BYTES = 1 << 20  # the text back-off records hold (keys and messages, for Sync); oldest go first
 MAX_ATTEMPT = 1_000_000  # consecutive failures counted per key (the back-off is long at its maximum)
 MAX_ERROR_TEXT = 2000  # characters of an error's message that cross the channel
@@ -185,10 +188,11 @@ class FlowCoordinator:
         self.pending: dict[str, Pending] = {}  # bounded: local executes, plus MAX_SERVED for others
         self._waiting: dict[int, Pending] = {}  # waiter -> its Pending (one entry per open execute)
         self._calls: dict[int, Pending] = {}  # call_id -> its Pending (one per CALLING Pending)
-        self._claims: dict[bytes, _ClaimRecord] = {}  # by key digest; bounded by MAX_CLAIMS
-        self._backoffs: dict[str, _Backoff] = {}  # bounded by MAX_BACKOFFS and MAX_BACKOFF_BYTES
+        self._max_records = max(MIN_RECORDS, RECORDS_PER_ENTRY * self._config.max_entries)
+        self._claims: dict[bytes, _ClaimRecord] = {}  # by key digest; at most _max_records
+        self._backoffs: dict[str, _Backoff] = {}  # at most _max_records, and MAX_BACKOFF_BYTES of text
         self._backoff_bytes = 0
-        self._attempts: dict[bytes, int] = {}  # consecutive failures by key digest; bounded by MAX_BACKOFFS
+        self._attempts: dict[bytes, int] = {}  # consecutive failures by key digest; at most _max_records
         self._next_id = 0
         # Answers that carry cached data (Sync to a joiner, a result to a request or a claim)
         # cost bytes on every tab's channel, whoever asked: a token bucket of bytes refilled at
@@ -386,7 +390,7 @@ class FlowCoordinator:
             except Exception as error:  # a bug must fail only the waiters of its key
                 self._node.internal_error(error)
                 self._abort(pending, error)
-        if len(self._backoffs) > MAX_BACKOFFS // 2:
+        if len(self._backoffs) > self._max_records // 2:
             for key in [k for k, b in self._backoffs.items() if b.until <= now]:
                 self._drop_backoff(key)
 
@@ -904,9 +908,9 @@ class FlowCoordinator:
         digest = _digest(key)
         self._attempts.pop(digest, None)
         self._attempts[digest] = max(backoff.attempt, 0)
-        while len(self._backoffs) > MAX_BACKOFFS or self._backoff_bytes > MAX_BACKOFF_BYTES:
+        while len(self._backoffs) > self._max_records or self._backoff_bytes > MAX_BACKOFF_BYTES:
             self._drop_backoff(next(iter(self._backoffs)))  # dicts keep insertion order: the oldest
-        while len(self._attempts) > MAX_BACKOFFS:
+        while len(self._attempts) > self._max_records:
             del self._attempts[next(iter(self._attempts))]
 
     def _drop_backoff(self, key: str) -> None:
@@ -916,9 +920,9 @@ class FlowCoordinator:
 
     def _set_claim(self, key: str, record: _ClaimRecord, now: float) -> None:
         digest = _digest(key)
-        if digest not in self._claims and len(self._claims) >= MAX_CLAIMS:
+        if digest not in self._claims and len(self._claims) >= self._max_records:
             self._claims = {k: c for k, c in self._claims.items() if c.expires > now}
-            if len(self._claims) >= MAX_CLAIMS:
+            if len(self._claims) >= self._max_records:
                 del self._claims[min(self._claims, key=lambda k: self._claims[k].expires)]
         self._claims[digest] = record
 

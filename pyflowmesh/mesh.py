@@ -121,6 +121,8 @@ class FlowMesh:
         self._transport = transport if transport is not None else _default_transport(self.config)
         self._flows: dict[str, FlowFunction] = {}
         self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
+        # Per key, its listeners; a key's entry goes with its last listener, so both hold
+        # at most one entry per key someone listens to now (a Flow follows one key at a time).
         self._cache_listeners: dict[str, list[Callable[[Any], None]]] = {}
         self._error_listeners: dict[str, list[Callable[[BaseException], None]]] = {}
         self._leader_listeners: list[Callable[[str | None], None]] = []
@@ -220,7 +222,7 @@ class FlowMesh:
         Returns:
             A function that unsubscribes (calling it twice is harmless).
         """
-        return _subscribe(self._cache_listeners.setdefault(key, []), callback)
+        return _subscribe_key(self._cache_listeners, key, callback)
 
     def on_error(self, key: str, callback: Callable[[BaseException], None]) -> Callable[[], None]:
         """Call ``callback(error)`` whenever a call of ``key`` fails, in this tab or another.
@@ -231,7 +233,7 @@ class FlowMesh:
         Returns:
             A function that unsubscribes.
         """
-        return _subscribe(self._error_listeners.setdefault(key, []), callback)
+        return _subscribe_key(self._error_listeners, key, callback)
 
     def on_leader_change(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         """Call ``callback(leader_id)`` whenever this tab's view of the leader changes."""
@@ -576,6 +578,23 @@ def _subscribe(listeners: list[Callable[..., None]], callback: Callable[..., Non
     def off() -> None:
         if callback in listeners:
             listeners.remove(callback)
+
+    return off
+
+
+def _subscribe_key(
+    registry: dict[str, list[Callable[..., None]]], key: str, callback: Callable[..., None]
+) -> Callable[[], None]:
+    """Add ``callback`` to ``registry[key]``; the returned function removes it, and the key's
+    entry with its last listener (a page following ever-new keys must not keep one per key)."""
+    listeners = registry.setdefault(key, [])
+    listeners.append(callback)
+
+    def off() -> None:
+        if callback in listeners:
+            listeners.remove(callback)
+        if not listeners and registry.get(key) is listeners:
+            del registry[key]
 
     return off
 

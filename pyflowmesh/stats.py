@@ -6,7 +6,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MeshStats"]
+__all__ = ["MAX_DETAILS_PER_KIND", "MAX_DROP_REASONS", "MeshStats"]
+
+MAX_DROP_REASONS = 64
+"""Distinct reasons ``MeshStats.drop_reasons`` holds at most; any further one counts under ``"other"``."""
+MAX_DETAILS_PER_KIND = 16
+"""Distinct details of one kind of reason (``"<kind>:<detail>"``) held at most; further ones
+count under ``"<kind>:other"``. The detail (``extra-field:<name>``) may come from the message,
+so from whoever sent it; the kinds come from this package's code."""
+_MAX_KIND = 32  # characters of a reason's kind kept
+_MAX_DETAIL = 64  # characters of a reason's detail kept (a field name may be as long as a message)
 
 
 @dataclass
@@ -19,7 +28,9 @@ class MeshStats:
         dropped: messages received and dropped as malformed, foreign or of another version.
         other_scope: valid messages of another scope's mesh on this channel, ignored
             (not counted as ``dropped``: that traffic is legitimate, just not ours).
-        drop_reasons: ``dropped`` by reason (``"not-json"``, ``"version"``, ``"bad-field:term"`` ...).
+        drop_reasons: ``dropped`` by reason (``"not-json"``, ``"version"``, ``"bad-field:term"`` ...);
+            at most ``MAX_DROP_REASONS`` reasons, and ``MAX_DETAILS_PER_KIND`` details
+            per kind (``"extra-field:<name>"`` ...): a peer inventing field names cannot grow it.
         elections: elections this tab started.
         leader_changes: times this tab's view of the leader changed.
         calls: calls of flow functions made in this tab.
@@ -42,7 +53,7 @@ class MeshStats:
     sent: int = 0
     received: int = 0
     dropped: int = 0
-    drop_reasons: Counter[str] = field(default_factory=Counter)
+    drop_reasons: Counter[str] = field(default_factory=Counter)  # at most MAX_DROP_REASONS keys
     other_scope: int = 0
     elections: int = 0
     leader_changes: int = 0
@@ -60,8 +71,19 @@ class MeshStats:
     internal_errors: int = 0
 
     def drop(self, reason: str) -> None:
+        """Count a dropped message under ``reason``, folding reasons beyond the bounds."""
         self.dropped += 1
-        self.drop_reasons[reason] += 1
+        reasons = self.drop_reasons
+        if reason not in reasons:
+            kind, detailed, detail = reason.partition(":")
+            if detailed:
+                prefix = kind[:_MAX_KIND] + ":"
+                reason = prefix + detail[:_MAX_DETAIL]
+                if reason not in reasons and sum(k.startswith(prefix) for k in reasons) >= MAX_DETAILS_PER_KIND:
+                    reason = prefix + "other"
+            if reason not in reasons and len(reasons) >= MAX_DROP_REASONS - 1:
+                reason = "other"  # one slot stays free for it
+        reasons[reason] += 1
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly copy, e.g. for showing in a page."""

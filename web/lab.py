@@ -11,7 +11,11 @@ Query parameters (all optional; durations in milliseconds):
 ``strategy``        ``leader-follower`` (default) or ``peer-to-peer``
 ``locks``           ``1`` (default) / ``0``: the mesh's ``use_locks``
 ``stale_time``, ``error_backoff``, ``max_error_backoff``, ``hidden_timeout``,
-``request_timeout``, ``call_timeout``: the mesh options of those names
+``request_timeout``, ``call_timeout``, ``max_entries``: the mesh options of those names
+``wire``            ``1`` (default) / ``0``: ``window.labWire`` (``lab.html``) records nothing
+``via``             ``mesh`` (default): ``pfm.execute`` calls the mesh's ``execute_with_source``;
+                    ``flow``: it calls ``Flow.execute``, which also follows the key (the
+                    ``on_cache_update``/``on_error`` listeners a page's flow keeps)
 ``delay_ms``        how long the server sleeps before answering a flow's call (default 0)
 ``flows``           comma-separated flow keys this page registers (default ``data``):
                     a test can open a page that lacks a flow
@@ -38,6 +42,11 @@ and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
   (comparable across tabs); ``source`` is ``call``, ``mesh`` or ``cache``.
 * ``state()``: ``{node_id, role, leader, leader_id, term, stats, disposed, live_proxies,
   transport_sent, hidden, mesh, protocol_version, config}``.
+* ``state("memory")``: what this tab holds now, after a ``gc.collect()``: ``{wasm_bytes``
+  (Pyodide's WebAssembly memory), ``gc_objects`` (Python objects the collector tracks),
+  ``live_proxies`` (the transport's PyProxies), ``lab_proxies``, and the sizes of the
+  mesh's bounded structures: ``cache_entries``, ``marks``, ``listeners``, ``pending``,
+  ``drop_reasons}``; for the soak benchmark (``bench/soak_browser.py``).
 * ``dispose()``: leaves the mesh (``FlowMesh.dispose``); returns ``state()``.
 * ``set_scope(scope, forget)``: ``FlowMesh.set_scope`` (``null``: the shared scope);
   returns ``{ok, error, state, wall}`` (``wall``: ``Date.now()`` when it returned).
@@ -71,6 +80,7 @@ are the page's only long-lived PyProxies besides the mesh's own
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from typing import Any
 from urllib.parse import quote
@@ -99,6 +109,7 @@ CHANNEL = param("channel", "lab")
 DELAY_MS = param("delay_ms", 0, int)
 FLOW_KEYS = [key.strip() for key in param("flows", "data").split(",") if key.strip()]
 USE_MESH = param("mesh", "1") != "0"
+VIA_FLOW = param("via", "mesh") == "flow"
 PROTOCOL = param("protocol", None, int)
 SCOPE = param("scope", None)
 if PROTOCOL is not None:
@@ -113,6 +124,8 @@ for name in ("stale_time", "error_backoff", "max_error_backoff", "hidden_timeout
              "call_timeout"):
     if param(name) is not None:
         options[name] = param(name, kind=float)
+if param("max_entries") is not None:
+    options["max_entries"] = param("max_entries", kind=int)
 if options.get("error_backoff", 0) > options.get("max_error_backoff", 30_000):
     options["max_error_backoff"] = options["error_backoff"]
 
@@ -194,7 +207,10 @@ async def run_execute(key: str, args: tuple[Any, ...], resolve: Any) -> None:
         flow = flows.get(key)
         if flow is None:
             raise LookupError(f"this lab page has no flow {key!r} (flows={','.join(FLOW_KEYS)})")
-        if flow.mesh is not None:
+        if flow.mesh is not None and VIA_FLOW:
+            data = await flow.execute(*args)
+            source = flow.source
+        elif flow.mesh is not None:
             data, source = await flow.mesh.execute_with_source(flow.key, *args)
         else:
             data, source = await flow.execute(*args), "call"
@@ -223,8 +239,39 @@ def js_execute(key: Any, *args: Any) -> Any:
     return promise
 
 
-def js_state() -> Any:
-    return to_js_data(state())
+def js_state(part: Any = None) -> Any:
+    # state("memory") rather than a sixth function: the page keeps its five PyProxies.
+    return to_js_data(memory() if from_js(part) == "memory" else state())
+
+
+def wasm_bytes() -> int | None:
+    """The size of Pyodide's WebAssembly memory (it grows, and never shrinks)."""
+    try:
+        import pyodide_js
+
+        module = pyodide_js._module
+        for read in (lambda: module.HEAPU8.length, lambda: module.wasmMemory.buffer.byteLength):
+            try:
+                return int(read())
+            except Exception:
+                continue
+    except Exception:
+        pass
+    return None
+
+
+def memory() -> dict[str, Any]:
+    gc.collect()
+    # (sys.getallocatedblocks() says 0 under Pyodide 314: no pymalloc; so objects are counted.)
+    out: dict[str, Any] = {"wasm_bytes": wasm_bytes(), "gc_objects": len(gc.get_objects()),
+                           "lab_proxies": len(lab_proxies)}
+    if mesh is not None:
+        node = mesh._node
+        out.update(live_proxies=getattr(mesh.transport, "live_proxies", None), cache_entries=len(node.cache),
+                   marks=len(node.cache._high), pending=len(node.flows.pending),
+                   listeners=len(mesh._cache_listeners) + len(mesh._error_listeners),
+                   drop_reasons=len(mesh.stats.drop_reasons))
+    return out
 
 
 def js_dispose() -> Any:
