@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from support import HEARTBEAT, Server, async_test, open_tabs, settle, settled, until
 
 from pyflowmesh import FlowMesh, use_flow
@@ -30,38 +31,31 @@ async def test_two_tabs_given_one_node_id_rename_and_one_leader_forms() -> None:
     assert settled(tabs), "the renamed tabs must stay one mesh"
 
 
-@async_test
-async def test_a_ghost_leader_with_an_absurd_interval_is_followed_only_a_few_heartbeats() -> None:
-    hub = MemoryHub(locks=False)
-    tabs = open_tabs(hub, 3)
-    await settle(tabs)
-    ghost = {"proto": PROTOCOL, "v": VERSION, "type": "coordinator", "src": "~ghost", "term": 10**9,
-             "interval": 600_000, "hidden": False}
-    hub.post(json.dumps(ghost))
-    await until(lambda: all(t.leader_id == "~ghost" for t in tabs), what="the ghost followed")
-    # clamped to 4 heartbeats, so 2.5 x 4 = 10 heartbeats of silence depose it; then one leader again
-    await until(lambda: settled(tabs) and all(t.leader_id != "~ghost" for t in tabs), limit=12 * HEARTBEAT / 1000 + 2,
-                what="a real leader once the ghost fell silent")
-    late = open_tabs(hub, 1)
-    await until(lambda: settled([*tabs, *late]), what="a late joiner following the same leader")
-    assert min(t.term for t in tabs) > 10**9
+@pytest.mark.parametrize("hidden", [False, True])
+def test_a_ghost_leader_with_an_absurd_interval_is_followed_only_a_few_heartbeats(hidden: bool) -> None:
+    """A Coordinator from an ID that is no tab, with Web Locks off, is outlived.
 
+    Its interval is clamped to 4 heartbeats, so 2.5 x 4 = 10 heartbeats of silence depose it.
+    Saying it is hidden changes nothing: a hidden leader is granted ``hidden_timeout`` (75 s)
+    only once it was heard before (found by the adversarial review: it used to be 750
+    heartbeats here).
+    """
 
-@async_test
-async def test_a_ghost_leader_that_says_it_is_hidden_is_followed_only_a_few_heartbeats() -> None:
-    # The interval of a leader message is clamped to 4 heartbeats, but hidden=True makes the
-    # silence limit max(2.5 x interval, hidden_timeout): one forged Coordinator from an ID that is
-    # no tab keeps every tab following nobody for hidden_timeout (75 s by default, up to a day by
-    # option), 750 heartbeats here. Measured in a virtual-time run: dropped after 75,000 ms.
-    hub = MemoryHub(locks=False)
-    tabs = open_tabs(hub, 3)
-    await settle(tabs)
-    ghost = {"proto": PROTOCOL, "v": VERSION, "type": "coordinator", "src": "~ghost", "term": 10**9,
-             "interval": 600_000, "hidden": True}
-    hub.post(json.dumps(ghost))
-    await until(lambda: all(t.leader_id == "~ghost" for t in tabs), what="the ghost followed")
-    await until(lambda: settled(tabs) and all(t.leader_id != "~ghost" for t in tabs), limit=12 * HEARTBEAT / 1000 + 2,
-                what="a real leader once the ghost fell silent")
+    async def main() -> None:
+        hub = MemoryHub(locks=False)
+        tabs = open_tabs(hub, 3)
+        await settle(tabs)
+        ghost = {"proto": PROTOCOL, "v": VERSION, "type": "coordinator", "src": "~ghost", "term": 10**9,
+                 "interval": 600_000, "hidden": hidden}
+        hub.post(json.dumps(ghost))
+        await until(lambda: all(t.leader_id == "~ghost" for t in tabs), what="the ghost followed")
+        await until(lambda: settled(tabs) and all(t.leader_id != "~ghost" for t in tabs),
+                    limit=12 * HEARTBEAT / 1000 + 2, what="a real leader once the ghost fell silent")
+        late = open_tabs(hub, 1)
+        await until(lambda: settled([*tabs, *late]), what="a late joiner following the same leader")
+        assert min(t.term for t in tabs) > 10**9
+
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 @async_test
