@@ -541,7 +541,7 @@ class FlowCoordinator:
 
     def _on_result(self, message: Result, now: float) -> None:
         if message.to is not None and self._me not in message.to:
-            self._owner_done(message.key, message.src)
+            self._owner_done(message.key, message, now)
             return
         self._claims.pop(_digest(message.key), None)
         self._drop_backoff(message.key)
@@ -562,7 +562,7 @@ class FlowCoordinator:
 
     def _on_failure(self, message: Failure, now: float) -> None:
         if message.to is not None and self._me not in message.to:
-            self._owner_done(message.key, message.src)
+            self._owner_done(message.key, message, now)
             return
         self._claims.pop(_digest(message.key), None)
         retry_in = min(message.retry_in, self._config.max_error_backoff)  # nobody blocks a key longer
@@ -582,16 +582,22 @@ class FlowCoordinator:
                                     message=message.message, retry_in=retry_in, attempt=attempt,
                                     shared=message.shared, to=sorted(unserved)))
 
-    def _owner_done(self, key: str, owner: str) -> None:
-        """``owner`` answered other tabs about ``key`` by name: its call ended, so its claim is over.
+    def _owner_done(self, key: str, message: Result | Failure, now: float) -> None:
+        """An outcome of ``key`` addressed to other tabs: a claim of the sender or of an addressee is over.
 
-        A tab of ours that follows it asked it by name too (answers are only addressed
-        when nothing is broadcast), so it waits for its own answer: the owner serves it
-        from its cache, or declines and it moves on.
+        The claimant was answered, so it will not call. A tab of ours that follows such a
+        claim asked its owner by name, if nothing is broadcast, and waits for that answer
+        (the owner serves it from its cache, or declines and it moves on); where outcomes
+        are broadcast it asked nobody, so it moves on now.
         """
+        ended = {message.src, *(message.to or ())}
         claim = self._claims.get(_digest(key))
-        if claim is not None and claim.owner == owner:
+        if claim is not None and claim.owner in ended:
             del self._claims[_digest(key)]
+        pending = self.pending.get(key)
+        broadcast = self._config.share_cache and self._config.share_errors
+        if broadcast and pending is not None and pending.phase is Phase.FOLLOWING_CLAIM and pending.target in ended:
+            self._route(pending, now)
 
     def _on_claim(self, message: Claim, now: float) -> None:
         # A running claim is trusted as long as a leader would be (its owner renews it every
