@@ -13,6 +13,7 @@
 // that moment and give it back afterwards. Pyodide then calls Python directly (as
 // it does in browsers without JSPI); what it loses is `pyodide.ffi.run_sync`
 // (blocking on a JS promise from synchronous Python), which pyflowmesh never uses.
+// Other scripts of the page do not see JSPI while Pyodide loads (a few seconds).
 // Measured crash rates: docs/build-notes.md, bench/crash_rate.py.
 //
 // PyScript gives the `interpreter` module's `loadPyodide` only stdout/stderr, the
