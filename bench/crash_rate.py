@@ -62,7 +62,7 @@ LOADERS = {"plain": "./vendor/pyodide/pyodide.mjs", "nojspi": "./pyodide-nojspi.
 ORDINARY_ARGS = list(BASE_ARGS)
 # Forcing a sampler on in every renderer, with a short sampling interval: the worst case,
 # made repeatable. At the profiler's own interval (10 MB) forced sessions crashed no tab in
-# 21 tab-minutes here; at 1 MB or 100 KB most Pyodide tabs with JSPI die while booting.
+# 41 tab-minutes here; at 1 MB or 100 KB most Pyodide tabs with JSPI die while booting.
 # Whether the GWP-ASan parameters take effect could not be seen from outside.
 FORCE_PROFILER = ("--enable-features=HeapProfilerReporting:stable-probability/1.0/nonstable-probability/1.0"
                   "/renderer-sampling-rate-bytes/{rate}")
