@@ -139,8 +139,10 @@ sha = hashlib.sha256((out / name).read_bytes()).hexdigest()
 }, indent=2) + "\n")
 # A PyScript config for pages in web/: <script type="py" config="./wheels/pyscript.json">.
 # PyScript 0.7 resolves `interpreter` against the page and `packages` against this file.
+# The interpreter is web/pyodide-nojspi.mjs: the vendored Pyodide loaded without JSPI,
+# whose stacks crash tabs under Chromium's allocation samplers (docs/build-notes.md).
 (out / "pyscript.json").write_text(json.dumps({
-    "interpreter": "./vendor/pyodide/pyodide.mjs",
+    "interpreter": "./pyodide-nojspi.mjs",
     "packages": [f"./{name}"],
 }, indent=2) + "\n")
 PY

@@ -8,6 +8,11 @@ def test_two_tabs_load_pyflowmesh(open_tabs, demo_server, pyflowmesh_version, re
         assert page.text_content("#version") == pyflowmesh_version
         assert page.get_attribute("body", "data-ready") == "true"
         assert page.text_content("#python").startswith("3.14.")
+        # The build's config loads Pyodide without JSPI (web/pyodide-nojspi.mjs): its stacks
+        # crash tabs under Chromium's allocation samplers. The browser has JSPI (so this
+        # checks something) and gets it back once Pyodide is loaded.
+        assert page.evaluate("window.pyflowmesh_jspi") is False
+        assert page.evaluate("typeof WebAssembly.Suspending") == "function"
 
     # Loading the page never touches the API.
     assert demo_server.calls == 0
