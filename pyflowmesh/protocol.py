@@ -489,8 +489,8 @@ def decode(raw: Any, max_bytes: int = 1 << 20, scope: str = "") -> Message:
         ProtocolError: with ``reason`` one of ``not-text``, ``too-large``,
             ``too-deep``, ``not-json``, ``not-object``, ``foreign``, ``version``,
             ``scope`` (valid traffic of another scope's mesh on this channel),
-            ``unknown-type``, ``bad-field:<name>``, ``extra-field:<name>`` (``<name>`` a
-            field name of this protocol) or ``extra-field``.
+            ``unknown-type``, ``bad-field:<name>``, ``extra-field:<name>`` (a name the
+            sender chose: :class:`~pyflowmesh.stats.MeshStats` bounds how many it keeps).
     """
     _check_scope_digest(scope)
     if not isinstance(raw, str):
@@ -524,8 +524,8 @@ def decode(raw: Any, max_bytes: int = 1 << 20, scope: str = "") -> Message:
         if name in _ENVELOPE:
             continue
         check = checks.get(name)
-        if check is None:  # named only if it is a field of ours: drop reasons are a fixed set
-            raise ProtocolError(f"extra-field:{name}" if name in _CHECKS else "extra-field")
+        if check is None:
+            raise ProtocolError(f"extra-field:{name[:64]}")
         values[name] = check(value, name)
     for name in checks:
         if name not in values and name not in _OPTIONAL_FIELDS:
