@@ -633,13 +633,13 @@ class FlowCoordinator:
                 pending.deadline = min(best.expires, pending.patience)
 
     def _answer_claim_from_cache(self, message: Claim, now: float) -> None:
-        """Peer-to-peer, the tab that produced a fresh entry answers a claim of its key with it.
+        """The tab that produced a fresh entry answers a claim of its key with it.
 
         The claimant may not hold the entry (without ``share_cache`` nobody else does, or it
         joined after the result): it takes this answer instead of calling.
         """
         entry = self._cache.get(message.key, now)
-        mine = self._node.role is Role.PEER and entry is not None and self._node.is_me(entry.origin)
+        mine = entry is not None and self._node.is_me(entry.origin)
         if mine and self._may_serve(now):
             assert entry is not None
             self._serve_entry(entry, message.src, now)

@@ -367,7 +367,9 @@ class Simulation:
         if node_id is None:
             node_id = self._fresh_id()
         if self._accepts_new_id:
-            node = MeshNode(node_id, config or self.config, new_id=lambda old: self._fresh_id())  # type: ignore[call-arg]
+            # Every tab of one browser shares the wall clock: the simulator's global time.
+            node = MeshNode(node_id, config or self.config, new_id=lambda old: self._fresh_id(),  # type: ignore[call-arg]
+                            wall_clock=lambda: self.now)
         else:
             node = MeshNode(node_id, config or self.config)
         for flow in flows:
