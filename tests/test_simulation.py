@@ -144,7 +144,8 @@ def test_a_leader_that_never_yields_to_a_greater_one_is_caught(monkeypatch: pyte
         original(self, message, now)  # type: ignore[arg-type]
 
     monkeypatch.setattr(BullyElection, "_on_leader_message", stubborn)
-    assert _first_violation("convergence", range(40), faults=("freeze",)) is not None
+    # (rare: a frozen leader must thaw next to a greater successor; seeds 98, 160, 198 of the first 200)
+    assert _first_violation("convergence", range(120), faults=("freeze",)) is not None
 
 
 def test_waiters_left_hanging_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -522,7 +523,7 @@ def test_a_flow_mutating_the_callers_arguments_is_caught(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(MeshNode, "execute", remembering)
     _filter_effects(monkeypatch, callers_objects)
-    seed = _first_violation("value", range(30), faults=("pathological",))
+    seed = _first_violation("value", range(60), faults=("pathological",))  # (seed 57 of the first 60)
     assert seed is not None
     report = run_plan(plan(seed, faults=("pathological",)))
     assert any("a flow mutated the caller's objects" in v.message for v in report.violations)
