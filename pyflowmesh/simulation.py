@@ -1918,11 +1918,11 @@ def run(
             together = rng.random() < 0.3  # every tab of the scope (a cookie login is the browser's)
             rejoin = rng.random() < 0.15  # set_scope(same, forget=True): a full reset and rejoin
             spread = rng.uniform(0.0, 2.0) * beat  # the other tabs notice within this
+            busy = rng.random() < 0.5  # the page was loading data: an execute (and maybe its call) runs
+            flow, args = rng.choice(keys)
+            delay = _quantize(rng.uniform(0.0, call_max))
 
-            def act() -> None:
-                tab = pick(prefer_leader, unfrozen=True)
-                if tab is None:
-                    return
+            def switch(tab: _Tab) -> None:
                 current = tab.scope
                 target = current if rejoin else rng.choice([s for s in SCOPES if s != current])
                 sim._switch_scope(tab, target)
@@ -1931,6 +1931,19 @@ def run(
                     if at < quiet_at:
                         sim.at(at, lambda other=other: sim._switch_scope(other, target)  # type: ignore[misc]
                                if other.scope == current else None)
+
+            def act() -> None:
+                tab = pick(prefer_leader, unfrozen=True)
+                if tab is None:
+                    return
+                if not busy or flow not in tab.flows:
+                    switch(tab)
+                    return
+                execute_in(tab, flow, args, False)
+                if sim.now + delay < quiet_at:
+                    sim.at(sim.now + delay, lambda: switch(tab) if tab.alive and not tab.frozen else None)
+                else:
+                    switch(tab)
         else:  # noise: a foreign script, or another version of the page, on the channel
             raw = rng.choice((
                 '{"proto":"pyflowmesh","v":2,"type":"heartbeat","src":"future","term":99,"interval":1000,"hidden":false}',
