@@ -394,7 +394,7 @@ class Simulation:
         An ID some tab already has makes two tabs with one ID (the hardened core renames one).
         ``scope``: the tab's scope (default: the config's).
         """
-        if scope is not _ANY:
+        if scope is not _ANY and scope != (config or self.config).scope:
             config = (config or self.config).with_options(scope=scope)
         tab = self._new_tab(node_id, tuple(flows), config)
         self.at(at, lambda: self._start(tab))
@@ -966,7 +966,8 @@ class Simulation:
                 "effect", self.now, f"tab {tab.id}: CancelCall({call_id}) for a call it never started"))
             return
         tab.cancelled_calls.add(call_id)
-        self.failure_times[(tab.digest, tab.started_calls[call_id])].append(self.now)  # giving up is a failure: a back-off may start
+        # Giving up is a failure: a back-off may start.
+        self.failure_times[(tab.digest, tab.started_calls[call_id])].append(self.now)
         outcome = self._hung.pop((tab.index, call_id), None)
         if outcome is not None:  # a cancelled task may still report: the node must ignore it
             low, high = self.call_duration
@@ -1989,6 +1990,7 @@ def run(
             else:
                 scope = sim._live[0].scope if sim._live else config.scope
             candidates = [t for t in sim._live if flow in t.flows and t.scope == scope]
+            joiner_config = config if scope == config.scope else config.with_options(scope=scope)
             for tab in rng.sample(candidates, min(len(candidates), rng.randint(2, 6))):
                 def one(tab: _Tab = tab) -> None:
                     if tab.alive and not tab.frozen:
@@ -1999,7 +2001,7 @@ def run(
             start = sim.now + config.claim_window + 2 * delay_max + _quantize(rng.uniform(0, spread))
             for _ in range(rng.randint(2, 3) if joiner else 0):
                 sim.faults["join"] += 1
-                tab = sim._new_tab(None, tuple(FLOWS), config.with_options(scope=scope))
+                tab = sim._new_tab(None, tuple(FLOWS), joiner_config)
                 start += _quantize(rng.uniform(1.0, 2 * config.claim_window / 3))
                 sim.at(start, lambda tab=tab: sim._start(tab))  # type: ignore[misc]
                 settle = config.answer_timeout if config.strategy == "leader-follower" else 0.0

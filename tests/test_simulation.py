@@ -82,6 +82,10 @@ def test_a_thousand_seeds_of_up_to_50_tabs_hold_every_invariant() -> None:
     assert summary.outcomes["resolved"] > 10_000 and summary.outcomes["rejected"] > 100
     assert summary.elections > 1000 and summary.dropped > 0
     assert summary.convergence[0] > 0 and summary.settled_latency[0] > 0
+    # Scopes (issue 14): runs of one and of several scopes, switches, executes cut short by them.
+    assert set(summary.scopes) == {"shared", "one named", "several"}
+    assert summary.faults["scope-switch"] > 500 and summary.events["scope rejoins (forget=True)"] > 50
+    assert summary.outcomes["scope-changed"] > 10 and summary.scope_checks > 100_000
 
 
 @pytest.mark.parametrize(
@@ -779,7 +783,7 @@ def test_random_runs_put_tabs_in_several_scopes_and_switch_them() -> None:
 
 def _every_scope(monkeypatch: pytest.MonkeyPatch) -> None:
     """A decoder that takes a message of any scope as its member's own (the scope check forgotten)."""
-    decode = node_module.decode
+    from pyflowmesh.protocol import decode
 
     def any_scope(raw: Any, max_bytes: int = 1 << 20, scope: str = "") -> Any:
         try:
