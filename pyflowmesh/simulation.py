@@ -39,6 +39,16 @@ What it models:
   (``set_frozen``; lock released, messages dropped meanwhile); two tabs with one ID
   (the core renames one: ``Renamed``); and long outages of one key (over a thousand
   consecutive failures in ~9 virtual hours, in a two-tab run of their own).
+* **Scopes** (issue 14): tabs of one channel in different scopes (a few, from
+  :data:`SCOPES`) are separate meshes; a tab switches scope as ``FlowMesh.set_scope``
+  does (the old node leaves with ``ScopeChangedError`` for its waiters, a new node
+  of the same ID joins the new scope; calls still running are cancelled and their
+  outcomes dropped), alone or with every tab of its scope (a login or logout in a
+  browser). Web Locks are keyed by (scope digest, ID), as the browser transport
+  names them. Every value the server returns records the scope it was produced
+  for; a tab that caches or resolves a value of another scope is a violation
+  (``cross-scope``), and leadership, sync, duplicate calls and back-offs are
+  checked per scope.
 
 Every effect the core emits is handled; one the simulator does not know is a violation.
 
@@ -71,7 +81,7 @@ from . import errors as _errors
 from .config import MeshConfig
 from .effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, StartCall, WatchPeer
 from .election import Role
-from .errors import MeshDisposedError, MeshError, SharedFlowError
+from .errors import MeshDisposedError, MeshError, ScopeChangedError, SharedFlowError
 from .node import MeshNode
 from .protocol import MESSAGE_TYPES
 from .values import cache_key, check_json
@@ -84,6 +94,7 @@ __all__ = [
     "FLOWS",
     "FAULT_KINDS",
     "PATHOLOGIES",
+    "SCOPES",
     "MAX_INTERVAL",
     "WIRE_MAX",
     "FlowCancelled",
@@ -114,8 +125,15 @@ FLOWS: dict[str, tuple[tuple[Any, ...], ...]] = {
     "search": (([1, 2],), ({"q": "mesh", "tags": ["a"]},)),
 }
 OPTIONAL_FLOW = "report"  # some tabs (an older page) lack it: their leader declines it
+# The scopes of the random runs: few, so that several tabs share each (None: the shared scope).
+SCOPES: tuple[str | None, ...] = (None, "s0", "s1")
+_ANY: Any = object()  # "every scope", where a scope may be given
 
 _DELIVER, _TICK, _CALL_DONE, _PEER_GONE, _ACTION = range(5)
+# A call's outcome, as the runtime reports it: (ok, value or error, key, back_off, the node that started
+# the call). The node fences it: after a scope switch the call's task is cancelled, and the new node
+# numbers its calls from 1 again, so an outcome of the old node must never reach it.
+_Outcome = tuple[bool, Any, str, bool, MeshNode]
 _RES = 64.0  # virtual times are multiples of 1/64 ms: sums stay exact, deadlines fire exactly
 
 
@@ -161,7 +179,7 @@ class ExecRecord:
     start: float
     waiter: int = 0
     end: float | None = None
-    outcome: str | None = None  # "resolved", "rejected", "disposed"
+    outcome: str | None = None  # "resolved", "rejected", "disposed", "scope-changed", "cancelled"...
     source: str | None = None
     error: BaseException | None = None
     value: Any = None
@@ -183,8 +201,8 @@ class ExecRecord:
 class Violation:
     """An invariant that did not hold."""
 
-    # convergence, execute, duplicate-call, backoff, blocked, sync, cache, value, exception,
-    # internal-error, effect, cancel, bounded, leftover
+    # convergence, execute, duplicate-call, backoff, blocked, sync, cache, value, cross-scope,
+    # exception, internal-error, effect, cancel, bounded, leftover
     kind: str
     time: float
     message: str
@@ -217,7 +235,7 @@ class _Tab:
         "throttle_base", "throttle_period", "backlog", "gen", "tick_at", "last_local",
         "start_time", "end_time", "watching", "last_to", "waiters", "fresh", "ended_by",
         "died_hidden", "frozen_spans", "away", "cancelled_waiters", "cancelled_calls",
-        "started_calls",
+        "started_calls", "scope_since", "switches",
     )
 
     def __init__(self, index: int, node_id: str, node: MeshNode, offset: float, flows: tuple[str, ...]) -> None:
@@ -249,6 +267,18 @@ class _Tab:
         self.cancelled_waiters: set[int] = set()  # executes its caller cancelled
         self.cancelled_calls: set[int] = set()  # calls the node gave up on (CancelCall)
         self.started_calls: dict[int, str] = {}  # call_id -> key
+        self.scope_since: float | None = None  # when its node joined its current scope
+        self.switches = 0  # scope switches made
+
+    @property
+    def scope(self) -> str | None:
+        """Whose data the tab holds now (``None``: the shared scope)."""
+        return self.node.config.scope
+
+    @property
+    def digest(self) -> str:
+        """Its scope as the wire and its Web Lock name it."""
+        return self.node.scope_digest
 
     def __repr__(self) -> str:
         return f"<tab {self.id}>"
@@ -288,10 +318,11 @@ class Simulation:
         self._live: list[_Tab] = []  # started, not crashed or closed (frozen ones included)
         self.violations: list[Violation] = []
         self.execs: list[ExecRecord] = []
-        # The server's log: (start, tab ID, ok, call number, since when the calling tab waited for the key)
-        self.calls: dict[str, list[tuple[float, str, bool, int, float]]] = defaultdict(list)
-        # Call ends reported to tabs: (time, True unless it failed with a back-off)
-        self.outcomes: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+        # The server's log: (start, tab ID, ok, call number, since when the calling tab waited for the key,
+        # the scope digest it was called for, the tab's index, since when the tab was in that scope)
+        self.calls: dict[str, list[tuple[float, str, bool, int, float, str, int, float]]] = defaultdict(list)
+        # Call ends reported to tabs: (time, True unless it failed with a back-off, scope digest)
+        self.outcomes: dict[str, list[tuple[float, bool, str]]] = defaultdict(list)
         self.produced: dict[int, float] = {}  # call number -> when the server's response was produced
         self.stale_serves: list[tuple[float, str, str, float]] = []  # (time, tab, key, true age)
         self.max_served_age = -math.inf  # the truly oldest value served from a cache or the mesh, minus stale_time
@@ -326,12 +357,14 @@ class Simulation:
         self.allowed_errors: set[str] = {"ServerDown"}
         self.allowed_errors.update(name for name in _errors.__all__)
         self.allowed_errors.add("MessageTooLarge")
-        # When each key last failed (a call's failure or a forged Failure/Sync): the start of a back-off.
-        self.failure_times: dict[str, list[float]] = defaultdict(list)
+        # When each key failed, per scope digest (a call's failure or a forged Failure/Sync): the start of
+        # a back-off.
+        self.failure_times: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.hostile_leaders = False  # a forged Coordinator/Heartbeat was posted
-        self._hung: dict[tuple[int, int], tuple[bool, Any, str, bool]] = {}  # calls that never return
+        self._hung: dict[tuple[int, int], _Outcome] = {}  # calls that never return
         self.keys_down: set[str] = set()  # keys whose server endpoint is down (a long outage of one key)
         self.events: Counter[str] = Counter()  # what the hardened core did: calls given up, renames...
+        self.scope_checks = 0  # values checked against the scope of the tab that cached or resolved them
         self.caller_mutation_rate = 0.0  # with pathologies: how often a caller mutates what it got
         self._accepts_new_id = "new_id" in inspect.signature(MeshNode).parameters
         # From this time on (the settled quiet phase) a result a tab receives from the mesh
@@ -354,11 +387,15 @@ class Simulation:
         node_id: str | None = None,
         flows: Iterable[str] = tuple(FLOWS),
         config: MeshConfig | None = None,
+        scope: str | None = _ANY,
     ) -> str:
         """Open a tab at ``at``; returns its node ID (random 8 hex digits unless given).
 
         An ID some tab already has makes two tabs with one ID (the hardened core renames one).
+        ``scope``: the tab's scope (default: the config's).
         """
+        if scope is not _ANY and scope != (config or self.config).scope:
+            config = (config or self.config).with_options(scope=scope)
         tab = self._new_tab(node_id, tuple(flows), config)
         self.at(at, lambda: self._start(tab))
         return tab.id
@@ -366,19 +403,24 @@ class Simulation:
     def _new_tab(self, node_id: str | None, flows: tuple[str, ...], config: MeshConfig | None = None) -> _Tab:
         if node_id is None:
             node_id = self._fresh_id()
-        if self._accepts_new_id:
-            # Every tab of one browser shares the wall clock: the simulator's global time.
-            node = MeshNode(node_id, config or self.config, new_id=lambda old: self._fresh_id(),  # type: ignore[call-arg]
-                            wall_clock=lambda: self.now)
-        else:
-            node = MeshNode(node_id, config or self.config)
-        for flow in flows:
-            node.register_flow(flow)
+        node = self._make_node(node_id, config or self.config, flows)
         offset = _quantize(self.rng.uniform(0.0, 50_000.0))
         tab = _Tab(len(self.tabs), node_id, node, offset, flows)
         self.tabs.append(tab)
         self.by_id.setdefault(node_id, tab)  # a second tab with one ID: by_id keeps the first
         return tab
+
+    def _make_node(self, node_id: str, config: MeshConfig, flows: tuple[str, ...]) -> MeshNode:
+        """A tab's node with its flows registered (at its opening, and at each scope switch)."""
+        if self._accepts_new_id:
+            # Every tab of one browser shares the wall clock: the simulator's global time.
+            node = MeshNode(node_id, config, new_id=lambda old: self._fresh_id(),  # type: ignore[call-arg]
+                            wall_clock=lambda: self.now)
+        else:
+            node = MeshNode(node_id, config)
+        for flow in flows:
+            node.register_flow(flow)
+        return node
 
     def _fresh_id(self) -> str:
         while True:
@@ -394,7 +436,7 @@ class Simulation:
             if target is None or not target.alive:
                 return
             self.faults["twin-id"] += 1
-            twin = self._new_tab(target.id, target.flows)
+            twin = self._new_tab(target.id, target.flows, target.node.config)  # the same page: the same session
             self._log(twin, f"TWIN of tab {target.index}")
             self._start(twin)
         self.at(at, act)
@@ -410,6 +452,14 @@ class Simulation:
     def cancel(self, record: ExecRecord, at: float | None = None) -> None:
         """At ``at`` the caller of ``record`` stops waiting (``MeshNode.cancel``), if it still waits."""
         self.at(at, lambda: self._cancel(record))
+
+    def switch_scope(self, tab_id: str, scope: str | None, at: float | None = None) -> None:
+        """The page switches scope (``FlowMesh.set_scope``: a login, logout or account switch).
+
+        To its own scope again, it is ``set_scope(scope, forget=True)``: a full reset and rejoin.
+        A frozen page runs no code: it switches nothing.
+        """
+        self.at(at, lambda: self._switch_scope(self.by_id[tab_id], scope))
 
     def crash(self, tab_id: str, at: float | None = None) -> None:
         """The tab vanishes without a word (renderer crash, OOM, killed)."""
@@ -471,12 +521,13 @@ class Simulation:
         if kind in ("coordinator", "heartbeat"):
             self.hostile_leaders = True
         failures = [body] if kind == "failure" else body.get("failures") if kind == "sync" else None
+        scope = body.get("scope", "")  # the scope whose tabs accept it (a digest; "" the shared one)
         for failure in failures if isinstance(failures, list) else ():
             if isinstance(failure, dict):
                 if isinstance(failure.get("error_type"), str):
                     self.allowed_errors.add(failure["error_type"])
-                if isinstance(failure.get("key"), str):
-                    self.failure_times[failure["key"]].append(self.now)
+                if isinstance(failure.get("key"), str) and isinstance(scope, str):
+                    self.failure_times[(scope, failure["key"])].append(self.now)
 
     # --- running -------------------------------------------------------------------
 
@@ -526,6 +577,8 @@ class Simulation:
                     continue
                 self._tick(tab)
             elif kind == _CALL_DONE:
+                if b[4] is not tab.node:
+                    continue  # a call of the node the tab had before a scope switch: cancelled
                 self._running.pop((tab.index, a), None)
                 if not tab.alive:
                     continue
@@ -534,10 +587,10 @@ class Simulation:
                     continue
                 self._call_done(tab, a, b)
             elif kind == _PEER_GONE:
-                if not tab.alive:
-                    continue
+                if not tab.alive or b is not tab.node:
+                    continue  # (a watch of the node before a scope switch: the transport stopped it)
                 if tab.frozen:
-                    tab.backlog.append((_PEER_GONE, a, None))
+                    tab.backlog.append((_PEER_GONE, a, b))
                     continue
                 self._peer_gone(tab, a)
             else:
@@ -558,16 +611,28 @@ class Simulation:
         """IDs of the open tabs (frozen ones included)."""
         return [tab.id for tab in self._live]
 
-    def leaders(self) -> list[str]:
-        """IDs of the open tabs whose role is LEADER."""
-        return [tab.id for tab in self._live if tab.node.role is Role.LEADER]
+    def leaders(self, scope: str | None = _ANY) -> list[str]:
+        """IDs of the open tabs whose role is LEADER (of ``scope``'s mesh if given; else of any scope)."""
+        return [tab.id for tab in self._in_scope(scope) if tab.node.role is Role.LEADER]
 
-    def leader(self) -> str | None:
-        """The one leader every open tab follows, or ``None`` if the mesh is not converged."""
-        return self._converged_leader(self._live)
+    def leader(self, scope: str | None = _ANY) -> str | None:
+        """The one leader every open tab of ``scope`` follows (without ``scope``: every open tab, all
+        in one scope), or ``None`` if that mesh is not converged."""
+        leaders = self._converged_leaders(self._in_scope(scope))
+        return None if leaders is None or len(leaders) != 1 else next(iter(leaders.values()))
 
     def converged(self) -> bool:
-        return self.leader() is not None
+        """Whether the mesh of every scope with open tabs has exactly one leader that all of them follow."""
+        return bool(self._converged_leaders(self._live))
+
+    def scope_of(self, tab_id: str) -> str | None:
+        """The tab's scope now (``None``: the shared one)."""
+        return self.by_id[tab_id].scope
+
+    def _in_scope(self, scope: str | None) -> list[_Tab]:
+        if scope is _ANY:
+            return self._live
+        return [tab for tab in self._live if tab.scope == scope]
 
     def cached(self, tab_id: str, key: str) -> Any:
         """The fresh value the tab's cache holds for ``key`` now (``None`` if none)."""
@@ -646,9 +711,10 @@ class Simulation:
 
     def _start(self, tab: _Tab) -> None:
         tab.started = tab.alive = True
-        tab.start_time = self.now
+        tab.start_time = tab.scope_since = self.now
         if self.now >= self.settled_at and self.config.share_cache:
-            self._push(self.now + self.sync_window, _ACTION, None, lambda: self._check_synced(tab), None)
+            node = tab.node
+            self._push(self.now + self.sync_window, _ACTION, None, lambda: self._check_synced(tab, node), None)
         self._live.append(tab)
         self._log(tab, "start")
         try:
@@ -686,8 +752,10 @@ class Simulation:
             self._exception(tab, "tick")
         self._after_input(tab)
 
-    def _call_done(self, tab: _Tab, call_id: int, outcome: tuple[bool, Any, str, bool]) -> None:
-        ok, value, key, back_off = outcome
+    def _call_done(self, tab: _Tab, call_id: int, outcome: _Outcome) -> None:
+        ok, value, key, back_off, node = outcome
+        if node is not tab.node:
+            return  # its task was cancelled by a scope switch: the runtime discards what it returns
         late = call_id in tab.cancelled_calls
         if late:
             # The node gave up on this call (CancelCall): sometimes the task still reports. The
@@ -696,9 +764,9 @@ class Simulation:
                 return
             self.events["late outcomes"] += 1
         else:
-            self.outcomes[key].append((self.now, ok or not back_off))  # a failure without back-off
+            self.outcomes[key].append((self.now, ok or not back_off, tab.digest))  # a failure without back-off
             if not ok and back_off:
-                self.failure_times[key].append(self.now)
+                self.failure_times[(tab.digest, key)].append(self.now)
         self._log(tab, f"call {call_id} {'ok' if ok else 'failed'}{' (late, after CancelCall)' if late else ''}")
         try:
             if ok:
@@ -798,6 +866,8 @@ class Simulation:
                 if not forged and not _value_matches(value, effect.key):
                     self.violations.append(Violation(
                         "value", self.now, f"tab {tab.id} cached {_safe(effect.value)} under {effect.key!r}"))
+                elif not forged:
+                    self._check_scope(tab, value, f"cached under {effect.key!r} (from {effect.origin})")
             elif cls is FailureShared:
                 pass  # the runtime tells on_error listeners; the simulator has none
             elif cls is CancelCall and CancelCall is not None:
@@ -836,7 +906,8 @@ class Simulation:
         key = effect.key
         ok = not self.server_down and key not in self.keys_down
         waiting = [r.start for r in tab.waiters.values() if r.key == key]
-        self.calls[key].append((self.now, tab.id, ok, number, min(waiting, default=math.inf)))
+        self.calls[key].append((self.now, tab.id, ok, number, min(waiting, default=math.inf), tab.digest, tab.index,
+                                tab.scope_since if tab.scope_since is not None else self.now))
         low, high = self.call_duration
         duration = _quantize(self.rng.uniform(low, high))
         self.produced[number] = self.now + duration
@@ -850,11 +921,12 @@ class Simulation:
                         arg.append("mutated")
                     elif isinstance(arg, dict):
                         arg["mutated"] = number
-        outcome: tuple[bool, Any, str, bool]
+        outcome: _Outcome
         if pathology == "cancelled":
-            outcome = (False, FlowCancelled(f"the flow awaited a cancelled task (call {number})"), key, True)
+            outcome = (False, FlowCancelled(f"the flow awaited a cancelled task (call {number})"), key, True, tab.node)
         elif ok:
-            value: dict[str, Any] = {"key": key, "call": number, "at": self.now}
+            # The server answers as whoever is logged in: the value is the scope's own data.
+            value: dict[str, Any] = {"key": key, "call": number, "at": self.now, "scope": tab.scope}
             if pathology == "huge":  # larger than any message may be, once encoded
                 value["pad"] = "x" * (self.config.max_message_bytes + 1)
             elif pathology == "not-json":
@@ -864,16 +936,16 @@ class Simulation:
             try:  # what the runtime does with a result: a value that is not JSON data fails the call
                 check_json(value, f"the result of flow {effect.flow!r}")
             except TypeError as error:
-                outcome = (False, error, key, False)
+                outcome = (False, error, key, False, tab.node)
             else:
-                outcome = (True, value, key, True)
+                outcome = (True, value, key, True, tab.node)
                 if pathology is None:
                     self.produced_values[number] = json.dumps(value, sort_keys=True)
         else:
             down = ServerDown(f"server down (call {number})")
             if number % 3 == 0:  # an undecodable file name (surrogateescape): UTF-8 cannot carry it
                 down = ServerDown(f"server down (call {number}, {_UNDECODABLE})")
-            outcome = (False, down, key, True)
+            outcome = (False, down, key, True, tab.node)
         hangs = pathology == "hang"
         self._log(tab, f"call {effect.call_id} {key} ({'hangs' if hangs else 'ok' if outcome[0] else 'will fail'}"
                        f" in {duration}ms{', ' + pathology if pathology else ''})")
@@ -894,7 +966,8 @@ class Simulation:
                 "effect", self.now, f"tab {tab.id}: CancelCall({call_id}) for a call it never started"))
             return
         tab.cancelled_calls.add(call_id)
-        self.failure_times[tab.started_calls[call_id]].append(self.now)  # giving up is a failure: a back-off may start
+        # Giving up is a failure: a back-off may start.
+        self.failure_times[(tab.digest, tab.started_calls[call_id])].append(self.now)
         outcome = self._hung.pop((tab.index, call_id), None)
         if outcome is not None:  # a cancelled task may still report: the node must ignore it
             low, high = self.call_duration
@@ -920,12 +993,16 @@ class Simulation:
                 self.violations.append(Violation(
                     "value", self.now, f"tab {tab.id}: execute of {record.key!r} resolved with {_safe(value)}"))
             elif "forged" not in value:
+                self._check_scope(tab, value, f"execute of {record.key!r} resolved from the {effect.source} with")
                 self._check_served(tab, record, value, effect.source)
             self._log(tab, f"resolve {record.key} from {effect.source}")
         else:
             error = effect.error
             record.error = error
-            record.outcome = "disposed" if isinstance(error, MeshDisposedError) else "rejected"
+            if isinstance(error, ScopeChangedError):  # the page switched scope while it waited
+                record.outcome = "scope-changed"
+            else:
+                record.outcome = "disposed" if isinstance(error, MeshDisposedError) else "rejected"
             if record.outcome == "rejected":
                 name = error.error_type if isinstance(error, SharedFlowError) else type(error).__name__
                 if name not in self.allowed_errors:
@@ -936,6 +1013,17 @@ class Simulation:
             self._log(tab, f"reject {record.key}: {type(error).__name__}")
         if record.on_end is not None:
             record.on_end(record)
+
+    def _check_scope(self, tab: _Tab, value: dict[str, Any], what: str) -> None:
+        """A value the tab caches or resolves with was produced for the tab's own scope (the server's
+        values say which); a hostile post's forged values are trusted, as any post of the scope."""
+        self.scope_checks += 1
+        if "scope" in value and value["scope"] == tab.scope:
+            return
+        produced = f"for scope {value['scope']!r}" if "scope" in value else "without a scope"
+        self.violations.append(Violation(
+            "cross-scope", self.now, f"tab {tab.id} (scope {tab.scope!r} since {tab.scope_since}): {what} "
+            f"{_safe(value)}, produced {produced}"))
 
     def _check_served(self, tab: _Tab, record: ExecRecord, value: dict[str, Any], source: str) -> None:
         """A resolved value is the server's, unchanged, and fresh; from the mesh, it is cached too."""
@@ -970,7 +1058,7 @@ class Simulation:
     def _check_blocked(self, tab: _Tab, key: str, retry_in: float) -> None:
         """A back-off ends within ``max_error_backoff`` of the failure that started it (in this tab's view)."""
         cap = self.config.max_error_backoff
-        started = max((t for t in self.failure_times.get(key, ()) if t <= self.now), default=None)
+        started = max((t for t in self.failure_times.get((tab.digest, key), ()) if t <= self.now), default=None)
         slack = 2 * self.delay[1]
         blocked = self.now + retry_in - started if started is not None else math.inf
         if retry_in <= cap + 1e-6 and blocked <= cap + slack:
@@ -983,27 +1071,30 @@ class Simulation:
             f"(until {self.now + retry_in:,.1f}) after {since}; max_error_backoff is {cap:,.0f}ms"))
 
     def _watch(self, tab: _Tab, node_id: str | None) -> None:
+        """``WatchPeer``: queue for the Web Lock of ``node_id`` in the tab's scope (the lock's name has both)."""
         if not self.locks:
             return
         tab.watching = node_id
         if node_id is None:
             return
-        if not self._lock_held(node_id):
-            # Nobody holds that tab's lock any more: the request is granted at once.
-            self._push(self.now + self._delay(), _PEER_GONE, tab, node_id, None)
+        if not self._lock_held(tab.digest, node_id):
+            # Nobody holds that lock (the tab is gone, or in another scope now): granted at once.
+            self._push(self.now + self._delay(), _PEER_GONE, tab, node_id, tab.node)
 
-    def _lock_held(self, node_id: str) -> bool:
-        """Whether some open tab holds the Web Lock of ``node_id`` (a tab in the bfcache released it)."""
-        return any(t.id == node_id and not t.away for t in self._live)
+    def _lock_held(self, digest: str, node_id: str) -> bool:
+        """Whether some open tab of scope ``digest`` holds the Web Lock of ``node_id`` (one in the bfcache
+        released it)."""
+        return any(t.id == node_id and not t.away and t.node.scope_digest == digest for t in self._live)
 
-    def _release_lock(self, node_id: str) -> None:
-        """A tab released the lock of ``node_id``: its watchers hear ``peer_gone`` unless another holds it."""
-        if not self.locks or self._lock_held(node_id):
+    def _release_lock(self, digest: str, node_id: str) -> None:
+        """A tab released the lock of ``node_id`` in scope ``digest``: the tabs of that scope watching it
+        hear ``peer_gone`` unless another holds it."""
+        if not self.locks or self._lock_held(digest, node_id):
             return
         low, high = self.lock_delay
         for other in self._live:
-            if other.watching == node_id:
-                self._push(self.now + _quantize(self.rng.uniform(low, high)), _PEER_GONE, other, node_id, None)
+            if other.watching == node_id and other.node.scope_digest == digest:
+                self._push(self.now + _quantize(self.rng.uniform(low, high)), _PEER_GONE, other, node_id, other.node)
 
     def _renamed(self, tab: _Tab, new: str) -> None:
         """``Renamed``: the node took a new ID (another tab had its own); the runtime re-keys its lock."""
@@ -1024,7 +1115,7 @@ class Simulation:
                 self.by_id[old] = others[0]
         self._leadership_dirty = True
         if tab.alive and not tab.away:
-            self._release_lock(old)
+            self._release_lock(tab.digest, old)
 
     def _set_server(self, down: bool) -> None:
         self.server_down = down
@@ -1041,8 +1132,9 @@ class Simulation:
         produced = self.produced.get(call) if isinstance(call, int) else None
         return math.inf if produced is None else self.now - produced
 
-    def _check_synced(self, joiner: _Tab) -> None:
-        """A tab that joined a settled mesh holds every entry it was owed when it asked.
+    def _check_synced(self, joiner: _Tab, node: MeshNode) -> None:
+        """A tab that joined a settled mesh (opened, or switched scope: ``node``) holds every entry of
+        its scope it was owed when it asked.
 
         Owed: fresh entries produced before it joined (later ones come by broadcast) that
         the protocol promises to sync: leader-follower, what the leader holds; peer-to-peer,
@@ -1050,25 +1142,27 @@ class Simulation:
         sync (their producer left, peer-to-peer; the leader, elected after joining late,
         never had them) are only counted in ``unsynced``: a known limitation.
         """
-        if not joiner.alive or joiner.start_time is None:
-            return
+        if not joiner.alive or joiner.scope_since is None or joiner.node is not node:
+            return  # gone, or switched scope again since
+        joined, digest = joiner.scope_since, joiner.digest
+        scope = [t for t in self._live if t.node.scope_digest == digest]  # the joiner's mesh
         margin = self.sync_window + self.freshness_slack
         leader: str | None = None
         if self.config.strategy == "leader-follower":
             # The leader syncs joiners (another joiner may still be joining: the mesh need not
             # have converged). Without exactly one leader nobody was bound to.
-            leaders = [t.id for t in self._live if t.node.role is Role.LEADER]
+            leaders = [t.id for t in scope if t.node.role is Role.LEADER]
             if len(leaders) != 1:
                 return
             leader = leaders[0]
         owed: dict[str, tuple[float, _Tab]] = {}
         held: set[str] = set()
-        for tab in self._live:
+        for tab in scope:
             if tab is joiner:
                 continue
             for key, entry in tab.node.cache._entries.items():
                 age = self._true_age(entry.value)
-                if age + margin >= self.config.stale_time or self.now - age > joiner.start_time:
+                if age + margin >= self.config.stale_time or self.now - age > joined:
                     continue  # may have gone stale before the Sync, or produced after the join
                 if isinstance(entry.value, dict) and "pad" in entry.value:
                     continue  # larger than any message: no Sync can carry it
@@ -1082,7 +1176,7 @@ class Simulation:
                     held.add(key)
         for key, (_, tab) in owed.items():
             self.violations.append(Violation(
-                "sync", self.now, f"tab {joiner.id} joined at {joiner.start_time:.1f} but lacks {key!r}, "
+                "sync", self.now, f"tab {joiner.id} joined at {joined:.1f} but lacks {key!r}, "
                 f"fresh in tab {tab.id}, which was to sync it"))
         self.unsynced += len(held - set(owed))
 
@@ -1102,7 +1196,7 @@ class Simulation:
             self._hung.pop(call, None)
         self._leadership_dirty = True
         if not tab.away:  # its lock passes to the tabs waiting on it
-            self._release_lock(tab.id)
+            self._release_lock(tab.digest, tab.id)
 
     def _crash(self, tab: _Tab) -> None:
         if not tab.alive:
@@ -1130,6 +1224,55 @@ class Simulation:
             self.violations.append(Violation(
                 "leftover", self.now, f"tab {tab.id} closed with the execute of {record.key!r} still waiting"))
         self._vanish(tab, "close")
+
+    def _switch_scope(self, tab: _Tab, scope: str | None) -> None:
+        """``FlowMesh.set_scope`` (see its ``_switch``): the node leaves (a ``Bye``, a leader hands over;
+        its waiters get ``ScopeChangedError``), the calls it runs are cancelled, and a new node with the
+        same ID and flows joins ``scope``. The Web Lock is re-taken under the new scope's name: the old
+        scope's tabs watching this ID hear ``peer_gone``."""
+        if not tab.alive or tab.frozen:
+            return  # a frozen page (or one in the bfcache) runs no code
+        config = tab.node.config.with_options(scope=scope)
+        self.faults["scope-switch"] += 1
+        if scope == tab.scope:
+            self.events["scope rejoins (forget=True)"] += 1
+        self._log(tab, f"SCOPE {tab.scope!r} -> {scope!r} ({tab.node.role})")
+        old, old_digest = tab.node, tab.digest
+        try:
+            old.leave(self._local(tab), ScopeChangedError(f"tab {tab.id} switched scope while this execute waited"))
+        except BaseException:
+            self._exception(tab, "leave(ScopeChangedError)")
+        self._apply(tab, old.take_effects())  # the Bye; the waiters' Rejects
+        for record in tab.waiters.values():  # the runtime fails whatever the node did not reject
+            record.outcome, record.end, record.error = "scope-changed", self.now, ScopeChangedError("switched")
+            self.events["waiters failed by the runtime at a switch"] += 1
+        tab.waiters.clear()  # the new node numbers its waiters and calls from 1 again
+        tab.cancelled_waiters.clear()
+        tab.cancelled_calls.clear()
+        tab.started_calls.clear()
+        for call in [c for c in self._running if c[0] == tab.index]:  # their tasks are cancelled
+            del self._running[call]
+            self._hung.pop(call, None)
+        tab.node = self._make_node(old.node_id, config, tab.flows)
+        tab.switches += 1
+        tab.scope_since = self.now
+        tab.fresh = True  # it has known no leader of its new scope yet
+        tab.watching = None
+        self._leadership_dirty = True
+        if tab.digest != old_digest:  # the transport re-takes its lock only for another scope
+            self._release_lock(old_digest, tab.id)
+        local = self._local(tab)
+        try:
+            if tab.hidden:
+                tab.node.set_hidden(True, local)
+            tab.node.start(local)
+        except BaseException:
+            self._exception(tab, "start (after a scope switch)")
+        if self.now >= self.settled_at and self.config.share_cache:
+            node = tab.node
+            self._push(self.now + self.sync_window, _ACTION, None, lambda: self._check_synced(tab, node), None)
+        self._after_input(tab)
+        self._reschedule(tab, force=True)  # the old node's ticks are stale
 
     def _freeze(self, tab: _Tab) -> None:
         if not tab.alive or tab.frozen:
@@ -1166,7 +1309,7 @@ class Simulation:
         tab.gen += 1  # its timers do not run
         tab.tick_at = None
         self._leadership_dirty = True
-        self._release_lock(tab.id)
+        self._release_lock(tab.digest, tab.id)
 
     def _come_back(self, tab: _Tab) -> None:
         """``pageshow`` with ``persisted``: the page runs again, re-takes its lock and rejoins."""
@@ -1195,7 +1338,7 @@ class Simulation:
                 self._tick(tab)
             elif kind == _CALL_DONE:
                 self._call_done(tab, a, b)
-            else:
+            elif b is tab.node:  # (a watch of its node before a scope switch: stopped)
                 self._peer_gone(tab, a)
         if tab.alive:
             self._reschedule(tab, force=True)
@@ -1234,31 +1377,33 @@ class Simulation:
 
     # --- internals: convergence ----------------------------------------------------------
 
-    def _converged_leader(self, tabs: Iterable[_Tab]) -> str | None:
-        leader: str | None = None
+    def _converged_leaders(self, tabs: Iterable[_Tab]) -> dict[str, str] | None:
+        """Per scope digest, the one leader its tabs follow; ``None`` unless every scope's mesh among
+        ``tabs`` has exactly one leader that all its other tabs follow (scopes are separate meshes)."""
+        leaders: dict[str, str] = {}
         followers: list[_Tab] = []
         for tab in tabs:
             role = tab.node.role
             if role is Role.LEADER:
-                if leader is not None:
+                digest = tab.node.scope_digest
+                if digest in leaders:
                     return None
-                leader = tab.id
+                leaders[digest] = tab.id
             elif role is Role.FOLLOWER:
                 followers.append(tab)
             else:
                 return None
-        if leader is None:
-            return None
         for tab in followers:
-            if tab.node.leader != leader:
+            leader = leaders.get(tab.node.scope_digest)
+            if leader is None or tab.node.leader != leader:
                 return None
-        return leader
+        return leaders
 
     def _update_convergence(self) -> None:
         self._leadership_dirty = False
         if self.config.strategy != "leader-follower":
             return
-        converged = self._converged_leader(t for t in self._live if not t.fresh and not t.away) is not None
+        converged = bool(self._converged_leaders(t for t in self._live if not t.fresh and not t.away))
         if converged and self.converged_since is None:
             self.converged_since = self.now
             if self.leadership_changes:
@@ -1320,11 +1465,13 @@ def _deep(depth: int) -> Any:
     return value
 
 
-def hostile_message(rng: random.Random, live: Sequence[str], keys: Sequence[tuple[str, tuple[Any, ...]]]) -> str:
+def hostile_message(rng: random.Random, live: Sequence[str], keys: Sequence[tuple[str, tuple[Any, ...]]],
+                    scope: str = "") -> str:
     """One message a hostile or buggy script posts: any type of :data:`protocol.MESSAGE_TYPES`, its
     fields drawn from extremes (huge, negative, zero, tiny, non-finite-ish numbers; ints of thousands
     of digits; live tabs' IDs to impersonate them or as ``dst``/``to``; real keys; deep nesting;
-    escapes), as the raw text a channel would carry."""
+    escapes), as the raw text a channel would carry. ``scope``: the envelope's scope digest (a script
+    of the origin can compute one; ``""``: the shared scope's envelope)."""
     if rng.random() < 0.04:  # not even a message: deep nesting the decoder must not recurse into
         return rng.choice(("[" * 6_000 + "]" * 6_000, '{"a":' * 3_000 + "1" + "}" * 3_000,
                            '"' + "\\" * 30_000 + '"'))
@@ -1394,7 +1541,7 @@ def hostile_message(rng: random.Random, live: Sequence[str], keys: Sequence[tupl
                      "attempt": count(), "origin": node_id()} for _ in range(rng.randint(0, 3))]
         return count()
 
-    body: dict[str, Any] = {"proto": "pyflowmesh", "v": 1, "type": kind}
+    body: dict[str, Any] = {"proto": "pyflowmesh", "v": 1, **({"scope": scope} if scope else {}), "type": kind}
     for f in dataclasses.fields(cls):
         body[f.name] = field_value(f.name)
     if body.get("to", 0) is None:
@@ -1433,8 +1580,10 @@ FAULT_KINDS = (
     "crash", "close", "freeze", "throttle", "join", "outage", "noise",
     # issue 8: inputs an adversarial user (or a buggy page) makes
     "pathological", "hostile", "cancel", "bfcache", "twin-id", "bad-args", "long-outage",
+    # issue 14: a login, logout or account switch (one tab, or every tab of a scope)
+    "scope-switch",
 )
-_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.04)
+_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.04, 1.5)
 # The longest heartbeat interval a follower may believe (a forged Coordinator says more): the
 # simulator's bound on how long a ghost leader is followed without Web Locks.
 MAX_INTERVAL = 60_000.0
@@ -1454,6 +1603,7 @@ class RunPlan:
     share_cache: bool = True
     faults: tuple[str, ...] = FAULT_KINDS
     pathologies: tuple[str, ...] | None = None  # None: every kind of PATHOLOGIES
+    scopes: tuple[str | None, ...] = (None,)  # the scopes tabs open in (a switch may go to any of SCOPES)
 
 
 def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | None = None,
@@ -1463,6 +1613,8 @@ def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | No
     ``strategy="both"`` alternates strategies by seed; ``locks=None`` alternates
     Web Locks every other pair of seeds. One seed in ten uses the default 5 s heartbeat;
     one in ten (of either strategy) does not share its cache (``share_cache=False``).
+    Half the seeds open every tab in the shared scope, one in ten every tab in scope
+    ``"s0"``, and the others each tab in one of :data:`SCOPES` (several meshes on one channel).
     """
     rng = random.Random(f"pyflowmesh-plan-{seed}")
     tabs = rng.randint(2, max(2, max_tabs))
@@ -1471,8 +1623,11 @@ def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | No
     if locks is None:
         locks = (seed // 2) % 2 == 0
     heartbeat = 5000.0 if seed % 10 == 7 else 1000.0
+    draw = rng.random()
+    scopes = (None,) if draw < 0.5 else ("s0",) if draw < 0.6 else SCOPES
     return RunPlan(seed, tabs, strategy, locks, heartbeat, share_cache=seed % 20 not in (9, 14),
-                   faults=tuple(faults), pathologies=None if pathologies is None else tuple(pathologies))
+                   faults=tuple(faults), pathologies=None if pathologies is None else tuple(pathologies),
+                   scopes=scopes)
 
 
 STRATEGY_BY_PARITY = ("leader-follower", "peer-to-peer")
@@ -1514,6 +1669,12 @@ class SimulationReport:
        at the end of the fault phase and at the end).
     h. Effects: every one is known; a ``CancelCall`` names a call the tab started; an
        outcome reported for a call after its ``CancelCall`` produces no effect at all.
+    i. Scopes: no tab caches (``CacheUpdated``), holds (its cache at the end of the fault
+       phase and at the end) or resolves an execute with a value the server produced for
+       another scope (``cross-scope``); an execute waiting across a scope switch is rejected
+       with ``ScopeChangedError`` (``scope-changed``), and no outcome of a call started before
+       the switch reaches the new node. Convergence (a), duplicate calls (c), back-offs (e)
+       and sync are checked per scope: each scope is a mesh of its own.
     Also: at the end no live tab has pending flows, calls or waiters.
     """
 
@@ -1543,6 +1704,7 @@ class SimulationReport:
     failovers: list[float] = field(default_factory=list)  # leader-follower: periods without one leader
     unsynced: int = 0  # fresh entries a joiner missed that no tab was bound to sync
     events: Counter[str] = field(default_factory=Counter)  # calls given up, late outcomes, renames
+    scope_checks: int = 0  # values checked against the scope of the tab that cached, held or resolved them
     trace: list[str] | None = None
 
     @property
@@ -1601,6 +1763,7 @@ def run(
     heartbeat: float = 1000.0,
     share_cache: bool = True,
     pathologies: Iterable[str] | None = None,
+    scopes: Sequence[str | None] = (None,),
     verbose: bool = False,
     run_plan: RunPlan | None = None,
 ) -> SimulationReport:
@@ -1617,6 +1780,8 @@ def run(
         share_cache: the mesh option (results reach only the tabs that wait for them if ``False``).
         pathologies: how flow functions misbehave with the "pathological" fault (default: every
             kind of :data:`PATHOLOGIES`).
+        scopes: the scopes tabs open in, each drawn from these (a "scope-switch" fault may
+            take a tab to any of :data:`SCOPES`).
         verbose: keep an event trace in ``report.trace``.
     """
     config = sim_config(strategy, heartbeat=heartbeat, locks=locks, share_cache=share_cache)
@@ -1644,9 +1809,21 @@ def run(
             return tuple(f for f in FLOWS if f != OPTIONAL_FLOW)
         return tuple(FLOWS)
 
-    sim.add_tab(0.0, flows=tuple(FLOWS))
+    scopes = tuple(scopes)
+
+    def start_scope() -> str | None:
+        """The scope a tab opens in (no draw in a run of one scope)."""
+        return scopes[0] if len(scopes) == 1 else rng.choice(scopes)
+
+    def one_scope(tabs: Sequence[_Tab]) -> str | None:
+        """The digest of the one scope of ``tabs`` (``""`` for none), or ``None`` if they are of several
+        (a run in one scope draws nothing more than before scopes existed)."""
+        digests = {t.digest for t in tabs}
+        return digests.pop() if len(digests) == 1 else "" if not digests else None
+
+    sim.add_tab(0.0, flows=tuple(FLOWS), scope=start_scope())
     for _ in range(tabs - 1):
-        sim.add_tab(rng.uniform(0, 2 * beat), flows=page_flows())
+        sim.add_tab(rng.uniform(0, 2 * beat), flows=page_flows(), scope=start_scope())
 
     def pick(prefer_leader: bool, unfrozen: bool = False, spare: bool = False) -> _Tab | None:
         live = [t for t in sim._live if not (unfrozen and t.frozen)]
@@ -1691,7 +1868,7 @@ def run(
                     sim.at(min(sim.now + length, quiet_at), lambda: sim._show(tab))
         elif kind == "join":
             sim.at(when, lambda: sim.faults.update(["join"]))
-            sim.add_tab(when, flows=page_flows())
+            sim.add_tab(when, flows=page_flows(), scope=start_scope())
             return
         elif kind == "outage":
             sim.outage(when, min(when + rng.uniform(0.5, 4.0) * beat, quiet_at))
@@ -1705,9 +1882,14 @@ def run(
             return
         elif kind == "hostile":  # a hostile or buggy script posts extreme messages of every type
             sim.faults["hostile"] += 1
+
+            def post() -> str:  # in the envelope of a live tab's scope, impersonating its tabs
+                digest = one_scope(sim._live)
+                if digest is None:
+                    digest = rng.choice(sim._live).digest
+                return hostile_message(rng, [t.id for t in sim._live if t.digest == digest], keys, digest)
             for _ in range(rng.randint(1, 4)):
-                sim.inject(lambda: hostile_message(rng, [t.id for t in sim._live], keys),
-                           rng.uniform(fault_start, quiet_at), kind="hostile-post")
+                sim.inject(post, rng.uniform(fault_start, quiet_at), kind="hostile-post")
             return
         elif kind == "cancel":  # callers that stop waiting (asyncio cancel, wait_for)
             sim.faults["cancel-callers"] += 1
@@ -1733,6 +1915,36 @@ def run(
         elif kind == "long-outage":
             long_outage["seed"] = rng.getrandbits(32)
             return
+        elif kind == "scope-switch":  # a login, logout or account switch
+            together = rng.random() < 0.3  # every tab of the scope (a cookie login is the browser's)
+            rejoin = rng.random() < 0.15  # set_scope(same, forget=True): a full reset and rejoin
+            spread = rng.uniform(0.0, 2.0) * beat  # the other tabs notice within this
+            busy = rng.random() < 0.5  # the page was loading data: an execute (and maybe its call) runs
+            flow, args = rng.choice(keys)
+            delay = _quantize(rng.uniform(0.0, call_max))
+
+            def switch(tab: _Tab) -> None:
+                current = tab.scope
+                target = current if rejoin else rng.choice([s for s in SCOPES if s != current])
+                sim._switch_scope(tab, target)
+                for other in [t for t in sim._live if t.scope == current and t is not tab] if together else ():
+                    at = sim.now + _quantize(rng.uniform(0.0, spread))
+                    if at < quiet_at:
+                        sim.at(at, lambda other=other: sim._switch_scope(other, target)  # type: ignore[misc]
+                               if other.scope == current else None)
+
+            def act() -> None:
+                tab = pick(prefer_leader, unfrozen=True)
+                if tab is None:
+                    return
+                if not busy or flow not in tab.flows:
+                    switch(tab)
+                    return
+                execute_in(tab, flow, args, False)
+                if sim.now + delay < quiet_at:
+                    sim.at(sim.now + delay, lambda: switch(tab) if tab.alive and not tab.frozen else None)
+                else:
+                    switch(tab)
         else:  # noise: a foreign script, or another version of the page, on the channel
             raw = rng.choice((
                 '{"proto":"pyflowmesh","v":2,"type":"heartbeat","src":"future","term":99,"interval":1000,"hidden":false}',
@@ -1772,7 +1984,13 @@ def run(
         joiner = "join" in kinds and rng.random() < 0.5
 
         def act() -> None:
-            candidates = [t for t in sim._live if flow in t.flows]
+            # One scope's tabs (and joiners), so that they all wait for the same call.
+            if one_scope(sim._live) is None:
+                scope = rng.choice(sim._live).scope
+            else:
+                scope = sim._live[0].scope if sim._live else config.scope
+            candidates = [t for t in sim._live if flow in t.flows and t.scope == scope]
+            joiner_config = config if scope == config.scope else config.with_options(scope=scope)
             for tab in rng.sample(candidates, min(len(candidates), rng.randint(2, 6))):
                 def one(tab: _Tab = tab) -> None:
                     if tab.alive and not tab.frozen:
@@ -1783,7 +2001,7 @@ def run(
             start = sim.now + config.claim_window + 2 * delay_max + _quantize(rng.uniform(0, spread))
             for _ in range(rng.randint(2, 3) if joiner else 0):
                 sim.faults["join"] += 1
-                tab = sim._new_tab(None, tuple(FLOWS))
+                tab = sim._new_tab(None, tuple(FLOWS), joiner_config)
                 start += _quantize(rng.uniform(1.0, 2 * config.claim_window / 3))
                 sim.at(start, lambda tab=tab: sim._start(tab))  # type: ignore[misc]
                 settle = config.answer_timeout if config.strategy == "leader-follower" else 0.0
@@ -1830,6 +2048,7 @@ def run(
     sim.at(quiet_at, quiet)
     sim.run_until(quiet_at)
     _check_bounded(sim, "at the end of the fault phase")
+    _check_held(sim, "at the end of the fault phase")
     bounds = _derive_bounds(config, sim, call_max, delay_max, lock_max)
 
     # Settled: converged (leader-follower), no execute of the fault phase open, no tab
@@ -1863,7 +2082,7 @@ def run(
     quiet_span = usual_convergence + 2 * config.stale_time
     if "join" in kinds:
         for _ in range(rng.randint(0, 2)):
-            sim.add_tab(quiet_at + rng.uniform(0, quiet_span), flows=page_flows())
+            sim.add_tab(quiet_at + rng.uniform(0, quiet_span), flows=page_flows(), scope=start_scope())
     for _ in range(rng.randint(3, 6 + tabs // 4)):
         execute_at(quiet_at + rng.uniform(0, quiet_span), True)
     for _ in range(rng.randint(0, 2)):
@@ -1880,6 +2099,7 @@ def run(
         sim.run_until(min(sim.now + beat, limit))
     end_at = sim.now
     _check_bounded(sim, "at the end")
+    _check_held(sim, "at the end")
     if "seed" in long_outage:
         sim.violations.extend(_long_outage(long_outage["seed"], strategy, locks, sim))
 
@@ -1892,7 +2112,18 @@ def run(
     report.unsynced = sim.unsynced
     report.failovers = sim.failovers
     report.events = sim.events
+    report.scope_checks = sim.scope_checks
     return report
+
+
+def _check_held(sim: Simulation, when: str) -> None:
+    """No live tab holds in its cache a value the server produced for another scope (the effects
+    checked what entered; this checks what stayed, including what a scope switch left behind)."""
+    for tab in sim._live:
+        for key, entry in list(tab.node.cache._entries.items()):
+            value = entry.value
+            if isinstance(value, dict) and "forged" not in value:
+                sim._check_scope(tab, value, f"holds {when} under {key!r}")
 
 
 def _check_bounded(sim: Simulation, when: str) -> None:
@@ -2004,9 +2235,10 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
     # a. convergence
     convergence: float | None = None
     if config.strategy == "leader-follower":
-        leader = sim._converged_leader(live)
-        if leader is None:
-            states = ", ".join(f"{t.id}:{t.node.role}->{t.node.leader}" for t in live)
+        leaders = sim._converged_leaders(live)
+        if not leaders:
+            states = ", ".join(f"{t.id}:{t.node.role}->{t.node.leader}" + (f" (scope {t.scope})" if t.scope else "")
+                               for t in live)
             violations.append(Violation("convergence", end_at, f"not converged at the end: {states}"))
         elif sim.converged_since is not None:
             convergence = max(0.0, sim.converged_since - quiet_at)
@@ -2056,11 +2288,15 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
     # waiting after the call ended (and the leader, which lacks the flow or did not make the
     # call, cannot serve it from its cache) calls again, as it must. So there, only a call by
     # a tab that already waited while the earlier call ran is a duplicate.
+    # Scopes are separate meshes: each calls a key for its own data (per scope digest).
     stable = sim.settled_at
     concurrent_only = not config.share_cache
     for key, calls in sim.calls.items():
-        settled_calls = [c for c in calls if c[0] >= stable]
-        for first, second in zip(settled_calls, settled_calls[1:], strict=False):
+        by_scope: dict[str, list[tuple[float, str, bool, int, float, str, int, float]]] = defaultdict(list)
+        for call in calls:
+            if call[0] >= stable:
+                by_scope[call[5]].append(call)
+        for first, second in (pair for group in by_scope.values() for pair in zip(group, group[1:], strict=False)):
             if second[0] - first[0] >= config.stale_time:
                 continue
             first_end = sim.produced.get(first[3], math.inf) + 2 * delay_max
@@ -2072,20 +2308,20 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
                 f"less than stale_time {config.stale_time:.0f}ms apart with a stable mesh"
                 + (f" (tab {second[1]} waited for it since {second[4]:.1f})" if concurrent_only else "")))
 
-    # e. no retry storm: once a call failed (and its Failure reached every tab), no tab
-    # that heard it calls that key again before the shared back-off ends (error_backoff at least).
+    # e. no retry storm: once a call failed (and its Failure reached every tab of its scope), no
+    # tab that heard it calls that key again before the shared back-off ends (error_backoff at least).
     for key, ends in sim.outcomes.items():
-        for failed_at, ok in ends:
+        for failed_at, ok, digest in ends:
             if ok:
                 continue
             low, high = failed_at + 2 * delay_max, failed_at + config.error_backoff
-            success = min((t for t, good in ends if good and t > failed_at), default=math.inf)
-            for start, tab_id, *_ in sim.calls[key]:
-                if not low <= start < min(high, success):
+            success = min((t for t, good, d in ends if good and t > failed_at and d == digest), default=math.inf)
+            for start, tab_id, _, _, _, called_for, index, since in sim.calls[key]:
+                if not low <= start < min(high, success) or called_for != digest:
                     continue
-                tab = sim.by_id[tab_id]
-                if tab.start_time is not None and tab.start_time > failed_at:
-                    continue  # it joined later (a Sync may or may not tell it)
+                tab = sim.tabs[index]
+                if since > failed_at:
+                    continue  # it joined (or switched to) the scope later (a Sync may or may not tell it)
                 if any(a <= start and b >= failed_at for a, b in tab.frozen_spans):
                     continue  # frozen meanwhile: a tick queued before the Failure may run first
                 violations.append(Violation(
@@ -2138,6 +2374,8 @@ class Summary:
     strategies: Counter[str] = field(default_factory=Counter)
     locks: Counter[str] = field(default_factory=Counter)
     heartbeats: Counter[str] = field(default_factory=Counter)
+    scopes: Counter[str] = field(default_factory=Counter)
+    scope_checks: int = 0
     tabs_initial: int = 0
     tabs_opened: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -2170,7 +2408,9 @@ class Summary:
             self.strategies[plan.strategy] += 1
             self.locks["on" if plan.locks else "off"] += 1
             self.heartbeats[f"{plan.heartbeat:.0f}ms"] += 1
+            self.scopes["several" if len(plan.scopes) > 1 else "shared" if plan.scopes == (None,) else "one named"] += 1
             self.tabs_initial += plan.tabs
+        self.scope_checks += report.scope_checks
         self.tabs_opened += report.tabs_opened
         self.faults.update(report.faults)
         self.events.update(report.events)
@@ -2217,11 +2457,13 @@ class Summary:
                     f"99th percentile {ordered[int(len(ordered) * 0.99)]:,.0f} ms, max {ordered[-1]:,.0f} ms")
         return [
             f"runs: {self.runs} ({counts(self.strategies)}; Web Locks {counts(self.locks)}; "
-            f"heartbeat {counts(self.heartbeats)})",
+            f"heartbeat {counts(self.heartbeats)}; tabs open in scopes: {counts(self.scopes)})",
             f"tabs: {opened} opened ({self.tabs_initial} at the start, {opened - self.tabs_initial} late joiners), "
             f"{self.tab_ms / 1000:,.0f} simulated tab-seconds",
             f"faults injected: {counts(self.faults)}",
             f"hardening seen: {counts(self.events)}",
+            f"scopes: {self.faults['scope-switch']} switches; {self.scope_checks:,} values checked against the "
+            "scope of the tab that cached, held or resolved them",
             f"executes: {self.executes} ({counts(self.outcomes)})",
             f"server calls: {self.calls}; messages sent: {self.messages:,}; deliveries: {self.deliveries:,}; "
             f"invalid messages dropped: {self.dropped:,}; elections started: {self.elections:,}",
@@ -2267,7 +2509,7 @@ def run_plan(run_plan: RunPlan, verbose: bool = False) -> SimulationReport:
     """Run one planned seed."""
     return run(run_plan.seed, run_plan.tabs, strategy=run_plan.strategy, locks=run_plan.locks,
                heartbeat=run_plan.heartbeat, share_cache=run_plan.share_cache, faults=run_plan.faults,
-               pathologies=run_plan.pathologies, verbose=verbose, run_plan=run_plan)
+               pathologies=run_plan.pathologies, scopes=run_plan.scopes, verbose=verbose, run_plan=run_plan)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
