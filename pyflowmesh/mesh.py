@@ -16,6 +16,7 @@ import logging
 import secrets
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -128,7 +129,9 @@ class FlowMesh:
         self._leader_listeners: list[Callable[[str | None], None]] = []
         self._calls: dict[int, asyncio.Task[None]] = {}  # call_id -> the task running the flow
         self._scope_listeners: list[Callable[[str | None], None]] = []
-        self._flow_resets: list[Callable[[], None]] = []  # one per Flow bound to this mesh
+        # One per live Flow bound to this mesh, held weakly: a page that makes flows as it
+        # goes (one per render) must not keep every one it ever made.
+        self._flow_resets: list[weakref.WeakMethod[Callable[[], None]]] = []
         self._hidden = False  # as the transport last said; a new node of another scope starts so
         self._switching = False
         self._timer: asyncio.TimerHandle | None = None
@@ -365,14 +368,17 @@ class FlowMesh:
             self._node.set_hidden(True, now)
         self._node.start(now)
         self._flush()
-        for reset in list(self._flow_resets):
-            reset()
+        for ref in list(self._flow_resets):
+            reset = ref()
+            if reset is not None:
+                reset()
         for callback in list(self._scope_listeners):
             self._notify(callback, config.scope)
 
     def _bind_flow(self, reset: Callable[[], None]) -> None:
-        """A Flow on this mesh: ``reset`` clears its state when the scope changes."""
-        self._flow_resets.append(reset)
+        """A Flow on this mesh: ``reset`` (a bound method) clears its state when the scope changes."""
+        self._flow_resets = [ref for ref in self._flow_resets if ref() is not None]
+        self._flow_resets.append(weakref.WeakMethod(reset))  # type: ignore[arg-type]
 
     # --- lifecycle -----------------------------------------------------------------------
 

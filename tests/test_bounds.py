@@ -211,3 +211,26 @@ async def test_tabs_joining_and_leaving_1000_times_leave_nothing_behind() -> Non
     assert hub.members("bounds") == [stay.node_id]
     assert len(stay.stats.drop_reasons) <= MAX_DROP_REASONS
     stay.dispose()
+
+
+def test_flows_made_and_dropped_as_a_page_renders_are_not_kept_by_their_mesh() -> None:
+    import gc
+
+    async def main() -> None:
+        hub = MemoryHub()
+        mesh = FlowMesh("bounds", transport=hub.transport(), heartbeat=100)
+
+        def fetch() -> int:
+            return 1
+
+        kept = use_flow(fetch, mesh, key="render")
+        for _ in range(1000):  # a page calling use_flow on every render
+            use_flow(fetch, mesh, key="render")
+        gc.collect()
+        use_flow(fetch, mesh, key="render")
+        assert len(mesh._flow_resets) <= 3, len(mesh._flow_resets)
+        mesh.set_scope("someone")
+        assert kept.status == "idle"  # the live one is still reset on a scope switch
+        mesh.dispose()
+
+    asyncio.run(main())
