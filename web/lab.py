@@ -321,11 +321,12 @@ def js_seen() -> Any:
     return to_js_data(seen)
 
 
-poster = js.BroadcastChannel.new(CHANNEL)  # a second object: the mesh's channel receives what it posts
-
-
 def js_post(raw: Any) -> None:
+    # A second object, so the mesh's channel receives what it posts; opened per post, since
+    # an open channel that a message reaches evicts the page from the back/forward cache.
+    poster = js.BroadcastChannel.new(CHANNEL)
     poster.postMessage(raw)  # a JsProxy goes back as the JS value it wraps
+    poster.close()  # what it posted is on its way already
 
 
 def render(last: dict[str, Any] | None = None) -> None:
