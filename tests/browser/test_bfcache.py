@@ -13,7 +13,10 @@ What this Chromium (Debian's 156, headless, driven by Playwright) does, as measu
   ``...-with-js-network-request``): the server answers ``no-cache`` here
   (``bfcache_server``).
 * A lab tab alone is then cached and restored (``pageshow`` with ``persisted``), with
-  Web Locks on: the member releases its lock in ``pagehide``.
+  Web Locks on: the member releases its lock in ``pagehide``. Chromium also dispatches
+  ``freeze`` after that ``pagehide`` and ``resume`` before that ``pageshow``. (A held Web
+  Lock does not keep a page out of the cache here: a page holding an extra lock of its own
+  was restored too. Releasing it is for the watchers, who learn at once.)
 * With another tab of the mesh open, the cached page is evicted as soon as a message
   reaches one of its open BroadcastChannels (``notRestoredReasons``:
   ``broadcastchannel-message``), and going back loads it anew. The lab page closes its
@@ -95,13 +98,16 @@ def test_a_lone_tab_in_the_back_forward_cache_lets_go_of_its_lock_and_comes_back
 
     back, restored, navigation = come_back(tab, "tab0-back")
     assert restored, f"not restored from the back/forward cache: {navigation}"
-    assert [(e["event"], e["persisted"]) for e in tab.page.evaluate("labLifecycle")] == [
-        ("pageshow", False), ("pagehide", True), ("pageshow", True)]
+    lifecycle = [(e["event"], e["persisted"]) for e in tab.page.evaluate("labLifecycle")]
+    # Chromium freezes a page it caches and resumes it before pageshow: the member hears
+    # both (resume already makes it rejoin; pageshow takes its lock again).
+    assert lifecycle == [("pageshow", False), ("pagehide", True), ("freeze", None), ("resume", None),
+                         ("pageshow", True)]
     assert back.node_id == node, "the page was loaded anew"
     wait_for(lambda: back.state()["leader"], SETTLE_S, "the restored tab to lead again")
     roles = [e["role"] for e in back.events(left_at)]
     assert roles[0] != "leader" and roles[-1] == "leader", f"it did not hand over in pagehide: {roles}"
-    assert held_by(back.page, node), "back from the cache, the member did not take its Web Lock again"
+    assert len(held_by(back.page, node)) == 1, "back from the cache, the member holds not exactly its one lock"
 
     result = back.execute("data", "after-return")
     assert result["ok"] and result["source"] == "call", result
