@@ -134,7 +134,7 @@ def test_a_leader_leaving_into_the_back_forward_cache_hands_over_and_comes_back_
     measured("promotion_after_pagehide_persisted_ms", promoted_ms)
     assert promoted_ms <= ELECTION_MS, f"promotion took {promoted_ms:.0f} ms: no Bye?"
     assert [(n["event"], n["persisted"]) for n in follower.notes() if n["node_id"] == old] == [("pagehide", True)]
-    assert len(follower.wire(src=old, types=["bye"], since_wall=left_at)) == 1
+    assert [m["type"] for m in follower.wire(src=old, since_wall=left_at)] == ["bye"]
     assert held_by(leader.page, old) == [], "the cached page still holds its Web Lock"
     time.sleep(2 * HEARTBEAT_MS / 1000)  # the new leader's heartbeats reach the cached page
 
@@ -150,4 +150,5 @@ def test_a_leader_leaving_into_the_back_forward_cache_hands_over_and_comes_back_
     assert result["ok"] and result["source"] == "mesh", result
     assert result["data"]["fetched_by"] == follower.node_id
     assert bfcache_server.calls == 1
+    assert [m["type"] for m in follower.wire(src=old, since_wall=left_at)] == ["bye"], "the evicted member spoke"
     assert_python_healthy([follower, back], tab_console)
