@@ -172,11 +172,12 @@ class _Tabs:
 _TABS = pytest.StashKey[_Tabs]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def bfcache_browser(playwright_instance):
     """Chromium as ``browser``, but with its back/forward cache on: Playwright passes
     ``--disable-back-forward-cache`` by default (a page restored from the cache fires no
-    ``load``, which its navigation waits for: wait for ``commit`` instead)."""
+    ``load``, which its navigation waits for: wait for ``commit`` instead). Per module, so
+    that a second browser does not stay open through the rest of the session."""
     browser = playwright_instance.chromium.launch(
         executable_path=CHROMIUM, args=CHROMIUM_ARGS, ignore_default_args=["--disable-back-forward-cache"]
     )
