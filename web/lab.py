@@ -26,6 +26,9 @@ Query parameters (all optional; durations in milliseconds):
                     deploy" of the page, which must form its own mesh
 ``scope``           the mesh's ``scope`` (whose data the tab holds; default none: the
                     shared scope)
+``stamps``          ``1`` (default); ``0``: the mesh gets no wall clock, so its messages
+                    carry no ``sent`` stamp and it adds no transit to the ages it receives
+                    nor declines a late request: a page of pyflowmesh 0.1.0, for comparisons
 ==================  =============================================================
 
 Every flow ``<key>`` calls ``./api/data?key=<key>&arg=<arg>&delay_ms=<delay_ms>`` with
@@ -90,6 +93,7 @@ from pyodide.ffi import JsProxy, create_once_callable, create_proxy
 from pyodide.http import pyfetch
 
 import pyflowmesh
+import pyflowmesh.mesh
 import pyflowmesh.protocol
 from pyflowmesh import FlowMesh, SharedFlowError, use_flow
 from pyflowmesh.values import cache_key
@@ -114,6 +118,8 @@ PROTOCOL = param("protocol", None, int)
 SCOPE = param("scope", None)
 if PROTOCOL is not None:
     pyflowmesh.protocol.VERSION = PROTOCOL  # encode() and decode() read it at each call
+if param("stamps", "1") == "0":
+    pyflowmesh.mesh._wall_clock = None  # type: ignore[assignment]  # FlowMesh passes it to each MeshNode it makes
 
 options: dict[str, Any] = {
     "heartbeat": param("heartbeat", 1000.0, float),
@@ -193,6 +199,7 @@ def state() -> dict[str, Any]:
         "hidden": js.document.visibilityState == "hidden", "mesh": True, "scope": mesh.scope,
         "protocol_version": pyflowmesh.protocol.VERSION,
         "config": {**{k: v for k, v in options.items()}, "flows": FLOW_KEYS, "delay_ms": DELAY_MS,
+                   "stamps": mesh._node.wall() is not None,
                    "silence_limit": mesh.config.silence_limit(mesh.config.heartbeat, False),
                    "answer_timeout": mesh.config.answer_timeout,
                    "request_timeout": mesh.config.effective_request_timeout},
@@ -314,11 +321,12 @@ def js_seen() -> Any:
     return to_js_data(seen)
 
 
-poster = js.BroadcastChannel.new(CHANNEL)  # a second object: the mesh's channel receives what it posts
-
-
 def js_post(raw: Any) -> None:
+    # A second object, so the mesh's channel receives what it posts; opened per post, since
+    # an open channel that a message reaches evicts the page from the back/forward cache.
+    poster = js.BroadcastChannel.new(CHANNEL)
     poster.postMessage(raw)  # a JsProxy goes back as the JS value it wraps
+    poster.close()  # what it posted is on its way already
 
 
 def render(last: dict[str, Any] | None = None) -> None:

@@ -4,7 +4,8 @@
 Static files come from the ``web/`` directory (the demo pages, the vendored
 Pyodide and PyScript, the built wheel) with the MIME types browsers insist on
 (``.mjs`` as JavaScript, ``.wasm`` as ``application/wasm``) and
-``Cache-Control: no-store`` so a rebuilt wheel is never served stale.
+``Cache-Control: no-store`` so a rebuilt wheel is never served stale (tests of the
+back/forward cache set ``server.cache_control = "no-cache"``: ``no-store`` keeps pages out of it).
 
 The API lets tests see how often "the backend" was really called:
 
@@ -110,7 +111,7 @@ class Handler(SimpleHTTPRequestHandler):
 
     # -- plumbing -------------------------------------------------------
     def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", self.server.cache_control)
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -222,6 +223,9 @@ class DemoServer(ThreadingHTTPServer):
         handler = type("BoundHandler", (Handler,), {"server_directory": Path(directory)})
         super().__init__(address, handler)
         self.api = ApiState()
+        # "no-store" keeps a rebuilt wheel from being served stale; it also keeps every page
+        # out of the back/forward cache, so the bfcache tests switch to "no-cache" (revalidate).
+        self.cache_control = "no-store"
         self.verbose = verbose
         self.directory = Path(directory)
 

@@ -18,6 +18,9 @@ Fixtures:
   ``web/`` on 127.0.0.1 and a free port, counter and failure mode reset before each
   test. ``demo_server.url("/smoke.html")``, ``.calls``, ``.stats()``, ``.reset()``,
   ``.set_failing(True)``.
+- ``bfcache_browser``, ``bfcache_context``, ``bfcache_server``, ``open_bfcache_tabs``: the same
+  with Chromium's back/forward cache on (Playwright turns it off) and the server answering
+  ``Cache-Control: no-cache`` instead of ``no-store`` (which keeps pages out of that cache).
 - ``tab_console(page)``: the console lines recorded so far for one tab of ``context``.
 - ``open_tabs(n, path="/smoke.html", ready=READY_JS)``: opens ``n`` tabs of the page in
   ``context`` at once and waits until every tab's Python says it is ready
@@ -169,8 +172,33 @@ class _Tabs:
 _TABS = pytest.StashKey[_Tabs]()
 
 
+@pytest.fixture(scope="module")
+def bfcache_browser(playwright_instance):
+    """Chromium as ``browser``, but with its back/forward cache on: Playwright passes
+    ``--disable-back-forward-cache`` by default (a page restored from the cache fires no
+    ``load``, which its navigation waits for: wait for ``commit`` instead). Per module, so
+    that a second browser does not stay open through the rest of the session."""
+    browser = playwright_instance.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS, ignore_default_args=["--disable-back-forward-cache"]
+    )
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
 @pytest.fixture
 def context(browser, request):
+    yield from _context(browser, request)
+
+
+@pytest.fixture
+def bfcache_context(bfcache_browser, request):
+    """A fresh context of ``bfcache_browser``, recorded like ``context``."""
+    yield from _context(bfcache_browser, request)
+
+
+def _context(browser, request):
     ctx = browser.new_context()
     tabs = _Tabs(ctx)
 
@@ -195,10 +223,10 @@ def context(browser, request):
 
 
 @pytest.fixture
-def tab_console(context, request):
-    """``tab_console(page)``: the console lines (with timestamps) recorded so far for that tab."""
-    tabs = request.node.stash[_TABS]
-    return lambda page: list(tabs.logs.get(page, []))
+def tab_console(request):
+    """``tab_console(page)``: the console lines (with timestamps) recorded so far for that tab
+    (of ``context`` or ``bfcache_context``, whichever the test uses)."""
+    return lambda page: list(request.node.stash[_TABS].logs.get(page, []))
 
 
 class OpenTabs:
@@ -236,6 +264,23 @@ class OpenTabs:
 @pytest.fixture
 def open_tabs(context, demo_server) -> OpenTabs:
     return OpenTabs(context, demo_server)
+
+
+@pytest.fixture
+def bfcache_server(demo_server):
+    """``demo_server`` answering ``Cache-Control: no-cache`` (``no-store`` keeps every page
+    out of the back/forward cache), restored afterwards."""
+    demo_server.server.cache_control = "no-cache"
+    try:
+        yield demo_server
+    finally:
+        demo_server.server.cache_control = "no-store"
+
+
+@pytest.fixture
+def open_bfcache_tabs(bfcache_context, bfcache_server) -> OpenTabs:
+    """``open_tabs`` in ``bfcache_context``, from ``bfcache_server``."""
+    return OpenTabs(bfcache_context, bfcache_server)
 
 
 # ---- artifacts of failed tests ---------------------------------------------------
