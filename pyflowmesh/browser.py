@@ -16,8 +16,9 @@ knows that the protocol cannot see for itself.
   (whose timers the browser throttles) costs nothing when that tab dies.
 * **Page lifecycle.** ``pagehide`` makes the member leave (a ``Bye``: a successor
   is elected at once), unless the page goes into the back/forward cache
-  (``persisted``): then it hands over as a frozen page does, releases its lock, and
-  rejoins on ``pageshow``; ``freeze`` makes a leader hand over the same way, and
+  (``persisted``): then it hands over as a frozen page does, releases its lock,
+  closes its channel (a message reaching an open channel evicts a cached page) and
+  rejoins on ``resume`` or ``pageshow``; ``freeze`` makes a leader hand over the same way, and
   ``resume`` makes the member rejoin; ``visibilitychange`` tells the member its
   timers may be throttled, which a leader announces in its heartbeats.
 
@@ -77,6 +78,7 @@ class BroadcastChannelTransport(Transport):
         self._watching: str | None = None
         self._watch_abort: Any = None
         self._watch_granted: Any = None  # the PyProxy the pending lock request will call
+        self._message_proxy: Any = None  # the channel's listener, kept across a back/forward cache visit
         self._ignore: Any = None  # one no-op PyProxy for promise rejections we expect
         self._watch_task: asyncio.Task[None] | None = None
         self._name = ""
@@ -95,9 +97,9 @@ class BroadcastChannelTransport(Transport):
         if self._open:
             raise RuntimeError("a BroadcastChannelTransport serves one mesh member")
         self._events, self._name, self._node_id, self._open = events, channel, node_id, True
-        self._channel = js.BroadcastChannel.new(channel)
         self._ignore = self._proxy(lambda *args: None)
-        self._listen(self._channel, "message", self._on_message)
+        self._message_proxy = self._proxy(self._on_message)
+        self._open_channel()
         if _has(js, "window") and _has(js, "document"):
             self._listen(js.window, "pagehide", self._on_pagehide)
             self._listen(js.window, "pageshow", self._on_pageshow)
@@ -110,7 +112,7 @@ class BroadcastChannelTransport(Transport):
             self._hold_own_lock(lock_name(channel, node_id, self._scope))
 
     def send(self, data: str) -> None:
-        if self._open:
+        if self._open and self._channel is not None:  # no channel while in the back/forward cache
             self.sent += 1
             self._channel.postMessage(data)
 
@@ -148,9 +150,7 @@ class BroadcastChannelTransport(Transport):
         for target, kind, proxy in self._listeners:
             target.removeEventListener(kind, proxy)
         self._listeners.clear()
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._close_channel()
         self._drop_own_lock()
         for proxy in self.proxies:
             proxy.destroy()
@@ -180,37 +180,58 @@ class BroadcastChannelTransport(Transport):
         if self._open and self._events is not None:
             self._events.message(data)
 
+    def _open_channel(self) -> None:
+        self._channel = js.BroadcastChannel.new(self._name)
+        self._channel.addEventListener("message", self._message_proxy)
+
+    def _close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.removeEventListener("message", self._message_proxy)
+            self._channel.close()
+            self._channel = None
+
     def _on_pagehide(self, event: Any) -> None:
         if not self._open or self._events is None:
             return
         if getattr(event, "persisted", False):
             # Into the back/forward cache: the page may come back. Hand over like a frozen
-            # page, and let go of the lock so that watchers learn it at once (a held lock
-            # also keeps a page out of the cache).
+            # page (its Bye goes out now), let go of the lock so that watchers learn it at
+            # once, and close the channel: any message reaching an open BroadcastChannel
+            # evicts a cached page (Chromium: "broadcastchannel-message").
+            self._events.frozen(True)
             self._bfcached = True
             self._stop_watching()
             self._drop_own_lock()
-            self._events.frozen(True)
+            self._close_channel()
         else:
             self._events.leaving()
 
     def _on_pageshow(self, event: Any) -> None:
-        if self._open and self._events is not None and self._bfcached and getattr(event, "persisted", False):
-            self._bfcached = False
-            if self.locks_available:
-                self._hold_own_lock(lock_name(self._name, self._node_id, self._scope))
-            self._events.frozen(False)  # rejoins: asks the mesh who leads now
+        if getattr(event, "persisted", False):
+            self._come_back()
+
+    def _come_back(self) -> None:
+        """Back from the back/forward cache (``resume`` or ``pageshow``, whichever comes first)."""
+        if not self._open or self._events is None or not self._bfcached:
+            return
+        self._bfcached = False
+        self._open_channel()
+        if self.locks_available:
+            self._hold_own_lock(lock_name(self._name, self._node_id, self._scope))
+        self._events.frozen(False)  # rejoins: asks the mesh who leads now
 
     def _on_visibility(self, event: Any) -> None:
         if self._open and self._events is not None:
             self._events.visibility(js.document.visibilityState == "hidden")
 
     def _on_freeze(self, event: Any) -> None:
-        if self._open and self._events is not None:
+        if self._open and self._events is not None and not self._bfcached:  # cached: already handed over
             self._events.frozen(True)
 
     def _on_resume(self, event: Any) -> None:
-        if self._open and self._events is not None:
+        if self._bfcached:  # Chromium resumes a cached page just before its pageshow
+            self._come_back()
+        elif self._open and self._events is not None:
             self._events.frozen(False)
 
     def _drop_own_lock(self) -> None:
