@@ -120,10 +120,19 @@ class SharedCache:
             self._high.move_to_end(key)
         return entry
 
-    def next_version(self, key: str) -> int:
-        """The version a new result for ``key`` produced in this tab should carry: above any seen."""
+    def next_version(self, key: str, wall: float | None = None) -> int:
+        """The version a new result for ``key`` produced in this tab should carry: above any seen.
+
+        With ``wall`` (the wall clock in ms, shared by the tabs of a browser) it is at least
+        that, a hybrid logical clock: a tab that starts afresh under an ID it had before (a
+        scope switch and back, a page restored) still makes versions above the ones it made
+        then, which other tabs remember; versions of different tabs follow real time too.
+        """
         high = self._high.get(key)
-        return min(MAX_VERSION, max(self.clock, high[0] if high else 0) + 1)
+        version = max(self.clock, high[0] if high else 0) + 1
+        if wall is not None and 0 <= wall < MAX_VERSION // 2:
+            version = max(version, int(wall))
+        return min(MAX_VERSION, version)
 
     def offer(self, key: str, data: str, version: int, origin: str, age: float, now: float) -> bool:
         """Store a result (``data``: its canonical JSON) unless it is stale or not newer than what this tab knows."""

@@ -869,7 +869,7 @@ class FlowCoordinator:
         self._finish(pending, now, error=error)
 
     def _publish(self, key: str, data: str, now: float, requesters: set[str]) -> None:
-        version = self._cache.next_version(key)
+        version = self._cache.next_version(key, self._node.wall())
         shared = self._config.share_cache
         self._claims.pop(_digest(key), None)
         self._drop_backoff(key)

@@ -192,3 +192,19 @@ def test_a_huge_version_from_a_peer_cannot_exhaust_the_clock() -> None:
     assert cache.offer("b", "1", 10**30, "p", 0.0, now=0.0)
     assert cache.next_version("c") == MAX_VERSION // 2 + 1
     assert cache.next_version("b") == MAX_VERSION  # never above what a JS page reads exactly
+
+
+def test_a_tab_that_starts_afresh_under_its_old_id_still_makes_newer_versions() -> None:
+    # Simulator seed 3970: a leader switched scope and back (a new node, a fresh version
+    # clock, the same ID): its next result carried version 1 where the other tabs knew its
+    # version 5 of the key from 3 s before, and they refused it as older. With the shared
+    # wall clock, versions are a hybrid logical clock: above any seen, and at least the time.
+    follower = SharedCache(STALE, max_entries=8)
+    assert follower.offer("k", '"old"', 5, "a", 0.0, now=4808.0)
+    fresh = SharedCache(STALE, max_entries=8)  # the same tab "a", after its restart
+    version = fresh.next_version("k", wall=8091.0)
+    assert version >= 8091
+    assert follower.offer("k", '"new"', version, "a", 0.0, now=8232.0)
+    entry = follower.get("k", 8232.0)
+    assert entry is not None and entry.value == "new"
+    assert SharedCache(STALE, max_entries=8).next_version("k") == 1  # without a wall clock: a counter
