@@ -831,3 +831,33 @@ def test_an_execute_during_a_call_that_began_after_the_invalidation_does_not_cal
     assert resolved.get(first) == {"fresh": True}
     assert node.stats.calls == 1, "a second call for an execute that came after the first call began"
     assert resolved.get(second) == {"fresh": True}
+
+
+@async_test
+async def test_a_follower_waiting_on_a_call_past_call_timeout_gets_a_call_timeout_error() -> None:
+    """The README: every tab waiting on a call given up at ``call_timeout`` gets ``CallTimeoutError``.
+
+    A page that catches ``TimeoutError`` around ``execute`` must catch it in every tab, not
+    only in the one whose call ran too long.
+    """
+    hub = MemoryHub()
+    release = asyncio.Event()
+
+    async def hangs() -> str:
+        await release.wait()
+        return "late"
+
+    tabs = open_tabs(hub, 2, call_timeout=200)
+    flows = [use_flow(hangs, tab, key="hangs") for tab in tabs]
+    leader = await settle(tabs)
+    lead_task = asyncio.ensure_future(flows[tabs.index(leader)].execute())
+    await asyncio.sleep(0.01)
+    follower_task = asyncio.ensure_future(flows[1 - tabs.index(leader)].execute())
+    try:
+        lead, follower = await ends(asyncio.gather(lead_task, follower_task, return_exceptions=True), "the executes", 3)
+    finally:
+        release.set()
+        for tab in tabs:
+            tab.dispose()
+    assert isinstance(lead, CallTimeoutError), lead
+    assert isinstance(follower, CallTimeoutError), follower  # today: SharedFlowError("CallTimeoutError: ...")
