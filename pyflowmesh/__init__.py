@@ -20,6 +20,7 @@ from .errors import (
     MeshError,
     MessageTooLarge,
     ScopeChangedError,
+    SharedCallTimeoutError,
     SharedFlowError,
 )
 from .flow import Flow, FlowStatus, use_flow
@@ -41,6 +42,7 @@ __all__ = [
     "ScopeChangedError",
     "SharedFlowError",
     "CallTimeoutError",
+    "SharedCallTimeoutError",
     "MessageTooLarge",
     "FlowInterruptedError",
     "PROTOCOL_VERSION",

@@ -10,6 +10,8 @@ __all__ = [
     "CallTimeoutError",
     "FlowInterruptedError",
     "ScopeChangedError",
+    "SharedCallTimeoutError",
+    "shared_error",
 ]
 
 
@@ -78,3 +80,14 @@ class SharedFlowError(MeshError):
         wait = f"; the mesh retries in {self.retry_in / 1000:.1f} s" if self.retry_in > 0 else ""
         shown = key if len(key) <= 200 else key[:200] + "..."
         super().__init__(f"{error_type}: {message} (in tab {origin}, key {shown!r}{wait})")
+
+
+class SharedCallTimeoutError(SharedFlowError, CallTimeoutError):
+    """A call ran past ``call_timeout`` in another tab: shared like any failure, and still a
+    :class:`CallTimeoutError` (and so a ``TimeoutError``), as in the tab whose call it was."""
+
+
+def shared_error(key: str, error_type: str, message: str, origin: str, retry_in: float) -> SharedFlowError:
+    """The error an execute raises for a failure that happened in another tab (``origin``)."""
+    cls = SharedCallTimeoutError if error_type == CallTimeoutError.__name__ else SharedFlowError
+    return cls(key, error_type, message, origin, retry_in)

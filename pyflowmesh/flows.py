@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from .cache import CacheEntry, SharedCache
 from .effects import CacheUpdated, CancelCall, FailureShared, Reject, Resolve, Source, StartCall, WatchPeer
 from .election import Role
-from .errors import CallTimeoutError, MessageTooLarge, SharedFlowError
+from .errors import CallTimeoutError, MessageTooLarge, SharedFlowError, shared_error
 from .protocol import (
     MAX_COUNT,
     MAX_MILLIS,
@@ -570,7 +570,7 @@ class FlowCoordinator:
         error_type, text = message.error_type[:MAX_ERROR_TYPE], message.message[:MAX_ERROR_TEXT]
         if message.shared and self._config.share_errors and retry_in > 0:
             self._set_backoff(message.key, _Backoff(now + retry_in, error_type, text, attempt, message.src))
-        error = SharedFlowError(message.key, error_type, text, message.src, retry_in)
+        error = shared_error(message.key, error_type, text, message.src, retry_in)
         self._node.emit(FailureShared(message.key, error))
         pending = self.pending.get(message.key)
         if pending is None or pending.phase is Phase.CALLING:
@@ -979,7 +979,7 @@ class FlowCoordinator:
         return backoff if backoff is not None and backoff.until > now else None
 
     def _shared_error(self, key: str, backoff: _Backoff, now: float) -> SharedFlowError:
-        return SharedFlowError(key, backoff.error_type, backoff.message, backoff.origin, backoff.until - now)
+        return shared_error(key, backoff.error_type, backoff.message, backoff.origin, backoff.until - now)
 
     def _new_id(self) -> int:
         self._next_id += 1

@@ -28,10 +28,12 @@ def post(hub: MemoryHub, **body: Any) -> None:
 
 async def ends(awaitable: Any, what: str, limit: float = 10.0) -> Any:
     """Await ``awaitable``; ``limit`` (s) only stops a hang from hanging the suite."""
-    try:
-        return await asyncio.wait_for(awaitable, limit)
-    except TimeoutError:
-        raise AssertionError(f"{what} never ended") from None
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: a CallTimeoutError is a TimeoutError
+    if not done:
+        task.cancel()
+        raise AssertionError(f"{what} never ended")
+    return task.result()
 
 
 # --- 1. a long outage, and a forged attempt count -------------------------------------------
