@@ -2254,6 +2254,9 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
 
     # b. every execute ends in time
     max_fault = max_quiet = 0.0
+    join_allowance = 2 * config.answer_timeout + 2 * sim.delay[1]
+    joined_at = {tab.id: max(tab.start_time, getattr(tab, "scope_since", tab.start_time))
+                 for tab in sim.tabs if tab.start_time is not None}
     outcomes: Counter[str] = Counter()
     for record in sim.execs:
         outcomes[record.outcome or ("lost" if record.tab_gone else "open")] += 1
@@ -2272,6 +2275,11 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
                 max_fault = max(max_fault, record.end - quiet_at)
         else:
             limit = record.start + bounds.quiet_execute
+            # A tab that has just opened, or just switched, into a scope where no tab answers its
+            # Hello must first elect itself (two answer_timeouts) before it can call.
+            since = joined_at.get(record.tab)
+            if since is not None and record.start - since < join_allowance:
+                limit += join_allowance
             max_quiet = max(max_quiet, record.end - record.start)
         if record.end > limit:
             violations.append(Violation(
