@@ -262,3 +262,34 @@ def test_flows_made_per_query_and_executed_are_not_kept_by_their_mesh() -> None:
 
     asyncio.run(main())
 
+
+@async_test
+async def test_tabs_crashing_1000_times_leave_nothing_behind() -> None:
+    """A soak replacing tabs by ``hub.crash`` must stay flat as one replacing them by ``dispose``.
+
+    Found by a soak (6 tabs, one crashed and replaced every 100 keys, 3 executing each new key):
+    +3.4 MB over 5,000 keys with ``max_entries=64`` (+67 KB when the crashed meshes are removed
+    from ``pyflowmesh.flow._members`` by hand): ``use_flow(f, mesh)`` registers the mesh there and
+    ``MemoryHub.crash`` never removes it, so every crashed tab's cache stays alive."""
+    import gc
+    import weakref
+
+    from pyflowmesh import flow as flow_module
+
+    hub = MemoryHub()
+    before = len(flow_module._members)
+    stay = FlowMesh("bounds", transport=hub.transport(), heartbeat=100)
+    crashed: weakref.WeakSet[FlowMesh] = weakref.WeakSet()
+    for i in range(CHURN):
+        tab = FlowMesh("bounds", transport=hub.transport(), heartbeat=100)
+        use_flow(_answer, tab, key="search")
+        if i % 10 == 0:
+            await asyncio.sleep(0)
+        hub.crash(tab)
+        crashed.add(tab)
+        del tab
+    await asyncio.sleep(0.05)
+    gc.collect()
+    assert len(flow_module._members) <= before + 1, len(flow_module._members) - before
+    assert len(crashed) <= 1, f"{len(crashed)} crashed meshes still alive"
+    stay.dispose()
