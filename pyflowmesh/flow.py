@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Literal, TypeVar
 
 from .effects import Source
 from .errors import ScopeChangedError
-from .mesh import FlowMesh, _subscribe
+from .mesh import FlowMesh, _members, _subscribe
 from .transport import Transport
 from .values import cache_key, check_flow_key, check_json, flow_key_for
 
@@ -28,18 +29,9 @@ log = logging.getLogger("pyflowmesh")
 T = TypeVar("T")
 FlowStatus = Literal["idle", "loading", "success", "error"]
 
-# All flows of one tab on one channel share one member: (channel, transport id or None) -> mesh.
-_members: dict[tuple[str, int | None], FlowMesh] = {}
-
-
 def _member_key(channel: str, transport: Transport | None) -> tuple[str, int | None]:
+    """The registry key of the member on ``channel`` with the ``transport`` given (see ``FlowMesh.member_key``)."""
     return (channel, None if transport is None else id(transport))
-
-
-def _forget_mesh(mesh: FlowMesh) -> None:
-    for key, member in list(_members.items()):
-        if member is mesh:
-            del _members[key]
 
 
 def _mesh_for(options: Mapping[str, Any]) -> FlowMesh:
@@ -76,6 +68,15 @@ def _mesh_for(options: Mapping[str, Any]) -> FlowMesh:
     return mesh
 
 
+def _call_each(functions: list[Callable[[], None]]) -> None:
+    for function in functions:
+        function()
+
+
+# Flows with subscribers, kept alive for them (a flow without is held only by the page).
+_subscribed: set[Flow[Any]] = set()
+
+
 class Flow(Generic[T]):
     """One function, executed through the mesh. Create it with :func:`use_flow`.
 
@@ -101,6 +102,7 @@ class Flow(Generic[T]):
         self._generation = 0
         self._local_calls: dict[str, asyncio.Future[Any]] = {}
         self._followed: str | None = None
+        self._unfollow_when_gone: weakref.finalize[Any, Any] | None = None
         self._unfollow: list[Callable[[], None]] = []
         if mesh is not None:
             mesh.register(key, function)
@@ -171,13 +173,28 @@ class Flow(Generic[T]):
         server went down) reaches ``data``/``error`` and the subscribers without
         another execute in this tab.
 
+        A flow with subscribers stays alive for them (the mesh holds it while it follows
+        a key); one without is held only by the page, so flows a page makes and drops
+        (one per search, per render) leave nothing behind.
+
         Returns:
             A function that unsubscribes.
         """
-        return _subscribe(self._subscribers, callback)
+        _subscribed.add(self)
+        off = _subscribe(self._subscribers, callback)
+
+        def unsubscribe() -> None:
+            off()
+            if not self._subscribers:
+                _subscribed.discard(self)
+
+        return unsubscribe
 
     def close(self) -> None:
         """Stop following the mesh for this flow's latest key (subscribers stay)."""
+        if self._unfollow_when_gone is not None:
+            self._unfollow_when_gone.detach()
+            self._unfollow_when_gone = None
         for off in self._unfollow:
             off()
         self._unfollow = []
@@ -188,10 +205,21 @@ class Flow(Generic[T]):
             return
         self.close()
         self._followed = key
-        self._unfollow = [
-            self.mesh.on_cache_update(key, self._on_mesh_data),
-            self.mesh.on_error(key, self._on_mesh_error),
-        ]
+        # The mesh holds the flow weakly (see subscribe): a dropped flow stops following.
+        me = weakref.ref(self)
+
+        def on_data(value: Any) -> None:
+            flow = me()
+            if flow is not None:
+                flow._on_mesh_data(value)
+
+        def on_error(error: BaseException) -> None:
+            flow = me()
+            if flow is not None:
+                flow._on_mesh_error(error)
+
+        self._unfollow = [self.mesh.on_cache_update(key, on_data), self.mesh.on_error(key, on_error)]
+        self._unfollow_when_gone = weakref.finalize(self, _call_each, list(self._unfollow))
 
     def _reset_scope(self) -> None:
         """The mesh switched scope: forget everything of the old one and tell the subscribers."""
@@ -263,12 +291,6 @@ def use_flow(
         raise ValueError(f"a flow key must be a non-empty str, got {flow_key!r}")
     check_flow_key(flow_key)
     member = mesh if isinstance(mesh, FlowMesh) or mesh is None else _mesh_for(mesh)
-    if isinstance(member, FlowMesh):
-        _members.setdefault(_member_key(member.channel, _explicit_transport(member)), member)
+    if isinstance(member, FlowMesh) and not member.disposed:
+        _members.setdefault(member.member_key, member)
     return Flow(function, member, flow_key)
-
-
-def _explicit_transport(mesh: FlowMesh) -> Transport | None:
-    from .testing import MemoryTransport
-
-    return mesh.transport if isinstance(mesh.transport, MemoryTransport) else None

@@ -909,6 +909,12 @@ class FlowCoordinator:
 
     def _set_backoff(self, key: str, backoff: _Backoff) -> None:
         self._drop_backoff(key)
+        # Forget what ended a while ago: back-offs expired for max_error_backoff, with their
+        # keys' failure counts (a key failing after such a quiet spell starts afresh).
+        quiet_since = backoff.until - 2 * self._config.max_error_backoff
+        for old in [k for k, b in self._backoffs.items() if b.until <= quiet_since]:
+            self._attempts.pop(_digest(old), None)
+            self._drop_backoff(old)
         self._backoffs[key] = backoff
         self._backoff_bytes += _backoff_size(key, backoff)
         digest = _digest(key)

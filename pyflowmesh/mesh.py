@@ -85,6 +85,12 @@ def _event_loop() -> asyncio.AbstractEventLoop:
         raise RuntimeError("create FlowMesh inside a running event loop (e.g. in an async function)") from None
 
 
+# All flows of one tab on one channel share one member (use_flow looks it up here):
+# (channel, id of the transport given, or None for the default) -> the member. A member
+# leaves it when it stops (dispose, or MemoryHub.crash): at most one per channel and transport.
+_members: dict[tuple[str, int | None], FlowMesh] = {}
+
+
 class FlowMesh:
     """This tab's member of the mesh on one channel.
 
@@ -119,6 +125,7 @@ class FlowMesh:
         self.node_id = node_id or new_node_id()
         self._loop = _event_loop()
         self._node = MeshNode(self.node_id, self.config, wall_clock=_wall_clock)
+        self._transport_given = transport is not None
         self._transport = transport if transport is not None else _default_transport(self.config)
         self._flows: dict[str, FlowFunction] = {}
         self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
@@ -390,12 +397,16 @@ class FlowMesh:
         self._flush()
         self._halt()
         self._transport.close()
-        from .flow import _forget_mesh
 
-        _forget_mesh(self)
+    @property
+    def member_key(self) -> tuple[str, int | None]:
+        """This member's key in the tab's registry: its channel and the transport it was given (or None)."""
+        return (self.channel, id(self._transport) if self._transport_given else None)
 
     def _halt(self) -> None:
-        """Stop without a word (used by ``dispose`` and by ``MemoryHub.crash``)."""
+        """Stop without a word (used by ``dispose`` and by ``MemoryHub.crash``); leave the tab's registry."""
+        if _members.get(self.member_key) is self:
+            del _members[self.member_key]
         self._disposed = True
         if self._timer is not None:
             self._timer.cancel()
