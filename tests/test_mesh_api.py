@@ -234,28 +234,38 @@ async def test_peer_to_peer_the_first_tab_serves_the_others() -> None:
     assert len(server.calls) == 1
 
 
-@async_test
-async def test_peer_to_peer_a_claim_whose_owner_crashes_is_taken_over() -> None:
-    hub = MemoryHub(locks=False)
-    tabs = open_tabs(hub, 3, strategy="peer-to-peer")
-    hang = asyncio.Event()
-    calls: list[str] = []
+@pytest.mark.parametrize(
+    ("locks", "heartbeat"),
+    [
+        (False, HEARTBEAT),  # noticed when the owner's claim goes silent (2.5 heartbeats)
+        (True, 60_000),  # the claim would be trusted for 150 s: only the owner's Web Lock can tell in time
+    ],
+    ids=["silence", "web-lock"],
+)
+def test_peer_to_peer_a_claim_whose_owner_crashes_is_taken_over(locks: bool, heartbeat: int) -> None:
+    async def main() -> None:
+        hub = MemoryHub(locks=locks)
+        tabs = open_tabs(hub, 3, strategy="peer-to-peer", heartbeat=heartbeat)
+        hang = asyncio.Event()
+        calls: list[str] = []
 
-    async def slow(tab_name: str) -> str:
-        calls.append(tab_name)
-        if len(calls) == 1:
-            await hang.wait()  # the first caller never finishes: its tab crashes
-        return "done"
+        async def slow(arg: str) -> str:
+            calls.append(arg)
+            if len(calls) == 1:
+                await hang.wait()  # the first caller never finishes: its tab crashes
+            return "done"
 
-    flows = [use_flow(slow, tab, key="slow") for tab in tabs]
-    first = asyncio.ensure_future(flows[0].execute("z"))
-    await until(lambda: calls, what="the first call")
-    others = [asyncio.ensure_future(flow.execute("z")) for flow in flows[1:]]
-    await asyncio.sleep(0.05)
-    hub.crash(tabs[0])
-    assert await asyncio.gather(*others) == ["done", "done"]
-    assert len(calls) == 2
-    first.cancel()
+        flows = [use_flow(slow, tab, key="slow") for tab in tabs]
+        first = asyncio.ensure_future(flows[0].execute("z"))
+        await until(lambda: calls, what="the first call")
+        others = [asyncio.ensure_future(flow.execute("z")) for flow in flows[1:]]
+        await asyncio.sleep(0.05)
+        hub.crash(tabs[0])
+        assert await asyncio.wait_for(asyncio.gather(*others), 10.0) == ["done", "done"]
+        assert len(calls) == 2
+        first.cancel()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 @async_test
@@ -466,28 +476,3 @@ async def test_a_page_restored_from_the_back_forward_cache_rejoins_the_mesh() ->
     assert not leader.leader, "a returning page follows the live leader"
     results = await asyncio.gather(*(f.execute() for f in flows))
     assert len(server.calls) == 1 and all(r == results[0] for r in results)
-
-
-@async_test
-async def test_peer_to_peer_a_crashed_claim_owner_is_noticed_through_its_lock_at_once() -> None:
-    hub = MemoryHub(locks=True)
-    tabs = open_tabs(hub, 3, strategy="peer-to-peer", heartbeat=60_000)  # a claim's silence limit: 150 s
-    hang = asyncio.Event()
-    calls: list[str] = []
-
-    async def slow(arg: str) -> str:
-        calls.append(arg)
-        if len(calls) == 1:
-            await hang.wait()
-        return "done"
-
-    flows = [use_flow(slow, tab, key="slow") for tab in tabs]
-    first = asyncio.ensure_future(flows[0].execute("z"))
-    await until(lambda: calls, what="the first call")
-    others = [asyncio.ensure_future(flow.execute("z")) for flow in flows[1:]]
-    await asyncio.sleep(0.05)
-    hub.crash(tabs[0])
-    # only the owner's lock can tell within the hang guard: its claim would be trusted for 150 s
-    assert await asyncio.wait_for(asyncio.gather(*others), 10.0) == ["done", "done"]
-    assert len(calls) == 2
-    first.cancel()
