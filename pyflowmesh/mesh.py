@@ -125,6 +125,7 @@ class FlowMesh:
         self.node_id = node_id or new_node_id()
         self._loop = _event_loop()
         self._node = MeshNode(self.node_id, self.config, wall_clock=_wall_clock)
+        self._errors_logged: dict[int, int] = {}  # internal errors logged, for the current node
         self._transport_given = transport is not None
         self._transport = transport if transport is not None else _default_transport(self.config)
         self._flows: dict[str, FlowFunction] = {}
@@ -437,7 +438,18 @@ class FlowMesh:
     def _flush(self) -> None:
         """Carry out every queued effect, then set the timer for the next deadline."""
         self._carry_out(self._node.take_effects(), self._waiters, self._node)
+        self._report_internal_errors()
         self._arm_timer()
+
+    def _report_internal_errors(self) -> None:
+        """Log, once each, the unexpected exceptions the protocol caught (a bug worth reporting)."""
+        node = self._node
+        if node.stats.internal_errors > self._errors_logged.get(id(node), 0):
+            self._errors_logged = {id(node): node.stats.internal_errors}
+            error = node.last_internal_error
+            log.error("pyflowmesh: an internal error was caught on channel %r (only the executes it concerned "
+                      "failed); please report it", self.channel,
+                      exc_info=(type(error), error, error.__traceback__) if error is not None else None)
 
     def _carry_out(
         self, effects: list[Effect], waiters: dict[int, asyncio.Future[tuple[Any, Source]]], node: MeshNode

@@ -80,6 +80,7 @@ class MeshNode:
         self.cache = SharedCache(config.stale_time, config.max_entries)
         self._wall_clock = wall_clock
         self._former_ids: tuple[str, ...] = ()  # IDs this tab had before renames (at most 4)
+        self.last_internal_error: BaseException | None = None  # the latest caught (see internal_error)
         self._new_id = new_id or _random_suffix
         self._effects: list[Effect] = []
         self._left = False
@@ -331,9 +332,9 @@ class MeshNode:
         return None if self._wall_clock is None else float(self._wall_clock())
 
     def internal_error(self, error: BaseException) -> None:
-        """Count an unexpected exception caught inside an input (the runtime may log ``last_internal_error``)."""
+        """Count an unexpected exception caught inside an input; the runtime logs ``last_internal_error``."""
         self.stats.internal_errors += 1
-        self.last_internal_error: BaseException | None = error
+        self.last_internal_error = error
 
     @contextmanager
     def _guard(self, key: Any = None) -> Iterator[None]:

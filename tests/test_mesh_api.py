@@ -476,3 +476,29 @@ async def test_a_page_restored_from_the_back_forward_cache_rejoins_the_mesh() ->
     assert not leader.leader, "a returning page follows the live leader"
     results = await asyncio.gather(*(f.execute() for f in flows))
     assert len(server.calls) == 1 and all(r == results[0] for r in results)
+
+
+def test_an_internal_error_is_logged_and_fails_only_its_execute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyflowmesh.flows import FlowCoordinator
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in publishing")
+
+    async def main() -> None:
+        hub = MemoryHub()
+        (tab,) = open_tabs(hub, 1)
+        flow = use_flow(lambda: 1, tab, key="k")
+        monkeypatch.setattr(FlowCoordinator, "_publish", broken)
+        with pytest.raises(RuntimeError, match="a bug in publishing"):
+            await asyncio.wait_for(flow.execute(), 5)
+        monkeypatch.undo()
+        assert tab.stats.internal_errors == 1
+        assert (await asyncio.wait_for(flow.execute(), 5)) == 1  # the node is still consistent
+        tab.dispose()
+
+    with caplog.at_level("ERROR", logger="pyflowmesh"):
+        asyncio.run(main())
+    reports = [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert len(reports) == 1 and reports[0].exc_info is not None
