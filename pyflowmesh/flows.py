@@ -33,7 +33,9 @@ the data it was given changes nothing the mesh shares.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -261,7 +263,11 @@ class FlowCoordinator:
         self._check_key(key)
         check_json(value, f"the value shared for {key!r}")
         data = dump_json(value)
-        if self._config.share_cache and self._result_size(key, data) > self._config.max_message_bytes:
+        def probe() -> Message:  # built only past the bound (see _exceeds_limit): no parse per share
+            return Result(src="x" * 128, key=key, value=load_json(data), version=MAX_COUNT, origin="x" * 128,
+                          age=MAX_MILLIS, shared=True, sent=float(MAX_COUNT))
+
+        if self._config.share_cache and self._exceeds_limit(len(key) + len(data), probe):
             raise MessageTooLarge(
                 f"the value shared for {key!r} does not fit in one message of max_message_bytes "
                 f"({self._config.max_message_bytes})"
@@ -285,10 +291,8 @@ class FlowCoordinator:
         """Raise ``TypeError`` unless ``key`` is ``None`` or a key an Invalidate can carry."""
         if key is not None:
             self._check_key(key)
-            if len(key) * 12 + 4096 > self._config.max_message_bytes:
-                probe = Invalidate(src="x" * 128, key=key)
-                if len(encode(probe).encode()) > self._config.max_message_bytes:
-                    raise MessageTooLarge(f"the key {key[:40]!r}... does not fit in one message")
+            if self._exceeds_limit(len(key), functools.partial(Invalidate, src="x" * 128, key=key)):
+                raise MessageTooLarge(f"the key {key[:40]!r}... does not fit in one message")
 
     @staticmethod
     def _check_key(key: Any) -> None:
@@ -315,7 +319,7 @@ class FlowCoordinator:
         if pending is None:
             return  # a call given up at its timeout: its waiters already have their outcome
         try:
-            self._call_ended(pending, now)
+            self._drop(pending)
             try:
                 check_json(value, f"the result of flow {pending.flow!r}")
                 data = dump_json(value)
@@ -339,7 +343,7 @@ class FlowCoordinator:
         if pending is None:
             return
         try:
-            self._call_ended(pending, now)
+            self._drop(pending)
             self._fail(pending, error, now, back_off)
         except Exception as bug:
             self._node.internal_error(bug)
@@ -797,13 +801,10 @@ class FlowCoordinator:
     def _time_out(self, pending: Pending, now: float) -> None:
         self._calls.pop(pending.call_id, None)
         self._node.emit(CancelCall(pending.call_id))
-        self._call_ended(pending, now)
+        self._drop(pending)
         timeout = self._config.call_timeout
         error = CallTimeoutError(f"flow {pending.flow!r} ran longer than call_timeout ({timeout:g} ms)")
         self._fail(pending, error, now, back_off=True)
-
-    def _call_ended(self, pending: Pending, now: float) -> None:
-        self._drop(pending)
 
     def _drop(self, pending: Pending) -> None:
         if self.pending.get(pending.key) is pending:
@@ -958,21 +959,23 @@ class FlowCoordinator:
             return 0.0
         return min(max(0.0, wall - sent), MAX_MILLIS)
 
-    def _check_fits(self, key: str, flow: str, args_json: str) -> None:
+    def _exceeds_limit(self, chars: int, probe: Callable[[], Message]) -> bool:
+        """Whether the largest message ``probe`` builds (IDs and numbers at their longest) for data
+        of ``chars`` characters exceeds ``max_message_bytes``. Below a bound that needs no encoding
+        (escaping multiplies a character by at most 12: a control character, escaped twice), no."""
         limit = self._config.max_message_bytes
-        if len(key) * 12 + 4096 <= limit:
-            return  # escaping multiplies a character by at most 12 (a control character, escaped twice)
-        probe = Request(src="x" * 128, dst="x" * 128, req=MAX_COUNT, key=key, flow=flow, args=load_json(args_json),
-                        sent=float(MAX_COUNT))
-        if len(encode(probe).encode()) > limit:
-            raise MessageTooLarge(
-                f"the arguments of {flow!r} are too large for one message of max_message_bytes ({limit})"
-            )
+        return chars * 12 + 4096 > limit and len(encode(probe()).encode()) > limit
 
-    def _result_size(self, key: str, data: str) -> int:
-        probe = Result(src="x" * 128, key=key, value=load_json(data), version=MAX_COUNT, origin="x" * 128,
-                       age=MAX_MILLIS, shared=True, sent=float(MAX_COUNT))
-        return len(encode(probe).encode())
+    def _check_fits(self, key: str, flow: str, args_json: str) -> None:
+        def probe() -> Message:  # built only past the bound: no parse on an execute's usual path
+            return Request(src="x" * 128, dst="x" * 128, req=MAX_COUNT, key=key, flow=flow,
+                           args=load_json(args_json), sent=float(MAX_COUNT))
+
+        if self._exceeds_limit(len(key), probe):
+            raise MessageTooLarge(
+                f"the arguments of {flow!r} are too large for one message of max_message_bytes "
+                f"({self._config.max_message_bytes})"
+            )
 
     def _live_claim(self, key: str, now: float) -> _ClaimRecord | None:
         claim = self._claims.get(_digest(key))
