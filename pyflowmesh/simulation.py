@@ -1439,7 +1439,7 @@ def _short(data: Any) -> str:
         return repr(data)[:80]
     try:
         body = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # hostile posts: garbage, or nested past the decoder's depth
         return repr(data[:80])
     if not isinstance(body, dict):
         return repr(data[:80])
