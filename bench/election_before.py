@@ -1,7 +1,7 @@
 """Before and after: the election as it was before staggered candidacy, measured beside today's.
 
 ``python -m bench.election_before [n ...]`` (default 10 100 1000) prints, for the
-current :class:`pyflowmesh.election.BullyElection` and for :class:`Before`, the
+current :class:`pyflowmesh.core.election.BullyElection` and for :class:`Before`, the
 posts, deliveries and time to a single leader of the elections that
 :func:`bench.sim_bench.measure_elections` runs (cold start, polite close, crash with
 and without Web Locks). ``Before`` is a subclass patched in for this process only.
@@ -27,9 +27,9 @@ import statistics
 import sys
 from typing import Any
 
-import pyflowmesh.node as node_module
-from pyflowmesh.election import BullyElection, Role
-from pyflowmesh.protocol import Answer, Election
+import pyflowmesh.core.node as node_module
+from pyflowmesh.core.election import BullyElection, Role
+from pyflowmesh.core.wire import Answer, Election
 
 from .sim_bench import measure_elections
 

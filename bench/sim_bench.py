@@ -2,7 +2,7 @@
 
 What it measures
 ----------------
-For n = 10, 100, 1,000 tabs it drives real :class:`pyflowmesh.node.MeshNode`
+For n = 10, 100, 1,000 tabs it drives real :class:`pyflowmesh.core.node.MeshNode`
 objects in a small deterministic loop (:class:`Net`) and counts the messages of
 three elections, one after the other in one run:
 
@@ -51,10 +51,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from pyflowmesh.config import MeshConfig
-from pyflowmesh.effects import LeaderChanged, Send, WatchPeer
-from pyflowmesh.election import Role
-from pyflowmesh.node import MeshNode
+from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.effects import LeaderChanged, Send, WatchPeer
+from pyflowmesh.core.election import Role
+from pyflowmesh.core.node import MeshNode
 
 ELECTION_TYPES = ("election", "answer", "coordinator")
 

@@ -35,7 +35,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from pyflowmesh.cache import MARKS_PER_ENTRY
+from pyflowmesh.core.cache import MARKS_PER_ENTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"

@@ -1,6 +1,6 @@
 """The soak in the simulator: tabs for many simulated hours, ever-new keys, tabs replaced, memory sampled.
 
-Real :class:`~pyflowmesh.node.MeshNode` objects in :class:`~pyflowmesh.simulation.Simulation`'s
+Real :class:`~pyflowmesh.core.node.MeshNode` objects in :class:`~pyflowmesh.simulation.Simulation`'s
 virtual time (default heartbeat 5 s, ``stale_time`` 30 s, ``max_entries`` 64):
 
 * ``tabs`` tabs stay open; every ``key_every_ms`` a new key (``user("q<i>")``) is
@@ -31,7 +31,7 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from pyflowmesh.config import MeshConfig
+from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.simulation import Simulation
 
 Log = Callable[[str], None]

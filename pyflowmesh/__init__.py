@@ -12,7 +12,13 @@ storm from every tab.
     data = await flow.execute()
 """
 
-from .config import MeshConfig
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .core.config import MeshConfig
+from .core.stats import MeshStats
+from .core.wire import VERSION as PROTOCOL_VERSION
 from .errors import (
     CallTimeoutError,
     FlowInterruptedError,
@@ -23,10 +29,29 @@ from .errors import (
     SharedCallTimeoutError,
     SharedFlowError,
 )
-from .flow import Flow, FlowStatus, use_flow
-from .mesh import FlowMesh
-from .protocol import VERSION as PROTOCOL_VERSION
-from .stats import MeshStats
+
+if TYPE_CHECKING:
+    from .flow import Flow, FlowStatus, use_flow
+    from .mesh import FlowMesh
+
+# The asyncio runtime loads on first use, so that importing the sans-I/O core
+# (``pyflowmesh.core``) never imports asyncio.
+_RUNTIME = {"FlowMesh": "mesh", "use_flow": "flow", "Flow": "flow", "FlowStatus": "flow"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _RUNTIME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_RUNTIME})
 
 __version__ = "0.1.0"
 

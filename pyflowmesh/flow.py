@@ -16,11 +16,11 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Literal, TypeVar
 
-from .effects import Source
+from .core.effects import Source
 from .errors import ScopeChangedError
 from .mesh import FlowMesh, _members, _subscribe
 from .transport import Transport
-from .values import cache_key, check_flow_key, check_json, flow_key_for
+from .core.values import cache_key, check_flow_key, check_json, flow_key_for
 
 __all__ = ["Flow", "FlowStatus", "use_flow"]
 

@@ -1,7 +1,7 @@
 """``FlowMesh``: one tab's member of the mesh, driving the sans-I/O core with asyncio.
 
 This is the only place where the core meets time and I/O: it feeds the
-:class:`~pyflowmesh.node.MeshNode` with the transport's messages and with ticks from
+:class:`~pyflowmesh.core.node.MeshNode` with the transport's messages and with ticks from
 one ``loop.call_later`` timer (Pyodide's event loop maps it to ``setTimeout``), and it
 carries out the effects the node queues: sends, calls of flow functions, futures
 of waiting executes, listeners.
@@ -20,9 +20,9 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .cache import CacheEntry
-from .config import MeshConfig
-from .effects import (
+from .core.cache import CacheEntry
+from .core.config import MeshConfig
+from .core.effects import (
     CacheUpdated,
     CancelCall,
     Effect,
@@ -37,10 +37,10 @@ from .effects import (
     WatchPeer,
 )
 from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
-from .node import MeshNode
-from .stats import MeshStats
+from .core.node import MeshNode
+from .core.stats import MeshStats
 from .transport import Transport
-from .values import check_flow_key, check_json
+from .core.values import check_flow_key, check_json
 
 __all__ = ["FlowMesh", "new_node_id"]
 
@@ -96,7 +96,7 @@ class FlowMesh:
 
     Args:
         channel: the BroadcastChannel name; tabs on the same name form one mesh.
-        options: any :class:`~pyflowmesh.config.MeshConfig` option (``strategy``,
+        options: any :class:`~pyflowmesh.core.config.MeshConfig` option (``strategy``,
             ``share_cache``, ``share_errors``, ``heartbeat``, ``stale_time`` ...), by
             its Python or TypeScript name.
         transport: how to reach the other tabs; by default the browser's

@@ -1,6 +1,6 @@
 """A deterministic simulator of many tabs sharing one mesh, in virtual time, with injected faults.
 
-Every tab is a real :class:`~pyflowmesh.node.MeshNode`; every message crosses the
+Every tab is a real :class:`~pyflowmesh.core.node.MeshNode`; every message crosses the
 "channel" as the encoded text of its ``Send`` effect and enters the receiving tab
 through :meth:`MeshNode.receive`, so the wire format is exercised end to end. There
 is no wall clock and no asyncio: one event heap of ``(time, seq, event)`` in
@@ -76,15 +76,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import effects as _effects
+from .core import effects as _effects
 from . import errors as _errors
-from .config import MeshConfig
-from .effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, StartCall, WatchPeer
-from .election import Role
+from .core.config import MeshConfig
+from .core.effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, StartCall, WatchPeer
+from .core.election import Role
 from .errors import MeshDisposedError, MeshError, ScopeChangedError, SharedFlowError
-from .node import MeshNode
-from .protocol import MESSAGE_TYPES
-from .values import cache_key, check_json
+from .core.node import MeshNode
+from .core.wire import MESSAGE_TYPES
+from .core.values import cache_key, check_json
 
 # Effects of the hardened core (issue 8); absent from older cores, which never emit them.
 CancelCall: type | None = getattr(_effects, "CancelCall", None)

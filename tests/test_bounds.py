@@ -20,11 +20,11 @@ import pytest
 from support import async_test
 
 from pyflowmesh import FlowMesh, use_flow
-from pyflowmesh.cache import MARKS_PER_ENTRY
-from pyflowmesh.config import MeshConfig
-from pyflowmesh.protocol import Result, encode
+from pyflowmesh.core.cache import MARKS_PER_ENTRY
+from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.wire import Result, encode
 from pyflowmesh.simulation import Simulation
-from pyflowmesh.stats import MAX_DROP_REASONS, MeshStats
+from pyflowmesh.core.stats import MAX_DROP_REASONS, MeshStats
 from pyflowmesh.testing import MemoryHub
 
 KEYS = 10_000
@@ -55,7 +55,7 @@ def _noise(i: int) -> str:
 
 
 def _hello() -> Any:
-    from pyflowmesh.protocol import Hello
+    from pyflowmesh.core.wire import Hello
 
     return Hello("f00d")
 

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyflowmesh.cache import MARKS_PER_ENTRY, MAX_VERSION, SharedCache
+from pyflowmesh.core.cache import MARKS_PER_ENTRY, MAX_VERSION, SharedCache
 
 STALE = 1000.0
 
@@ -124,9 +124,9 @@ def test_in_the_simulator_no_tab_stores_an_older_result_of_a_key_after_a_newer_o
     server produced later and later."""
     from dataclasses import replace
 
-    from pyflowmesh.config import MeshConfig
-    from pyflowmesh.effects import CacheUpdated, Send
-    from pyflowmesh.protocol import Result, encode
+    from pyflowmesh.core.config import MeshConfig
+    from pyflowmesh.core.effects import CacheUpdated, Send
+    from pyflowmesh.core.wire import Result, encode
     from pyflowmesh.simulation import Simulation
 
     class Recording(Simulation):

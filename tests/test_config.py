@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyflowmesh.config import MeshConfig
+from pyflowmesh.core.config import MeshConfig
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pyflowmesh.cache import SharedCache
-from pyflowmesh.config import MeshConfig
-from pyflowmesh.node import MeshNode
-from pyflowmesh.protocol import ProtocolError, decode
+from pyflowmesh.core.cache import SharedCache
+from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.node import MeshNode
+from pyflowmesh.core.wire import ProtocolError, decode
 from pyflowmesh.simulation import Simulation, sim_config
 
 STALE = 5000.0  # sim_config's stale_time (5 heartbeats of 1 s)

@@ -10,7 +10,7 @@ import pytest
 from support import HEARTBEAT, Server, async_test, open_tabs, settle, settled, until
 
 from pyflowmesh import FlowMesh, use_flow
-from pyflowmesh.protocol import PROTOCOL, VERSION
+from pyflowmesh.core.wire import PROTOCOL, VERSION
 from pyflowmesh.testing import MemoryHub
 
 

@@ -17,7 +17,7 @@ from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, u
 
 from pyflowmesh import SharedFlowError, use_flow
 from pyflowmesh.errors import CallTimeoutError, MessageTooLarge
-from pyflowmesh.protocol import PROTOCOL, VERSION
+from pyflowmesh.core.wire import PROTOCOL, VERSION
 from pyflowmesh.testing import MemoryHub
 
 
@@ -422,8 +422,8 @@ class _Clock:
 
 
 def _node(node_id: str, clock: _Clock, **options: Any) -> Any:
-    from pyflowmesh.config import MeshConfig
-    from pyflowmesh.node import MeshNode
+    from pyflowmesh.core.config import MeshConfig
+    from pyflowmesh.core.node import MeshNode
 
     config = MeshConfig.from_options({"channel": "c", "heartbeat": 1000, **options})
     node = MeshNode(node_id, config, wall_clock=clock)
@@ -432,7 +432,7 @@ def _node(node_id: str, clock: _Clock, **options: Any) -> Any:
 
 
 def test_a_result_that_waited_in_a_frozen_tabs_queue_is_as_old_as_it_really_is() -> None:
-    from pyflowmesh.protocol import Result, encode
+    from pyflowmesh.core.wire import Result, encode
 
     clock = _Clock()
     node = _node("b", clock, stale_time=5000)
@@ -450,8 +450,8 @@ def test_a_result_that_waited_in_a_frozen_tabs_queue_is_as_old_as_it_really_is()
 
 
 def test_a_leader_declines_a_request_its_sender_stopped_waiting_for() -> None:
-    from pyflowmesh.effects import Send, StartCall
-    from pyflowmesh.protocol import Decline, Request, encode
+    from pyflowmesh.core.effects import Send, StartCall
+    from pyflowmesh.core.wire import Decline, Request, encode
 
     clock = _Clock()
     leader = _node("z", clock)
@@ -537,9 +537,9 @@ def test_request_and_invalidate_pairs_cannot_make_a_leader_run_unboundedly_many_
     # MAX_SERVED bounds the keys a leader works on for others, but a call superseded by an
     # Invalidate leaves self.pending and stops counting: each Request + Invalidate pair (two
     # small posts of any script) starts one more concurrent API call.
-    from pyflowmesh.effects import StartCall
-    from pyflowmesh.flows import MAX_SERVED
-    from pyflowmesh.protocol import PROTOCOL, VERSION
+    from pyflowmesh.core.effects import StartCall
+    from pyflowmesh.core.flows import MAX_SERVED
+    from pyflowmesh.core.wire import PROTOCOL, VERSION
 
     node = _leading_node()
     started = 0
@@ -577,7 +577,7 @@ async def test_a_result_too_large_for_the_channel_is_not_called_again_by_a_later
 
 def _route_sends(source: Any, targets: list[Any], now: float) -> list[Any]:
     """Deliver the Send effects of ``source`` to ``targets`` at ``now``; return its other effects."""
-    from pyflowmesh.effects import Send
+    from pyflowmesh.core.effects import Send
 
     others = []
     for effect in source.take_effects():
@@ -618,8 +618,8 @@ def test_a_hello_to_a_leader_holding_an_unsendable_entry_and_a_back_off_raises_n
     # entry and one failure give halves ([], []) and ([entry], [failure]), the same Sync again,
     # forever: RecursionError, caught as an internal error. With the default 1 MB limit each
     # level re-encodes the entry: about 3.4 s of CPU per Hello (measured), the event loop blocked.
-    from pyflowmesh.effects import StartCall
-    from pyflowmesh.protocol import Hello, encode
+    from pyflowmesh.core.effects import StartCall
+    from pyflowmesh.core.wire import Hello, encode
 
     node = _leading_node(max_message_bytes=1024)
     node.execute("f", (), 2010.0)
@@ -654,8 +654,8 @@ def test_a_flood_of_small_requests_or_claims_does_not_make_a_tab_flood_the_chann
     # Issue item 12 was fixed for Hello (a token bucket on Sync); a Request for a cached key
     # (the leader) or a Claim of it (the peer-to-peer producer) is answered with the whole
     # entry every time: 20 posts of ~150 bytes made 20 results of 60 KB each.
-    from pyflowmesh.effects import Send, StartCall
-    from pyflowmesh.protocol import PROTOCOL, VERSION
+    from pyflowmesh.core.effects import Send, StartCall
+    from pyflowmesh.core.wire import PROTOCOL, VERSION
 
     if strategy == "leader-follower":
         node = _leading_node(max_message_bytes=64 * 1024)
@@ -681,7 +681,7 @@ def test_hostile_claims_and_failures_with_long_keys_do_not_make_a_tab_hold_a_tho
     # in a tab (measured); at MAX_CLAIMS, ~1 GB per structure, in every tab of the channel.
     import tracemalloc
 
-    from pyflowmesh.protocol import PROTOCOL, VERSION
+    from pyflowmesh.core.wire import PROTOCOL, VERSION
 
     limit = 64 * 1024
     node = _node("m", _Clock(), strategy="peer-to-peer", max_message_bytes=limit)
@@ -752,8 +752,8 @@ def test_a_flow_key_that_utf8_cannot_carry_is_refused_or_its_execute_ends(role: 
     # with key '\ud800x' the leader's call succeeds, _publish's send() raises inside the guard
     # (internal error) before _finish, and the execute never ends; a follower's execute raises
     # UnicodeEncodeError (not TypeError) after its Pending and waiter were stored.
-    from pyflowmesh.effects import Reject, Resolve, StartCall
-    from pyflowmesh.protocol import Coordinator, encode
+    from pyflowmesh.core.effects import Reject, Resolve, StartCall
+    from pyflowmesh.core.wire import Coordinator, encode
 
     flow = "\ud800x"
     if role == "leader":
@@ -815,7 +815,7 @@ def test_an_execute_during_a_call_that_began_after_the_invalidation_does_not_cal
     # yet), the call starts, and another execute arrives while it runs. The call began after the
     # invalidation, so its result is fresh; but the flag stays on the Pending, the execute goes
     # to `later`, and when the call ends _renew starts a second call for it.
-    from pyflowmesh.effects import Resolve, StartCall
+    from pyflowmesh.core.effects import Resolve, StartCall
 
     node = _node("m", _Clock(), strategy="peer-to-peer")
     node.start(0.0)

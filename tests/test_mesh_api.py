@@ -481,7 +481,7 @@ async def test_a_page_restored_from_the_back_forward_cache_rejoins_the_mesh() ->
 def test_an_internal_error_is_logged_and_fails_only_its_execute(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pyflowmesh.flows import FlowCoordinator
+    from pyflowmesh.core.flows import FlowCoordinator
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in publishing")

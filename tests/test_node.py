@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pyflowmesh.config import MeshConfig
-from pyflowmesh.effects import Resolve, Send, StartCall
-from pyflowmesh.election import Role
-from pyflowmesh.node import MeshNode
-from pyflowmesh.protocol import Bye, Coordinator, decode
+from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.effects import Resolve, Send, StartCall
+from pyflowmesh.core.election import Role
+from pyflowmesh.core.node import MeshNode
+from pyflowmesh.core.wire import Bye, Coordinator, decode
 
 
 class Net:
@@ -138,7 +138,7 @@ def test_a_lesser_leader_steps_down_when_it_hears_a_greater_one() -> None:
     net.run(2000)
     assert net.leaders() == ["b"]
     intruder = Coordinator("z", net.nodes["b"].term + 1, 1000.0, False)
-    from pyflowmesh.protocol import encode
+    from pyflowmesh.core.wire import encode
 
     for node in net.nodes.values():
         node.receive(encode(intruder), net.now)

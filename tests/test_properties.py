@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyflowmesh.config import MeshConfig
-from pyflowmesh.election import Role
-from pyflowmesh.node import MeshNode
-from pyflowmesh.protocol import (
+from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.election import Role
+from pyflowmesh.core.node import MeshNode
+from pyflowmesh.core.wire import (
     MAX_INTERVAL,
     MAX_MILLIS,
     MESSAGE_TYPES,
@@ -40,7 +40,7 @@ from pyflowmesh.protocol import (
     decode,
     encode,
 )
-from pyflowmesh.values import cache_key
+from pyflowmesh.core.values import cache_key
 
 MAX_BYTES = 4096  # the live nodes' max_message_bytes: large messages are cheap to make
 # PROP_EXAMPLES=5000 for a longer hunt.

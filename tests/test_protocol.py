@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from support import async_test, open_tabs, settle, until
 
-from pyflowmesh import protocol as p
+from pyflowmesh.core import wire as p
 from pyflowmesh import use_flow
-from pyflowmesh.config import MeshConfig
-from pyflowmesh.node import MeshNode
+from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.node import MeshNode
 from pyflowmesh.testing import MemoryHub
 
 
@@ -148,7 +148,7 @@ def test_a_forged_result_version_at_the_wire_maximum_leaves_the_leaders_next_res
     # A Result with version 2**53 is valid on the wire and sets this tab's high mark for the key;
     # the next result it produces then carries 2**53 + 1, which every other tab drops
     # ("bad-field:version"): its followers wait call_timeout and call the function themselves.
-    from pyflowmesh.effects import Send, StartCall
+    from pyflowmesh.core.effects import Send, StartCall
 
     node = MeshNode("m", MeshConfig.from_options(channel="c", heartbeat=100, stale_time=1000))
     node.register_flow("k")

@@ -16,9 +16,9 @@ import json
 
 import pytest
 
-from pyflowmesh import protocol as p
+from pyflowmesh.core import wire as p
 from pyflowmesh.testing import MemoryHub
-from pyflowmesh.values import check_json
+from pyflowmesh.core.values import check_json
 
 
 def _reason(raw: str) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from pyflowmesh import FlowMesh, MeshDisposedError, ScopeChangedError, SharedFlowError, use_flow
-from pyflowmesh.config import MeshConfig
-from pyflowmesh.protocol import Hello, ProtocolError, decode, encode, scope_digest
+from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.wire import Hello, ProtocolError, decode, encode, scope_digest
 from pyflowmesh.testing import MemoryHub, MemoryTransport
-from pyflowmesh.values import cache_key
+from pyflowmesh.core.values import cache_key
 from support import HEARTBEAT, async_test, open_tabs, settle, until
 
 ME = cache_key("me", ())

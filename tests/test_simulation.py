@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from pyflowmesh import node as node_module
+from pyflowmesh.core import node as node_module
 from pyflowmesh import simulation
-from pyflowmesh.effects import Reject, Resolve, StartCall
-from pyflowmesh.election import BullyElection, Role
+from pyflowmesh.core.effects import Reject, Resolve, StartCall
+from pyflowmesh.core.election import BullyElection, Role
 from pyflowmesh.errors import SharedFlowError
-from pyflowmesh.flows import FlowCoordinator
-from pyflowmesh.node import MeshNode
-from pyflowmesh.protocol import MESSAGE_TYPES, Heartbeat, Message
+from pyflowmesh.core.flows import FlowCoordinator
+from pyflowmesh.core.node import MeshNode
+from pyflowmesh.core.wire import MESSAGE_TYPES, Heartbeat, Message
 from pyflowmesh.simulation import (
     FAULT_KINDS,
     FLOWS,
@@ -35,7 +35,7 @@ from pyflowmesh.simulation import (
     run_plan,
     sim_config,
 )
-from pyflowmesh.stats import MeshStats
+from pyflowmesh.core.stats import MeshStats
 
 OLD_KINDS = ("crash", "close", "freeze", "throttle", "join", "outage", "noise")
 
@@ -555,7 +555,7 @@ def test_a_runtime_that_ignores_a_rename_is_caught(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_decoder_that_trusts_the_wire_is_caught_by_hostile_posts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyflowmesh.protocol import ProtocolError
+    from pyflowmesh.core.wire import ProtocolError
 
     def naive(raw: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -783,7 +783,7 @@ def test_random_runs_put_tabs_in_several_scopes_and_switch_them() -> None:
 
 def _every_scope(monkeypatch: pytest.MonkeyPatch) -> None:
     """A decoder that takes a message of any scope as its member's own (the scope check forgotten)."""
-    from pyflowmesh.protocol import decode
+    from pyflowmesh.core.wire import decode
 
     def any_scope(raw: Any, max_bytes: int = 1 << 20, scope: str = "") -> Any:
         try:
@@ -811,7 +811,7 @@ def test_random_scenarios_catch_values_crossing_scopes(monkeypatch: pytest.Monke
 
 def test_a_node_keeping_the_old_scopes_cache_across_a_switch_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tab whose new node starts with what the old one cached (a switch that forgets to drop it)."""
-    from pyflowmesh.cache import SharedCache
+    from pyflowmesh.core.cache import SharedCache
 
     kept: dict[str, SharedCache] = {}
     building: list[str] = []

@@ -22,7 +22,7 @@ Query parameters (all optional; durations in milliseconds):
 ``mesh``            ``1`` (default); ``0``: no mesh, every execute calls the API from
                     this tab (``use_flow(..., mesh=None)``), for comparisons
 ``protocol``        a protocol version to speak instead of ours (sets
-                    ``pyflowmesh.protocol.VERSION`` before the mesh starts): an "other
+                    ``pyflowmesh.core.wire.VERSION`` before the mesh starts): an "other
                     deploy" of the page, which must form its own mesh
 ``scope``           the mesh's ``scope`` (whose data the tab holds; default none: the
                     shared scope)
@@ -94,9 +94,9 @@ from pyodide.http import pyfetch
 
 import pyflowmesh
 import pyflowmesh.mesh
-import pyflowmesh.protocol
+import pyflowmesh.core.wire
 from pyflowmesh import FlowMesh, SharedFlowError, use_flow
-from pyflowmesh.values import cache_key
+from pyflowmesh.core.values import cache_key
 
 params = js.URLSearchParams.new(js.location.search)
 
@@ -117,7 +117,7 @@ VIA_FLOW = param("via", "mesh") == "flow"
 PROTOCOL = param("protocol", None, int)
 SCOPE = param("scope", None)
 if PROTOCOL is not None:
-    pyflowmesh.protocol.VERSION = PROTOCOL  # encode() and decode() read it at each call
+    pyflowmesh.core.wire.VERSION = PROTOCOL  # encode() and decode() read it at each call
 if param("stamps", "1") == "0":
     pyflowmesh.mesh._wall_clock = None  # type: ignore[assignment]  # FlowMesh passes it to each MeshNode it makes
 
@@ -190,14 +190,14 @@ def state() -> dict[str, Any]:
     if mesh is None:
         return {"node_id": None, "role": "none", "leader": False, "leader_id": None, "term": 0, "stats": {},
                 "disposed": False, "live_proxies": 0, "transport_sent": 0, "hidden": False, "mesh": False,
-                "protocol_version": pyflowmesh.protocol.VERSION, "config": {"flows": FLOW_KEYS}}
+                "protocol_version": pyflowmesh.core.wire.VERSION, "config": {"flows": FLOW_KEYS}}
     transport = mesh.transport
     return {
         "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.leader, "leader_id": mesh.leader_id,
         "term": mesh.term, "stats": mesh.stats.as_dict(), "disposed": mesh.disposed,
         "live_proxies": getattr(transport, "live_proxies", None), "transport_sent": getattr(transport, "sent", None),
         "hidden": js.document.visibilityState == "hidden", "mesh": True, "scope": mesh.scope,
-        "protocol_version": pyflowmesh.protocol.VERSION,
+        "protocol_version": pyflowmesh.core.wire.VERSION,
         "config": {**{k: v for k, v in options.items()}, "flows": FLOW_KEYS, "delay_ms": DELAY_MS,
                    "stamps": mesh._node.wall() is not None,
                    "silence_limit": mesh.config.silence_limit(mesh.config.heartbeat, False),

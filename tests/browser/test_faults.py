@@ -603,7 +603,7 @@ def test_another_protocol_version_on_the_channel_does_not_disturb_the_mesh(
     version 2, including a coordinator with a huge term that would depose every leader if
     it were understood, a heartbeat, an election and a poisoned result for the key the mesh
     uses. (b) A real tab of "the next deploy" (the lab page with ``protocol=2``: the same
-    code with ``pyflowmesh.protocol.VERSION = 2``), which runs a full member that speaks
+    code with ``pyflowmesh.core.wire.VERSION = 2``), which runs a full member that speaks
     only version 2. The documented contract is that each version drops the other's messages,
     so the two form separate meshes: the version-1 mesh keeps its leader and term and makes
     one call for its tabs; the version-2 tab serves itself (one call of its own).

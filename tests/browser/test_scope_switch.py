@@ -11,7 +11,7 @@ from typing import Any
 
 from labtabs import Tab, execute_together, open_lab, wait_for, wait_settled
 
-from pyflowmesh.protocol import scope_digest
+from pyflowmesh.core.wire import scope_digest
 
 SETTLE_S = 20.0
 CHANNEL = "accounts"

@@ -48,7 +48,7 @@ async def test_every_message_type_round_trips_through_the_real_channel(selenium_
     import js
     from pyodide.ffi import create_proxy
 
-    from pyflowmesh import protocol as p
+    from pyflowmesh.core import wire as p
 
     messages = [
         p.Hello("a"), p.Election("a", 3), p.Answer("b", 3), p.Coordinator("b", 4, 5000.0, False),
@@ -240,7 +240,7 @@ async def test_scope_switches_move_the_web_lock_and_leak_no_proxy(selenium_mesh)
 
     from pyflowmesh import FlowMesh
     from pyflowmesh.browser import lock_name
-    from pyflowmesh.protocol import scope_digest
+    from pyflowmesh.core.wire import scope_digest
 
     async def held() -> list[str]:
         return [lock.name for lock in (await js.navigator.locks.query()).held]

@@ -60,7 +60,7 @@ async def test_coroutines_futures_and_dicts_returned_to_js_are_pyproxies_not_pro
 
 @run_in_pyodide
 def test_deeply_nested_json_is_dropped_before_it_can_overflow_the_stack(selenium_mesh):
-    from pyflowmesh import protocol
+    from pyflowmesh.core import wire as protocol
 
     for raw in ("[" * 200_000, '{"a":' * 50_000 + "1" + "}" * 50_000):
         try:

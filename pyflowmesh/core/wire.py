@@ -490,7 +490,7 @@ def decode(raw: Any, max_bytes: int = 1 << 20, scope: str = "") -> Message:
             ``too-deep``, ``not-json``, ``not-object``, ``foreign``, ``version``,
             ``scope`` (valid traffic of another scope's mesh on this channel),
             ``unknown-type``, ``bad-field:<name>``, ``extra-field:<name>`` (a name the
-            sender chose: :class:`~pyflowmesh.stats.MeshStats` bounds how many it keeps).
+            sender chose: :class:`~pyflowmesh.core.stats.MeshStats` bounds how many it keeps).
     """
     _check_scope_digest(scope)
     if not isinstance(raw, str):

@@ -3,7 +3,7 @@
 ``MeshNode`` takes inputs, each with the current time in milliseconds on the
 tab's own monotonic clock: raw channel data (:meth:`receive`), the passing of a
 deadline (:meth:`tick`), executes and call outcomes, page lifecycle. It returns
-nothing and performs no I/O: it queues :mod:`~pyflowmesh.effects` that the caller
+nothing and performs no I/O: it queues :mod:`~pyflowmesh.core.effects` that the caller
 drains with :meth:`take_effects` and carries out, and it says when it next needs
 a tick (:meth:`next_deadline`). It never imports ``js`` or ``asyncio``, so the same
 code runs in a browser tab, under the asyncio runtime in CPython, and in the
@@ -21,9 +21,9 @@ from .cache import SharedCache
 from .config import MeshConfig
 from .effects import Effect, LeaderChanged, Renamed, Send, WatchPeer
 from .election import BullyElection, Role
-from .errors import MeshDisposedError
+from ..errors import MeshDisposedError
 from .flows import FlowCoordinator
-from .protocol import Bye, Hello, Message, ProtocolError, decode, encode, scope_digest
+from .wire import Bye, Hello, Message, ProtocolError, decode, encode, scope_digest
 from .stats import MeshStats
 from .values import check_flow_key, is_text
 

@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 from .cache import CacheEntry, SharedCache
 from .effects import CacheUpdated, CancelCall, FailureShared, Reject, Resolve, Source, StartCall, WatchPeer
 from .election import Role
-from .errors import CallTimeoutError, MessageTooLarge, SharedFlowError, shared_error
-from .protocol import (
+from ..errors import CallTimeoutError, MessageTooLarge, SharedFlowError, shared_error
+from .wire import (
     MAX_COUNT,
     MAX_MILLIS,
     Accept,

@@ -1,6 +1,6 @@
 """What the sans-I/O core asks its runtime to do.
 
-The core never performs I/O: every method of :class:`~pyflowmesh.node.MeshNode`
+The core never performs I/O: every method of :class:`~pyflowmesh.core.node.MeshNode`
 queues effects, and the runtime (asyncio in a tab, or the simulator) carries them
 out and reports back: a ``StartCall`` comes back as ``call_succeeded`` or
 ``call_failed``, a ``WatchPeer`` as ``peer_gone`` when that tab disappears.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .protocol import Message
+from .wire import Message
 from .values import load_json
 
 __all__ = [

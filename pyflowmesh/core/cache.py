@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol import SyncEntry
+from .wire import SyncEntry
 from .values import load_json
 
 __all__ = ["CacheEntry", "MARKS_PER_ENTRY", "MAX_VERSION", "SharedCache"]

@@ -36,7 +36,7 @@ from dataclasses import replace
 from enum import Enum
 
 from .config import MeshConfig
-from .protocol import MAX_COUNT, Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message
+from .wire import MAX_COUNT, Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message
 from .stats import MeshStats
 
 __all__ = ["Role", "BullyElection"]

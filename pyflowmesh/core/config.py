@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from .protocol import MAX_INTERVAL, MAX_MILLIS, MIN_INTERVAL
+from .wire import MAX_INTERVAL, MAX_MILLIS, MIN_INTERVAL
 
 __all__ = ["MeshConfig", "Strategy", "STRATEGIES", "MAX_SCOPE_LENGTH"]
 
