@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, Literal, TypeVar
 
 from .core.effects import Source
+from .core.values import cache_key, check_flow_key, check_json, flow_key_for
 from .errors import ScopeChangedError
 from .mesh import FlowMesh, _members, _subscribe
 from .transport import Transport
-from .core.values import cache_key, check_flow_key, check_json, flow_key_for
 
 __all__ = ["Flow", "FlowStatus", "use_flow"]
 

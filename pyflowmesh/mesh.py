@@ -36,11 +36,11 @@ from .core.effects import (
     StartCall,
     WatchPeer,
 )
-from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
 from .core.node import MeshNode
 from .core.stats import MeshStats
-from .transport import Transport
 from .core.values import check_flow_key, check_json
+from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
+from .transport import Transport
 
 __all__ = ["FlowMesh", "new_node_id"]
 

@@ -22,9 +22,9 @@ from support import async_test
 from pyflowmesh import FlowMesh, use_flow
 from pyflowmesh.core.cache import MARKS_PER_ENTRY
 from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.stats import MAX_DROP_REASONS, MeshStats
 from pyflowmesh.core.wire import Result, encode
 from pyflowmesh.simulation import Simulation
-from pyflowmesh.core.stats import MAX_DROP_REASONS, MeshStats
 from pyflowmesh.testing import MemoryHub
 
 KEYS = 10_000

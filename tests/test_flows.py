@@ -16,8 +16,8 @@ import pytest
 from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, until
 
 from pyflowmesh import SharedFlowError, use_flow
-from pyflowmesh.errors import CallTimeoutError, MessageTooLarge
 from pyflowmesh.core.wire import PROTOCOL, VERSION
+from pyflowmesh.errors import CallTimeoutError, MessageTooLarge
 from pyflowmesh.testing import MemoryHub
 
 

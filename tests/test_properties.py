@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.election import Role
 from pyflowmesh.core.node import MeshNode
+from pyflowmesh.core.values import cache_key
 from pyflowmesh.core.wire import (
     MAX_INTERVAL,
     MAX_MILLIS,
@@ -40,7 +41,6 @@ from pyflowmesh.core.wire import (
     decode,
     encode,
 )
-from pyflowmesh.core.values import cache_key
 
 MAX_BYTES = 4096  # the live nodes' max_message_bytes: large messages are cheap to make
 # PROP_EXAMPLES=5000 for a longer hunt.

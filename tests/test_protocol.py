@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from support import async_test, open_tabs, settle, until
 
-from pyflowmesh.core import wire as p
 from pyflowmesh import use_flow
+from pyflowmesh.core import wire as p
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.node import MeshNode
 from pyflowmesh.testing import MemoryHub

@@ -17,8 +17,8 @@ import json
 import pytest
 
 from pyflowmesh.core import wire as p
-from pyflowmesh.testing import MemoryHub
 from pyflowmesh.core.values import check_json
+from pyflowmesh.testing import MemoryHub
 
 
 def _reason(raw: str) -> str:

@@ -12,13 +12,13 @@ import json
 from typing import Any
 
 import pytest
+from support import HEARTBEAT, async_test, open_tabs, settle, until
 
 from pyflowmesh import FlowMesh, MeshDisposedError, ScopeChangedError, SharedFlowError, use_flow
 from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.values import cache_key
 from pyflowmesh.core.wire import Hello, ProtocolError, decode, encode, scope_digest
 from pyflowmesh.testing import MemoryHub, MemoryTransport
-from pyflowmesh.core.values import cache_key
-from support import HEARTBEAT, async_test, open_tabs, settle, until
 
 ME = cache_key("me", ())
 FEED = cache_key("feed", ())

@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
-from pyflowmesh.core import node as node_module
 from pyflowmesh import simulation
+from pyflowmesh.core import node as node_module
 from pyflowmesh.core.effects import Reject, Resolve, StartCall
 from pyflowmesh.core.election import BullyElection, Role
-from pyflowmesh.errors import SharedFlowError
 from pyflowmesh.core.flows import FlowCoordinator
 from pyflowmesh.core.node import MeshNode
+from pyflowmesh.core.stats import MeshStats
 from pyflowmesh.core.wire import MESSAGE_TYPES, Heartbeat, Message
+from pyflowmesh.errors import SharedFlowError
 from pyflowmesh.simulation import (
     FAULT_KINDS,
     FLOWS,
@@ -35,7 +36,6 @@ from pyflowmesh.simulation import (
     run_plan,
     sim_config,
 )
-from pyflowmesh.core.stats import MeshStats
 
 OLD_KINDS = ("crash", "close", "freeze", "throttle", "join", "outage", "noise")
 

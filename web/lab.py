@@ -93,8 +93,8 @@ from pyodide.ffi import JsProxy, create_once_callable, create_proxy
 from pyodide.http import pyfetch
 
 import pyflowmesh
-import pyflowmesh.mesh
 import pyflowmesh.core.wire
+import pyflowmesh.mesh
 from pyflowmesh import FlowMesh, SharedFlowError, use_flow
 from pyflowmesh.core.values import cache_key
 

@@ -14,8 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .wire import SyncEntry
 from .values import load_json
+from .wire import SyncEntry
 
 __all__ = ["CacheEntry", "MARKS_PER_ENTRY", "MAX_VERSION", "SharedCache"]
 

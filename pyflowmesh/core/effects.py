@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .wire import Message
 from .values import load_json
+from .wire import Message
 
 __all__ = [
     "Effect", "Send", "StartCall", "CancelCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared",

@@ -36,8 +36,8 @@ from dataclasses import replace
 from enum import Enum
 
 from .config import MeshConfig
-from .wire import MAX_COUNT, Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message
 from .stats import MeshStats
+from .wire import MAX_COUNT, Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message
 
 __all__ = ["Role", "BullyElection"]
 

@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CallTimeoutError, MessageTooLarge, SharedFlowError, shared_error
 from .cache import CacheEntry, SharedCache
 from .effects import CacheUpdated, CancelCall, FailureShared, Reject, Resolve, Source, StartCall, WatchPeer
 from .election import Role
-from ..errors import CallTimeoutError, MessageTooLarge, SharedFlowError, shared_error
+from .values import cache_key, check_json, dump_json, is_text, load_json
 from .wire import (
     MAX_COUNT,
     MAX_MILLIS,
@@ -62,7 +63,6 @@ from .wire import (
     SyncFailure,
     encode,
 )
-from .values import cache_key, check_json, dump_json, is_text, load_json
 
 if TYPE_CHECKING:
     from .node import MeshNode

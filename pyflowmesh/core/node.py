@@ -17,15 +17,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..errors import MeshDisposedError
 from .cache import SharedCache
 from .config import MeshConfig
 from .effects import Effect, LeaderChanged, Renamed, Send, WatchPeer
 from .election import BullyElection, Role
-from ..errors import MeshDisposedError
 from .flows import FlowCoordinator
-from .wire import Bye, Hello, Message, ProtocolError, decode, encode, scope_digest
 from .stats import MeshStats
 from .values import check_flow_key, is_text
+from .wire import Bye, Hello, Message, ProtocolError, decode, encode, scope_digest
 
 __all__ = ["MeshNode", "MAX_NODE_ID"]
 
