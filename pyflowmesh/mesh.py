@@ -288,7 +288,7 @@ class FlowMesh:
             raise LookupError(f"no flow {key!r} is registered on channel {self.channel!r}")
         future: asyncio.Future[tuple[Any, Source]] = self._loop.create_future()
         node = self._node
-        waiter = node.execute(key, args, self._now())  # TypeError for non-JSON arguments
+        waiter = node.submit(key, args, self._now())  # TypeError for non-JSON arguments
         self._waiters[waiter] = future
         self._flush()
         try:

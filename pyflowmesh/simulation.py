@@ -808,7 +808,7 @@ class Simulation:
         if not record.bad_args:
             record.sent_args = json.dumps(list(record.args), sort_keys=True)
         try:
-            record.waiter = tab.node.execute(record.flow, record.args, self._local(tab))
+            record.waiter = tab.node.submit(record.flow, record.args, self._local(tab))
         except (TypeError, MeshError) as error:
             if not record.bad_args:
                 self._exception(tab, f"execute({record.key!r})")

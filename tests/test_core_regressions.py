@@ -119,7 +119,7 @@ def test_execute_with_a_lone_surrogate_is_a_type_error_and_leaves_nothing_pendin
     node.register_flow("f")
     node.start(0.0)
     with pytest.raises(TypeError, match="lone surrogate"):
-        node.execute("f", ("\ud800",), 10.0)
+        node.submit("f", ("\ud800",), 10.0)
     with pytest.raises(TypeError, match="lone surrogate"):
         node.share_result("k", {"a": "\udfff"}, 10.0)
     assert node.flows.pending == {}
@@ -134,7 +134,7 @@ def test_execute_with_a_lone_surrogate_is_a_type_error_and_leaves_nothing_pendin
 
 def test_a_failure_with_a_lone_surrogate_in_its_message_still_rejects_every_waiter() -> None:
     node = _leader_with_an_entry()
-    waiter = node.execute("f", (), 400.0)
+    waiter = node.submit("f", (), 400.0)
     call = next(e for e in node.take_effects() if type(e).__name__ == "StartCall")
     name = b"report-\xff.csv".decode("utf-8", "surrogateescape")
     error = FileNotFoundError(f"no such file: {name}")

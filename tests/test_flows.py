@@ -603,7 +603,7 @@ def test_peer_to_peer_a_tab_that_missed_a_claim_and_claims_within_its_window_doe
     a = _node("a", clock, strategy="peer-to-peer")
     a.start(101.0)
     _route_sends(a, [z], 101.0)
-    a.execute("f", (), 105.0)
+    a.submit("f", (), 105.0)
     _route_sends(a, [z], 106.0)
     for now in range(106, 400, 2):  # the calls never end: every claim stays live
         for node, other in ((z, a), (a, z)):
@@ -622,8 +622,8 @@ def test_a_hello_to_a_leader_holding_an_unsendable_entry_and_a_back_off_raises_n
     from pyflowmesh.core.wire import Hello, encode
 
     node = _leading_node(max_message_bytes=1024)
-    node.execute("f", (), 2010.0)
-    node.execute("f", (1,), 2010.0)
+    node.submit("f", (), 2010.0)
+    node.submit("f", (1,), 2010.0)
     big, failing = [e for e in node.take_effects() if isinstance(e, StartCall)]
     node.call_succeeded(big.call_id, "x" * 2000, 2020.0)
     node.call_failed(failing.call_id, ConnectionError("down"), 2020.0)
@@ -662,7 +662,7 @@ def test_a_flood_of_small_requests_or_claims_does_not_make_a_tab_flood_the_chann
     else:
         node = _node("m", _Clock(), strategy="peer-to-peer", max_message_bytes=64 * 1024)
         node.start(0.0)
-    node.execute("f", (), 2010.0)
+    node.submit("f", (), 2010.0)
     node.tick(2020.0)  # peer-to-peer: at the end of the claim window (10 ms), the claim's owner calls
     (call,) = [e for e in node.take_effects() if isinstance(e, StartCall)]
     node.call_succeeded(call.call_id, "v" * 60_000, 2020.0)
@@ -769,7 +769,7 @@ def test_a_flow_key_that_utf8_cannot_carry_is_refused_or_its_execute_ends(role: 
     except (TypeError, ValueError):
         return  # refused where it was offered
     try:
-        waiter = node.execute(flow, (), 2010.0)
+        waiter = node.submit(flow, (), 2010.0)
     except TypeError:
         assert not node.flows.pending, "refused, but after a state change"
         return
@@ -819,12 +819,12 @@ def test_an_execute_during_a_call_that_began_after_the_invalidation_does_not_cal
 
     node = _node("m", _Clock(), strategy="peer-to-peer")
     node.start(0.0)
-    first = node.execute("f", (), 100.0)
+    first = node.submit("f", (), 100.0)
     node.invalidate("f", 102.0)
     node.tick(120.0)  # the claim window (10 ms) is over: the call starts
     calls = [e for e in node.take_effects() if isinstance(e, StartCall)]
     assert len(calls) == 1
-    second = node.execute("f", (), 130.0)
+    second = node.submit("f", (), 130.0)
     node.call_succeeded(calls[0].call_id, {"fresh": True}, 200.0)
     for now in range(200, 400, 5):
         node.tick(float(now))

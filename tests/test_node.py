@@ -106,7 +106,7 @@ def test_a_leader_frozen_past_the_silence_limit_steps_down_on_thaw_and_serves_no
     for node in net.nodes.values():
         node.register_flow("f")
     net.freeze("c", True, notify=False)  # frozen without warning (the CDP way)
-    net.nodes["a"].execute("f", (1,), net.now)  # a request to the frozen leader
+    net.nodes["a"].submit("f", (1,), net.now)  # a request to the frozen leader
     net.run(net.now + 10_000)  # followers presume it dead, elect b, fall back, get their data
     assert net.leaders() == ["b"]
     calls_before_thaw = len(net.calls)

@@ -116,7 +116,7 @@ def test_a_node_never_raises_on_any_forged_message_type() -> None:
         names = {f for f in cls.__dataclass_fields__}
         node.receive(body(kind, **{k: v for k, v in extreme.items() if k in names}), 50.0)
     node.register_flow("k")
-    node.execute("k", (), 60.0)
+    node.submit("k", (), 60.0)
     for now in range(100, 5000, 50):
         node.tick(float(now))
     assert node.stats.internal_errors == 0
@@ -161,7 +161,7 @@ def test_a_forged_result_version_at_the_wire_maximum_leaves_the_leaders_next_res
         node.tick(float(now))
     assert node.is_leader and node.get_cached("k", 1500.0) is None
     node.take_effects()
-    node.execute("k", (), 1500.0)
+    node.submit("k", (), 1500.0)
     (call,) = [e for e in node.take_effects() if isinstance(e, StartCall)]
     node.call_succeeded(call.call_id, 1, 1510.0)
     results = [e.data for e in node.take_effects() if isinstance(e, Send) and isinstance(e.message, p.Result)]

@@ -229,8 +229,8 @@ class MeshNode:
         """
         self.flows.flows.add(check_flow_key(flow))
 
-    def execute(self, flow: str, args: tuple[Any, ...], now: float) -> int:
-        """Start an execute of a registered flow; the outcome comes as ``Resolve``/``Reject`` for the waiter.
+    def submit(self, flow: str, args: tuple[Any, ...], now: float) -> int:
+        """Start an execute of a registered flow; its waiter ID, whose outcome comes as ``Resolve``/``Reject``.
 
         Raises (before any state changes):
             MeshDisposedError: the member left.
