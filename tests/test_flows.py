@@ -598,7 +598,7 @@ def test_peer_to_peer_a_tab_that_missed_a_claim_and_claims_within_its_window_doe
     z = _node("z", clock, strategy="peer-to-peer")
     z.start(0.0)
     z.take_effects()
-    z.execute("f", (), 100.0)
+    z.submit("f", (), 100.0)
     z.take_effects()  # z's Claim: nobody else is on the channel yet
     a = _node("a", clock, strategy="peer-to-peer")
     a.start(101.0)
