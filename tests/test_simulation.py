@@ -511,7 +511,7 @@ def test_a_flow_mutating_the_callers_arguments_is_caught(monkeypatch: pytest.Mon
     """A node that hands the flow the caller's own argument objects (as 0.1.0 did)."""
     _only_pathology(monkeypatch, "mutate")
     passed: dict[tuple[int, str], tuple[Any, ...]] = {}
-    execute = MeshNode.execute
+    execute = MeshNode.submit
 
     def remembering(self: MeshNode, flow: str, args: tuple[Any, ...], now: float) -> int:
         passed[(id(self), flow)] = args
@@ -525,7 +525,7 @@ def test_a_flow_mutating_the_callers_arguments_is_caught(monkeypatch: pytest.Mon
                        else e)
         return out
 
-    monkeypatch.setattr(MeshNode, "execute", remembering)
+    monkeypatch.setattr(MeshNode, "submit", remembering)
     _filter_effects(monkeypatch, callers_objects)
     seed = _first_violation("value", range(60), faults=("pathological",))  # (seed 57 of the first 60)
     assert seed is not None
@@ -579,14 +579,14 @@ def test_a_decoder_that_trusts_the_wire_is_caught_by_hostile_posts(monkeypatch: 
 
 
 def test_an_undocumented_error_for_bad_arguments_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    execute = MeshNode.execute
+    execute = MeshNode.submit
 
     def fussy(self: MeshNode, flow: str, args: tuple[Any, ...], now: float) -> int:
         if any(isinstance(a, str) and len(a) > 10_000 for a in args):
             raise ValueError("too large")  # not the documented TypeError
         return execute(self, flow, args, now)
 
-    monkeypatch.setattr(MeshNode, "execute", fussy)
+    monkeypatch.setattr(MeshNode, "submit", fussy)
     seed = _first_violation("exception", range(40), faults=("bad-args",))
     assert seed is not None
 
