@@ -107,6 +107,15 @@ class SharedCache:
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
+    def held(self) -> list[CacheEntry]:
+        """Every entry held, stale ones too, least recently used first (for inspection: it changes nothing)."""
+        return list(self._entries.values())
+
+    @property
+    def marks(self) -> int:
+        """How many version marks are held (at most ``max_marks``)."""
+        return len(self._high)
+
     def get(self, key: str, now: float) -> CacheEntry | None:
         """The fresh entry for ``key``, or ``None`` (an expired entry is dropped)."""
         entry = self._entries.get(key)

@@ -22,10 +22,10 @@ from .cache import SharedCache
 from .config import MeshConfig
 from .effects import Effect, LeaderChanged, Renamed, Send, WatchPeer
 from .election import BullyElection, Role
-from .flows import FlowCoordinator
+from .flows import FlowCoordinator, Phase
 from .stats import MeshStats
 from .values import check_flow_key, is_text
-from .wire import Bye, Hello, Message, ProtocolError, decode, encode, scope_digest
+from .wire import Bye, Hello, Message, ProtocolError, SyncFailure, decode, encode, scope_digest
 
 __all__ = ["MeshNode", "MAX_NODE_ID"]
 
@@ -113,6 +113,15 @@ class MeshNode:
     @property
     def left(self) -> bool:
         return self._left
+
+    def backoffs(self, now: float) -> list[SyncFailure]:
+        """The shared back-offs this tab honours at ``now`` (what a joiner would be told)."""
+        return self.flows.snapshot_failures(now)
+
+    def phase(self, key: str) -> Phase | None:
+        """The phase of this tab's work on cache key ``key`` (``None``: it works on no such key)."""
+        pending = self.flows.pending.get(key)
+        return None if pending is None else pending.phase
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next be called, or ``None`` if nothing is scheduled."""
