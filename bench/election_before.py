@@ -47,7 +47,7 @@ class Before(BullyElection):
         if self.role is Role.WAITING and message.src < self.node_id:
             if not self._answered:
                 self._answered = True
-                self._send(Answer(self.node_id, self.term))
+                self._send(Answer(src=self.node_id, term=self.term))
             return
         super()._on_election(message, now)
 

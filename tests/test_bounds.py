@@ -57,7 +57,7 @@ def _noise(i: int) -> str:
 def _hello() -> Any:
     from pyflowmesh.core.wire import Hello
 
-    return Hello("f00d")
+    return Hello(src="f00d")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def churned() -> dict[str, Any]:
     for i in range(KEYS):
         t = start + i * step
         sim.at(t, lambda i=i: execute(i))
-        sim.inject(encode(Result("f00d", f"flood{i}", {"key": f"flood{i}"}, 1, "f00d", 0.0, True, None)),
+        sim.inject(encode(Result(src="f00d", key=f"flood{i}", value={"key": f"flood{i}"}, version=1, origin="f00d", age=0.0, shared=True, to=None)),
                    at=t + step / 2)
         sim.inject(_noise(i), at=t + step / 4)
         if i % (KEYS // CHURN) == 5:

@@ -137,7 +137,7 @@ def test_a_lesser_leader_steps_down_when_it_hears_a_greater_one() -> None:
     net = Net(["a", "b"])
     net.run(2000)
     assert net.leaders() == ["b"]
-    intruder = Coordinator("z", net.nodes["b"].term + 1, 1000.0, False)
+    intruder = Coordinator(src="z", term=net.nodes["b"].term + 1, interval=1000.0, hidden=False)
     from pyflowmesh.core.wire import encode
 
     for node in net.nodes.values():

@@ -235,11 +235,11 @@ def live_node(state: str) -> MeshNode:
         node = MeshNode("peer-1", _config("peer-to-peer"))
         node.register_flow("user")
         node.start(0.0)
-        _send(node, Result("other", "user[9]", {"n": 9}, 1, "other", 10.0, True), 1.0)
+        _send(node, Result(src="other", key="user[9]", value={"n": 9}, version=1, origin="other", age=10.0, shared=True), 1.0)
         node.submit("user", (1,), 5.0)  # claiming
         node.tick(100.0)  # calling
         node.submit("user", (2,), 110.0)  # claiming
-        _send(node, Coordinator("zz", 3, 1000.0, False), 120.0)  # a leader message: peers ignore it
+        _send(node, Coordinator(src="zz", term=3, interval=1000.0, hidden=False), 120.0)  # a leader message: peers ignore it
         return node
     node = MeshNode("node-m", _config())
     node.register_flow("user")
@@ -249,17 +249,17 @@ def live_node(state: str) -> MeshNode:
         node.tick(120.0)  # wins
         assert node.is_leader
         node.share_result("user[9]", {"n": 9}, 130.0)
-        _send(node, Request("node-a", "node-m", 1, cache_key("user", (1,)), "user", [1]), 140.0)  # calling for a
+        _send(node, Request(src="node-a", dst="node-m", req=1, key=cache_key("user", (1,)), flow="user", args=[1]), 140.0)  # calling for a
         node.submit("user", (2,), 150.0)  # calling for itself
         call = [e for e in node.take_effects() if type(e).__name__ == "StartCall"][-1]
         node.call_failed(call.call_id, ConnectionError("down"), 160.0)  # a back-off for user[2]
         node.submit("user", (3,), 170.0)  # calling
     else:
-        _send(node, Coordinator("node-z", 4, 1000.0, False), 10.0)
+        _send(node, Coordinator(src="node-z", term=4, interval=1000.0, hidden=False), 10.0)
         assert node.role is Role.FOLLOWER
-        _send(node, Result("node-z", "user[9]", {"n": 9}, 1, "node-z", 0.0, True), 20.0)
+        _send(node, Result(src="node-z", key="user[9]", value={"n": 9}, version=1, origin="node-z", age=0.0, shared=True), 20.0)
         node.submit("user", (1,), 30.0)  # requested
-        _send(node, Accept("node-z", "node-m", node.flows.pending["user[1]"].req, "user[1]"), 40.0)  # accepted
+        _send(node, Accept(src="node-z", dst="node-m", req=node.flows.pending["user[1]"].req, key="user[1]"), 40.0)  # accepted
         node.submit("user", (2,), 50.0)  # requested
     return node
 

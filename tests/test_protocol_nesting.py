@@ -60,18 +60,18 @@ def _deepest_value() -> list:
 def test_the_deepest_shareable_value_still_crosses_in_every_message_that_carries_values() -> None:
     value = _deepest_value()
     messages = [
-        p.Result("b", "k", value, 1, "b", 0.0, True),
-        p.Sync("b", "a", [p.SyncEntry("k", value, 1, "b", 0.0)], []),
-        p.Request("a", "b", 1, "k", "f", value),  # the arguments are checked as one list
+        p.Result(src="b", key="k", value=value, version=1, origin="b", age=0.0, shared=True),
+        p.Sync(src="b", dst="a", entries=[p.SyncEntry(key="k", value=value, version=1, origin="b", age=0.0)], failures=[]),
+        p.Request(src="a", dst="b", req=1, key="k", flow="f", args=value),  # the arguments are checked as one list
     ]
     for message in messages:
         assert p.decode(p.encode(message)) == message
 
 
 def test_brackets_inside_strings_and_many_shallow_brackets_are_fine() -> None:
-    in_strings = p.Result("b", "k", {"text": "[{" * 20_000, "quote": 'a "[" \\ ['}, 1, "b", 0.0, True)
+    in_strings = p.Result(src="b", key="k", value={"text": "[{" * 20_000, "quote": 'a "[" \\ ['}, version=1, origin="b", age=0.0, shared=True)
     assert p.decode(p.encode(in_strings)) == in_strings
-    wide = p.Result("b", "k", [[] for _ in range(20_000)], 1, "b", 0.0, True)
+    wide = p.Result(src="b", key="k", value=[[] for _ in range(20_000)], version=1, origin="b", age=0.0, shared=True)
     assert p.decode(p.encode(wide)) == wide
 
 

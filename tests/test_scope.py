@@ -182,10 +182,10 @@ def test_the_envelope_names_a_digest_and_refuses_other_scopes() -> None:
     assert len(alice) == 16 and alice != bob and scope_digest("c", None) == ""
     assert scope_digest("other", "alice") != alice  # per channel
     assert scope_digest("ab", "c") != scope_digest("a", "bc")  # the channel's end is not ambiguous
-    assert encode(Hello("n")) == '{"proto":"pyflowmesh","v":1,"type":"hello","src":"n"}'  # shared: unchanged
-    scoped = encode(Hello("n"), alice)
-    assert decode(scoped, scope=alice) == Hello("n")
-    for raw, scope in ((scoped, bob), (scoped, ""), (encode(Hello("n")), alice)):
+    assert encode(Hello(src="n")) == '{"proto":"pyflowmesh","v":1,"type":"hello","src":"n"}'  # shared: unchanged
+    scoped = encode(Hello(src="n"), alice)
+    assert decode(scoped, scope=alice) == Hello(src="n")
+    for raw, scope in ((scoped, bob), (scoped, ""), (encode(Hello(src="n")), alice)):
         with pytest.raises(ProtocolError) as caught:
             decode(raw, scope=scope)
         assert caught.value.reason == "scope"
@@ -195,7 +195,7 @@ def test_the_envelope_names_a_digest_and_refuses_other_scopes() -> None:
             decode(raw, scope=alice)
         assert caught.value.reason == "bad-field:scope"
     with pytest.raises(ValueError):
-        encode(Hello("n"), "alice")  # the raw scope can never be put on the wire by mistake
+        encode(Hello(src="n"), "alice")  # the raw scope can never be put on the wire by mistake
 
 
 # --- set_scope ------------------------------------------------------------------------------

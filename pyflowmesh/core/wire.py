@@ -74,7 +74,7 @@ class ProtocolError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Hello:
     """A tab joined: the leader (or, peer-to-peer, every tab) answers with what it knows."""
 
@@ -82,7 +82,7 @@ class Hello:
     src: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Election:
     """Bully: the sender found no live leader and stands for ``term``."""
 
@@ -91,7 +91,7 @@ class Election:
     term: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Answer:
     """Bully: a higher tab is alive and takes over the election; lower candidates stand down."""
 
@@ -100,7 +100,7 @@ class Answer:
     term: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Coordinator:
     """The sender is the leader of ``term``: newly elected, or reasserting itself."""
 
@@ -111,7 +111,7 @@ class Coordinator:
     hidden: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Heartbeat:
     """The leader is alive; ``interval`` and ``hidden`` tell followers how long to wait for the next."""
 
@@ -122,7 +122,7 @@ class Heartbeat:
     hidden: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Bye:
     """The sender leaves the mesh (dispose, page hidden for good): re-elect or re-claim at once."""
 
@@ -131,7 +131,7 @@ class Bye:
     term: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
     """A follower asks the leader ``dst`` to execute ``flow(*args)`` for the cache key ``key``."""
 
@@ -145,7 +145,7 @@ class Request:
     sent: float | None = None  # the sender's wall clock (ms): a request that waited too long is stale
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Accept:
     """The leader will serve request ``req``: the result comes as a broadcast ``Result``."""
 
@@ -156,7 +156,7 @@ class Accept:
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decline:
     """The tab cannot serve request ``req`` (``reason``: ``unknown-flow`` or ``not-leader``)."""
 
@@ -168,7 +168,7 @@ class Decline:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
     """A successful result for ``key``, ``age`` ms old, produced by ``origin`` as ``version``.
 
@@ -187,7 +187,7 @@ class Result:
     sent: float | None = None  # the sender's wall clock (ms): the receiver adds the transit to ``age``
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Failure:
     """A failed call of ``key``; ``shared`` failures make every tab back off ``retry_in`` ms."""
 
@@ -202,7 +202,7 @@ class Failure:
     to: list[str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Claim:
     """The sender calls (``running``) or is about to call ``key`` itself; others wait for its result."""
 
@@ -212,7 +212,7 @@ class Claim:
     running: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Invalidate:
     """Drop ``key`` (or, with ``None``, every entry) from every tab's cache."""
 
@@ -221,7 +221,7 @@ class Invalidate:
     key: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SyncEntry:
     """One cache entry in a :class:`Sync`."""
 
@@ -232,7 +232,7 @@ class SyncEntry:
     age: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SyncFailure:
     """One active back-off in a :class:`Sync`."""
 
@@ -244,7 +244,7 @@ class SyncFailure:
     origin: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Sync:
     """The cache entries and back-offs a joining tab ``dst`` should know."""
 

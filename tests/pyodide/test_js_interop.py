@@ -70,4 +70,4 @@ def test_deeply_nested_json_is_dropped_before_it_can_overflow_the_stack(selenium
         else:
             raise AssertionError("decoded")
     # The runtime is alive and well: a normal message still decodes.
-    assert protocol.decode(protocol.encode(protocol.Hello("a"))) == protocol.Hello("a")
+    assert protocol.decode(protocol.encode(protocol.Hello(src="a"))) == protocol.Hello(src="a")
