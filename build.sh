@@ -2,7 +2,7 @@
 # pyflowmesh: one entry point to build, serve and test. See docs/build-notes.md.
 #
 #   ./build.sh build              wheel into dist/, browser runtime into web/vendor/, wheel into web/wheels/
-#   ./build.sh demo [--port N]    build if needed, serve web/ at http://127.0.0.1:8000 (or $PORT)
+#   ./build.sh demo [--port N]    build if needed, serve the demo (web/demo/) at http://127.0.0.1:8000 (or $PORT)
 #   ./build.sh test [--level L]... [pytest args]
 #                                 venv + deps + Chromium + build, then the test levels
 #   ./build.sh bench [options]    venv (test deps + matplotlib) + Chromium + build, then the benchmarks
@@ -53,7 +53,8 @@ commands:
                         web/vendor/pyodide/  (npm pyodide@${PYODIDE_VERSION} + PyPI wheels in its lock)
                         web/vendor/pyscript/ (npm @pyscript/core@${PYSCRIPT_VERSION}, dist/)
                         web/wheels/          (our wheel, manifest.json, pyscript.json)
-  demo [--port N]       build if needed, then serve web/ on http://127.0.0.1:N (default \$PORT or 8000)
+  demo [--port N]       build if needed, then serve the site in web/ with tools/server.py: the demo
+                        (web/demo/) at http://127.0.0.1:N/ (default \$PORT or 8000), the lab at /lab/
   test [--level L]... [pytest args]
                         create .venv, install the test tools and Chromium if missing, build, run
                         the levels: cpython (tests/), pyodide (tests/pyodide/, pytest-pyodide),
@@ -137,12 +138,14 @@ sha = hashlib.sha256((out / name).read_bytes()).hexdigest()
     "name": "pyflowmesh", "version": version, "wheel": name, "sha256": sha,
     "url": f"./wheels/{name}", "pyodide": pyodide, "pyscript": pyscript,
 }, indent=2) + "\n")
-# A PyScript config for pages in web/: <script type="py" config="./wheels/pyscript.json">.
-# PyScript 0.7 resolves `interpreter` against the page and `packages` against this file.
-# The interpreter is web/pyodide-nojspi.mjs: the vendored Pyodide loaded without JSPI,
+# A PyScript config for the site's pages: <script type="py" config="./wheels/pyscript.json">
+# in the demo at /, config="../wheels/pyscript.json" in the lab at /lab/.
+# PyScript 0.7 resolves `interpreter` against the page and `packages` against this file,
+# so the interpreter is a path from the site's root: it serves pages at any depth.
+# It is web/pyodide-nojspi.mjs: the vendored Pyodide loaded without JSPI,
 # whose stacks crash tabs under Chromium's allocation samplers (docs/build-notes.md).
 (out / "pyscript.json").write_text(json.dumps({
-    "interpreter": "./pyodide-nojspi.mjs",
+    "interpreter": "/pyodide-nojspi.mjs",
     "packages": [f"./{name}"],
 }, indent=2) + "\n")
 PY
@@ -316,8 +319,8 @@ do_demo() {
         esac
     done
     do_build
-    log "demo at http://127.0.0.1:${port}/ (smoke page: http://127.0.0.1:${port}/smoke.html; API: /api/data, /api/stats); Ctrl-C stops it"
-    exec "$PYTHON" "$WEB/server.py" --host 127.0.0.1 --port "$port"
+    log "demo at http://127.0.0.1:${port}/ (lab: /lab/, smoke page: /lab/smoke.html; API: /api/data, /api/stats); Ctrl-C stops it"
+    exec "$PYTHON" tools/server.py --host 127.0.0.1 --port "$port"
 }
 
 cmd="${1:-help}"
