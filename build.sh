@@ -120,38 +120,6 @@ build_wheel() {
     log "built $WHEEL"
 }
 
-install_wheel_for_web() {
-    local name version
-    name="$(basename "$WHEEL")"
-    version="$(cut -d- -f2 <<<"$name")"
-    mkdir -p "$WHEELS_DIR"
-    rm -f "$WHEELS_DIR"/pyflowmesh-*.whl
-    cp "$WHEEL" "$WHEELS_DIR/"
-    # Stable names for pages: the wheel's file name changes with the version.
-    "$PYTHON" - "$WHEELS_DIR" "$name" "$version" "$PYODIDE_VERSION" "$PYSCRIPT_VERSION" <<'PY'
-import hashlib, json, sys
-from pathlib import Path
-out, name, version, pyodide, pyscript = sys.argv[1:]
-out = Path(out)
-sha = hashlib.sha256((out / name).read_bytes()).hexdigest()
-(out / "manifest.json").write_text(json.dumps({
-    "name": "pyflowmesh", "version": version, "wheel": name, "sha256": sha,
-    "url": f"./wheels/{name}", "pyodide": pyodide, "pyscript": pyscript,
-}, indent=2) + "\n")
-# A PyScript config for the site's pages: <script type="py" config="./wheels/pyscript.json">
-# in the demo at /, config="../wheels/pyscript.json" in the lab at /lab/.
-# PyScript 0.7 resolves `interpreter` against the page and `packages` against this file,
-# so the interpreter is a path from the site's root: it serves pages at any depth.
-# It is web/pyodide-nojspi.mjs: the vendored Pyodide loaded without JSPI,
-# whose stacks crash tabs under Chromium's allocation samplers (docs/build-notes.md).
-(out / "pyscript.json").write_text(json.dumps({
-    "interpreter": "/pyodide-nojspi.mjs",
-    "packages": [f"./{name}"],
-}, indent=2) + "\n")
-PY
-    log "web/wheels/: $name, manifest.json, pyscript.json"
-}
-
 do_build() {
     local t0
     t0="$(now)"
@@ -160,7 +128,7 @@ do_build() {
     fetch_npm "pyodide@${PYODIDE_VERSION}" "pyodide-${PYODIDE_VERSION}.tgz" "." "$PYODIDE_DIR"
     fetch_npm "@pyscript/core@${PYSCRIPT_VERSION}" "pyscript-core-${PYSCRIPT_VERSION}.tgz" "dist" "$PYSCRIPT_DIR"
     "$PYTHON" tools/vendor_pyodide.py "$PYODIDE_DIR" "${PYODIDE_LOCK_PACKAGES[@]}" --add-wheel "$WHEEL"
-    install_wheel_for_web
+    "$PYTHON" tools/web_wheels.py "$WHEEL" "$WHEELS_DIR" --pyodide "$PYODIDE_VERSION" --pyscript "$PYSCRIPT_VERSION"
     log "build done in $(elapsed "$t0") s"
 }
 
@@ -229,20 +197,7 @@ run_level() {
     "$VENV/bin/python" -m pytest --junitxml="$junit" -o junit_family=xunit1 "$@"
     rc=$?
     set -e
-    counts="$("$PYTHON" - "$junit" <<'PY'
-import sys, xml.etree.ElementTree as ET
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-except (OSError, ET.ParseError):
-    print("0 0 0"); raise SystemExit
-suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-t = f = s = 0
-for st in suites:
-    t += int(st.get("tests", 0)); s += int(st.get("skipped", 0))
-    f += int(st.get("failures", 0)) + int(st.get("errors", 0))
-print(t - f - s, f, s)
-PY
-)"
+    counts="$("$PYTHON" tools/junit_counts.py "$junit")"
     local passed failed skipped verdict
     read -r passed failed skipped <<<"$counts"
     case "$rc" in
