@@ -112,7 +112,7 @@ def _truthy(value: Any) -> bool:
 
 
 class Handler(SimpleHTTPRequestHandler):
-    server: "DemoServer"
+    server: DemoServer
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
     protocol_version = "HTTP/1.1"
 
@@ -253,6 +253,7 @@ class DemoServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # a TCP server's address, never a Unix socket's bytes
         return f"http://{host}:{port}"
 
 
