@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # pyflowmesh: one entry point to build, serve and test. See docs/build-notes.md.
 #
-#   ./build.sh build              wheel into dist/, browser runtime into web/vendor/, wheel into web/wheels/
-#   ./build.sh demo [--port N]    build if needed, serve web/ at http://127.0.0.1:8000 (or $PORT)
+#   ./build.sh build              .venv with pyodide-lock, wheel into dist/, browser runtime into web/vendor/,
+#                                 wheel into web/wheels/
+#   ./build.sh demo [--port N]    build if needed, serve the demo (web/demo/) at http://127.0.0.1:8000 (or $PORT)
 #   ./build.sh test [--level L]... [pytest args]
 #                                 venv + deps + Chromium + build, then the test levels
 #   ./build.sh bench [options]    venv (test deps + matplotlib) + Chromium + build, then the benchmarks
@@ -19,6 +20,9 @@ PACKAGING_VERSION="26.1"           # must equal what pyodide-lock.json lists
 # micropip (PyScript's `packages`), pytest + tblib (pytest-pyodide's run_in_pyodide
 # loads them when the lock lists them).
 PYODIDE_LOCK_PACKAGES=("micropip==${MICROPIP_VERSION}" "packaging==${PACKAGING_VERSION}" "pytest" "tblib")
+# Build time, in .venv: reads and writes web/vendor/pyodide/pyodide-lock.json (tools/vendor_pyodide.py).
+# 0.2 is the first to read Pyodide 314's lock; it declares Python >= 3.12 (see ensure_build_venv).
+PYODIDE_LOCK_SPEC="pyodide-lock[wheel]==0.2.1"
 PYTEST_SPEC="pytest>=8.4,<9"       # pytest-pyodide 0.59.2 breaks under pytest 9
 PYTEST_PYODIDE_SPEC="pytest-pyodide==0.59.2"
 PLAYWRIGHT_SPEC="playwright>=1.65,<1.66"
@@ -49,11 +53,13 @@ usage() {
 usage: ./build.sh <command> [options]
 
 commands:
-  build                 build the wheel into dist/ and assemble the offline browser runtime:
+  build                 create .venv with the build's tool (pyodide-lock) if missing, build the wheel
+                        into dist/ and assemble the offline browser runtime:
                         web/vendor/pyodide/  (npm pyodide@${PYODIDE_VERSION} + PyPI wheels in its lock)
                         web/vendor/pyscript/ (npm @pyscript/core@${PYSCRIPT_VERSION}, dist/)
                         web/wheels/          (our wheel, manifest.json, pyscript.json)
-  demo [--port N]       build if needed, then serve web/ on http://127.0.0.1:N (default \$PORT or 8000)
+  demo [--port N]       build if needed, then serve the site in web/ with tools/server.py: the demo
+                        (web/demo/) at http://127.0.0.1:N/ (default \$PORT or 8000), the lab at /lab/
   test [--level L]... [pytest args]
                         create .venv, install the test tools and Chromium if missing, build, run
                         the levels: cpython (tests/), pyodide (tests/pyodide/, pytest-pyodide),
@@ -119,36 +125,6 @@ build_wheel() {
     log "built $WHEEL"
 }
 
-install_wheel_for_web() {
-    local name version
-    name="$(basename "$WHEEL")"
-    version="$(cut -d- -f2 <<<"$name")"
-    mkdir -p "$WHEELS_DIR"
-    rm -f "$WHEELS_DIR"/pyflowmesh-*.whl
-    cp "$WHEEL" "$WHEELS_DIR/"
-    # Stable names for pages: the wheel's file name changes with the version.
-    "$PYTHON" - "$WHEELS_DIR" "$name" "$version" "$PYODIDE_VERSION" "$PYSCRIPT_VERSION" <<'PY'
-import hashlib, json, sys
-from pathlib import Path
-out, name, version, pyodide, pyscript = sys.argv[1:]
-out = Path(out)
-sha = hashlib.sha256((out / name).read_bytes()).hexdigest()
-(out / "manifest.json").write_text(json.dumps({
-    "name": "pyflowmesh", "version": version, "wheel": name, "sha256": sha,
-    "url": f"./wheels/{name}", "pyodide": pyodide, "pyscript": pyscript,
-}, indent=2) + "\n")
-# A PyScript config for pages in web/: <script type="py" config="./wheels/pyscript.json">.
-# PyScript 0.7 resolves `interpreter` against the page and `packages` against this file.
-# The interpreter is web/pyodide-nojspi.mjs: the vendored Pyodide loaded without JSPI,
-# whose stacks crash tabs under Chromium's allocation samplers (docs/build-notes.md).
-(out / "pyscript.json").write_text(json.dumps({
-    "interpreter": "./pyodide-nojspi.mjs",
-    "packages": [f"./{name}"],
-}, indent=2) + "\n")
-PY
-    log "web/wheels/: $name, manifest.json, pyscript.json"
-}
-
 do_build() {
     local t0
     t0="$(now)"
@@ -156,8 +132,9 @@ do_build() {
     build_wheel
     fetch_npm "pyodide@${PYODIDE_VERSION}" "pyodide-${PYODIDE_VERSION}.tgz" "." "$PYODIDE_DIR"
     fetch_npm "@pyscript/core@${PYSCRIPT_VERSION}" "pyscript-core-${PYSCRIPT_VERSION}.tgz" "dist" "$PYSCRIPT_DIR"
-    "$PYTHON" tools/vendor_pyodide.py "$PYODIDE_DIR" "${PYODIDE_LOCK_PACKAGES[@]}" --add-wheel "$WHEEL"
-    install_wheel_for_web
+    ensure_build_venv
+    "$VENV/bin/python" tools/vendor_pyodide.py "$PYODIDE_DIR" "${PYODIDE_LOCK_PACKAGES[@]}" --add-wheel "$WHEEL"
+    "$PYTHON" tools/web_wheels.py "$WHEEL" "$WHEELS_DIR" --pyodide "$PYODIDE_VERSION" --pyscript "$PYSCRIPT_VERSION"
     log "build done in $(elapsed "$t0") s"
 }
 
@@ -178,31 +155,62 @@ ensure_chromium() {
     [[ -x "$CHROMIUM" ]] || die "apt-get install chromium did not provide $CHROMIUM"
 }
 
-# venv_install NAME SPEC...: pip-install SPECs into .venv unless the stamp NAME says they are
-# there already (the stamp also covers pyproject.toml, so a changed package re-installs).
+make_venv() {
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        log "creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+}
+
+# The stamp .venv/.pyflowmesh-deps[-NAME] holds the SPECs last installed under NAME, and the
+# sha256 of pyproject.toml (so a changed package re-installs).
+venv_stamp() { echo "$VENV/.pyflowmesh-deps${1:+-$1}"; }
+venv_want() { printf '%s\n' "$@"; sha256sum pyproject.toml | cut -d' ' -f1; }
+
+# venv_current NAME MODULE SPEC...: true if the stamp NAME lists these SPECs and MODULE imports.
+venv_current() {
+    local name="$1" module="$2" stamp
+    shift 2
+    stamp="$(venv_stamp "$name")"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$(venv_want "$@")" ]] \
+        && "$VENV/bin/python" -c "import $module" 2>/dev/null; then
+        log "${name:-test} dependencies already installed in .venv"
+        return 0
+    fi
+    return 1
+}
+
+# venv_install NAME SPEC...: pip-install SPECs into .venv and record them in the stamp NAME.
 venv_install() {
     local name="$1"
     shift
-    local stamp="$VENV/.pyflowmesh-deps${name:+-$name}" want
-    want="$(printf '%s\n' "$@"; sha256sum pyproject.toml | cut -d' ' -f1)"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$VENV/bin/python" -c 'import pyflowmesh' 2>/dev/null; then
-        log "${name:-test} dependencies already installed in .venv"
-        return
-    fi
     log "installing ${name:-test} dependencies into .venv: $*"
     "$VENV/bin/python" -m pip install --quiet "$@"
-    echo "$want" >"$stamp"
+    venv_want "$@" >"$(venv_stamp "$name")"
+}
+
+# ensure_build_venv: .venv with what the build's tools import (pyodide-lock). build and demo need
+# only this; test and bench add their tools to the same .venv.
+ensure_build_venv() {
+    make_venv
+    venv_current build pyodide_lock "$PYODIDE_LOCK_SPEC" && return
+    if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then
+        # pyodide-lock 0.2 declares Python >= 3.12. On 3.11, 0.1.2 (its last release for 3.11)
+        # cannot read Pyodide 314's lock (it requires info.version and refuses the "tool" field),
+        # while 0.2.1 reads and writes it byte for byte there too (docs/build-notes.md). So on
+        # 3.11 it goes in past its Requires-Python, alone; the install below adds its dependencies.
+        "$VENV/bin/python" -m pip install --quiet --no-deps --ignore-requires-python "$PYODIDE_LOCK_SPEC"
+    fi
+    venv_install build "$PYODIDE_LOCK_SPEC"
 }
 
 # ensure_venv: .venv with the test tools and pyflowmesh (editable). test and bench share it;
 # bench adds its own extras with venv_install bench ...
 ensure_venv() {
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        log "creating $VENV"
-        "$PYTHON" -m venv "$VENV"
-    fi
+    local specs=("$PYTEST_SPEC" "$PYTEST_PYODIDE_SPEC" "$PLAYWRIGHT_SPEC" "$HYPOTHESIS_SPEC" -e .)
+    make_venv
     # pyflowmesh has no dependencies, so "-e ." installs just itself, editable.
-    venv_install "" "$PYTEST_SPEC" "$PYTEST_PYODIDE_SPEC" "$PLAYWRIGHT_SPEC" "$HYPOTHESIS_SPEC" -e .
+    venv_current "" pyflowmesh "${specs[@]}" || venv_install "" "${specs[@]}"
 }
 
 # ---- test levels ---------------------------------------------------------------
@@ -226,20 +234,7 @@ run_level() {
     "$VENV/bin/python" -m pytest --junitxml="$junit" -o junit_family=xunit1 "$@"
     rc=$?
     set -e
-    counts="$("$PYTHON" - "$junit" <<'PY'
-import sys, xml.etree.ElementTree as ET
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-except (OSError, ET.ParseError):
-    print("0 0 0"); raise SystemExit
-suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-t = f = s = 0
-for st in suites:
-    t += int(st.get("tests", 0)); s += int(st.get("skipped", 0))
-    f += int(st.get("failures", 0)) + int(st.get("errors", 0))
-print(t - f - s, f, s)
-PY
-)"
+    counts="$("$PYTHON" tools/junit_counts.py "$junit")"
     local passed failed skipped verdict
     read -r passed failed skipped <<<"$counts"
     case "$rc" in
@@ -296,7 +291,7 @@ do_bench() {
     t0="$(now)"
     ensure_chromium
     ensure_venv
-    venv_install bench "$MATPLOTLIB_SPEC"
+    venv_current bench matplotlib "$MATPLOTLIB_SPEC" || venv_install bench "$MATPLOTLIB_SPEC"
     do_build
     # --soak (anywhere in the options) makes bench.run run bench.soak instead.
     log "bench: python -m bench.run $*"
@@ -316,8 +311,8 @@ do_demo() {
         esac
     done
     do_build
-    log "demo at http://127.0.0.1:${port}/ (smoke page: http://127.0.0.1:${port}/smoke.html; API: /api/data, /api/stats); Ctrl-C stops it"
-    exec "$PYTHON" "$WEB/server.py" --host 127.0.0.1 --port "$port"
+    log "demo at http://127.0.0.1:${port}/ (lab: /lab/, smoke page: /lab/smoke.html; API: /api/data, /api/stats); Ctrl-C stops it"
+    exec "$PYTHON" tools/server.py --host 127.0.0.1 --port "$port"
 }
 
 cmd="${1:-help}"

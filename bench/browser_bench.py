@@ -1,7 +1,7 @@
 """What the mesh saves and costs in real Chromium tabs, side by side with the same page without it.
 
-Every figure comes from ``web/lab.html`` (``web/lab.py``), a pyflowmesh tab driven
-through ``window.pfm``, served by ``web/server.py`` in this process (which counts
+Every figure comes from the lab page (``web/lab/``, at ``/lab/``), a pyflowmesh tab driven
+through ``window.pfm``, served by ``tools/server.py`` in this process (which counts
 the API calls it receives), in Debian's Chromium launched by Playwright exactly
 as ``tests/browser/conftest.py`` launches it. The same page with ``mesh=0`` is the
 baseline: each tab calls the API itself (``use_flow(..., mesh=None)``).
@@ -40,6 +40,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB_DIR = ROOT / "web"
+SERVER = ROOT / "tools" / "server.py"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # As tests/browser/conftest.py (keep in step): root needs --no-sandbox; the network is closed.
 CHROMIUM_ARGS = [
@@ -134,7 +135,7 @@ def process_usage(pids: list[int]) -> dict[str, Any]:
 
 
 class Harness:
-    """web/server.py in this process and one headless Chromium, for every part of the bench."""
+    """tools/server.py in this process and one headless Chromium, for every part of the bench."""
 
     def __init__(self, log: Log = print) -> None:
         self.log = log
@@ -143,12 +144,13 @@ class Harness:
         self.browser: Any = None
 
     def __enter__(self) -> Harness:
-        missing = [p for p in (WEB_DIR / "lab.html", WEB_DIR / "lab.py", WEB_DIR / "vendor/pyodide/pyodide.mjs",
-                               WEB_DIR / "wheels/pyscript.json") if not p.is_file()]
+        missing = [p for p in (WEB_DIR / "lab/index.html", WEB_DIR / "lab/lab.py",
+                               WEB_DIR / "vendor/pyodide/pyodide.mjs", WEB_DIR / "wheels/pyscript.json")
+                   if not p.is_file()]
         if missing:
             raise RuntimeError(f"missing {', '.join(str(p.relative_to(ROOT)) for p in missing)}: "
-                               "run ./build.sh build (web/lab.html comes with the repository)")
-        spec = importlib.util.spec_from_file_location("pyflowmesh_web_server", WEB_DIR / "server.py")
+                               "run ./build.sh build (web/lab/ comes with the repository)")
+        spec = importlib.util.spec_from_file_location("pyflowmesh_web_server", SERVER)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -173,12 +175,12 @@ class Harness:
         return self.server.url + "/" + path.lstrip("/")
 
     def open_tabs(self, context: Any, n: int, query: str, timeout_s: float = 240.0) -> tuple[list[Any], float]:
-        """Open n tabs of ``lab.html?query`` at once; wait until each is ready. Returns (pages, seconds)."""
+        """Open n tabs of ``/lab/?query`` at once; wait until each is ready. Returns (pages, seconds)."""
         t0 = time.monotonic()
         pages = []
         for _ in range(n):
             page = context.new_page()
-            page.goto(self.url(f"/lab.html?{query}"), wait_until="domcontentloaded")
+            page.goto(self.url(f"/lab/?{query}"), wait_until="domcontentloaded")
             pages.append(page)
         deadline = t0 + timeout_s
         for page in pages:

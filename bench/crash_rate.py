@@ -54,10 +54,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB_DIR = ROOT / "web"
+SERVER = ROOT / "tools" / "server.py"
 sys.path.insert(0, str(ROOT / "tests"))
 from chromium_args import BASE_ARGS, CHROMIUM, chromium_args  # noqa: E402
 
-LOADERS = {"plain": "./vendor/pyodide/pyodide.mjs", "nojspi": "./pyodide-nojspi.mjs"}
+# Paths from the site's root, as in the build's config: the lab page is at /lab/, the others at /.
+LOADERS = {"plain": "/vendor/pyodide/pyodide.mjs", "nojspi": "/pyodide-nojspi.mjs"}
 # Ordinary: the switches root and headless need, and no traffic to Google's servers.
 ORDINARY_ARGS = list(BASE_ARGS)
 # Forcing a sampler on in every renderer, with a short sampling interval: the worst case,
@@ -98,7 +100,7 @@ asyncio.ensure_future(main())
 
 
 def load_server() -> Any:
-    spec = importlib.util.spec_from_file_location("pyflowmesh_web_server", WEB_DIR / "server.py")
+    spec = importlib.util.spec_from_file_location("pyflowmesh_web_server", SERVER)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -192,7 +194,7 @@ def run_session(args: argparse.Namespace, playwright: Any, base_url: str, wheel:
         route_config(context, args.loader, wheel)
         clock = context.new_page()  # about:blank: a page that never runs Pyodide, to wait on
         channel = f"crash-{marker}"
-        url = (f"{base_url}/lab.html?channel={channel}" if args.page == "lab" else f"{base_url}/index.html")
+        url = (f"{base_url}/lab/?channel={channel}" if args.page == "lab" else f"{base_url}/index.html")
         tabs: list[Tab] = []
         started = time.monotonic()
         end = started + args.minutes * 60

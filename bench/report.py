@@ -45,7 +45,7 @@ def render(results: dict[str, Any], png: str) -> str:
         "",
         "Measured by `./build.sh bench` (code in `bench/`; every number below comes from its "
         "`bench-results/results.json`, and a new run rewrites this page and the figure). The browser "
-        "figures come from real Chromium tabs of `web/lab.html` side by side with the same page "
+        "figures come from real Chromium tabs of the lab page (`web/lab/`) side by side with the same page "
         "without the mesh (`mesh=0`: each tab calls the API itself); the protocol-at-scale figures "
         "from real `MeshNode`s in virtual time. A benchmark, not a test: it never fails on a time.",
         "",
@@ -123,7 +123,7 @@ def _browser_calls(b: dict[str, Any]) -> list[str]:
         f"one time on the browser clock), {s.get('rounds')} rounds per N after one warm-up round (not "
         f"counted: new tabs run their first execute), each round with a new argument "
         f"(a new cache key); {s.get('latency_rounds')} more rounds at {big['tabs']} tabs for latency samples. "
-        f"The local server (`web/server.py`) sleeps {mesh['delay_ms']} ms per call and counts the calls. "
+        f"The local server (`tools/server.py`) sleeps {mesh['delay_ms']} ms per call and counts the calls. "
         f"One set of tabs grows from 1 to {big['tabs']} (tabs are added between sizes, all of one channel, "
         f"all executing), once with the mesh (heartbeat {mesh['heartbeat_ms']:g} ms, the default) and once "
         "without.",

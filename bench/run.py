@@ -4,7 +4,7 @@ Runs, in this order, and prints each figure as it comes:
 
 1. :mod:`bench.sim_bench`: the protocol at 10, 100 and 1,000 tabs in virtual time
    (pure CPython), and the project simulator's throughput;
-2. :mod:`bench.browser_bench`: real Chromium tabs of ``web/lab.html``, with the mesh
+2. :mod:`bench.browser_bench`: real Chromium tabs of the lab page (``web/lab/``), with the mesh
    and without it (API calls, follower latency, idle cost, failover, import time).
 
 Then writes ``bench-results/results.json`` (everything, machine-readable),
@@ -78,9 +78,9 @@ def machine() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "pyflowmesh", "web"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "pyflowmesh", "web", "tools"],
                                cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
-        info["commit"] = commit + (" (with uncommitted changes in pyflowmesh/ or web/)" if dirty else "")
+        info["commit"] = commit + (" (with uncommitted changes in pyflowmesh/, web/ or tools/)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
     return info
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         results["sim"] = sim_bench.run_all(sizes, seeds=2 if args.quick else 3,
                                            throughput_s=5.0 if args.quick else 15.0, log=log)
     if args.only in (None, "browser"):
-        log("browser: real Chromium tabs of web/lab.html, with the mesh and without it")
+        log("browser: real Chromium tabs of the lab page (web/lab/), with the mesh and without it")
         results["browser"] = browser_bench.run_all(quick=args.quick, log=log)
 
     results["wall_s"] = time.monotonic() - t0

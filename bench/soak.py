@@ -9,7 +9,7 @@ Three parts, each printing its figures as it goes:
 2. ``sim`` (:mod:`bench.soak_sim`): 6 tabs for 24 simulated hours (virtual time) with
    a new key every 2 s, a tab replaced every 10 minutes, an hourly burst and outage:
    tracemalloc per tab, and the largest size of every bounded structure;
-3. ``browser`` (:mod:`bench.soak_browser`): 4 real Chromium tabs of ``web/lab.html``
+3. ``browser`` (:mod:`bench.soak_browser`): 4 real Chromium tabs of the lab page (``web/lab/``)
    for 10 minutes, a new key every 250 ms: Pyodide's WebAssembly memory, the JS heap,
    live PyProxies, Python objects, per tab every 30 s.
 
@@ -147,7 +147,8 @@ def render(results: dict[str, Any], png: str) -> str:
     if browser:
         s = browser["summary"]
         lines += ["### In Chromium (Pyodide)", "",
-                  f"{browser['tabs']} tabs of `web/lab.html` ({browser.get('chromium', 'Chromium')}, headless) for "
+                  f"{browser['tabs']} tabs of the lab page `web/lab/` "
+                  f"({browser.get('chromium', 'Chromium')}, headless) for "
                   f"{browser['minutes']:g} minutes, each executing the key of the current "
                   f"{browser['slot_ms']:g} ms slot through `Flow.execute` (every slot a new key; one tab calls the "
                   f"server, the others get it from the mesh), `max_entries={browser['max_entries']}`: "

@@ -1,12 +1,12 @@
 """The soak in real Chromium: 4 lab tabs executing ever-new keys for minutes, memory sampled.
 
-Every tab is ``web/lab.html?via=flow&wire=0&max_entries=64&...`` (``web/lab.py``; ``wire=0``:
+Every tab is ``/lab/?via=flow&wire=0&max_entries=64&...`` (``web/lab/lab.py``; ``wire=0``:
 the page's own tap of the channel records nothing, else it would fill the JS heap): its
 ``pfm.execute`` goes through ``Flow.execute``, as a page's flow does, so it follows
 each key (listeners) as well as caching it. A loop of plain JS in each tab executes
 the key of the current time slot (``soak-<slot>``, a new slot every ``slot_ms``) and
 waits for the next slot, so the tabs ask for the same new key at about the same
-moment: one of them calls the server (``web/server.py``, in this process), the others
+moment: one of them calls the server (``tools/server.py``, in this process), the others
 get the result from the mesh or their cache. Nothing repeats: every slot is a new key.
 
 Every ``sample_s`` seconds, per tab: a garbage collection in Python (``gc.collect()``
@@ -35,6 +35,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB_DIR = ROOT / "web"
+SERVER = ROOT / "tools" / "server.py"
 READY_JS = "window.pyflowmesh_ready === true"
 
 Log = Callable[[str], None]
@@ -82,11 +83,11 @@ def _sample(pages: list[Any], sessions: list[Any], t0: float) -> dict[str, Any]:
 def run(minutes: float = 10.0, tabs: int = 4, slot_ms: float = 250.0, sample_s: float = 30.0,
         max_entries: int = 64, log: Log = print) -> dict[str, Any]:
     """Run the soak; returns the samples and a summary (see the module's docstring)."""
-    missing = [p for p in (WEB_DIR / "lab.html", WEB_DIR / "vendor/pyodide/pyodide.mjs",
+    missing = [p for p in (WEB_DIR / "lab/index.html", WEB_DIR / "vendor/pyodide/pyodide.mjs",
                            WEB_DIR / "wheels/pyscript.json") if not p.is_file()]
     if missing:
         raise RuntimeError(f"missing {', '.join(str(p.relative_to(ROOT)) for p in missing)}: run ./build.sh build")
-    server_module = _load("pyflowmesh_web_server", WEB_DIR / "server.py")
+    server_module = _load("pyflowmesh_web_server", SERVER)
     chromium = _load("pyflowmesh_chromium_args", ROOT / "tests/chromium_args.py")
     from playwright.sync_api import sync_playwright
 
@@ -104,7 +105,7 @@ def run(minutes: float = 10.0, tabs: int = 4, slot_ms: float = 250.0, sample_s: 
         pages = []
         for _ in range(tabs):
             page = context.new_page()
-            page.goto(f"{server.url}/lab.html?{query}", wait_until="domcontentloaded")
+            page.goto(f"{server.url}/lab/?{query}", wait_until="domcontentloaded")
             pages.append(page)
         for page in pages:
             page.wait_for_function(READY_JS, timeout=240_000)

@@ -6,16 +6,19 @@ package wheels. For each requested package (and everything its lock entry
 depends on, recursively) this script puts a pure-Python wheel of exactly the
 version that the lock lists beside ``pyodide.mjs``, taken from PyPI
 (``pip download``; built from the sdist with ``pip wheel`` when PyPI has no
-wheel, as for atomicwrites 1.4.1), and rewrites the lock entry's
-``file_name`` and ``sha256`` (Pyodide's own builds differ from PyPI's files).
+wheel, as for atomicwrites 1.4.1), and points the lock entry's ``file_name`` and
+``sha256`` at it (Pyodide's own builds differ from PyPI's files).
 
 ``--add-wheel`` also copies a local wheel (ours) into the folder and adds or
 replaces its lock entry, so ``pyodide.loadPackage("pyflowmesh")`` works.
 
+The lock file is read, edited and written with ``pyodide-lock`` (PyPI:
+``pyodide-lock[wheel]``, which build.sh installs into .venv); it writes the
+upstream file's own layout, so an untouched lock comes out byte for byte.
 Idempotent: a package whose file is present and matches the lock is left
-alone, so re-runs do not touch the network. Standard library only.
+alone, so re-runs do not touch the network.
 
-    python3 tools/vendor_pyodide.py web/vendor/pyodide micropip packaging pytest tblib \
+    .venv/bin/python tools/vendor_pyodide.py web/vendor/pyodide micropip packaging pytest tblib \\
         --add-wheel dist/pyflowmesh-0.1.0-py3-none-any.whl
 """
 
@@ -23,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import re
 import shutil
 import subprocess
 import sys
@@ -32,11 +33,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+from pyodide_lock import PackageSpec, PyodideLockSpec
+from pyodide_lock.utils import add_wheels_to_spec, update_package_sha256
+
 LOCK = "pyodide-lock.json"
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def sha256_of(path: Path) -> str:
@@ -47,28 +49,23 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def wheel_name_version(filename: str) -> tuple[str, str]:
-    if not filename.endswith(".whl"):
-        raise ValueError(f"not a wheel file name: {filename}")
-    parts = filename[: -len(".whl")].split("-")
-    if len(parts) not in (5, 6):
-        raise ValueError(f"not a wheel file name: {filename}")
-    return canonical(parts[0]), parts[1]
+def find(packages: dict[str, PackageSpec], name: str) -> str:
+    """The lock's key for ``name``, compared canonically (``Pygments`` is ``pygments``)."""
+    for key in packages:
+        if canonicalize_name(key) == canonicalize_name(name):
+            return key
+    raise SystemExit(f"vendor_pyodide: {name!r} is not in {LOCK}")
 
 
-def closure(packages: dict, roots: list[str]) -> list[str]:
-    by_canonical = {canonical(k): k for k in packages}
+def closure(packages: dict[str, PackageSpec], roots: list[str]) -> list[str]:
+    """The lock keys of ``roots`` and of everything their entries depend on, recursively."""
     seen: list[str] = []
     todo = list(roots)
     while todo:
-        name = todo.pop(0)
-        key = by_canonical.get(canonical(name))
-        if key is None:
-            raise SystemExit(f"vendor_pyodide: {name!r} is not in {LOCK}")
-        if key in seen:
-            continue
-        seen.append(key)
-        todo.extend(packages[key].get("depends", []))
+        key = find(packages, todo.pop(0))
+        if key not in seen:
+            seen.append(key)
+            todo.extend(packages[key].depends)
     return seen
 
 
@@ -90,9 +87,9 @@ def fetch_wheels(specs: list[str], python_version: str, dest: Path) -> None:
     if pip(*download, *specs, quiet_failure=True):
         return
     # One at a time, so one package with no wheel on PyPI does not sink the rest.
+    have = {parse_wheel_filename(p.name)[0] for p in dest.glob("*.whl")}
     for spec in specs:
-        name = spec.split("==")[0]
-        if any(wheel_name_version(p.name)[0] == canonical(name) for p in dest.glob("*.whl")):
+        if canonicalize_name(spec.split("==")[0]) in have:
             continue
         if pip(*download, spec, quiet_failure=True):
             continue
@@ -109,111 +106,87 @@ def check_pure(wheel: Path) -> None:
         raise SystemExit(f"vendor_pyodide: {wheel.name} is not a pure-Python wheel")
 
 
-def lock_entry_for(wheel: Path, existing: dict | None) -> dict:
-    name, version = wheel_name_version(wheel.name)
-    with zipfile.ZipFile(wheel) as zf:
-        tops = sorted(
-            {
-                n.split("/")[0].removesuffix(".py")
-                for n in zf.namelist()
-                if not n.split("/")[0].endswith((".dist-info", ".data"))
-            }
-        )
-    entry = dict(existing or {})
-    entry.update(
-        {
-            "name": (existing or {}).get("name", name),
-            "version": version,
-            "file_name": wheel.name,
-            "install_dir": "site",
-            "sha256": sha256_of(wheel),
-            "package_type": "package",
-            "imports": (existing or {}).get("imports") or tops,
-            "depends": (existing or {}).get("depends", []),
-            "unvendored_tests": False,
-        }
-    )
-    entry.setdefault("tool", {})
-    return entry
+def check_pins(packages: dict[str, PackageSpec], specs: list[str]) -> list[str]:
+    """The names in ``specs`` (``NAME`` or ``NAME==VERSION``); a pinned version must be the lock's."""
+    names = []
+    for spec in specs:
+        name, _, want = spec.partition("==")
+        entry = packages[find(packages, name)]
+        if want and entry.version != want:
+            raise SystemExit(f"vendor_pyodide: {LOCK} lists {name} {entry.version}, build.sh pins {want}")
+        names.append(name)
+    return names
+
+
+def is_in_place(folder: Path, entry: PackageSpec) -> bool:
+    path = folder / entry.file_name
+    return path.is_file() and sha256_of(path) == entry.sha256
+
+
+def provide(lock: PyodideLockSpec, keys: list[str], folder: Path) -> None:
+    """Put PyPI's wheel of each lock package in ``keys`` into ``folder`` unless the lock's file is
+    there already, and point its entry (``file_name``, ``sha256``) at that wheel."""
+    packages = lock.packages
+    missing = [k for k in keys if not is_in_place(folder, packages[k])]
+    if not missing:
+        return
+    python_version = ".".join(lock.info.python.split(".")[:2])  # "3.14.2" -> "3.14"
+    specs = [f"{packages[k].name}=={packages[k].version}" for k in missing]
+    print(f"vendor_pyodide: fetching {len(specs)} wheel(s) for Python {python_version}: {' '.join(specs)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        fetch_wheels(specs, python_version, Path(tmp))
+        got = {parse_wheel_filename(p.name)[:2]: p for p in Path(tmp).glob("*.whl")}
+        for key in missing:
+            entry = packages[key]
+            wheel = got.get((canonicalize_name(entry.name), Version(entry.version)))
+            if wheel is None:
+                raise SystemExit(f"vendor_pyodide: pip gave no wheel for {key}=={entry.version}")
+            check_pure(wheel)
+            shutil.copyfile(wheel, folder / wheel.name)
+            entry.file_name = wheel.name
+            update_package_sha256(entry, folder / wheel.name)
+
+
+def add_wheel(lock: PyodideLockSpec, wheel: Path, folder: Path) -> PyodideLockSpec:
+    """Copy a local pure-Python ``wheel`` into ``folder`` and give it its lock entry (replacing
+    an older build's entry and file)."""
+    check_pure(wheel)
+    name = canonicalize_name(parse_wheel_filename(wheel.name)[0])
+    old = lock.packages.get(name)
+    if old is not None and old.file_name != wheel.name:
+        (folder / old.file_name).unlink(missing_ok=True)
+    target = folder / wheel.name
+    shutil.copyfile(wheel, target)
+    # The entry's name, imports, depends (from the wheel's metadata) and sha256.
+    lock = add_wheels_to_spec(lock, [target], base_path=folder)
+    print(f"vendor_pyodide: {wheel.name} is in the lock as {name!r} (sha256 {lock.packages[name].sha256[:12]}...)")
+    return lock
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Vendor PyPI wheels into a Pyodide distribution.")
     ap.add_argument("pyodide_dir", type=Path, help="folder holding pyodide.mjs and pyodide-lock.json")
     ap.add_argument(
-        "packages", nargs="*", help="lock package names (NAME or NAME==VERSION, checked) to provide with their dependencies"
+        "packages", nargs="*",
+        help="lock package names (NAME or NAME==VERSION, checked) to provide with their dependencies",
     )
     ap.add_argument("--add-wheel", type=Path, action="append", default=[], help="a local wheel to add to the lock")
     args = ap.parse_args(argv)
 
-    lock_path = args.pyodide_dir / LOCK
-    lock = json.loads(lock_path.read_text())
-    packages = lock["packages"]
-    py = lock["info"]["python"]  # e.g. "3.14.2"
-    python_version = ".".join(py.split(".")[:2])
-
-    roots = []
-    for spec in args.packages:
-        name, _, want = spec.partition("==")
-        roots.append(name)
-        key = next((k for k in packages if canonical(k) == canonical(name)), None)
-        if key is None:
-            raise SystemExit(f"vendor_pyodide: {name!r} is not in {LOCK}")
-        if want and packages[key]["version"] != want:
-            raise SystemExit(
-                f"vendor_pyodide: {LOCK} lists {name} {packages[key]['version']}, build.sh pins {want}"
-            )
-    names = closure(packages, roots)
-    missing = []
-    for key in names:
-        entry = packages[key]
-        path = args.pyodide_dir / entry["file_name"]
-        if not (path.is_file() and sha256_of(path) == entry["sha256"]):
-            missing.append(key)
-
-    changed = False
-    if missing:
-        specs = [f"{packages[k]['name']}=={packages[k]['version']}" for k in missing]
-        print(f"vendor_pyodide: fetching {len(specs)} wheel(s) for Python {python_version}: {' '.join(specs)}")
-        with tempfile.TemporaryDirectory() as tmp:
-            tmpdir = Path(tmp)
-            fetch_wheels(specs, python_version, tmpdir)
-            got = {wheel_name_version(p.name): p for p in tmpdir.glob("*.whl")}
-            for key in missing:
-                entry = packages[key]
-                wheel = got.get((canonical(key), entry["version"])) or got.get(
-                    (canonical(entry["name"]), entry["version"])
-                )
-                if wheel is None:
-                    raise SystemExit(f"vendor_pyodide: pip gave no wheel for {key}=={entry['version']}")
-                check_pure(wheel)
-                target = args.pyodide_dir / wheel.name
-                shutil.copyfile(wheel, target)
-                entry["file_name"] = wheel.name
-                entry["sha256"] = sha256_of(target)
-                changed = True
-
+    folder: Path = args.pyodide_dir
+    lock_path = folder / LOCK
+    before = PyodideLockSpec.from_json(lock_path)
+    lock = before.clone()
+    keys = closure(lock.packages, check_pins(lock.packages, args.packages))
+    provide(lock, keys, folder)
     for wheel in args.add_wheel:
-        check_pure(wheel)
-        name, _version = wheel_name_version(wheel.name)
-        key = next((k for k in packages if canonical(k) == name), name)
-        old = packages.get(key)
-        # Drop the previous build of this package (another version) from the folder.
-        if old and old.get("file_name") and old["file_name"] != wheel.name:
-            (args.pyodide_dir / old["file_name"]).unlink(missing_ok=True)
-        target = args.pyodide_dir / wheel.name
-        shutil.copyfile(wheel, target)
-        new = lock_entry_for(target, old)
-        if new != old:
-            packages[key] = new
-            changed = True
-        print(f"vendor_pyodide: {wheel.name} is in the lock as {key!r} (sha256 {new['sha256'][:12]}...)")
+        lock = add_wheel(lock, wheel, folder)
 
-    if changed:
+    if lock != before:
         tmp_lock = lock_path.with_suffix(".json.tmp")
-        tmp_lock.write_text(json.dumps(lock))  # the upstream file's own layout
+        lock.to_json(tmp_lock)  # the upstream file's own layout (sorted keys, no indent)
         tmp_lock.replace(lock_path)
-    print(f"vendor_pyodide: {len(names)} lock package(s) available offline in {args.pyodide_dir}")
+    print(f"vendor_pyodide: {len(keys)} lock package(s) available offline in {folder}")
     return 0
 
 

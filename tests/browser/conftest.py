@@ -1,4 +1,4 @@
-"""Playwright fixtures for multi-tab tests of pyflowmesh pages served by web/server.py.
+"""Playwright fixtures for multi-tab tests of pyflowmesh pages served by tools/server.py.
 
 Run through ``./build.sh test --level browser`` (which builds first), or by hand after
 ``./build.sh build``::
@@ -14,15 +14,15 @@ Fixtures:
   to ``test-artifacts/<test>/`` and that folder is named in the failure report (a tab
   whose renderer crashed gets its console log only; one that does not answer within 5 s,
   such as a stalled tab, is noted in ``notes.txt``).
-- ``demo_server`` (function, on top of one server per session): web/server.py serving
-  ``web/`` on 127.0.0.1 and a free port, counter and failure mode reset before each
-  test. ``demo_server.url("/smoke.html")``, ``.calls``, ``.stats()``, ``.reset()``,
-  ``.set_failing(True)``.
+- ``demo_server`` (function, on top of one server per session): tools/server.py serving
+  the site in ``web/`` (the demo at ``/``, the lab at ``/lab/``) on 127.0.0.1 and a free port,
+  counter and failure mode reset before each test. ``demo_server.url("/lab/smoke.html")``,
+  ``.calls``, ``.stats()``, ``.reset()``, ``.set_failing(True)``.
 - ``bfcache_browser``, ``bfcache_context``, ``bfcache_server``, ``open_bfcache_tabs``: the same
   with Chromium's back/forward cache on (Playwright turns it off) and the server answering
   ``Cache-Control: no-cache`` instead of ``no-store`` (which keeps pages out of that cache).
 - ``tab_console(page)``: the console lines recorded so far for one tab of ``context``.
-- ``open_tabs(n, path="/smoke.html", ready=READY_JS)``: opens ``n`` tabs of the page in
+- ``open_tabs(n, path="/lab/smoke.html", ready=READY_JS)``: opens ``n`` tabs of the page in
   ``context`` at once and waits until every tab's Python says it is ready
   (``window.pyflowmesh_ready === true``, which the page's Python sets last). Returns
   the list of pages; ``open_tabs.ready_ms`` holds each tab's ``performance.now()`` at
@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 WEB_DIR = ROOT / "web"
+SERVER = ROOT / "tools" / "server.py"
 ARTIFACTS_DIR = ROOT / "test-artifacts"
 
 CHROMIUM_ARGS = chromium_args()  # with the allocation samplers off: see tests/chromium_args.py
@@ -78,7 +79,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _load_server_module():
-    spec = importlib.util.spec_from_file_location("pyflowmesh_web_server", WEB_DIR / "server.py")
+    spec = importlib.util.spec_from_file_location("pyflowmesh_web_server", SERVER)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -86,7 +87,7 @@ def _load_server_module():
 
 
 class DemoServer:
-    """A handle on web/server.py running in a thread of the test process."""
+    """A handle on tools/server.py running in a thread of the test process."""
 
     def __init__(self, server: Any) -> None:
         self.server = server
@@ -237,7 +238,7 @@ class OpenTabs:
         self.wall_s: float = 0.0
 
     def __call__(
-        self, n: int, path: str = "/smoke.html", ready: str = READY_JS, timeout_s: float = READY_TIMEOUT_S
+        self, n: int, path: str = "/lab/smoke.html", ready: str = READY_JS, timeout_s: float = READY_TIMEOUT_S
     ) -> list[Any]:
         __tracebackhide__ = True
         t0 = time.monotonic()

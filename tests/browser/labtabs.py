@@ -1,7 +1,7 @@
-"""Driving lab tabs (``web/lab.html``) from Playwright: executes, state, the wire, faults.
+"""Driving lab tabs (``web/lab/``, served at ``/lab/``) from Playwright: executes, state, the wire, faults.
 
 A :class:`Tab` wraps one Playwright page of the lab page and speaks to its
-``window.pfm`` (see ``web/lab.py``). Every wait has a limit and fails with a message
+``window.pfm`` (see ``web/lab/lab.py``). Every wait has a limit and fails with a message
 saying what it waited for, so that a hang in the mesh is a failing test, never a
 stuck run. Times compared across tabs or with the test process are wall-clock
 milliseconds (``Date.now()`` in the pages, ``time.time()`` here: one clock on one
@@ -31,9 +31,9 @@ def now_ms() -> float:
 
 
 def lab_path(**params: Any) -> str:
-    """``/lab.html?...`` with the fault suite's heartbeat unless given."""
+    """``/lab/?...`` with the fault suite's heartbeat unless given."""
     params.setdefault("heartbeat", HEARTBEAT_MS)
-    return "/lab.html?" + urlencode({k: v for k, v in params.items() if v is not None})
+    return "/lab/?" + urlencode({k: v for k, v in params.items() if v is not None})
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> float:

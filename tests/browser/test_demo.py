@@ -1,6 +1,6 @@
 """The demo page in several real tabs: one API call for all, the same data everywhere, one leader.
 
-Calls are counted at the test's own server (web/server.py in this process), never in
+Calls are counted at the test's own server (tools/server.py in this process), never in
 the page. Heartbeat 1 s (query parameter) keeps the protocol's bounds short.
 """
 

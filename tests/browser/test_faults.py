@@ -2,9 +2,9 @@
 
 The simulator proves the protocol in virtual time; these tests prove the same promises
 in real tabs of Debian's Chromium driven by Playwright, with the real BroadcastChannel,
-Web Locks and page lifecycle. Every test opens lab tabs (``web/lab.html``, driven through
+Web Locks and page lifecycle. Every test opens lab tabs (``web/lab/``, driven through
 ``window.pfm``) in one browser context and counts API calls at its own local server
-(``web/server.py`` in this process, the ``demo_server`` fixture), never in the page.
+(``tools/server.py`` in this process, the ``demo_server`` fixture), never in the page.
 
 Bounds: the heartbeat is 1000 ms (``labtabs.HEARTBEAT_MS``), so followers presume a
 silent leader dead after ``SILENCE_MS`` = 2.5 heartbeats, and an election, once started,

@@ -2,7 +2,7 @@
 
 
 def test_two_tabs_load_pyflowmesh(open_tabs, demo_server, pyflowmesh_version, record_property):
-    tabs = open_tabs(2, "/smoke.html")
+    tabs = open_tabs(2, "/lab/smoke.html")
 
     for page in tabs:
         assert page.text_content("#version") == pyflowmesh_version

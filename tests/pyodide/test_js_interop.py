@@ -1,6 +1,6 @@
-"""What Pyodide 314 hands JavaScript, and deep JSON in Pyodide: facts web/lab.py and protocol.py rely on.
+"""What Pyodide 314 hands JavaScript, and deep JSON in Pyodide: facts web/lab/lab.py and protocol.py rely on.
 
-``web/lab.py`` (the page the browser fault suite drives) returns only plain JS values
+``web/lab/lab.py`` (the page the browser fault suite drives) returns only plain JS values
 and builds its own ``Promise`` because of what the first test pins down; should a
 Pyodide upgrade change it, this test says so. The second is the Pyodide side of the
 ``too-deep`` regression (tests/test_protocol_nesting.py): there, unlike in CPython,

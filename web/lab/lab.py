@@ -1,6 +1,6 @@
 """The lab page: one pyflowmesh tab made for driving by tests and benchmarks.
 
-``lab.html?<query>`` configures the tab; ``window.pfm`` drives it from JavaScript
+``/lab/?<query>`` (this folder's ``index.html``) configures the tab; ``window.pfm`` drives it from JavaScript
 (Playwright's ``page.evaluate``). Used by ``tests/browser/test_faults.py``.
 
 Query parameters (all optional; durations in milliseconds):
@@ -12,7 +12,7 @@ Query parameters (all optional; durations in milliseconds):
 ``locks``           ``1`` (default) / ``0``: the mesh's ``use_locks``
 ``stale_time``, ``error_backoff``, ``max_error_backoff``, ``hidden_timeout``,
 ``request_timeout``, ``call_timeout``, ``max_entries``: the mesh options of those names
-``wire``            ``1`` (default) / ``0``: ``window.labWire`` (``lab.html``) records nothing
+``wire``            ``1`` (default) / ``0``: ``window.labWire`` (``index.html``) records nothing
 ``via``             ``mesh`` (default): ``pfm.execute`` calls the mesh's ``execute_with_source``;
                     ``flow``: it calls ``Flow.execute``, which also follows the key (the
                     ``on_cache_update``/``on_error`` listeners a page's flow keeps)
@@ -31,7 +31,7 @@ Query parameters (all optional; durations in milliseconds):
                     nor declines a late request: a page of pyflowmesh 0.1.0, for comparisons
 ==================  =============================================================
 
-Every flow ``<key>`` calls ``./api/data?key=<key>&arg=<arg>&delay_ms=<delay_ms>`` with
+Every flow ``<key>`` calls ``../api/data?key=<key>&arg=<arg>&delay_ms=<delay_ms>`` with
 ``pyfetch`` (``arg``: a single str argument as is, otherwise the arguments as JSON)
 and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
 (``value``, ``calls``, ``args``, ``user``: the ``user`` cookie the server saw) plus
@@ -142,7 +142,7 @@ js.window.lab_node_id = mesh.node_id if mesh else None
 def make_fetch(key: str):
     async def fetch(*args: Any) -> dict:
         arg = args[0] if len(args) == 1 and isinstance(args[0], str) else json.dumps(list(args))
-        response = await pyfetch(f"./api/data?key={quote(key)}&arg={quote(arg)}&delay_ms={DELAY_MS}")
+        response = await pyfetch(f"../api/data?key={quote(key)}&arg={quote(arg)}&delay_ms={DELAY_MS}")
         body = await response.json()
         if not response.ok:
             raise ConnectionError(f"HTTP {response.status}: {body.get('error', 'server error')}")

@@ -1,8 +1,18 @@
 #!/usr/bin/env python3
-"""Demo and test server for pyflowmesh: serves ``web/`` plus a small JSON API.
+"""Demo and test server for pyflowmesh: serves the site in ``web/`` plus a small JSON API.
 
-Static files come from the ``web/`` directory (the demo pages, the vendored
-Pyodide and PyScript, the built wheel) with the MIME types browsers insist on
+The site is the folder ``web/`` as it stands, except that its root shows the demo:
+
+- ``/`` (``/index.html``, ``/demo.py``, ``/demo.css``): ``web/demo/``, the product demo;
+- ``/lab/`` (``/lab/?channel=...``, ``/lab/smoke.html``): ``web/lab/``, the pages that
+  tests and benchmarks drive;
+- ``/pyodide-nojspi.mjs``, ``/vendor/``, ``/wheels/``: the runtime every page shares
+  (``vendor/`` and ``wheels/`` are written by ``./build.sh build``).
+
+So a path whose first segment names an entry of ``web/`` (other than ``demo``) is served
+from ``web/``, and any other path from ``web/demo/``.
+
+Files are served with the MIME types browsers insist on
 (``.mjs`` as JavaScript, ``.wasm`` as ``application/wasm``) and
 ``Cache-Control: no-store`` so a rebuilt wheel is never served stale (tests of the
 back/forward cache set ``server.cache_control = "no-cache"``: ``no-store`` keeps pages out of it).
@@ -20,7 +30,8 @@ The API lets tests see how often "the backend" was really called:
   body ``on=1`` / ``{"on": true}``; no value means on. Answers the stats.
 - ``POST /api/reset``  -> counter to 0 and failure mode off. Answers the stats.
 
-Run it: ``python3 web/server.py [--host 127.0.0.1] [--port 8000]``.
+Run it: ``python3 tools/server.py [--host 127.0.0.1] [--port 8000]`` (``./build.sh demo``
+builds first, then runs it).
 From tests: ``server, thread = start_server("127.0.0.1", 0)``; then
 ``server.url``, ``server.api.calls``, ``server.api.reset()``, and finally
 ``stop_server(server, thread)``.
@@ -39,9 +50,10 @@ from http.cookies import CookieError, SimpleCookie
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-WEB_DIR = Path(__file__).resolve().parent
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+DEMO_ROOM = "demo"  # the folder of web/ whose files the site's root serves
 MAX_DELAY_MS = 30_000
 
 MIME_TYPES = {
@@ -100,7 +112,7 @@ def _truthy(value: Any) -> bool:
 
 
 class Handler(SimpleHTTPRequestHandler):
-    server: "DemoServer"
+    server: DemoServer
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
     protocol_version = "HTTP/1.1"
 
@@ -108,6 +120,15 @@ class Handler(SimpleHTTPRequestHandler):
         super().__init__(*args, directory=str(self.server_directory), **kwargs)
 
     server_directory: Path = WEB_DIR  # replaced per server by start_server()
+
+    def translate_path(self, path: str) -> str:
+        """The file for a URL path: from ``web/`` when the first segment names one of its
+        entries (``lab``, ``vendor``, ``wheels``, ``pyodide-nojspi.mjs``), else from ``web/demo/``."""
+        site = self.server_directory
+        first = unquote(urlsplit(path).path).lstrip("/").split("/", 1)[0]
+        shared = first not in ("", DEMO_ROOM) and (site / first).exists()
+        self.directory = str(site if shared else site / DEMO_ROOM)
+        return super().translate_path(path)
 
     # -- plumbing -------------------------------------------------------
     def end_headers(self) -> None:
@@ -232,6 +253,7 @@ class DemoServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # a TCP server's address, never a Unix socket's bytes
         return f"http://{host}:{port}"
 
 
@@ -259,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--directory", default=str(WEB_DIR), help="folder to serve (default: web/)")
+    parser.add_argument(
+        "--directory", default=str(WEB_DIR), help="the site folder (default: web/; its demo/ is served at /)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args(argv)
     server = DemoServer((args.host, args.port), Path(args.directory), verbose=not args.quiet)

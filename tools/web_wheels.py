@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Put the built wheel into ``web/wheels/`` with the two files that pages load it by.
+
+The wheel's file name changes with the version, so pages name neither it nor the
+version; they load these stable files instead:
+
+- ``manifest.json``: ``name``, ``version``, ``wheel`` (its file name), ``sha256``,
+  ``url`` (from the site's root) and the ``pyodide`` and ``pyscript`` versions the
+  build vendored.
+- ``pyscript.json``: a PyScript config for the site's pages (``config="./wheels/pyscript.json"``
+  in the demo at ``/``, ``config="../wheels/pyscript.json"`` in the lab at ``/lab/``).
+  PyScript 0.7 resolves ``interpreter`` against the page and ``packages`` against this
+  file, so the interpreter is a path from the site's root (right for pages at any depth)
+  and the package a path beside this file. The interpreter is ``web/pyodide-nojspi.mjs``:
+  the vendored Pyodide loaded without JSPI, whose stacks crash tabs under Chromium's
+  allocation samplers (docs/build-notes.md).
+
+Older pyflowmesh wheels in the folder are removed. Standard library only.
+
+    python3 tools/web_wheels.py dist/pyflowmesh-0.1.0-py3-none-any.whl web/wheels \\
+        --pyodide 314.0.7 --pyscript 0.7.31
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+INTERPRETER = "/pyodide-nojspi.mjs"  # web/pyodide-nojspi.mjs, as tools/server.py serves it
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def install(wheel: Path, out: Path, pyodide: str, pyscript: str) -> None:
+    """Copy ``wheel`` into ``out`` (replacing older builds) and write its manifest and config."""
+    name, version = wheel.name.split("-")[:2]
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(f"{name}-*.whl"):
+        old.unlink()
+    shutil.copyfile(wheel, out / wheel.name)
+    write_json(out / "manifest.json", {
+        "name": name,
+        "version": version,
+        "wheel": wheel.name,
+        "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        "url": f"./wheels/{wheel.name}",
+        "pyodide": pyodide,
+        "pyscript": pyscript,
+    })
+    write_json(out / "pyscript.json", {"interpreter": INTERPRETER, "packages": [f"./{wheel.name}"]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("wheel", type=Path, help="the built wheel (dist/pyflowmesh-<version>-py3-none-any.whl)")
+    parser.add_argument("out", type=Path, help="the folder pages load it from (web/wheels)")
+    parser.add_argument("--pyodide", required=True, help="the vendored Pyodide's version")
+    parser.add_argument("--pyscript", required=True, help="the vendored PyScript's version")
+    args = parser.parse_args(argv)
+    install(args.wheel, args.out, args.pyodide, args.pyscript)
+    print(f"web_wheels: {args.out}: {args.wheel.name}, manifest.json, pyscript.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
