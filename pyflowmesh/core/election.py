@@ -39,7 +39,7 @@ from .config import MeshConfig
 from .stats import MeshStats
 from .wire import MAX_COUNT, Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message
 
-__all__ = ["Role", "BullyElection"]
+__all__ = ["Role", "BullyElection", "TRANSITIONS", "MAX_ADOPTED_TERM"]
 
 _NEVER = float("inf")
 # The highest term a tab adopts from the wire. Terms on the wire stop at MAX_COUNT; a tab
@@ -61,6 +61,22 @@ class Role(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+_LIVE = frozenset({Role.JOINING, Role.CANDIDATE, Role.WAITING, Role.FOLLOWER, Role.LEADER})
+
+# The legal role changes (staying in a role is always allowed). Every change goes through
+# BullyElection._become, which checks it here. PEER is the node's role without an election.
+TRANSITIONS: dict[Role, frozenset[Role]] = {
+    Role.JOINING: frozenset({Role.CANDIDATE, Role.WAITING, Role.FOLLOWER, Role.LEFT}),
+    Role.CANDIDATE: frozenset({Role.LEADER, Role.WAITING, Role.FOLLOWER, Role.JOINING, Role.LEFT}),
+    Role.WAITING: frozenset({Role.CANDIDATE, Role.FOLLOWER, Role.JOINING, Role.LEFT}),
+    Role.FOLLOWER: frozenset({Role.JOINING, Role.CANDIDATE, Role.WAITING, Role.LEFT}),
+    Role.LEADER: frozenset({Role.FOLLOWER, Role.JOINING, Role.LEFT}),
+    Role.PEER: frozenset(),
+    Role.LEFT: frozenset(),
+}
+assert all(role in _LIVE | {Role.LEFT} for targets in TRANSITIONS.values() for role in targets)
 
 
 class BullyElection:
@@ -174,7 +190,7 @@ class BullyElection:
             self.stats.stepped_down += 1
             self._set_leader(None, now)
         if self.role not in (Role.LEFT, Role.PEER):
-            self.role = Role.JOINING
+            self._become(Role.JOINING)
             self._phase_deadline = _NEVER  # frozen: nothing runs until resume()
 
     def resume(self, now: float) -> None:
@@ -198,19 +214,25 @@ class BullyElection:
 
     def leave(self) -> None:
         """Stop taking part (the node sends the ``Bye``)."""
-        self.role = Role.LEFT
+        self._become(Role.LEFT)
         self.leader = None
 
     # --- transitions --------------------------------------------------------------------
 
+    def _become(self, role: Role) -> None:
+        """The one place the role changes; it refuses a change :data:`TRANSITIONS` does not list."""
+        if role is not self.role and role not in TRANSITIONS[self.role]:
+            raise RuntimeError(f"illegal role change {self.role} -> {role} of {self.node_id!r}")
+        self.role = role
+
     def _join(self, now: float) -> None:
-        self.role = Role.JOINING
+        self._become(Role.JOINING)
         self._phase_deadline = now + self.config.answer_timeout
         self._send(Hello(src=self.node_id))
 
     def _stand(self, now: float) -> None:
         self.stats.elections += 1
-        self.role = Role.CANDIDATE
+        self._become(Role.CANDIDATE)
         self._candidate_term = self.term + 1
         self._answered = False
         self._posted = True
@@ -220,12 +242,12 @@ class BullyElection:
 
     def _wait_for_higher(self, now: float) -> None:
         if self.role is not Role.WAITING:
-            self.role = Role.WAITING
+            self._become(Role.WAITING)
             self._phase_deadline = now + self.config.coordinator_timeout
 
     def _win(self, now: float) -> None:
         self._posted = False
-        self.role = Role.LEADER
+        self._become(Role.LEADER)
         self.term = max(self.term, self._candidate_term)
         self._leader_term = self.term
         self._set_leader(self.node_id, now)
@@ -252,14 +274,14 @@ class BullyElection:
     def _leader_lost(self, now: float) -> None:
         """Stand after our turn: the higher a tab's ID, the sooner (see *Staggered candidacy*)."""
         self._set_leader(None, now)
-        self.role = Role.JOINING
+        self._become(Role.JOINING)
         self._staggering = True
         self._phase_deadline = now + self.config.answer_timeout / 2 * (1 - _rank(self.node_id))
 
     def _follow(self, leader: str, term: int, interval: float, hidden: bool, now: float) -> None:
         if self.role is Role.LEADER:
             self.stats.stepped_down += 1
-        self.role = Role.FOLLOWER
+        self._become(Role.FOLLOWER)
         self._answered = self._posted = self._staggering = False
         self.term = max(self.term, term)
         self._leader_term = term
