@@ -2063,7 +2063,7 @@ def run(
             return False
         if config.strategy == "leader-follower" and sim.converged_since is None:
             return False
-        if any(tab.waiters or tab.node.flows.pending for tab in sim._live):
+        if any(tab.waiters or tab.node.pending_keys() for tab in sim._live):
             return False
         return sim._calls_in_flight == 0
 
@@ -2144,7 +2144,7 @@ def _check_bounded(sim: Simulation, when: str) -> None:
         try:
             if not 0 <= node.term < WIRE_MAX:
                 problems.append(f"term {_safe(node.term)}")
-            for failure in node.flows.snapshot_failures(now):
+            for failure in node.backoffs(now):
                 if failure.retry_in > config.max_error_backoff + 1e-6:
                     problems.append(f"a back-off of {failure.key!r} for {_safe(failure.retry_in)}ms more")
                 if not 0 <= failure.attempt < WIRE_MAX:
@@ -2352,10 +2352,10 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
 
     # leftovers
     for tab in live:
-        flows = tab.node.flows
-        if flows.pending or tab.waiters:
+        keys = tab.node.pending_keys()
+        if keys or tab.waiters:
             violations.append(Violation(
-                "leftover", end_at, f"tab {tab.id} still has pending {sorted(flows.pending)} "
+                "leftover", end_at, f"tab {tab.id} still has pending {sorted(keys)} "
                 f"and {len(tab.waiters)} open waiter(s) at the end"))
     if sim._calls_in_flight:
         violations.append(Violation("leftover", end_at, f"{sim._calls_in_flight} call(s) still in flight at the end"))

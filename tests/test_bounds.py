@@ -39,11 +39,11 @@ STRUCTURES: dict[str, tuple[Callable[[Any], int], int]] = {
     "cache entries": (lambda node: len(node.cache._entries), MAX_ENTRIES),
     "cache version marks": (lambda node: len(node.cache._high), MARKS_PER_ENTRY * MAX_ENTRIES),
     "stats drop_reasons": (lambda node: len(node.stats.drop_reasons), MAX_DROP_REASONS),
-    "flows pending": (lambda node: len(node.flows.pending), FLOWS_BOUND),
-    "flows calls": (lambda node: len(node.flows._calls), FLOWS_BOUND),
-    "flows claims": (lambda node: len(node.flows._claims), FLOWS_BOUND),
-    "flows backoffs": (lambda node: len(node.flows._backoffs), FLOWS_BOUND),
-    "flows attempts": (lambda node: len(node.flows._attempts), FLOWS_BOUND),
+    "flows pending": (lambda node: len(node.executes.table.by_key), FLOWS_BOUND),
+    "flows calls": (lambda node: len(node.executes.table.by_call), FLOWS_BOUND),
+    "flows claims": (lambda node: len(node.claims), FLOWS_BOUND),
+    "flows backoffs": (lambda node: len(node.backoff), FLOWS_BOUND),
+    "flows attempts": (lambda node: node.backoff.attempts_held, FLOWS_BOUND),
 }
 
 

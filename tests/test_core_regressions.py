@@ -122,7 +122,7 @@ def test_execute_with_a_lone_surrogate_is_a_type_error_and_leaves_nothing_pendin
         node.submit("f", ("\ud800",), 10.0)
     with pytest.raises(TypeError, match="lone surrogate"):
         node.share_result("k", {"a": "\udfff"}, 10.0)
-    assert node.flows.pending == {}
+    assert node.pending_keys() == []
 
 
 # --- A failure whose message UTF-8 cannot carry left its executes hanging ----------------------

@@ -145,7 +145,7 @@ async def test_an_argument_too_large_for_the_channel_is_a_type_error_before_anyt
             await flow.execute(["y"] * 1000)
     await asyncio.sleep(1.5 * HEARTBEAT / 1000 * 10)  # well past every fallback deadline
     assert server.calls == [], "a failed execute still called the function, for nobody"
-    assert all(not t._node.flows.pending for t in tabs)
+    assert all(not t._node.pending_keys() for t in tabs)
 
 
 @async_test
@@ -187,7 +187,7 @@ async def test_a_cancelled_execute_restores_the_status_and_mesh_data_still_reach
     data = await ends(other.execute(), "the other tab's execute")
     await until(lambda: follower.data == data, what="the mesh data in the cancelled flow")
     assert follower.status == "success" and len(server.calls) == 1
-    assert all(not t._node.flows._waiting for t in tabs), "a cancelled waiter was kept"
+    assert all(not t._node.executes.table.by_waiter for t in tabs), "a cancelled waiter was kept"
 
 
 @async_test
@@ -538,7 +538,7 @@ def test_request_and_invalidate_pairs_cannot_make_a_leader_run_unboundedly_many_
     # Invalidate leaves self.pending and stops counting: each Request + Invalidate pair (two
     # small posts of any script) starts one more concurrent API call.
     from pyflowmesh.core.effects import StartCall
-    from pyflowmesh.core.flows import MAX_SERVED
+    from pyflowmesh.core.requests import MAX_SERVED
     from pyflowmesh.core.wire import PROTOCOL, VERSION
 
     node = _leading_node()
@@ -771,7 +771,7 @@ def test_a_flow_key_that_utf8_cannot_carry_is_refused_or_its_execute_ends(role: 
     try:
         waiter = node.submit(flow, (), 2010.0)
     except TypeError:
-        assert not node.flows.pending, "refused, but after a state change"
+        assert not node.pending_keys(), "refused, but after a state change"
         return
     outcomes = []
     for now in range(2010, 40_000, 500):

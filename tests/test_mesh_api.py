@@ -481,7 +481,7 @@ async def test_a_page_restored_from_the_back_forward_cache_rejoins_the_mesh() ->
 def test_an_internal_error_is_logged_and_fails_only_its_execute(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pyflowmesh.core.flows import FlowCoordinator
+    from pyflowmesh.core.sharing import ResultSharing
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in publishing")
@@ -490,7 +490,7 @@ def test_an_internal_error_is_logged_and_fails_only_its_execute(
         hub = MemoryHub()
         (tab,) = open_tabs(hub, 1)
         flow = use_flow(lambda: 1, tab, key="k")
-        monkeypatch.setattr(FlowCoordinator, "_publish", broken)
+        monkeypatch.setattr(ResultSharing, "publish", broken)
         with pytest.raises(RuntimeError, match="a bug in publishing"):
             await asyncio.wait_for(flow.execute(), 5)
         monkeypatch.undo()

@@ -259,7 +259,7 @@ def live_node(state: str) -> MeshNode:
         assert node.role is Role.FOLLOWER
         _send(node, Result(src="node-z", key="user[9]", value={"n": 9}, version=1, origin="node-z", age=0.0, shared=True), 20.0)
         node.submit("user", (1,), 30.0)  # requested
-        _send(node, Accept(src="node-z", dst="node-m", req=node.flows.pending["user[1]"].req, key="user[1]"), 40.0)  # accepted
+        _send(node, Accept(src="node-z", dst="node-m", req=node.executes.table.by_key["user[1]"].req, key="user[1]"), 40.0)  # accepted
         node.submit("user", (2,), 50.0)  # requested
     return node
 
@@ -269,9 +269,9 @@ def observe(node: MeshNode, now: float) -> Any:
     return (
         node.role, node.leader, node.term, node.left, node.next_deadline(),
         [(e.key, e.value, e.version, e.origin, e.age) for e in node.cache.snapshot(now)],
-        node.flows.snapshot_failures(now),
+        node.backoffs(now),
         {key: (p.phase, p.target, p.req, p.call_id, tuple(p.waiters), frozenset(p.requesters), p.deadline)
-         for key, p in node.flows.pending.items()},
+         for key, p in node.executes.table.by_key.items()},
         node.stats.received, node.stats.sent,
     )
 
@@ -280,9 +280,9 @@ def observe(node: MeshNode, now: float) -> Any:
 def test_live_nodes_are_in_the_states_the_properties_assume(state: str) -> None:
     node = live_node(state)
     assert node.role is {"leader": Role.LEADER, "follower": Role.FOLLOWER, "peer": Role.PEER}[state]
-    assert len(node.flows.pending) == 2 and len(node.cache) == 1
+    assert len(node.pending_keys()) == 2 and len(node.cache) == 1
     if state == "leader":
-        assert node.flows.snapshot_failures(200.0)
+        assert node.backoffs(200.0)
 
 
 def _feed_invalid(state: str, batch: list[Any]) -> None:

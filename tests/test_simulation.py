@@ -15,10 +15,13 @@ import pytest
 
 from pyflowmesh import simulation
 from pyflowmesh.core import node as node_module
+from pyflowmesh.core.backoff import SharedBackoff
+from pyflowmesh.core.claims import PeerClaims
 from pyflowmesh.core.effects import Reject, Resolve, StartCall
 from pyflowmesh.core.election import BullyElection, Role
-from pyflowmesh.core.flows import FlowCoordinator
+from pyflowmesh.core.executes import Executes
 from pyflowmesh.core.node import MeshNode
+from pyflowmesh.core.sharing import ResultSharing
 from pyflowmesh.core.stats import MeshStats
 from pyflowmesh.core.wire import MESSAGE_TYPES, Heartbeat, Message
 from pyflowmesh.errors import SharedFlowError
@@ -125,17 +128,17 @@ def _first_violation(kind: str, seeds: range, faults: tuple[str, ...] = OLD_KIND
 
 
 def test_a_joiner_left_without_sync_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(FlowCoordinator, "_on_sync", lambda self, message, now: None)
+    monkeypatch.setattr(ResultSharing, "on_sync", lambda self, message, now: None)
     assert _first_violation("sync", range(10)) is not None
 
 
 def test_calls_during_a_shared_back_off_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(FlowCoordinator, "_active_backoff", lambda self, key, now: None)
+    monkeypatch.setattr(SharedBackoff, "active", lambda self, key, now: None)
     assert _first_violation("backoff", range(40)) is not None
 
 
 def test_ignoring_competing_claims_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(FlowCoordinator, "_on_claim", lambda self, message, now: None)
+    monkeypatch.setattr(PeerClaims, "on_claim", lambda self, message, now: None)
     assert _first_violation("duplicate-call", range(60)) is not None
 
 
@@ -153,15 +156,15 @@ def test_a_leader_that_never_yields_to_a_greater_one_is_caught(monkeypatch: pyte
 
 
 def test_waiters_left_hanging_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = FlowCoordinator._on_failure
+    original = Executes._on_failure
 
-    def forgetful(self: FlowCoordinator, message: Message, now: float) -> None:
-        pending = self.pending.get(message.key)  # type: ignore[union-attr]
+    def forgetful(self: Executes, message: Message, now: float) -> None:
+        pending = self.table.by_key.get(message.key)  # type: ignore[union-attr]
         if pending is not None:
             pending.waiters = []
         original(self, message, now)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(FlowCoordinator, "_on_failure", forgetful)
+    monkeypatch.setattr(Executes, "_on_failure", forgetful)
     assert _first_violation("execute", range(40)) is not None
 
 
@@ -187,7 +190,7 @@ def test_the_cli_exits_1_and_prints_how_to_reproduce_a_failing_seed(
     assert main(["--seeds", "2", "--tabs", "6", "--strategy", "leader-follower", "--faults", ",".join(OLD_KINDS)]) == 0
     out = capsys.readouterr().out
     assert "runs: 2" in out and "violations: 0 failing seed(s)" in out and "faults injected" in out
-    monkeypatch.setattr(FlowCoordinator, "_on_sync", lambda self, message, now: None)
+    monkeypatch.setattr(ResultSharing, "on_sync", lambda self, message, now: None)
     seed = _first_violation("sync", range(10))
     assert seed is not None
     capsys.readouterr()

@@ -18,11 +18,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import MeshDisposedError
+from .backoff import SharedBackoff
 from .cache import SharedCache
+from .claims import ClaimBook
 from .config import MeshConfig
 from .effects import Effect, LeaderChanged, Renamed, Send, WatchPeer
 from .election import BullyElection, Role
-from .flows import FlowCoordinator, Phase
+from .executes import MIN_RECORDS, RECORDS_PER_ENTRY, Executes
+from .pending import Phase
+from .port import Port
 from .stats import MeshStats
 from .values import check_flow_key, is_text
 from .wire import Bye, Hello, Message, ProtocolError, SyncFailure, decode, encode, scope_digest
@@ -87,7 +91,13 @@ class MeshNode:
         self._election: BullyElection | None = None
         if config.strategy == "leader-follower":
             self._election = BullyElection(node_id, config, self.stats, self.send, self._leader_changed)
-        self.flows = FlowCoordinator(self)
+        records = max(MIN_RECORDS, RECORDS_PER_ENTRY * config.max_entries)
+        self.backoff = SharedBackoff(config, records)
+        self.claims = ClaimBook(records)
+        port = Port(stats=self.stats, send=self.send, emit=self.emit, wall=self.wall, me=lambda: self.node_id,
+                    is_me=self.is_me, role=lambda: self.role, leader=lambda: self.leader,
+                    internal_error=self.internal_error)
+        self.executes = Executes(port, config, self.cache, self.backoff, self.claims)
 
     # --- state -------------------------------------------------------------------------
 
@@ -116,18 +126,22 @@ class MeshNode:
 
     def backoffs(self, now: float) -> list[SyncFailure]:
         """The shared back-offs this tab honours at ``now`` (what a joiner would be told)."""
-        return self.flows.snapshot_failures(now)
+        return self.backoff.snapshot(now)
+
+    def pending_keys(self) -> list[str]:
+        """The cache keys this tab works on (for its own executes or for other tabs), in no order."""
+        return list(self.executes.table.by_key)
 
     def phase(self, key: str) -> Phase | None:
         """The phase of this tab's work on cache key ``key`` (``None``: it works on no such key)."""
-        pending = self.flows.pending.get(key)
+        pending = self.executes.table.by_key.get(key)
         return None if pending is None else pending.phase
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next be called, or ``None`` if nothing is scheduled."""
         if self._left:
             return None
-        soonest = self.flows.deadline()
+        soonest = self.executes.deadline()
         if self._election is not None:
             soonest = min(soonest, self._election.deadline())
         return None if soonest == float("inf") else soonest
@@ -179,7 +193,7 @@ class MeshNode:
             self._wake(now)
             if self._election is not None:
                 self._election.on_message(message, now)
-            self.flows.on_message(message, now)
+            self.executes.on_message(message, now)
 
     def tick(self, now: float) -> None:
         """A deadline passed (calling it early or late is harmless)."""
@@ -189,7 +203,7 @@ class MeshNode:
             self._wake(now)
             if self._election is not None:
                 self._election.tick(now)
-            self.flows.tick(now)
+            self.executes.tick(now)
 
     def peer_gone(self, node_id: str, now: float) -> None:
         """The browser reports that tab ``node_id`` is gone (its Web Lock was released)."""
@@ -199,7 +213,7 @@ class MeshNode:
             self._wake(now)
             if self._election is not None:
                 self._election.on_peer_gone(node_id, now)
-            self.flows.on_peer_gone(node_id, now)
+            self.executes.on_peer_gone(node_id, now)
 
     def set_hidden(self, hidden: bool, now: float) -> None:
         """The page became hidden or visible (a hidden page's timers may be throttled)."""
@@ -236,7 +250,7 @@ class MeshNode:
         Raises:
             TypeError, ValueError: ``flow`` is not a non-empty str that UTF-8 can carry.
         """
-        self.flows.flows.add(check_flow_key(flow))
+        self.executes.registered.add(check_flow_key(flow))
 
     def submit(self, flow: str, args: tuple[Any, ...], now: float) -> int:
         """Start an execute of a registered flow; its waiter ID, whose outcome comes as ``Resolve``/``Reject``.
@@ -248,31 +262,31 @@ class MeshNode:
                 too, when a request carrying them would exceed ``max_message_bytes``).
         """
         self._ensure_open()
-        if flow not in self.flows.flows:
+        if flow not in self.executes.registered:
             raise LookupError(f"flow {flow!r} is not registered in this tab")
         with self._guard():
             self._wake(now)
-        return self.flows.execute(flow, tuple(args), now)
+        return self.executes.submit(flow, tuple(args), now)
 
     def cancel(self, waiter: int, now: float) -> None:
         """The caller of execute ``waiter`` stopped waiting: it gets no outcome, and holds nothing."""
         if not self._left:
             with self._guard():
-                self.flows.cancel(waiter, now)
+                self.executes.cancel(waiter, now)
 
     def call_succeeded(self, call_id: int, value: Any, now: float) -> None:
         """A ``StartCall`` returned ``value`` (a result that is not JSON data fails the call, without back-off)."""
         if not self._left:
             with self._guard():
                 self._wake(now)
-                self.flows.call_succeeded(call_id, value, now)
+                self.executes.call_succeeded(call_id, value, now)
 
     def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
         """A ``StartCall`` raised ``error``; ``back_off=False`` for errors a retry cannot fix."""
         if not self._left:
             with self._guard():
                 self._wake(now)
-                self.flows.call_failed(call_id, error, now, back_off)
+                self.executes.call_failed(call_id, error, now, back_off)
 
     def share_result(self, key: str, value: Any, now: float) -> None:
         """Put ``value`` in every tab's cache under ``key``.
@@ -283,7 +297,7 @@ class MeshNode:
         self._ensure_open()
         with self._guard():
             self._wake(now)
-        self.flows.share(key, value, now)
+        self.executes.share(key, value, now)
 
     def get_cached(self, key: str, now: float) -> Any:
         """A fresh copy of the cached value for ``key``, or ``None``."""
@@ -293,9 +307,9 @@ class MeshNode:
     def invalidate(self, key: str | None, now: float) -> None:
         """Drop ``key`` (or everything) from every tab's cache."""
         self._ensure_open()
-        self.flows.check_invalidate(key)  # TypeError before anything changes
+        self.executes.check_invalidate(key)  # TypeError before anything changes
         with self._guard():
-            self.flows.invalidate(key, now)
+            self.executes.invalidate(key, now)
 
     def leave(self, now: float, error: BaseException | None = None) -> None:
         """Leave the mesh: say ``Bye`` so a successor is elected at once, fail local waiters.
@@ -312,7 +326,7 @@ class MeshNode:
                 self._election.leave()
                 if was_leader or self._election.leader is not None:
                     self.emit(LeaderChanged(None, False))
-        self.flows.abandon_all(error or MeshDisposedError("the mesh member was disposed while this execute waited"))
+        self.executes.abandon_all(error or MeshDisposedError("the mesh member was disposed while this execute waited"))
         self.emit(WatchPeer(None))
         self._left = True
 
@@ -353,7 +367,7 @@ class MeshNode:
         except Exception as error:
             self.internal_error(error)
             if isinstance(key, str):
-                self.flows.fail_key(key, error)
+                self.executes.fail_key(key, error)
 
     def _id_taken(self, now: float) -> None:
         """Another tab uses our ID: take a new one, so that the two can never be confused.
@@ -370,12 +384,12 @@ class MeshNode:
         self.emit(Renamed(new))
         if self._election is not None:
             self._election.rename(new, now)
-        self.flows.on_renamed(now)
+        self.executes.on_renamed(now)
 
     def _leader_changed(self, leader: str | None, now: float) -> None:
         self.emit(LeaderChanged(leader, leader == self.node_id))
         self.emit(WatchPeer(leader if leader not in (None, self.node_id) else None))
-        self.flows.on_leader_change(leader, now)
+        self.executes.on_leader_change(leader, now)
 
     def _wake(self, now: float) -> None:
         if self._election is not None:

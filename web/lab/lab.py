@@ -275,7 +275,7 @@ def memory() -> dict[str, Any]:
     if mesh is not None:
         node = mesh._node
         out.update(live_proxies=getattr(mesh.transport, "live_proxies", None), cache_entries=len(node.cache),
-                   marks=len(node.cache._high), pending=len(node.flows.pending),
+                   marks=node.cache.marks, pending=len(node.pending_keys()),
                    listeners=len(mesh._cache_listeners) + len(mesh._error_listeners),
                    drop_reasons=len(mesh.stats.drop_reasons))
     return out

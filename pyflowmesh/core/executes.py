@@ -1,0 +1,516 @@
+"""Executes: who calls a flow, and how every waiting tab gets its outcome.
+
+An execute of a key this tab has fresh in its cache, or under a shared back-off,
+ends at once. Otherwise it joins the key's :class:`~pyflowmesh.core.pending.Pending`
+and :meth:`Executes.route` decides who calls: this tab (it leads, or has waited
+long enough), the leader (:mod:`~pyflowmesh.core.requests`), or a claim
+(:mod:`~pyflowmesh.core.claims`). Outcomes are published by
+:mod:`~pyflowmesh.core.sharing` and the back-off is :mod:`~pyflowmesh.core.backoff`.
+
+Every execute ends: a tab that waits on other tabs gives up at its *patience*
+(``request_timeout + call_timeout + heartbeat`` after the execute began) and calls
+itself, and its own call ends by ``call_timeout`` (``CancelCall``; its waiters here
+and in every tab get a :class:`~pyflowmesh.errors.CallTimeoutError`). Values are held
+as canonical JSON text: what a caller or a flow function does to the data it was
+given changes nothing the mesh shares.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import CallTimeoutError, MessageTooLarge, shared_error
+from .backoff import MAX_ERROR_TEXT, MAX_ERROR_TYPE, Backoff, SharedBackoff
+from .cache import SharedCache
+from .claims import ClaimBook, PeerClaims
+from .config import MeshConfig
+from .effects import CancelCall, FailureShared, Reject, Resolve, Source, StartCall
+from .election import Role
+from .pending import ANY_WAIT, NEVER, WAITING_ON_LEADER, Pending, PendingTable, Phase
+from .port import Port
+from .requests import LeaderRequests
+from .sharing import ResultSharing, describe
+from .values import cache_key, check_json, dump_json, is_text, load_json
+from .wire import (
+    MAX_COUNT,
+    MAX_MILLIS,
+    Accept,
+    Bye,
+    Claim,
+    Decline,
+    Failure,
+    Hello,
+    Invalidate,
+    Message,
+    Request,
+    Result,
+    Sync,
+    encode,
+)
+
+__all__ = ["Executes", "MIN_RECORDS", "RECORDS_PER_ENTRY"]
+
+# Claim records, back-off records and failure counts are each bounded by
+# max(MIN_RECORDS, RECORDS_PER_ENTRY x max_entries), as the cache's version marks: past
+# it, the claim expiring first, or the oldest record, is forgotten.
+MIN_RECORDS = 64
+RECORDS_PER_ENTRY = 4
+
+
+class Executes:
+    """The flow side of one tab's mesh member: its executes, calls and the keys it serves."""
+
+    def __init__(self, port: Port, config: MeshConfig, cache: SharedCache, backoff: SharedBackoff,
+                 claims: ClaimBook) -> None:
+        self._port = port
+        self._config = config
+        self._cache = cache
+        self._backoff = backoff
+        self._claims = claims
+        self.registered: set[str] = set()  # flows this tab can run (the leader declines others)
+        self.table = PendingTable(config)
+        self._sharing = ResultSharing(port, config, cache, backoff, self.table, self)
+        self._peer = PeerClaims(port, config, self.table, claims, self._sharing, self)
+        self._requests = LeaderRequests(port, config, self.table, self.registered, cache, backoff, claims,
+                                        self._sharing, self)
+
+    # --- executes ----------------------------------------------------------------------
+
+    def submit(self, flow: str, args: tuple[Any, ...], now: float) -> int:
+        """Start an execute; its outcome comes as a Resolve/Reject effect for the returned waiter.
+
+        Raises (before any state changes):
+            TypeError: the arguments are not JSON data.
+            MessageTooLarge: a request carrying them would exceed ``max_message_bytes``.
+        """
+        key = cache_key(flow, args)
+        args_json = key[len(flow):] if args else "[]"
+        self._check_fits(key, flow, args_json)
+        table = self.table
+        waiter = table.new_id()
+        entry = self._cache.get(key, now)
+        if entry is not None:
+            self._port.stats.served_from_cache += 1
+            self._port.emit(Resolve(waiter, entry.data, "cache"))
+            return waiter
+        backoff = self._backoff.active(key, now)
+        if backoff is not None:
+            self._port.emit(Reject(waiter, self._backoff.error(key, backoff, now)))
+            return waiter
+        pending = table.by_key.get(key)
+        created = pending is None
+        if pending is None:
+            pending = table.by_key[key] = table.new(key, flow, args_json, now)
+        (pending.later if pending.invalidated else pending.waiters).append(waiter)
+        table.by_waiter[waiter] = pending
+        if created:
+            self.route(pending, now)
+        return waiter
+
+    def cancel(self, waiter: int, now: float) -> None:
+        """The caller stopped waiting: forget ``waiter``; a key nobody needs any more is dropped.
+
+        A call in progress, or a claim announced to other tabs, goes on: other tabs may
+        wait on it, and its result still fills the cache.
+        """
+        pending = self.table.by_waiter.pop(waiter, None)
+        if pending is None:
+            return
+        for waiters in (pending.waiters, pending.later):
+            if waiter in waiters:
+                waiters.remove(waiter)
+        if not pending.waiters and not pending.later and not pending.requesters and pending.phase in ANY_WAIT:
+            self.table.drop(pending)
+
+    def share(self, key: str, value: Any, now: float) -> None:
+        """Offer a result produced outside any flow (``FlowMesh.share_result``).
+
+        Raises (before any state changes):
+            TypeError: ``value`` is not JSON data, or ``key`` is not text.
+            MessageTooLarge: the result would not fit in one message.
+        """
+        self._check_key(key)
+        check_json(value, f"the value shared for {key!r}")
+        data = dump_json(value)
+
+        def probe() -> Message:  # built only past the bound (see _exceeds_limit): no parse per share
+            return Result(src="x" * 128, key=key, value=load_json(data), version=MAX_COUNT, origin="x" * 128,
+                          age=MAX_MILLIS, shared=True, sent=float(MAX_COUNT))
+
+        if self._config.share_cache and self._exceeds_limit(len(key) + len(data), probe):
+            raise MessageTooLarge(
+                f"the value shared for {key!r} does not fit in one message of max_message_bytes "
+                f"({self._config.max_message_bytes})"
+            )
+        self._publish(key, data, now, requesters=set())
+        pending = self.table.by_key.get(key)
+        if pending is not None and pending.phase is not Phase.CALLING:
+            self.finish(pending, now, data=data, source="call")
+
+    def invalidate(self, key: str | None, now: float) -> None:
+        """Drop ``key`` (or everything) here and in every tab.
+
+        Raises (before any state changes):
+            TypeError: ``key`` is neither ``None`` nor a str of text, or too long for a message.
+        """
+        self.check_invalidate(key)
+        self._drop_cached(key)
+        self._port.send(Invalidate(src=self._port.me(), key=key))
+
+    def check_invalidate(self, key: Any) -> None:
+        """Raise ``TypeError`` unless ``key`` is ``None`` or a key an Invalidate can carry."""
+        if key is not None:
+            self._check_key(key)
+            if self._exceeds_limit(len(key), functools.partial(Invalidate, src="x" * 128, key=key)):
+                raise MessageTooLarge(f"the key {key[:40]!r}... does not fit in one message")
+
+    # --- call outcomes -----------------------------------------------------------------
+
+    def call_succeeded(self, call_id: int, value: Any, now: float) -> None:
+        pending = self.table.by_call.pop(call_id, None)
+        if pending is None:
+            return  # a call given up at its timeout: its waiters already have their outcome
+        try:
+            self.table.drop(pending)
+            try:
+                check_json(value, f"the result of flow {pending.flow!r}")
+                data = dump_json(value)
+            except (TypeError, ValueError) as error:
+                self._fail(pending, TypeError(describe(error)), now, back_off=False)
+                return
+            if pending.superseded:
+                if pending.requesters:  # they asked before the invalidation: they get this, no cache does
+                    self._port.send(Result(src=self._port.me(), key=pending.key, value=load_json(data), version=0,
+                                           origin=self._port.me(), age=0.0, shared=False,
+                                           to=sorted(pending.requesters), sent=self._port.wall()))
+            else:
+                self._publish(pending.key, data, now, pending.requesters)
+            self.finish(pending, now, data=data, source="call")
+        except Exception as error:  # a bug must fail only the waiters of this call
+            self._port.internal_error(error)
+            self.finish(pending, now, error=error, renew=False)
+
+    def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
+        pending = self.table.by_call.pop(call_id, None)
+        if pending is None:
+            return
+        try:
+            self.table.drop(pending)
+            self._fail(pending, error, now, back_off)
+        except Exception as bug:
+            self._port.internal_error(bug)
+            self.finish(pending, now, error=error, renew=False)
+
+    def abandon_all(self, error: BaseException) -> None:
+        """Fail every local waiter (the member is leaving)."""
+        for pending in [*self.table.by_key.values(), *self.table.by_call.values()]:
+            self.finish(pending, 0.0, error=error, renew=False)
+        self.table.by_call.clear()
+
+    def fail_key(self, key: str, error: BaseException) -> None:
+        """Fail the local waiters of ``key`` with ``error`` and forget the key (an internal error struck it)."""
+        pending = self.table.by_key.get(key)
+        if pending is not None:
+            self._abort(pending, error)
+
+    # --- time ----------------------------------------------------------------------------
+
+    def deadline(self) -> float:
+        return self.table.deadline()
+
+    def tick(self, now: float) -> None:
+        table = self.table
+        due = {id(p): p for p in [*table.by_key.values(), *table.by_call.values()] if p.deadline <= now}
+        for pending in due.values():
+            if table.by_key.get(pending.key) is not pending and table.by_call.get(pending.call_id) is not pending:
+                continue  # settled by an earlier one in this loop
+            try:
+                self._on_deadline(pending, now)
+            except Exception as error:  # a bug must fail only the waiters of its key
+                self._port.internal_error(error)
+                self._abort(pending, error)
+        self._backoff.expire(now)
+
+    def _on_deadline(self, pending: Pending, now: float) -> None:
+        if pending.phase is Phase.CALLING:
+            if now >= pending.call_deadline:
+                self._time_out(pending, now)
+            else:  # a claimed call in progress: keep the claim alive
+                self._port.send(Claim(src=self._port.me(), key=pending.key, running=True))
+                pending.deadline = min(now + self._config.heartbeat, pending.call_deadline)
+        elif pending.phase is Phase.CLAIMING:
+            self._start_call(pending, now)
+        elif now >= pending.patience:  # waited on other tabs long enough: call ourselves
+            self._port.stats.fallbacks += 1
+            self._start_call(pending, now)
+        elif pending.phase is Phase.FOLLOWING_CLAIM:
+            self._claims.forget(pending.key)  # its owner went silent: take over
+            self.route(pending, now)
+        else:  # no leader in time, no accept in time, or the accepted call took too long
+            self.fall_back(pending, now)
+
+    # --- the election and the other tabs -------------------------------------------------
+
+    def on_leader_change(self, leader: str | None, now: float) -> None:
+        """Send every request waiting on a leader to the new one (or serve it, if that is us)."""
+        for pending in list(self.table.by_key.values()):
+            if pending.phase not in WAITING_ON_LEADER:
+                continue
+            if pending.target == leader and leader is not None:
+                continue
+            if leader == self._port.me():
+                self._start_call(pending, now)
+            elif leader is not None:
+                self._requests.ask(pending, leader, now)
+            else:
+                self.table.enter(pending, Phase.AWAIT_LEADER, now + self._config.effective_request_timeout)
+
+    def on_renamed(self, now: float) -> None:
+        """This tab took a new ID: answers to its requests would go to the old one, so ask again."""
+        for pending in list(self.table.by_key.values()):
+            if pending.phase in (Phase.REQUESTED, Phase.ACCEPTED) and pending.target is not None:
+                self._requests.ask(pending, pending.target, now)
+
+    def on_peer_gone(self, node_id: str, now: float) -> None:
+        """A tab left: claims it held are taken over at once; nothing more is sent to it."""
+        self._claims.forget_owner(node_id)
+        for pending in list(self.table.by_key.values()):
+            pending.requesters.discard(node_id)
+            if pending.phase is Phase.FOLLOWING_CLAIM and pending.target == node_id:
+                self.route(pending, now)
+            elif not pending.waiters and not pending.requesters and pending.phase in ANY_WAIT:
+                self.table.drop(pending)  # we only waited for the tab that left
+
+    def on_message(self, message: Message, now: float) -> None:
+        if isinstance(message, Request):
+            self._requests.on_request(message, now)
+        elif isinstance(message, Accept):
+            self._requests.on_accept(message, now)
+        elif isinstance(message, Decline):
+            self._requests.on_decline(message, now)
+        elif isinstance(message, Result):
+            self._on_result(message, now)
+        elif isinstance(message, Failure):
+            self._on_failure(message, now)
+        elif isinstance(message, Claim):
+            self._peer.on_claim(message, now)
+        elif isinstance(message, Invalidate):
+            self._drop_cached(message.key)
+        elif isinstance(message, Sync):
+            self._sharing.on_sync(message, now)
+        elif isinstance(message, Hello):
+            self._sharing.on_hello(message, now)
+        elif isinstance(message, Bye):
+            self.on_peer_gone(message.src, now)
+
+    def _on_result(self, message: Result, now: float) -> None:
+        if message.to is not None and self._port.me() not in message.to:
+            self._peer.owner_done(message.key, message, now)
+            return
+        self._claims.forget(message.key)
+        self._backoff.succeeded(message.key)
+        data = dump_json(message.value)
+        if message.shared and self._config.share_cache:
+            self._sharing.store(message.key, data, message.version, message.origin,
+                                message.age + self._port.transit(message.sent), now)
+        pending = self.table.by_key.get(message.key)
+        if pending is None or pending.phase is Phase.CALLING:
+            return  # our own call, if any, still publishes its result when it ends
+        unserved = pending.requesters - set(message.to) if message.to is not None else set()
+        self.finish(pending, now, data=data, source="mesh")
+        if unserved:
+            self._port.send(Result(src=self._port.me(), key=message.key, value=message.value,
+                                   version=message.version, origin=message.origin, age=message.age,
+                                   shared=message.shared, to=sorted(unserved), sent=message.sent))
+
+    def _on_failure(self, message: Failure, now: float) -> None:
+        if message.to is not None and self._port.me() not in message.to:
+            self._peer.owner_done(message.key, message, now)
+            return
+        self._claims.forget(message.key)
+        retry_in = min(message.retry_in, self._config.max_error_backoff)  # nobody blocks a key longer
+        heard = Backoff.heard(until=now + retry_in, error_type=message.error_type, message=message.message,
+                              attempt=message.attempt, origin=message.src)
+        if message.shared and self._config.share_errors and retry_in > 0:
+            self._backoff.set(message.key, heard)
+        error = shared_error(message.key, heard.error_type, heard.message, message.src, retry_in)
+        self._port.emit(FailureShared(message.key, error))
+        pending = self.table.by_key.get(message.key)
+        if pending is None or pending.phase is Phase.CALLING:
+            return
+        unserved = pending.requesters - set(message.to) if message.to is not None else set()
+        self.finish(pending, now, error=error)
+        if unserved:
+            self._port.send(Failure(src=self._port.me(), key=message.key, error_type=message.error_type,
+                                    message=message.message, retry_in=retry_in, attempt=heard.attempt,
+                                    shared=message.shared, to=sorted(unserved)))
+
+    # --- who calls ---------------------------------------------------------------------------
+
+    def route(self, pending: Pending, now: float) -> None:
+        """Decide who serves ``pending``: a live claim, this tab, the leader, or a claim of ours."""
+        port = self._port
+        claim = self._claims.live(pending.key, now, port.me())
+        role = port.role()
+        if now >= pending.patience:
+            self._start_call(pending, now)
+        elif claim is not None:
+            self._peer.follow(pending, claim, now)
+        elif role is Role.PEER:
+            self._peer.claim(pending, now)
+        elif role is Role.LEADER:
+            self._start_call(pending, now)
+        elif port.leader() is not None:
+            self._requests.ask(pending, port.leader(), now)  # type: ignore[arg-type]
+        else:
+            self.table.enter(pending, Phase.AWAIT_LEADER, now + self._config.effective_request_timeout)
+
+    def fall_back(self, pending: Pending, now: float) -> None:
+        """The leader cannot serve ``pending``: follow a live claim, or claim it."""
+        self._port.stats.fallbacks += 1
+        claim = self._claims.live(pending.key, now, self._port.me())
+        if claim is not None:
+            self._peer.follow(pending, claim, now)
+        else:
+            self._peer.claim(pending, now)
+
+    def _start_call(self, pending: Pending, now: float) -> None:
+        if pending.flow not in self.registered:
+            # Only a leader serving a request reaches here without the flow; it declined those.
+            self._fail(pending, LookupError(f"this tab has no flow {pending.flow!r}"), now, back_off=False)
+            return
+        if pending.invalidated:  # a call that begins after the invalidation is the new call they wait for
+            pending.waiters += pending.later
+            pending.later, pending.invalidated = [], False
+        pending.call_id = self.table.new_id()
+        pending.call_deadline = now + self._config.call_timeout
+        refresh = now + self._config.heartbeat if pending.claimed else NEVER
+        self.table.enter(pending, Phase.CALLING, min(refresh, pending.call_deadline), self._port.me())
+        if pending.claimed:  # the claim won: say so, or the tabs following it give it up (see PeerClaims)
+            self._port.send(Claim(src=self._port.me(), key=pending.key, running=True))
+        self.table.by_call[pending.call_id] = pending
+        self._port.stats.calls += 1
+        self._port.emit(StartCall(pending.call_id, pending.flow, pending.args, pending.key))
+
+    def _time_out(self, pending: Pending, now: float) -> None:
+        self.table.by_call.pop(pending.call_id, None)
+        self._port.emit(CancelCall(pending.call_id))
+        self.table.drop(pending)
+        timeout = self._config.call_timeout
+        error = CallTimeoutError(f"flow {pending.flow!r} ran longer than call_timeout ({timeout:g} ms)")
+        self._fail(pending, error, now, back_off=True)
+
+    def _abort(self, pending: Pending, error: BaseException) -> None:
+        if self.table.by_call.pop(pending.call_id, None) is not None:
+            self._port.emit(CancelCall(pending.call_id))
+        self.finish(pending, 0.0, error=error, renew=False)
+
+    # --- outcomes --------------------------------------------------------------------------
+
+    def finish(self, pending: Pending, now: float, *, data: str | None = None, error: BaseException | None = None,
+               source: Source = "mesh", renew: bool = True) -> None:
+        """Give every local waiter of ``pending`` its outcome and forget the key.
+
+        Executes that came after an invalidation of the key wait on, for a new call
+        (unless ``renew`` is false: the member is leaving, and they get ``error`` too).
+        """
+        table, port = self.table, self._port
+        table.drop(pending)
+        if error is None and source == "mesh":
+            port.stats.served_by_mesh += len(pending.waiters)
+        for waiter in pending.waiters:
+            table.by_waiter.pop(waiter, None)
+            if error is not None:
+                port.emit(Reject(waiter, error))
+            else:
+                assert data is not None
+                port.emit(Resolve(waiter, data, source))
+        pending.waiters = []
+        later, pending.later = pending.later, []
+        if not later:
+            return
+        current = table.by_key.get(pending.key)
+        if not renew:
+            for waiter in later:
+                table.by_waiter.pop(waiter, None)
+                port.emit(Reject(waiter, error or RuntimeError("execute abandoned")))
+        elif current is not None:  # a newer wait on the key exists already: they join it
+            (current.later if current.invalidated else current.waiters).extend(later)
+            for waiter in later:
+                table.by_waiter[waiter] = current
+        else:
+            self._renew(pending, later, now)
+
+    def _renew(self, old: Pending, waiters: list[int], now: float) -> None:
+        """A new Pending for executes that must not take the outcome of an invalidated wait."""
+        table = self.table
+        backoff = self._backoff.active(old.key, now)
+        if backoff is not None:
+            for waiter in waiters:
+                table.by_waiter.pop(waiter, None)
+                self._port.emit(Reject(waiter, self._backoff.error(old.key, backoff, now)))
+            return
+        pending = table.by_key[old.key] = table.new(old.key, old.flow, old.args_json, now)
+        pending.waiters = waiters
+        for waiter in waiters:
+            table.by_waiter[waiter] = pending
+        self.route(pending, now)
+
+    def _fail(self, pending: Pending, error: BaseException, now: float, back_off: bool) -> None:
+        self._port.stats.failed_calls += 1
+        if not pending.superseded:
+            self._claims.forget(pending.key)
+            self._sharing.publish_failure(pending.key, error, now, pending.requesters, back_off)
+        elif pending.requesters:  # a call nobody waits on but who asked before the invalidation
+            self._port.send(Failure(src=self._port.me(), key=pending.key,
+                                    error_type=type(error).__name__[:MAX_ERROR_TYPE],
+                                    message=describe(error)[:MAX_ERROR_TEXT], retry_in=0.0, attempt=1,
+                                    shared=False, to=sorted(pending.requesters)))
+        self.finish(pending, now, error=error)
+
+    def _publish(self, key: str, data: str, now: float, requesters: set[str]) -> None:
+        self._claims.forget(key)
+        self._sharing.publish(key, data, now, requesters)
+
+    def _drop_cached(self, key: str | None) -> None:
+        """Drop ``key`` (or every key) from the cache, and supersede calls of it already running.
+
+        A call that began before the invalidation answers only the executes that were
+        already waiting on it; an execute after it starts a new call (``refresh``), and
+        the superseded call's result never enters a cache.
+        """
+        self._cache.invalidate(key)
+        for pending in [p for p in self.table.by_key.values() if key in (None, p.key)]:
+            if pending.phase is Phase.CALLING:
+                self.table.drop(pending)
+                pending.superseded = True
+            else:  # waiting on another tab's call, which may be superseded too: later executes ask anew
+                pending.invalidated = True
+
+    # --- checks of what a caller gives -------------------------------------------------------
+
+    @staticmethod
+    def _check_key(key: Any) -> None:
+        if not isinstance(key, str) or not is_text(key):
+            raise TypeError(f"a cache key must be a str that UTF-8 can carry, got {key!r}")
+
+    def _exceeds_limit(self, chars: int, probe: Callable[[], Message]) -> bool:
+        """Whether the largest message ``probe`` builds (IDs and numbers at their longest) for data
+        of ``chars`` characters exceeds ``max_message_bytes``. Below a bound that needs no encoding
+        (escaping multiplies a character by at most 12: a control character, escaped twice), no."""
+        limit = self._config.max_message_bytes
+        return chars * 12 + 4096 > limit and len(encode(probe()).encode()) > limit
+
+    def _check_fits(self, key: str, flow: str, args_json: str) -> None:
+        def probe() -> Message:  # built only past the bound: no parse on an execute's usual path
+            return Request(src="x" * 128, dst="x" * 128, req=MAX_COUNT, key=key, flow=flow,
+                           args=load_json(args_json), sent=float(MAX_COUNT))
+
+        if self._exceeds_limit(len(key), probe):
+            raise MessageTooLarge(
+                f"the arguments of {flow!r} are too large for one message of max_message_bytes "
+                f"({self._config.max_message_bytes})"
+            )
+
