@@ -40,17 +40,17 @@ HOUR = 3_600_000.0
 
 def sizes(node: Any) -> dict[str, int]:
     """The sizes of one node's structures that could grow with keys, peers or time."""
-    flows = node.flows
+    table = node.executes.table
     out = {
-        "cache_entries": len(node.cache._entries),
-        "marks": len(node.cache._high),
+        "cache_entries": len(node.cache),
+        "marks": node.cache.marks,
         "drop_reasons": len(node.stats.drop_reasons),
-        "pending": len(flows.pending),
-        "calls": len(flows._calls),
-        "claims": len(flows._claims),
-        "backoffs": len(flows._backoffs),
-        "attempts": len(flows._attempts),
-        "effects": len(node._effects),
+        "pending": len(table.by_key),
+        "calls": len(table.by_call),
+        "claims": len(node.claims),
+        "backoffs": len(node.backoff),
+        "attempts": node.backoff.attempts_held,
+        "effects": node.queued_effects,
     }
     return out
 

@@ -146,6 +146,11 @@ class MeshNode:
             soonest = min(soonest, self._election.deadline())
         return None if soonest == float("inf") else soonest
 
+    @property
+    def queued_effects(self) -> int:
+        """How many effects wait for :meth:`take_effects`."""
+        return len(self._effects)
+
     def take_effects(self) -> list[Effect]:
         """The effects queued since the last call, in order; the queue is emptied."""
         effects, self._effects = self._effects, []
