@@ -76,15 +76,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors as _errors
-from .core import effects as _effects
-from .core.config import MeshConfig
-from .core.effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, StartCall, WatchPeer
-from .core.election import Role
-from .core.node import MeshNode
-from .core.values import cache_key, check_json
-from .core.wire import MESSAGE_TYPES
-from .errors import MeshDisposedError, MeshError, ScopeChangedError, SharedFlowError
+from .. import errors as _errors
+from ..core import effects as _effects
+from ..core.config import MeshConfig
+from ..core.effects import CacheUpdated, FailureShared, LeaderChanged, Reject, Resolve, Send, StartCall, WatchPeer
+from ..core.election import Role
+from ..core.node import MeshNode
+from ..core.values import cache_key, check_json
+from ..core.wire import MESSAGE_TYPES
+from ..errors import MeshDisposedError, MeshError, ScopeChangedError, SharedFlowError
 
 # Effects of the hardened core (issue 8); absent from older cores, which never emit them.
 CancelCall: type | None = getattr(_effects, "CancelCall", None)
