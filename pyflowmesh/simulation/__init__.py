@@ -366,6 +366,9 @@ class Simulation:
         self.events: Counter[str] = Counter()  # what the hardened core did: calls given up, renames...
         self.scope_checks = 0  # values checked against the scope of the tab that cached or resolved them
         self.caller_mutation_rate = 0.0  # with pathologies: how often a caller mutates what it got
+        # Every cache key a tab may work on: the page's, and those of every execute and call made.
+        # (A hostile Request makes a tab work on a key only if the key matches its flow and arguments.)
+        self.work_keys: set[str] = {cache_key(flow, args) for flow, choices in FLOWS.items() for args in choices}
         self._accepts_new_id = "new_id" in inspect.signature(MeshNode).parameters
         # From this time on (the settled quiet phase) a result a tab receives from the mesh
         # must also be in its cache: otherwise its other executes and on_cache_update miss it.
@@ -643,6 +646,16 @@ class Simulation:
         """Start times of the server calls of ``key`` since ``since``."""
         return [call[0] for call in self.calls.get(key, ()) if call[0] >= since]
 
+    def busy(self, tab: _Tab) -> bool:
+        """Whether the tab's node works on some key (an execute, a call, a request it serves)."""
+        node = tab.node
+        return any(node.phase(key) is not None for key in self.work_keys)
+
+    def pending_keys(self, tab: _Tab) -> list[str]:
+        """The keys the tab's node works on, sorted."""
+        node = tab.node
+        return sorted(key for key in self.work_keys if node.phase(key) is not None)
+
     def tab_ms(self) -> float:
         """Simulated tab-time: the sum over tabs of how long each was open (ms)."""
         total = 0.0
@@ -795,6 +808,7 @@ class Simulation:
         self._after_input(tab)
 
     def _execute(self, tab: _Tab, record: ExecRecord) -> None:
+        self.work_keys.add(record.key)
         record.start = self.now
         record.settled = self.now >= self.settled_at
         record.tab_index = tab.index
@@ -904,6 +918,7 @@ class Simulation:
         self.call_count += 1
         number = self.call_count
         key = effect.key
+        self.work_keys.add(key)
         ok = not self.server_down and key not in self.keys_down
         waiting = [r.start for r in tab.waiters.values() if r.key == key]
         self.calls[key].append((self.now, tab.id, ok, number, min(waiting, default=math.inf), tab.digest, tab.index,
@@ -1046,7 +1061,7 @@ class Simulation:
                     "mutated an object the mesh shares"))
         if (source == "mesh" and self.now >= self.settled_at and self.config.share_cache
                 and age + self.freshness_slack < self.config.stale_time):
-            entry = tab.node.cache._entries.get(record.key)
+            entry = next((e for e in tab.node.cache.held() if e.key == record.key), None)
             if entry is None or entry.value != value:
                 self.violations.append(Violation(
                     "cache", self.now, f"tab {tab.id} got {_safe(value)} from the mesh but caches "
@@ -1157,16 +1172,18 @@ class Simulation:
             leader = leaders[0]
         owed: dict[str, tuple[float, _Tab]] = {}
         held: set[str] = set()
+        joiner_holds = {entry.key: entry for entry in joiner.node.cache.held()}
         for tab in scope:
             if tab is joiner:
                 continue
-            for key, entry in tab.node.cache._entries.items():
+            for entry in tab.node.cache.held():
+                key = entry.key
                 age = self._true_age(entry.value)
                 if age + margin >= self.config.stale_time or self.now - age > joined:
                     continue  # may have gone stale before the Sync, or produced after the join
                 if isinstance(entry.value, dict) and "pad" in entry.value:
                     continue  # larger than any message: no Sync can carry it
-                have = joiner.node.cache._entries.get(key)
+                have = joiner_holds.get(key)
                 if have is not None and self._true_age(have.value) <= age:
                     continue
                 origin = self.by_id.get(entry.origin)
@@ -2063,7 +2080,7 @@ def run(
             return False
         if config.strategy == "leader-follower" and sim.converged_since is None:
             return False
-        if any(tab.waiters or tab.node.flows.pending for tab in sim._live):
+        if any(tab.waiters or sim.busy(tab) for tab in sim._live):
             return False
         return sim._calls_in_flight == 0
 
@@ -2120,10 +2137,10 @@ def _check_held(sim: Simulation, when: str) -> None:
     """No live tab holds in its cache a value the server produced for another scope (the effects
     checked what entered; this checks what stayed, including what a scope switch left behind)."""
     for tab in sim._live:
-        for key, entry in list(tab.node.cache._entries.items()):
+        for entry in tab.node.cache.held():
             value = entry.value
             if isinstance(value, dict) and "forged" not in value:
-                sim._check_scope(tab, value, f"holds {when} under {key!r}")
+                sim._check_scope(tab, value, f"holds {when} under {entry.key!r}")
 
 
 def _check_bounded(sim: Simulation, when: str) -> None:
@@ -2144,7 +2161,7 @@ def _check_bounded(sim: Simulation, when: str) -> None:
         try:
             if not 0 <= node.term < WIRE_MAX:
                 problems.append(f"term {_safe(node.term)}")
-            for failure in node.flows.snapshot_failures(now):
+            for failure in node.backoffs(now):
                 if failure.retry_in > config.max_error_backoff + 1e-6:
                     problems.append(f"a back-off of {failure.key!r} for {_safe(failure.retry_in)}ms more")
                 if not 0 <= failure.attempt < WIRE_MAX:
@@ -2352,10 +2369,10 @@ def _check(sim: Simulation, config: MeshConfig, bounds: Bounds, quiet_at: float,
 
     # leftovers
     for tab in live:
-        flows = tab.node.flows
-        if flows.pending or tab.waiters:
+        pending = sim.pending_keys(tab)
+        if pending or tab.waiters:
             violations.append(Violation(
-                "leftover", end_at, f"tab {tab.id} still has pending {sorted(flows.pending)} "
+                "leftover", end_at, f"tab {tab.id} still has pending {pending} "
                 f"and {len(tab.waiters)} open waiter(s) at the end"))
     if sim._calls_in_flight:
         violations.append(Violation("leftover", end_at, f"{sim._calls_in_flight} call(s) still in flight at the end"))
