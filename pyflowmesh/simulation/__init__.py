@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import heapq
 import inspect
 import json
@@ -83,8 +82,18 @@ from ..core.effects import CacheUpdated, FailureShared, LeaderChanged, Reject, R
 from ..core.election import Role
 from ..core.node import MeshNode
 from ..core.values import cache_key, check_json
-from ..core.wire import MESSAGE_TYPES
 from ..errors import MeshDisposedError, MeshError, ScopeChangedError, SharedFlowError
+from .app import FLOWS, OPTIONAL_FLOW, PATHOLOGIES, SCOPES, FlowCancelled, NotJSON, ServerDown, sim_config
+from .app import PATHOLOGY_WEIGHTS as _PATHOLOGY_WEIGHTS
+from .app import UNDECODABLE as _UNDECODABLE
+from .hostile import deep as _deep
+from .hostile import hostile_message
+from .plan import FAULT_KINDS, RunPlan, plan
+from .plan import FAULT_WEIGHTS as _FAULT_WEIGHTS
+from .records import Bounds, ExecRecord, Violation
+from .report import SimulationReport
+from .text import describe_post as _short
+from .text import safe_repr as _safe
 
 # Effects of the hardened core (issue 8); absent from older cores, which never emit them.
 CancelCall: type | None = getattr(_effects, "CancelCall", None)
@@ -116,17 +125,6 @@ __all__ = [
     "main",
 ]
 
-# The flows of the simulated page, with the arguments executes draw from: 6 cache keys.
-FLOWS: dict[str, tuple[tuple[Any, ...], ...]] = {
-    "user": ((1,), (2,), (3,)),
-    "dashboard": ((),),
-    "report": (("daily",), ("weekly",)),
-    # Mutable arguments: a flow that mutates what it got must change nothing the mesh shares.
-    "search": (([1, 2],), ({"q": "mesh", "tags": ["a"]},)),
-}
-OPTIONAL_FLOW = "report"  # some tabs (an older page) lack it: their leader declines it
-# The scopes of the random runs: few, so that several tabs share each (None: the shared scope).
-SCOPES: tuple[str | None, ...] = (None, "s0", "s1")
 _ANY: Any = object()  # "every scope", where a scope may be given
 
 _DELIVER, _TICK, _CALL_DONE, _PEER_GONE, _ACTION = range(5)
@@ -139,94 +137,6 @@ _RES = 64.0  # virtual times are multiples of 1/64 ms: sums stay exact, deadline
 
 def _quantize(ms: float) -> float:
     return math.floor(ms * _RES + 0.5) / _RES
-
-
-_UNDECODABLE = b"/srv/k-\xff.json".decode("utf-8", "surrogateescape")  # a lone surrogate, as os.fsdecode makes
-
-
-class ServerDown(ConnectionError):
-    """What a flow call raises while the simulated server is down."""
-
-
-class FlowCancelled(BaseException):
-    """What a flow function raises when it awaited a task something else cancelled.
-
-    It stands for ``asyncio.CancelledError`` (a ``BaseException``, not an ``Exception``),
-    which the core may not import: the runtime reports it with ``call_failed``.
-    """
-
-
-class NotJSON:
-    """A flow result that is not JSON data (a ``datetime``, a set...): the runtime's check fails."""
-
-
-# Pathological flow functions (per call, in the fault phase): how a call may misbehave.
-# cancelled: raises a BaseException (CancelledError); hang: never returns; huge: returns more than
-# max_message_bytes; not-json: returns an object JSON cannot carry; big-int: returns an int too long
-# for str(); mutate: changes the arguments it got, in place.
-PATHOLOGIES = ("cancelled", "hang", "huge", "not-json", "big-int", "mutate")
-_PATHOLOGY_WEIGHTS = (2, 2, 1, 2, 1, 3)
-
-
-@dataclass
-class ExecRecord:
-    """One execute: where and when it started, and how and when it ended."""
-
-    tab: str
-    flow: str
-    args: tuple[Any, ...]
-    key: str
-    start: float
-    waiter: int = 0
-    end: float | None = None
-    outcome: str | None = None  # "resolved", "rejected", "disposed", "scope-changed", "cancelled"...
-    source: str | None = None
-    error: BaseException | None = None
-    value: Any = None
-    tab_gone: bool = False  # its tab crashed or closed before it ended
-    quiet: bool = False  # started in the quiet phase
-    settled: bool = False  # started once the mesh had settled after the faults
-    cancelled: bool = False  # its caller stopped waiting (MeshNode.cancel); ``end`` is when
-    bad_args: bool = False  # its arguments are not fit to share: a TypeError from execute is expected
-    tab_index: int = -1
-    on_end: Callable[[ExecRecord], None] | None = field(default=None, repr=False, compare=False)
-    sent_args: str = field(default="", repr=False)  # the arguments as JSON when the execute started
-
-    @property
-    def latency(self) -> float | None:
-        return None if self.end is None else self.end - self.start
-
-
-@dataclass(frozen=True)
-class Violation:
-    """An invariant that did not hold."""
-
-    # convergence, execute, duplicate-call, backoff, blocked, sync, cache, value, cross-scope,
-    # exception, internal-error, effect, cancel, bounded, leftover
-    kind: str
-    time: float
-    message: str
-
-    def __str__(self) -> str:
-        return f"[{self.kind}] t={self.time:.1f}ms: {self.message}"
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """The bounds a run is checked against, derived from its config and its faults (ms).
-
-    Attributes:
-        convergence: after the quiet phase starts, the time within which exactly one
-            leader is followed by every live tab (leader-follower).
-        fault_execute: after the quiet phase starts, the time within which every
-            execute started earlier has ended.
-        quiet_execute: the latency bound of an execute started in the quiet phase once
-            the mesh has settled (converged, and no tab has work left from the faults).
-    """
-
-    convergence: float
-    fault_execute: float
-    quiet_execute: float
 
 
 class _Tab:
@@ -1438,303 +1348,15 @@ def _last_error(node: MeshNode) -> str:
     return "; the last one:\n" + "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
-def _safe(value: Any, limit: int = 120) -> str:
-    """``repr`` for messages: short, and safe for ints too long for ``str()``."""
-    try:
-        text = repr(value)
-    except ValueError:
-        text = f"<{type(value).__name__} too long to show>"
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _value_matches(value: Any, key: str) -> bool:
     return isinstance(value, dict) and value.get("key") == key
 
 
-def _short(data: Any) -> str:
-    if not isinstance(data, str):
-        return repr(data)[:80]
-    try:
-        body = json.loads(data)
-    except (ValueError, RecursionError):  # hostile posts: garbage, or nested past the decoder's depth
-        return repr(data[:80])
-    if not isinstance(body, dict):
-        return repr(data[:80])
-    skip = {"proto", "v", "type", "src"}
-    fields = " ".join(f"{k}={json.dumps(v)[:40]}" for k, v in body.items() if k not in skip)
-    return f"{body.get('type')} from {body.get('src')} {fields}"
-
-
-# --- hostile posts ------------------------------------------------------------------------------
-
-_BIG = "\x00big-int\x00"  # stands for an int of thousands of digits (json.dumps cannot write one)
-_BIG_JSON = json.dumps(_BIG)
-_DIGITS = (4_000, 5_000)  # just under Python's str() limit for ints (4,300 digits), and over it
-_EXTREME_COUNTS: tuple[Any, ...] = (0, 1, -1, 2**31, 2**53 + 1, 2**63, 10**30, 10**300, 1e300, 0.5, True, "7", _BIG)
-_EXTREME_MILLIS: tuple[Any, ...] = (0, 1e-9, 1e-300, 1e300, 1.7e308, -1.0, 2**64, 10**400, "100", None, _BIG)
-_ODD_TEXT = ('a "quoted" \\ back\\slash\n\t\u2028', "\ud800", "\x00", "é" * 40, "", "[" * 80 + "{")
-
-
-def _deep(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
-def hostile_message(rng: random.Random, live: Sequence[str], keys: Sequence[tuple[str, tuple[Any, ...]]],
-                    scope: str = "") -> str:
-    """One message a hostile or buggy script posts: any type of :data:`protocol.MESSAGE_TYPES`, its
-    fields drawn from extremes (huge, negative, zero, tiny, non-finite-ish numbers; ints of thousands
-    of digits; live tabs' IDs to impersonate them or as ``dst``/``to``; real keys; deep nesting;
-    escapes), as the raw text a channel would carry. ``scope``: the envelope's scope digest (a script
-    of the origin can compute one; ``""``: the shared scope's envelope)."""
-    if rng.random() < 0.04:  # not even a message: deep nesting the decoder must not recurse into
-        return rng.choice(("[" * 6_000 + "]" * 6_000, '{"a":' * 3_000 + "1" + "}" * 3_000,
-                           '"' + "\\" * 30_000 + '"'))
-    kind = rng.choice(sorted(MESSAGE_TYPES))
-    cls = MESSAGE_TYPES[kind]
-    flow, args = rng.choice(keys)
-    key = cache_key(flow, args)
-
-    def node_id() -> Any:
-        r = rng.random()
-        if r < 0.55 and live:
-            return rng.choice(live)  # impersonation, or a live tab as dst
-        if r < 0.85:
-            return f"{rng.getrandbits(32):08x}"  # nobody
-        return rng.choice(("ffffffffffff", "0", "z" * 129, "", 7, None, "\ud800"))
-
-    def count() -> Any:
-        return rng.choice(_EXTREME_COUNTS) if rng.random() < 0.8 else rng.randint(0, 10)
-
-    def millis() -> Any:
-        return rng.choice(_EXTREME_MILLIS) if rng.random() < 0.8 else rng.uniform(0, 5000)
-
-    def text() -> Any:
-        return rng.choice(_ODD_TEXT) if rng.random() < 0.5 else "Forged"
-
-    def value() -> Any:
-        r = rng.random()
-        if r < 0.6:
-            return {"key": key, "forged": rng.getrandbits(16)}
-        if r < 0.8:
-            return {"key": key, "forged": 1, "deep": _deep(rng.choice((60, 70, 200)))}
-        return {"key": key, "forged": 1, "big": _BIG}
-
-    def field_value(name: str) -> Any:
-        if name in ("src", "dst", "origin"):
-            return node_id()
-        if name in ("term", "req", "version", "attempt"):
-            return count()
-        if name in ("interval", "retry_in", "age"):
-            return millis()
-        if name in ("hidden", "shared", "running"):
-            return rng.random() < 0.5 if rng.random() < 0.95 else "yes"
-        if name == "key":
-            return key if rng.random() < 0.8 else rng.choice(_ODD_TEXT)
-        if name == "flow":
-            return flow if rng.random() < 0.8 else "nope"
-        if name == "args":
-            return list(args) if rng.random() < 0.7 else rng.choice(([_BIG], [_deep(100)], "x", [1e300]))
-        if name == "reason":
-            return rng.choice(("not-leader", "unknown-flow", "Forged"))
-        if name == "value":
-            return value()
-        if name in ("error_type", "message"):
-            return text()
-        if name == "to":
-            r = rng.random()
-            if r < 0.4:
-                return None
-            if r < 0.9:
-                return [rng.choice(live) for _ in range(rng.randint(1, 3))] if live else []
-            return [node_id() for _ in range(rng.randint(0, 5))]
-        if name == "entries":
-            return [{"key": key, "value": value(), "version": count(), "origin": node_id(), "age": millis()}
-                    for _ in range(rng.randint(0, 3))]
-        if name == "failures":
-            return [{"key": key, "error_type": "Forged", "message": text(), "retry_in": millis(),
-                     "attempt": count(), "origin": node_id()} for _ in range(rng.randint(0, 3))]
-        return count()
-
-    body: dict[str, Any] = {"proto": "pyflowmesh", "v": 1, **({"scope": scope} if scope else {}), "type": kind}
-    for f in dataclasses.fields(cls):
-        body[f.name] = field_value(f.name)
-    if body.get("to", 0) is None:
-        del body["to"]
-    raw = json.dumps(body, ensure_ascii=rng.random() < 0.5)
-    while _BIG_JSON in raw:  # json.dumps cannot write these ints; the text can
-        raw = raw.replace(_BIG_JSON, "9" * rng.choice(_DIGITS), 1)
-    return raw
-
-
-# --- random scenarios ------------------------------------------------------------------------
-
-
-def sim_config(strategy: str = "leader-follower", *, heartbeat: float = 1000.0, locks: bool = True,
-               share_cache: bool = True) -> MeshConfig:
-    """The config of a simulated run.
-
-    With the default 5 s heartbeat every timeout is the library default. With a
-    shorter heartbeat (faster virtual time) the timeouts that are not derived from
-    the heartbeat are scaled with it: ``stale_time`` 5 beats and ``call_timeout`` 5 beats
-    (calls take at most 200 ms here). ``hidden_timeout`` stays 75 s: it must
-    outlast Chrome's once-a-minute timers, which the simulator models. Messages are
-    limited to 64 KiB (``max_message_bytes``), so that the values and arguments too
-    large for the channel that the faults make stay cheap to build.
-    """
-    if heartbeat == 5000.0:
-        return MeshConfig.from_options(channel="sim", strategy=strategy, use_locks=locks, share_cache=share_cache)
-    return MeshConfig.from_options(
-        channel="sim", strategy=strategy, use_locks=locks, heartbeat=heartbeat, share_cache=share_cache,
-        stale_time=5 * heartbeat, call_timeout=5 * heartbeat,
-        error_backoff=heartbeat, max_error_backoff=10 * heartbeat, max_message_bytes=1 << 16,
-    )
-
-
-FAULT_KINDS = (
-    "crash", "close", "freeze", "throttle", "join", "outage", "noise",
-    # issue 8: inputs an adversarial user (or a buggy page) makes
-    "pathological", "hostile", "cancel", "bfcache", "twin-id", "bad-args", "long-outage",
-    # issue 14: a login, logout or account switch (one tab, or every tab of a scope)
-    "scope-switch",
-)
-_FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.04, 1.5)
 # The longest heartbeat interval a follower may believe (a forged Coordinator says more): the
 # simulator's bound on how long a ghost leader is followed without Web Locks.
 MAX_INTERVAL = 60_000.0
 # Every number a node holds that came from the wire stays below this (JavaScript's safe integers).
 WIRE_MAX = 2**53
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Everything a seed decides before the run: reproduce a failing seed with the same plan."""
-
-    seed: int
-    tabs: int
-    strategy: str
-    locks: bool
-    heartbeat: float
-    share_cache: bool = True
-    faults: tuple[str, ...] = FAULT_KINDS
-    pathologies: tuple[str, ...] | None = None  # None: every kind of PATHOLOGIES
-    scopes: tuple[str | None, ...] = (None,)  # the scopes tabs open in (a switch may go to any of SCOPES)
-
-
-def plan(seed: int, max_tabs: int = 50, strategy: str = "both", locks: bool | None = None,
-         faults: Iterable[str] = FAULT_KINDS, pathologies: Iterable[str] | None = None) -> RunPlan:
-    """The parameters of seed ``seed``: tabs in ``2..max_tabs``, strategy and locks varied with the seed.
-
-    ``strategy="both"`` alternates strategies by seed; ``locks=None`` alternates
-    Web Locks every other pair of seeds. One seed in ten uses the default 5 s heartbeat;
-    one in ten (of either strategy) does not share its cache (``share_cache=False``).
-    Half the seeds open every tab in the shared scope, one in ten every tab in scope
-    ``"s0"``, and the others each tab in one of :data:`SCOPES` (several meshes on one channel).
-    """
-    rng = random.Random(f"pyflowmesh-plan-{seed}")
-    tabs = rng.randint(2, max(2, max_tabs))
-    if strategy == "both":
-        strategy = STRATEGY_BY_PARITY[seed % 2]
-    if locks is None:
-        locks = (seed // 2) % 2 == 0
-    heartbeat = 5000.0 if seed % 10 == 7 else 1000.0
-    draw = rng.random()
-    scopes = (None,) if draw < 0.5 else ("s0",) if draw < 0.6 else SCOPES
-    return RunPlan(seed, tabs, strategy, locks, heartbeat, share_cache=seed % 20 not in (9, 14),
-                   faults=tuple(faults), pathologies=None if pathologies is None else tuple(pathologies),
-                   scopes=scopes)
-
-
-STRATEGY_BY_PARITY = ("leader-follower", "peer-to-peer")
-
-
-@dataclass
-class SimulationReport:
-    """What a run did and which invariants failed (``violations``; empty means all held).
-
-    The invariants, checked on every run:
-
-    a. Convergence (leader-follower): from the start of the quiet phase (``quiet_at``),
-       within ``bounds.convergence``, exactly one live tab is LEADER and every live tab
-       follows it, and that stays so to the end. Peer-to-peer: no tab ever leads.
-    b. Every execute ends (Resolve or Reject) unless its tab crashed or closed (a close
-       rejects with ``MeshDisposedError``, which counts as ended): those of the fault
-       phase by ``quiet_at + bounds.fault_execute``; those started once the mesh settled
-       (``settled_at``: converged, no work left from the faults) within
-       ``bounds.quiet_execute`` of their start (and other quiet ones by the later of
-       ``quiet_at + bounds.fault_execute`` and start + quiet_execute).
-       An execute resolves only with a value of its own key, and rejects only with the
-       server's error (directly or shared by another tab).
-       A cancelled execute ends when its caller cancels it and gets no outcome after;
-       an execute refused for arguments that cannot be shared raises ``TypeError`` (or a
-       documented ``MeshError``) at once.
-    c. Once the mesh settled in the quiet phase (``settled_at``: converged, no faults, no
-       outage, no work left from them), calls of one key (across all tabs) start at least
-       ``stale_time`` apart, in both strategies (bursts of executes a few ms apart included).
-       Without ``share_cache``, only a call by a tab that already waited for the key while
-       the earlier call ran counts.
-    d. No exception escapes a node input, and ``stats.internal_errors`` stays 0.
-    e. No tab calls a key within ``error_backoff`` of a failure it heard (no retry storm),
-       and no key is blocked (an execute rejected with a back-off's ``SharedFlowError``)
-       past ``max_error_backoff`` after the failure that started it, forged ones included.
-    f. Values: an execute resolves with what the server returned for its key, unchanged
-       (a caller or a flow mutating a shared object shows here); the arguments a caller
-       passed are unchanged after the execute.
-    g. Every number a node holds that came from the wire is bounded (:func:`_check_bounded`,
-       at the end of the fault phase and at the end).
-    h. Effects: every one is known; a ``CancelCall`` names a call the tab started; an
-       outcome reported for a call after its ``CancelCall`` produces no effect at all.
-    i. Scopes: no tab caches (``CacheUpdated``), holds (its cache at the end of the fault
-       phase and at the end) or resolves an execute with a value the server produced for
-       another scope (``cross-scope``); an execute waiting across a scope switch is rejected
-       with ``ScopeChangedError`` (``scope-changed``), and no outcome of a call started before
-       the switch reaches the new node. Convergence (a), duplicate calls (c), back-offs (e)
-       and sync are checked per scope: each scope is a mesh of its own.
-    Also: at the end no live tab has pending flows, calls or waiters.
-    """
-
-    seed: int
-    plan: RunPlan | None
-    config: MeshConfig
-    violations: list[Violation]
-    bounds: Bounds
-    quiet_at: float
-    end_at: float
-    tabs_opened: int
-    faults: Counter[str]
-    executes: int
-    outcomes: Counter[str]
-    calls: int
-    messages: int
-    deliveries: int
-    elections: int
-    convergence: float | None  # observed: when the mesh last converged, after quiet_at (ms)
-    max_fault_latency: float  # observed, for executes of the fault phase: end - quiet_at
-    max_quiet_latency: float  # observed, for executes started in the quiet phase after settling
-    tab_ms: float
-    dropped: int
-    settled_at: float = math.inf  # observed: when the mesh settled after the faults
-    stale_serves: int = 0  # executes served a value truly older than stale_time (+ slack)
-    max_served_age: float = -math.inf  # the truly oldest value served, minus stale_time
-    failovers: list[float] = field(default_factory=list)  # leader-follower: periods without one leader
-    unsynced: int = 0  # fresh entries a joiner missed that no tab was bound to sync
-    events: Counter[str] = field(default_factory=Counter)  # calls given up, late outcomes, renames
-    scope_checks: int = 0  # values checked against the scope of the tab that cached, held or resolved them
-    trace: list[str] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    def summary(self) -> str:
-        plan = self.plan
-        head = f"seed {self.seed}"
-        if plan is not None:
-            locks = "on" if plan.locks else "off"
-            head += f" ({plan.tabs} tabs, {plan.strategy}, locks {locks}, heartbeat {plan.heartbeat:.0f}ms)"
-        return f"{head}: {len(self.violations)} violation(s)" if self.violations else f"{head}: ok"
 
 
 def _derive_bounds(config: MeshConfig, sim: Simulation, call_max: float, delay_max: float,
