@@ -1,7 +1,7 @@
-"""``python -m pyflowmesh.simulation``: run many seeds and check every invariant (see :func:`main`)."""
+"""``python -m pyflowmesh.simulation``: run many seeds and check every invariant (see :mod:`.cli`)."""
 
 import sys
 
-from . import main
+from .cli import main
 
 sys.exit(main())
