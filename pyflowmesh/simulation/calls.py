@@ -57,8 +57,10 @@ class EchoServer:
     def __init__(self, rng: random.Random, duration: tuple[float, float]) -> None:
         self.rng = rng
         self.duration = duration
+        self.calls: list[tuple[float, str, StartCall]] = []  # (start, tab ID, call) of every call
 
     def start(self, tab: Tab, call: StartCall, now: float) -> CallPlan:
+        self.calls.append((now, tab.id, call))
         low, high = self.duration
         value = {"key": call.key, "by": tab.id}
         return CallPlan(CallOutcome(True, value, call.key, True, tab.node), quantize(self.rng.uniform(low, high)))
