@@ -45,7 +45,7 @@ class SimulationReport:
     f. Values: an execute resolves with what the server returned for its key, unchanged
        (a caller or a flow mutating a shared object shows here); the arguments a caller
        passed are unchanged after the execute.
-    g. Every number a node holds that came from the wire is bounded (:func:`_check_bounded`,
+    g. Every number a node holds that came from the wire is bounded (:meth:`~.invariants.Oracle.check_bounded`,
        at the end of the fault phase and at the end).
     h. Effects: every one is known; a ``CancelCall`` names a call the tab started; an
        outcome reported for a call after its ``CancelCall`` produces no effect at all.
