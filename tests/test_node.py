@@ -91,7 +91,7 @@ def test_a_lesser_leader_steps_down_when_it_hears_a_greater_one() -> None:
     net = _network("ab", locks=False)  # (with Web Locks, nobody holding z's lock would unmask it at once)
     net.run_until(2000.0)
     assert net.leaders() == ["b"]
-    intruder = Coordinator("z", net.node("b").term + 1, 1000.0, False)
+    intruder = Coordinator(src="z", term=net.node("b").term + 1, interval=1000.0, hidden=False)
     net.inject(encode(intruder), at=net.now)
     net.run_until(net.now + 10.0)  # every post arrives within 5 ms
     assert net.leaders() == [] and all(net.node(i).leader == "z" for i in "ab")
