@@ -31,9 +31,10 @@ Axes:
 Each session prints one JSON line (and appends it to ``--out`` if given): the tab-minutes,
 crashes, boot times, whether its renderers had the heap profiler on (read from their
 ``/proc/<pid>/cmdline``: ``--subproc-heap-profiling``) and in how many tabs the
-``nojspi`` loader warned that Pyodide used JSPI after all. ``--speed`` instead times, per loader, a tab's boot, a pure-Python loop
-and a chain of asyncio steps (each a call from JS into Python), one tab at a time,
-``--sessions`` rounds, with the tests' command line (samplers off).
+``nojspi`` loader warned that Pyodide used JSPI after all. ``--speed`` instead times, per
+loader, a tab's boot, a pure-Python loop and a chain of asyncio steps (each a call from JS
+into Python), one tab at a time, ``--sessions`` rounds, with the tests' command line
+(samplers off).
 
 Run: ``/work/main/.venv/bin/python bench/crash_rate.py --tabs 3 --minutes 3 --samplers on
 --loader plain --sessions 2 --out crash.jsonl``; ``--summary crash.jsonl`` totals a file.
@@ -42,9 +43,9 @@ Run: ``/work/main/.venv/bin/python bench/crash_rate.py --tabs 3 --minutes 3 --sa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
-import os
 import sys
 import time
 import uuid
@@ -224,10 +225,8 @@ def run_session(args: argparse.Namespace, playwright: Any, base_url: str, wheel:
                     turn += 1
                     script = ("pfm.execute('data').then(() => true)" if args.page == "lab"
                               else "document.getElementById('refresh').click()")
-                    try:
+                    with contextlib.suppress(Exception):
                         tab.page.evaluate(script)
-                    except Exception:
-                        pass
                 poke_at = now + args.poke
             seen = session_processes(marker)
             for key in processes:
@@ -239,7 +238,8 @@ def run_session(args: argparse.Namespace, playwright: Any, base_url: str, wheel:
                 tab.closed = finish
         crashes = [tab for tab in tabs if tab.crashed]
         return {
-            "samplers": args.samplers if args.samplers in ("on", "off") else f"{args.samplers}@{args.rate or 'default'}",
+            "samplers": (args.samplers if args.samplers in ("on", "off")
+                         else f"{args.samplers}@{args.rate or 'default'}"),
             "loader": args.loader, "page": args.page, "tabs": args.tabs,
             "minutes": args.minutes, "opened": len(tabs), "crashes": len(crashes),
             "tab_minutes": round(sum(tab.minutes(finish) for tab in tabs), 2),

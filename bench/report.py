@@ -255,7 +255,8 @@ def _sim(sim: dict[str, Any]) -> list[str]:
     return [
         "## 5. Protocol scale (simulator)",
         "",
-        f"Real `MeshNode`s in a small deterministic loop (`bench/sim_bench.py`), heartbeat "
+        f"Real `MeshNode`s on the simulator's virtual network (`VirtualNetwork`, driven by `bench/sim_bench.py`), "
+        f"heartbeat "
         f"{first.get('heartbeat_ms', 5000):g} ms (the default; `answer_timeout` "
         f"{first.get('answer_timeout_ms', 250):g} ms), "
         "every post delivered to every other open tab after 0.1-5 ms, Web Locks modelled as a `peer_gone` "

@@ -3,7 +3,8 @@
 Runs, in this order, and prints each figure as it comes:
 
 1. :mod:`bench.sim_bench`: the protocol at 10, 100 and 1,000 tabs in virtual time
-   (pure CPython), and the project simulator's throughput;
+   (pure CPython), and the project simulator's throughput; :mod:`bench.election_before`:
+   the same elections with the election as it was before staggered candidacy;
 2. :mod:`bench.browser_bench`: real Chromium tabs of the lab page (``web/lab/``), with the mesh
    and without it (API calls, follower latency, idle cost, failover, import time).
 
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import browser_bench, sim_bench
+from . import browser_bench, election_before, sim_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
@@ -120,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = (10, 100) if args.quick else (10, 100, 1000)
         results["sim"] = sim_bench.run_all(sizes, seeds=2 if args.quick else 3,
                                            throughput_s=5.0 if args.quick else 15.0, log=log)
+        # The election before staggered candidacy, for before/after figures
+        # (python -m bench.election_before 1000 for the largest size alone).
+        log("simulator: the election before staggered candidacy (bench/election_before.py)")
+        results["sim"]["before"] = election_before.measure(election_before.Before, sizes)
     if args.only in (None, "browser"):
         log("browser: real Chromium tabs of the lab page (web/lab/), with the mesh and without it")
         results["browser"] = browser_bench.run_all(quick=args.quick, log=log)

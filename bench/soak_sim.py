@@ -58,13 +58,14 @@ def sizes(node: Any) -> dict[str, int]:
 def _trim(sim: Simulation, now: float, stale_time: float) -> None:
     """Forget the simulator's own logs (not the tabs' state) that the soak does not need."""
     sim.execs[:] = [record for record in sim.execs if record.end is None]
-    sim.calls.clear()
-    sim.outcomes.clear()
-    sim.stale_serves.clear()
+    sim.server.calls.clear()
+    sim.server.ends.clear()
+    sim.oracle.stale_serves.clear()
     sim.violations[:] = sim.violations[:20]
     horizon = now - 4 * stale_time  # nothing produced earlier can still be served fresh
-    for call in [c for c, t in sim.produced.items() if t < horizon]:
-        del sim.produced[call]
+    produced = sim.server.produced
+    for call in [c for c, t in produced.items() if t < horizon]:
+        del produced[call]
     gone = set()
     for i, tab in enumerate(sim.tabs):
         if tab is _GONE or not tab.started or tab.alive:
@@ -92,7 +93,7 @@ _GONE: Any = _Gone()
 
 def tab_memory(snapshot: tracemalloc.Snapshot) -> int:
     """Traced bytes allocated outside the simulator's and this soak's own code: the tabs' state."""
-    own = snapshot.filter_traces([tracemalloc.Filter(False, "*/simulation.py"), tracemalloc.Filter(False, __file__)])
+    own = snapshot.filter_traces([tracemalloc.Filter(False, "*/simulation/*"), tracemalloc.Filter(False, __file__)])
     return sum(stat.size for stat in own.statistics("filename"))
 
 

@@ -36,8 +36,8 @@ FLOWS_BOUND = 4 * MAX_ENTRIES
 few executes at once: 4 x ``max_entries``, as the cache's marks."""
 
 STRUCTURES: dict[str, tuple[Callable[[Any], int], int]] = {
-    "cache entries": (lambda node: len(node.cache._entries), MAX_ENTRIES),
-    "cache version marks": (lambda node: len(node.cache._high), MARKS_PER_ENTRY * MAX_ENTRIES),
+    "cache entries": (lambda node: len(node.cache), MAX_ENTRIES),
+    "cache version marks": (lambda node: node.cache.marks, MARKS_PER_ENTRY * MAX_ENTRIES),
     "stats drop_reasons": (lambda node: len(node.stats.drop_reasons), MAX_DROP_REASONS),
     "flows pending": (lambda node: len(node.executes.table.by_key), FLOWS_BOUND),
     "flows calls": (lambda node: len(node.executes.table.by_call), FLOWS_BOUND),

@@ -133,7 +133,7 @@ def test_in_the_simulator_no_tab_stores_an_older_result_of_a_key_after_a_newer_o
         def _apply(self, tab: Any, effects: list[Any]) -> None:
             for effect in effects:
                 if type(effect) is CacheUpdated:
-                    stored.setdefault((tab.id, effect.key), []).append(self.produced[effect.value["call"]])
+                    stored.setdefault((tab.id, effect.key), []).append(self.server.produced[effect.value["call"]])
                 elif type(effect) is Send and type(effect.message) is Result and "hot" in effect.message.key:
                     late = rng.uniform(500.0, 1900.0)
                     copy = replace(effect.message, src="replayer", age=effect.message.age + late)

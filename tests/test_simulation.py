@@ -17,7 +17,7 @@ from pyflowmesh import simulation
 from pyflowmesh.core import node as node_module
 from pyflowmesh.core.backoff import SharedBackoff
 from pyflowmesh.core.claims import PeerClaims
-from pyflowmesh.core.effects import Reject, Resolve, StartCall
+from pyflowmesh.core.effects import CancelCall, Reject, Resolve, StartCall
 from pyflowmesh.core.election import BullyElection, Role
 from pyflowmesh.core.executes import Executes
 from pyflowmesh.core.node import MeshNode
@@ -32,6 +32,7 @@ from pyflowmesh.simulation import (
     ServerDown,
     Simulation,
     hostile_message,
+    long_outage,
     main,
     plan,
     run,
@@ -113,8 +114,9 @@ def test_a_seed_reproduces_its_run_exactly() -> None:
 # --- the checks can fail: a broken core is caught ----------------------------------------------
 
 
-def _first_violation(kind: str, seeds: range, faults: tuple[str, ...] = OLD_KINDS) -> int | None:
-    """The first seed whose run (with these fault kinds) breaks invariant ``kind``.
+def _first_violation(kind: str, seeds: range, faults: tuple[str, ...] = OLD_KINDS,
+                     pathologies: tuple[str, ...] | None = None) -> int | None:
+    """The first seed whose run (with these fault kinds and flow pathologies) breaks invariant ``kind``.
 
     The default kinds are the ones the core of 0.1.0 already withstood, so that what breaks
     is what the test's patch broke.
@@ -122,7 +124,7 @@ def _first_violation(kind: str, seeds: range, faults: tuple[str, ...] = OLD_KIND
     for seed in seeds:
         if seed % 20 in (9, 14):
             continue  # share_cache=False seeds: 0.1.0 fails them on its own (issue 8, item 7)
-        if any(v.kind == kind for v in run_plan(plan(seed, faults=faults)).violations):
+        if any(v.kind == kind for v in run_plan(plan(seed, faults=faults, pathologies=pathologies)).violations):
             return seed
     return None
 
@@ -408,34 +410,21 @@ def _without_effect(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     _filter_effects(monkeypatch, lambda node, effects: [e for e in effects if type(e).__name__ != name])
 
 
-def _only_pathology(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
-    monkeypatch.setattr(simulation, "PATHOLOGIES", (kind,))
-    monkeypatch.setattr(simulation, "_PATHOLOGY_WEIGHTS", (1,))
-
-
 def test_a_node_that_never_gives_up_on_a_hung_call_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    _only_pathology(monkeypatch, "hang")
     _without_effect(monkeypatch, "CancelCall")  # the hung task is never cancelled: it runs on
-    seed = _first_violation("leftover", range(20), faults=("pathological",))
+    seed = _first_violation("leftover", range(20), faults=("pathological",), pathologies=("hang",))
     assert seed is not None
-    report = run_plan(plan(seed, faults=("pathological",)))
+    report = run_plan(plan(seed, faults=("pathological",), pathologies=("hang",)))
     assert any("call(s) still in flight at the end" in v.message for v in report.violations)
 
 
 def test_a_node_acting_on_the_outcome_of_a_call_it_gave_up_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    @dataclasses.dataclass(frozen=True)
-    class GiveUp:  # stands for CancelCall where the core has none
-        call_id: int
-
-    cancel_call = simulation.CancelCall or GiveUp
-    monkeypatch.setattr(simulation, "CancelCall", cancel_call)
-
     def give_up_at_once(node: MeshNode, effects: list[Any]) -> list[Any]:  # ...and still act on the outcome
         out: list[Any] = []
         for effect in effects:
             out.append(effect)
             if type(effect) is StartCall:
-                out.append(cancel_call(effect.call_id))
+                out.append(CancelCall(effect.call_id))
         return out
 
     _filter_effects(monkeypatch, give_up_at_once)
@@ -512,7 +501,6 @@ def test_a_served_object_that_differs_from_the_servers_is_caught(monkeypatch: py
 
 def test_a_flow_mutating_the_callers_arguments_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """A node that hands the flow the caller's own argument objects (as 0.1.0 did)."""
-    _only_pathology(monkeypatch, "mutate")
     passed: dict[tuple[int, str], tuple[Any, ...]] = {}
     execute = MeshNode.submit
 
@@ -530,9 +518,9 @@ def test_a_flow_mutating_the_callers_arguments_is_caught(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(MeshNode, "submit", remembering)
     _filter_effects(monkeypatch, callers_objects)
-    seed = _first_violation("value", range(60), faults=("pathological",))  # (seed 57 of the first 60)
+    seed = _first_violation("value", range(60), faults=("pathological",), pathologies=("mutate",))  # (seed 57)
     assert seed is not None
-    report = run_plan(plan(seed, faults=("pathological",)))
+    report = run_plan(plan(seed, faults=("pathological",), pathologies=("mutate",)))
     assert any("a flow mutated the caller's objects" in v.message for v in report.violations)
 
 
@@ -606,7 +594,7 @@ def test_a_back_off_that_overflows_in_a_long_outage_is_caught(monkeypatch: pytes
 
     monkeypatch.setattr(MeshNode, "call_failed", overflowing)
     parent = Simulation(0, sim_config())
-    violations = simulation._long_outage(1, "leader-follower", True, parent)
+    violations = long_outage(1, "leader-follower", True, parent)
     overflows = [v for v in violations if v.kind == "exception"]
     assert overflows and "OverflowError" in overflows[0].message
     assert all(v.message.startswith("long outage (its own 2-tab run, seed 1") for v in violations)
@@ -652,7 +640,6 @@ def test_a_leader_leaving_for_the_bfcache_is_replaced_and_rejoins_as_a_follower(
     assert done.outcome == "resolved" and done.source == "mesh"
 
 
-@pytest.mark.skipif(simulation.Renamed is None, reason="this core has no Renamed effect (issue 8)")
 @pytest.mark.parametrize("locks", [True, False])
 def test_two_tabs_with_one_id_end_with_one_leader_and_distinct_ids(locks: bool) -> None:
     sim = _mesh("abcz", locks=locks)
@@ -667,15 +654,14 @@ def test_two_tabs_with_one_id_end_with_one_leader_and_distinct_ids(locks: bool) 
     assert all(r.outcome == "resolved" for r in done) and len(sim.calls_of("dashboard")) == 1
 
 
-@pytest.mark.skipif(simulation.CancelCall is None, reason="this core has no CancelCall effect (issue 8)")
 def test_a_call_that_never_returns_is_given_up_after_call_timeout_and_its_late_outcome_ignored() -> None:
     from pyflowmesh.errors import MeshError
 
     sim = _mesh("abz")
-    sim.pathology_rate, sim.pathologies, sim.pathology_weights = 1.0, ("hang",), (1,)
+    sim.server.pathology_rate, sim.server.pathologies, sim.server.pathology_weights = 1.0, ("hang",), (1,)
     leader = sim.execute("z", "user", (2,), at=1000.0)  # the leader's call hangs
     sim.run_until(1001.0)
-    sim.pathology_rate = 0.0
+    sim.server.pathology_rate = 0.0
     followers = _executes(sim, "ab", "user", (2,), at=1002.0)
     timeout = sim.config.call_timeout
     sim.run_until(1000.0 + timeout + REQUEST + 2 * CALL + 8 * DELAY)
@@ -766,9 +752,9 @@ def test_two_scopes_on_one_channel_share_nothing_and_switching_tabs_carry_nothin
     assert [r.value["scope"] for r in late] == ["alice", "alice", None, None, None]
     assert late[0].source == "cache" and all(r.source != "cache" for r in late[2:])  # nothing of bob's held
 
-    simulation._check_held(sim, "at the end")
+    sim.oracle.check_held("at the end")
     assert not sim.violations, "\n".join(map(str, sim.violations))
-    assert sim.scope_checks > 20 and sim.faults["scope-switch"] == 7
+    assert sim.oracle.scope_checks > 20 and sim.faults["scope-switch"] == 7
 
 
 def test_random_runs_put_tabs_in_several_scopes_and_switch_them() -> None:
@@ -837,7 +823,7 @@ def test_a_node_keeping_the_old_scopes_cache_across_a_switch_is_caught(monkeypat
     sim.switch_scope("a", "bob", at=1500.0)
     sim.run_until(2000.0)
     assert not sim.violations  # nothing entered a's cache after the switch...
-    simulation._check_held(sim, "now")
+    sim.oracle.check_held("now")
     held = [v for v in sim.violations if v.kind == "cross-scope"]
     assert held and "tab a (scope 'bob'" in held[0].message and "holds now" in held[0].message  # ...it stayed
     seed = _first_violation("cross-scope", range(200), faults=("scope-switch",))

@@ -1,0 +1,517 @@
+"""The oracle: the invariants every simulated run is checked against, from what tabs and nodes show.
+
+:class:`Oracle` watches a run as it goes (what each tab caches, what each execute resolves or
+is rejected with, what a joiner is synced) and judges it at the end (:meth:`Oracle.judge`);
+:class:`~.report.SimulationReport` lists the invariants. It reads only public state: a node's
+``role``, ``leader``, ``term``, ``stats``, ``backoffs(now)``, ``phase(key)``, ``next_deadline()``,
+its cache's ``held()`` and ``snapshot(now)``, and what the network and the server logged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import traceback
+from collections import Counter, defaultdict
+from typing import Any
+
+from .. import errors
+from ..core.effects import CacheUpdated
+from ..core.election import Role
+from ..core.node import MeshNode
+from ..errors import SharedFlowError
+from .app import Server
+from .clock import RESOLUTION
+from .network import VirtualNetwork, converged_leaders
+from .records import Bounds, ExecRecord, Violation
+from .report import SimulationReport
+from .tab import Tab
+from .text import safe_repr
+
+__all__ = ["MAX_INTERVAL", "WIRE_MAX", "Oracle", "last_error", "value_matches"]
+
+MAX_INTERVAL = 60_000.0
+"""The longest heartbeat interval a follower may believe (a forged Coordinator says more): the
+simulator's bound on how long a ghost leader is followed without Web Locks."""
+WIRE_MAX = 2**53
+"""Every number a node holds that came from the wire stays below this (JavaScript's safe integers)."""
+
+
+def value_matches(value: Any, key: str) -> bool:
+    """Whether ``value`` is a result of ``key`` (every value the server or a forger makes names its key)."""
+    return isinstance(value, dict) and value.get("key") == key
+
+
+def last_error(node: MeshNode) -> str:
+    """The traceback of the last unexpected exception a node caught, for a violation's message."""
+    error = node.last_internal_error
+    if error is None:
+        return ""
+    return "; the last one:\n" + "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+class Oracle:
+    """The checks of one run: made as it goes, and at the end (:meth:`judge`).
+
+    What it knows besides the tabs: the server's log of calls and what it produced, and
+    what forged posts may legitimately cause (their error types, failures and leaders).
+    """
+
+    def __init__(self, world: VirtualNetwork, server: Server) -> None:
+        self.world = world
+        self.server = server
+        self.violations: list[Violation] = []
+        self.scope_checks = 0  # values checked against the scope of the tab that cached or resolved them
+        self.stale_serves: list[tuple[float, str, str, float]] = []  # (time, tab, key, true age)
+        self.max_served_age = -math.inf  # the truly oldest value served from a cache or the mesh, minus stale_time
+        # Joiners (of a settled mesh) that missed a fresh entry which no tab was bound to sync:
+        # peer-to-peer, its producer left; leader-follower, the leader never had it.
+        self.unsynced = 0
+        # Error type names an execute may legitimately be rejected with (besides ServerDown):
+        # what the faults made flows raise, the core's own errors, and forged ones.
+        self.allowed_errors: set[str] = {"ServerDown"}
+        self.allowed_errors.update(name for name in errors.__all__)
+        self.allowed_errors.add("MessageTooLarge")
+        # When each key failed, per scope digest (a call's failure or a forged Failure/Sync): the start of
+        # a back-off.
+        self.failure_times: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.hostile_leaders = False  # a forged Coordinator/Heartbeat was posted
+        # From this time on (the settled quiet phase) a result a tab receives from the mesh
+        # must also be in its cache: otherwise its other executes and on_cache_update miss it.
+        self.settled_at = math.inf
+        delay_max = world.delay[1]
+        self.sync_window = 2 * delay_max + 1 / RESOLUTION  # a joiner's Hello and the leader's Sync
+        # A relayed result's age leaves out its time in transit: a few message delays.
+        self.freshness_slack = 3 * delay_max
+        # Convergence tracking (leader-follower): P = "exactly one live tab leads and
+        # every live tab that has known a leader follows it". ``converged_since`` is
+        # when P last became true (None while false).
+        self.converged_since: float | None = None
+        self.leadership_changes: list[float] = []  # times P went false
+        self.failovers: list[float] = []  # how long each such period lasted
+
+    # --- as the run goes ----------------------------------------------------------------------
+
+    def violate(self, kind: str, message: str) -> None:
+        """Invariant ``kind`` did not hold now."""
+        self.violations.append(Violation(kind, self.world.now, message))
+
+    def exception(self, tab: Tab, what: str) -> None:
+        """Called in an ``except`` block: an input of the tab's node (``what``) raised."""
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            raise
+        self.violate("exception", f"tab {tab.id}: {what} raised\n{traceback.format_exc()}")
+
+    def note_forged(self, data: Any) -> None:
+        """Remember what a forged post may legitimately cause: its error types, its failures, its leader."""
+        if not isinstance(data, str) or '"pyflowmesh"' not in data:
+            return
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(body, dict):
+            return
+        kind = body.get("type")
+        if kind in ("coordinator", "heartbeat"):
+            self.hostile_leaders = True
+        failures = [body] if kind == "failure" else body.get("failures") if kind == "sync" else None
+        scope = body.get("scope", "")  # the scope whose tabs accept it (a digest; "" the shared one)
+        for failure in failures if isinstance(failures, list) else ():
+            if isinstance(failure, dict):
+                if isinstance(failure.get("error_type"), str):
+                    self.allowed_errors.add(failure["error_type"])
+                if isinstance(failure.get("key"), str) and isinstance(scope, str):
+                    self.failure_times[(scope, failure["key"])].append(self.world.now)
+
+    def note_failure(self, tab: Tab, key: str) -> None:
+        """A call of ``key`` failed in the tab (or its node gave up on it): a back-off may start now."""
+        self.failure_times[(tab.digest, key)].append(self.world.now)
+
+    def leadership_changed(self) -> None:
+        """Some tab's view of its leader may have changed: track when the mesh (re)converges."""
+        world = self.world
+        if world.config.strategy != "leader-follower":
+            return
+        converged = bool(converged_leaders(t for t in world.open_tabs if not t.fresh and not t.away))
+        if converged and self.converged_since is None:
+            self.converged_since = world.now
+            if self.leadership_changes:
+                self.failovers.append(world.now - self.leadership_changes[-1])
+        elif not converged and self.converged_since is not None:
+            self.converged_since = None
+            self.leadership_changes.append(world.now)
+
+    def check_cached(self, tab: Tab, effect: CacheUpdated) -> None:
+        """A result that entered the tab's cache is one of its key, produced for the tab's scope."""
+        value = effect.value
+        forged = isinstance(value, dict) and "forged" in value  # a hostile post's: trusted, as any post
+        if not forged and not value_matches(value, effect.key):
+            self.violate("value", f"tab {tab.id} cached {safe_repr(effect.value)} under {effect.key!r}")
+        elif not forged:
+            self.check_scope(tab, value, f"cached under {effect.key!r} (from {effect.origin})")
+
+    def check_resolved(self, tab: Tab, record: ExecRecord, value: Any, source: str) -> bool:
+        """An execute resolved with a value of its key; the server's (not a forger's) are checked
+        further (:meth:`check_scope`, :meth:`check_served`). Returns whether it was the server's."""
+        if not value_matches(value, record.key):
+            self.violate("value", f"tab {tab.id}: execute of {record.key!r} resolved with {safe_repr(value)}")
+            return False
+        if "forged" in value:
+            return False
+        self.check_scope(tab, value, f"execute of {record.key!r} resolved from the {source} with")
+        self.check_served(tab, record, value, source)
+        return True
+
+    def check_rejected(self, tab: Tab, record: ExecRecord, error: BaseException) -> None:
+        """An execute is rejected only with an error a fault, the core or a forger explains, and a
+        back-off it reports ends in time (:meth:`check_blocked`)."""
+        name = error.error_type if isinstance(error, SharedFlowError) else type(error).__name__
+        if name not in self.allowed_errors:
+            self.violate("execute", f"tab {tab.id}: execute of {record.key!r} rejected with {safe_repr(error)}")
+        if isinstance(error, SharedFlowError) and error.retry_in > 0:
+            self.check_blocked(tab, record.key, error.retry_in)
+
+    def check_scope(self, tab: Tab, value: dict[str, Any], what: str) -> None:
+        """A value the tab caches or resolves with was produced for the tab's own scope (the server's
+        values say which); a hostile post's forged values are trusted, as any post of the scope."""
+        self.scope_checks += 1
+        if "scope" in value and value["scope"] == tab.scope:
+            return
+        produced = f"for scope {value['scope']!r}" if "scope" in value else "without a scope"
+        self.violate("cross-scope", f"tab {tab.id} (scope {tab.scope!r} since {tab.scope_since}): {what} "
+                                    f"{safe_repr(value)}, produced {produced}")
+
+    def check_served(self, tab: Tab, record: ExecRecord, value: dict[str, Any], source: str) -> None:
+        """A resolved value is the server's, unchanged, and fresh; from the mesh, it is cached too."""
+        world, config = self.world, self.world.config
+        age = self.true_age(value)
+        if source != "call":
+            self.max_served_age = max(self.max_served_age, age - config.stale_time)
+            if age > config.stale_time + self.freshness_slack:
+                self.stale_serves.append((world.now, tab.id, record.key, age))
+        call = value.get("call")
+        produced = self.server.produced_values.get(call) if isinstance(call, int) else None
+        if produced is not None:
+            try:
+                same = json.dumps(value, sort_keys=True) == produced
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                self.violate("value", f"tab {tab.id}: execute of {record.key!r} got {safe_repr(value)} from the "
+                                      f"{source}, not what the server returned ({produced[:120]}): a caller or a flow "
+                                      "mutated an object the mesh shares")
+        if (source == "mesh" and world.now >= self.settled_at and config.share_cache
+                and age + self.freshness_slack < config.stale_time):
+            entry = next((e for e in tab.node.cache.held() if e.key == record.key), None)
+            if entry is None or entry.value != value:
+                self.violate("cache", f"tab {tab.id} got {safe_repr(value)} from the mesh but caches "
+                                      f"{None if entry is None else safe_repr(entry.value)}")
+
+    def check_blocked(self, tab: Tab, key: str, retry_in: float) -> None:
+        """A back-off ends within ``max_error_backoff`` of the failure that started it (in this tab's view)."""
+        now = self.world.now
+        cap = self.world.config.max_error_backoff
+        started = max((t for t in self.failure_times.get((tab.digest, key), ()) if t <= now), default=None)
+        slack = 2 * self.world.delay[1]
+        blocked = now + retry_in - started if started is not None else math.inf
+        if retry_in <= cap + 1e-6 and blocked <= cap + slack:
+            return
+        if started is not None and any(a <= now and b >= started for a, b in tab.frozen_spans):
+            return  # the Failure waited in a frozen tab's queue: its retry_in did not age meanwhile
+        since = "no failure of that key" if started is None else f"the failure at {started:.1f}"
+        self.violate("blocked", f"tab {tab.id}: {key!r} is blocked for {retry_in:,.1f}ms more "
+                                f"(until {now + retry_in:,.1f}) after {since}; max_error_backoff is {cap:,.0f}ms")
+
+    def check_synced(self, joiner: Tab, node: MeshNode) -> None:
+        """A tab that joined a settled mesh (opened, or switched scope: ``node``) holds every entry of
+        its scope it was owed when it asked.
+
+        Owed: fresh entries produced before it joined (later ones come by broadcast) that
+        the protocol promises to sync: leader-follower, what the leader holds; peer-to-peer,
+        what each tab produced itself. Fresh entries some tab holds but nobody was bound to
+        sync (their producer left, peer-to-peer; the leader, elected after joining late,
+        never had them) are only counted in ``unsynced``: a known limitation.
+        """
+        world, config = self.world, self.world.config
+        if not joiner.alive or joiner.scope_since is None or joiner.node is not node:
+            return  # gone, or switched scope again since
+        joined, digest = joiner.scope_since, joiner.digest
+        scope = [t for t in world.open_tabs if t.node.scope_digest == digest]  # the joiner's mesh
+        margin = self.sync_window + self.freshness_slack
+        leader: str | None = None
+        if config.strategy == "leader-follower":
+            # The leader syncs joiners (another joiner may still be joining: the mesh need not
+            # have converged). Without exactly one leader nobody was bound to.
+            leaders = [t.id for t in scope if t.node.role is Role.LEADER]
+            if len(leaders) != 1:
+                return
+            leader = leaders[0]
+        owed: dict[str, tuple[float, Tab]] = {}
+        held: set[str] = set()
+        joiner_holds = {entry.key: entry for entry in joiner.node.cache.held()}
+        for tab in scope:
+            if tab is joiner:
+                continue
+            for entry in tab.node.cache.held():
+                key = entry.key
+                age = self.true_age(entry.value)
+                if age + margin >= config.stale_time or world.now - age > joined:
+                    continue  # may have gone stale before the Sync, or produced after the join
+                if isinstance(entry.value, dict) and "pad" in entry.value:
+                    continue  # larger than any message: no Sync can carry it
+                have = joiner_holds.get(key)
+                if have is not None and self.true_age(have.value) <= age:
+                    continue
+                origin = world.by_id.get(entry.origin)
+                if tab.id == leader or (leader is None and origin is tab):
+                    owed[key] = (age, tab)
+                else:
+                    held.add(key)
+        for key, (_, tab) in owed.items():
+            self.violate("sync", f"tab {joiner.id} joined at {joined:.1f} but lacks {key!r}, "
+                                 f"fresh in tab {tab.id}, which was to sync it")
+        self.unsynced += len(held - set(owed))
+
+    def true_age(self, value: Any) -> float:
+        """How long ago the server produced ``value`` (a value of this run's calls; else infinite)."""
+        call = value.get("call") if isinstance(value, dict) else None
+        produced = self.server.produced.get(call) if isinstance(call, int) else None
+        return math.inf if produced is None else self.world.now - produced
+
+    # --- at the end of a phase, and of the run ---------------------------------------------------
+
+    def check_held(self, when: str) -> None:
+        """No live tab holds in its cache a value the server produced for another scope (the effects
+        checked what entered; this checks what stayed, including what a scope switch left behind)."""
+        for tab in self.world.open_tabs:
+            for entry in tab.node.cache.held():
+                value = entry.value
+                if isinstance(value, dict) and "forged" not in value:
+                    self.check_scope(tab, value, f"holds {when} under {entry.key!r}")
+
+    def check_bounded(self, when: str) -> None:
+        """Every number a live node holds that may have come from the wire is bounded.
+
+        Its term and cache versions stay below :data:`WIRE_MAX`; a back-off ends within
+        ``max_error_backoff``; its next deadline is no further than the longest timeout a
+        follower may wait (a hidden leader's, or :data:`MAX_INTERVAL`'s silence limit).
+        """
+        config = self.world.config
+        horizon = max(config.hidden_timeout, config.call_timeout, config.stale_time,
+                      config.silence_limit(MAX_INTERVAL, True))
+        for tab in self.world.open_tabs:
+            if tab.away:
+                continue
+            node, now = tab.node, tab.last_local
+            problems = []
+            try:
+                if not 0 <= node.term < WIRE_MAX:
+                    problems.append(f"term {safe_repr(node.term)}")
+                for failure in node.backoffs(now):
+                    if failure.retry_in > config.max_error_backoff + 1e-6:
+                        problems.append(f"a back-off of {failure.key!r} for {safe_repr(failure.retry_in)}ms more")
+                    if not 0 <= failure.attempt < WIRE_MAX:
+                        problems.append(f"attempt {safe_repr(failure.attempt)} of {failure.key!r}")
+                for entry in node.cache.snapshot(now):
+                    if not 0 <= entry.version < WIRE_MAX:
+                        problems.append(f"version {safe_repr(entry.version)} of {entry.key!r}")
+                deadline = node.next_deadline()
+                if deadline is not None and deadline - now > horizon:
+                    problems.append(f"its next deadline {safe_repr(deadline - now)}ms away")
+            except BaseException:
+                self.exception(tab, "inspecting its state")
+                continue
+            if problems:
+                self.violate("bounded", f"tab {tab.id} {when}: {'; '.join(problems)} (bounds: {WIRE_MAX} for counts, "
+                                        f"max_error_backoff {config.max_error_backoff:.0f}ms, deadlines within "
+                                        f"{horizon:.0f}ms)")
+
+    def bounds(self, call_max: float, delay_max: float, forged_leaders: bool = True) -> Bounds:
+        """The bounds of the quiet phase, from the config and what the faults did (see :class:`Bounds`)."""
+        config, world = self.world.config, self.world
+        heartbeat = config.heartbeat
+        # A dead leader is noticed at most a silence limit after its last heartbeat (sent
+        # before the quiet phase; in flight for at most one delay). The limit is the hidden
+        # one if a tab died while hidden: its last heartbeat told its followers to wait that long.
+        hidden_death = any(tab.died_hidden for tab in world.tabs)
+        silence = config.silence_limit(heartbeat, hidden_death)
+        if forged_leaders and self.hostile_leaders and not world.locks:
+            # A forged leader (no Web Lock says it is gone) is followed this long at most.
+            silence = max(silence, config.silence_limit(MAX_INTERVAL, True))
+        # Then: the highest candidate announces itself answer_timeout after standing; a tab
+        # that waits for a higher candidate gives up after coordinator_timeout and stands
+        # again (answer_timeout); a split brain heals when the lesser leader hears the greater
+        # one's next heartbeat. Plus a few message delays along the chain.
+        convergence = (silence + delay_max + config.answer_timeout + config.coordinator_timeout
+                       + config.answer_timeout + heartbeat + 8 * delay_max)
+        if config.strategy != "leader-follower":
+            convergence = 0.0
+        # An execute left over from the fault phase may, after convergence, wait out a request
+        # to a tab that no longer leads (request_timeout), an accepted call that never reports
+        # (call_timeout), a claim whose owner vanished (the silence limit of a claim), then
+        # claim (claim_window) and call it (call_max), plus message delays.
+        claim_silence = config.silence_limit(heartbeat, False)
+        fault_tail = (config.effective_request_timeout + config.call_timeout + claim_silence
+                      + config.claim_window + call_max + 8 * delay_max)
+        if self.server.pathology_rate:  # a call that never returns is given up after call_timeout; a fallback may hang
+            fault_tail += config.call_timeout + call_max
+        # Once settled: Request → Accept → call → Result, or claim → call → Result.
+        quiet = config.claim_window + call_max + 4 * delay_max
+        return Bounds(convergence=convergence, fault_execute=convergence + fault_tail, quiet_execute=quiet)
+
+    def judge(self, bounds: Bounds, quiet_at: float, end_at: float) -> SimulationReport:
+        """The end-of-run checks (a. to g. of :class:`SimulationReport`, and leftovers), and the report."""
+        sim, server = self.world, self.server
+        config = sim.config
+        violations = self.violations
+        live = sim.open_tabs
+
+        # a. convergence
+        convergence: float | None = None
+        if config.strategy == "leader-follower":
+            leaders = converged_leaders(live)
+            if not leaders:
+                states = ", ".join(f"{t.id}:{t.node.role}->{t.node.leader}" + (f" (scope {t.scope})" if t.scope else "")
+                                   for t in live)
+                violations.append(Violation("convergence", end_at, f"not converged at the end: {states}"))
+            elif self.converged_since is not None:
+                convergence = max(0.0, self.converged_since - quiet_at)
+                if convergence > bounds.convergence:
+                    violations.append(Violation(
+                        "convergence", self.converged_since,
+                        f"converged {convergence:.1f}ms into the quiet phase; bound {bounds.convergence:.1f}ms"))
+        else:
+            for tab in sim.tabs:
+                if tab.started and tab.node.role not in (Role.PEER, Role.LEFT):
+                    violations.append(Violation(
+                        "convergence", end_at, f"peer-to-peer tab {tab.id} has role {tab.node.role}"))
+
+        # b. every execute ends in time
+        max_fault = max_quiet = 0.0
+        join_allowance = 2 * config.answer_timeout + 2 * sim.delay[1]
+        joined_at = {tab.id: tab.scope_since if tab.scope_since is not None else tab.start_time
+                     for tab in sim.tabs if tab.start_time is not None}
+        outcomes: Counter[str] = Counter()
+        for record in sim.execs:
+            outcomes[record.outcome or ("lost" if record.tab_gone else "open")] += 1
+            if record.outcome == "skipped":
+                continue
+            if record.end is None:
+                if not record.tab_gone:
+                    violations.append(Violation(
+                        "execute", record.start, f"execute of {record.key!r} in tab {record.tab} never ended"))
+                continue
+            if not record.settled:
+                limit = quiet_at + bounds.fault_execute
+                if record.quiet:
+                    limit = max(limit, record.start + bounds.quiet_execute)
+                if record.start < quiet_at:
+                    max_fault = max(max_fault, record.end - quiet_at)
+            else:
+                limit = record.start + bounds.quiet_execute
+                # A tab that has just opened, or just switched, into a scope where no tab answers its
+                # Hello must first elect itself (two answer_timeouts) before it can call.
+                since = joined_at.get(record.tab)
+                if since is not None and record.start - since < join_allowance:
+                    limit += join_allowance
+                max_quiet = max(max_quiet, record.end - record.start)
+            if record.end > limit:
+                violations.append(Violation(
+                    "execute", record.start,
+                    f"execute of {record.key!r} in tab {record.tab} took {record.end - record.start:.1f}ms "
+                    f"(ended at {record.end:.1f}, bound {limit:.1f})"))
+
+        delay_max = sim.delay[1]
+        # c. one call per key per freshness window once stable: from when the mesh settled
+        # (converged, no work left from the faults). Until then a tab may still work off the
+        # faults: a leader frozen for less than the silence limit thaws and serves a request
+        # whose sender, after request_timeout, already claimed the key and called it.
+        # Without share_cache a result reaches only the tabs that waited for it: a tab that starts
+        # waiting after the call ended (and the leader, which lacks the flow or did not make the
+        # call, cannot serve it from its cache) calls again, as it must. So there, only a call by
+        # a tab that already waited while the earlier call ran is a duplicate.
+        # Scopes are separate meshes: each calls a key for its own data (per scope digest).
+        stable = self.settled_at
+        concurrent_only = not config.share_cache
+        for key, calls in server.calls.items():
+            by_scope: dict[str, list[tuple[float, str, bool, int, float, str, int, float]]] = defaultdict(list)
+            for call in calls:
+                if call[0] >= stable:
+                    by_scope[call[5]].append(call)
+            for first, second in (pair for group in by_scope.values() for pair in zip(group, group[1:], strict=False)):
+                if second[0] - first[0] >= config.stale_time:
+                    continue
+                first_end = server.produced.get(first[3], math.inf) + 2 * delay_max
+                if concurrent_only and second[4] > first_end:
+                    continue
+                violations.append(Violation(
+                    "duplicate-call", second[0],
+                    f"{key!r} called at {first[0]:.1f} and {second[0]:.1f} (tabs {first[1]}, {second[1]}), "
+                    f"less than stale_time {config.stale_time:.0f}ms apart with a stable mesh"
+                    + (f" (tab {second[1]} waited for it since {second[4]:.1f})" if concurrent_only else "")))
+
+        # e. no retry storm: once a call failed (and its Failure reached every tab of its scope), no
+        # tab that heard it calls that key again before the shared back-off ends (error_backoff at least).
+        for key, ends in server.ends.items():
+            for failed_at, ok, digest in ends:
+                if ok:
+                    continue
+                low, high = failed_at + 2 * delay_max, failed_at + config.error_backoff
+                success = min((t for t, good, d in ends if good and t > failed_at and d == digest), default=math.inf)
+                for start, tab_id, _, _, _, called_for, index, since in server.calls[key]:
+                    if not low <= start < min(high, success) or called_for != digest:
+                        continue
+                    tab = sim.tabs[index]
+                    if since > failed_at:
+                        continue  # it joined (or switched to) the scope later (a Sync may or may not tell it)
+                    if any(a <= start and b >= failed_at for a, b in tab.frozen_spans):
+                        continue  # frozen meanwhile: a tick queued before the Failure may run first
+                    violations.append(Violation(
+                        "backoff", start, f"tab {tab_id} called {key!r} at {start:.1f}, within the back-off "
+                        f"of the failure at {failed_at:.1f} (error_backoff {config.error_backoff:.0f}ms)"))
+
+        # f. what a caller passed to execute is unchanged (a flow may mutate only its own copy)
+        for record in sim.execs:
+            if record.sent_args and json.dumps(list(record.args), sort_keys=True) != record.sent_args:
+                violations.append(Violation(
+                    "value", record.start, f"the arguments tab {record.tab} passed to execute {record.key!r} were "
+                    f"changed to {safe_repr(list(record.args))}: a flow mutated the caller's objects"))
+
+        # g. no unexpected exception was caught inside any node
+        for tab in sim.tabs:
+            errors = tab.node.stats.internal_errors
+            if tab.started and errors:
+                violations.append(Violation(
+                    "internal-error", end_at, f"tab {tab.id}: stats.internal_errors is {errors}{last_error(tab.node)}"))
+
+        # leftovers
+        for tab in live:
+            pending = sim.pending_keys(tab)
+            if pending or tab.waiters:
+                violations.append(Violation(
+                    "leftover", end_at, f"tab {tab.id} still has pending {pending} "
+                    f"and {len(tab.waiters)} open waiter(s) at the end"))
+        if sim.calls_in_flight:
+            violations.append(Violation(
+                "leftover", end_at, f"{sim.calls_in_flight} call(s) still in flight at the end"))
+
+        report = SimulationReport(
+            seed=sim.seed, plan=None, config=config, violations=violations, bounds=bounds,
+            quiet_at=quiet_at, end_at=end_at, tabs_opened=sum(1 for t in sim.tabs if t.started),
+            faults=sim.faults, executes=len(sim.execs), outcomes=outcomes, calls=server.call_count,
+            messages=sim.messages, deliveries=sim.deliveries,
+            elections=sum(t.node.stats.elections for t in sim.tabs),
+            convergence=convergence, max_fault_latency=max_fault, max_quiet_latency=max_quiet,
+            tab_ms=0.0, dropped=sum(t.node.stats.dropped for t in sim.tabs), trace=sim.trace,
+        )
+        report.tab_ms = sim.tab_ms()
+        report.settled_at = self.settled_at
+        report.stale_serves = len(self.stale_serves)
+        report.max_served_age = self.max_served_age
+        report.unsynced = self.unsynced
+        report.failovers = self.failovers
+        report.events = sim.events
+        report.scope_checks = self.scope_checks
+        return report
