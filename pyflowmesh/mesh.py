@@ -153,8 +153,16 @@ class FlowMesh:
     # --- state ------------------------------------------------------------------------
 
     @property
-    def leader(self) -> bool:
+    def is_leader(self) -> bool:
         """True while this tab is the leader (always False peer-to-peer)."""
+        return self._node.is_leader
+
+    @property
+    def leader(self) -> bool:
+        """The same as :attr:`is_leader`: the name 0.1 used, kept for its pages.
+
+        Not an ID (that is :attr:`leader_id`); new code reads :attr:`is_leader`.
+        """
         return self._node.is_leader
 
     @property

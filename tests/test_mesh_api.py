@@ -136,7 +136,7 @@ async def test_a_late_joiner_is_served_from_the_mesh_without_a_call() -> None:
     assert await late_flow.execute(42) == data
     assert late_flow.source == "cache"
     assert len(server.calls) == 1
-    assert late.leader is False and late.leader_id == leaders(tabs)[0].node_id
+    assert late.is_leader is False and late.leader_id == leaders(tabs)[0].node_id
 
 
 @async_test
@@ -224,7 +224,7 @@ async def test_peer_to_peer_the_first_tab_serves_the_others() -> None:
     tabs = open_tabs(hub, 5, strategy="peer-to-peer")
     flows = [use_flow(server.fetch, tab, key="p2p") for tab in tabs]
     await asyncio.sleep(0.05)
-    assert not any(tab.leader for tab in tabs) and {tab.role for tab in tabs} == {"peer"}
+    assert not any(tab.is_leader for tab in tabs) and {tab.role for tab in tabs} == {"peer"}
     results = await asyncio.gather(*(flow.execute("x") for flow in flows))
     assert len(server.calls) == 1 and all(r == results[0] for r in results)
     (late,) = open_tabs(hub, 1, strategy="peer-to-peer")
@@ -470,10 +470,10 @@ async def test_a_page_restored_from_the_back_forward_cache_rejoins_the_mesh() ->
     others = [t for t in tabs if t is not leader]
     await until(lambda: len(leaders(others)) == 1 and all(t.leader_id == leaders(others)[0].node_id for t in others),
                 what="a new leader while the old one's page is cached")
-    assert not leader.disposed and not leader.leader
+    assert not leader.disposed and not leader.is_leader
     transport.pageshow()
     await settle(tabs)
-    assert not leader.leader, "a returning page follows the live leader"
+    assert not leader.is_leader, "a returning page follows the live leader"
     results = await asyncio.gather(*(f.execute() for f in flows))
     assert len(server.calls) == 1 and all(r == results[0] for r in results)
 

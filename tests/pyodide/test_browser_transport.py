@@ -98,7 +98,7 @@ async def test_dispose_destroys_every_proxy_and_stops_sending(selenium_mesh):
         if a.leader_id and a.leader_id == b.leader_id:
             break
         await asyncio.sleep(0.01)
-    follower = a if not a.leader else b
+    follower = a if not a.is_leader else b
     transport = follower.transport
     proxies = list(transport.proxies)
     assert transport.live_proxies >= 3  # message, pagehide, visibilitychange (+ locks)
@@ -128,10 +128,10 @@ async def test_pagehide_makes_the_leader_hand_over_at_once(selenium_mesh):
 
     a = FlowMesh("t-pagehide", heartbeat=60_000)  # a heartbeat timeout would take 150 s
     for _ in range(100):
-        if a.leader:
+        if a.is_leader:
             break
         await asyncio.sleep(0.01)
-    assert a.leader
+    assert a.is_leader
     b = FlowMesh("t-pagehide", heartbeat=60_000)
     for _ in range(100):
         if b.leader_id == a.node_id:
@@ -145,10 +145,10 @@ async def test_pagehide_makes_the_leader_hand_over_at_once(selenium_mesh):
     js.window.dispatchEvent(js.Event.new("pagehide"))
     assert a.disposed
     for _ in range(200):
-        if b.leader:
+        if b.is_leader:
             break
         await asyncio.sleep(0.01)
-    assert b.leader and b.term > a.term
+    assert b.is_leader and b.term > a.term
     b.dispose()
 
 
@@ -164,7 +164,7 @@ async def test_web_locks_reveal_a_vanished_leader_without_waiting_for_heartbeats
     assert js.navigator.locks  # pytest-pyodide serves from localhost: a secure context
     a = FlowMesh("t-locks", heartbeat=60_000)
     for _ in range(100):
-        if a.leader:
+        if a.is_leader:
             break
         await asyncio.sleep(0.01)
     b = FlowMesh("t-locks", heartbeat=60_000)
@@ -183,10 +183,10 @@ async def test_web_locks_reveal_a_vanished_leader_without_waiting_for_heartbeats
     loop = asyncio.get_running_loop()
     started = loop.time()
     for _ in range(300):
-        if b.leader:
+        if b.is_leader:
             break
         await asyncio.sleep(0.01)
-    assert b.leader, "the follower did not notice the released lock"
+    assert b.is_leader, "the follower did not notice the released lock"
     assert loop.time() - started < 150  # far below the 150 s silence limit; the real figure is ms
     b.dispose()
     for _ in range(100):  # the browser releases the lock once the holder's promise settles
@@ -207,7 +207,7 @@ async def test_a_hidden_leader_tells_its_followers_to_be_patient(selenium_mesh):
 
     a = FlowMesh("t-hidden", heartbeat=200, hidden_timeout=30_000, use_locks=False)
     for _ in range(100):
-        if a.leader:
+        if a.is_leader:
             break
         await asyncio.sleep(0.01)
     b = FlowMesh("t-hidden", heartbeat=200, hidden_timeout=30_000, use_locks=False)
@@ -253,7 +253,7 @@ async def test_scope_switches_move_the_web_lock_and_leak_no_proxy(selenium_mesh)
         raise AssertionError(f"gave up waiting for {what}")
 
     a = FlowMesh("t-scope", heartbeat=60_000, scope="alice")
-    await until(lambda: a.leader, "a to lead alice's mesh")
+    await until(lambda: a.is_leader, "a to lead alice's mesh")
     b = FlowMesh("t-scope", heartbeat=60_000, scope="alice")
     await until(lambda: b.leader_id == a.node_id, "b to follow a")
     alice, bob = scope_digest("t-scope", "alice"), scope_digest("t-scope", "bob")
@@ -261,13 +261,13 @@ async def test_scope_switches_move_the_web_lock_and_leak_no_proxy(selenium_mesh)
     proxies = a.transport.live_proxies
 
     a.set_scope("bob")  # b learns it from the Bye (and from a's released alice lock)
-    await until(lambda: b.leader and a.leader, "b to lead alice's mesh and a bob's")
+    await until(lambda: b.is_leader and a.is_leader, "b to lead alice's mesh and a bob's")
     names = await held()
     assert lock_name("t-scope", a.node_id, bob) in names and lock_name("t-scope", a.node_id, alice) not in names
 
     for scope in ["alice", "bob"] * 10:  # no proxy, lock or lock request piles up
         a.set_scope(scope)
-    await until(lambda: a.leader, "a to lead bob's mesh again")
+    await until(lambda: a.is_leader, "a to lead bob's mesh again")
     assert a.transport.live_proxies <= proxies
     mine = [name for name in await held() if name.endswith(":" + a.node_id)]
     assert mine == [lock_name("t-scope", a.node_id, bob)]
