@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyflowmesh import FlowMesh, use_flow
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 Log = Callable[[str], None]
 

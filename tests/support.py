@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyflowmesh import FlowMesh
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 HEARTBEAT = 100  # ms: fast protocol pace for tests; every bound below derives from it
 

@@ -13,7 +13,7 @@ from pyflowmesh import use_flow
 from pyflowmesh.core import wire as p
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.node import MeshNode
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 
 def body(kind: str, **fields: Any) -> str:

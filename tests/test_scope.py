@@ -18,7 +18,7 @@ from pyflowmesh import FlowMesh, MeshDisposedError, ScopeChangedError, SharedFlo
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.values import cache_key
 from pyflowmesh.core.wire import Hello, ProtocolError, decode, encode, scope_digest
-from pyflowmesh.testing import MemoryHub, MemoryTransport
+from pyflowmesh.transports.memory import MemoryHub
 
 ME = cache_key("me", ())
 FEED = cache_key("feed", ())
@@ -50,10 +50,7 @@ class RecordingHub(MemoryHub):
     def __init__(self) -> None:
         super().__init__()
         self.wire: list[str] = []
-
-    def _broadcast(self, sender: MemoryTransport, data: str) -> None:
-        self.wire.append(data)
-        super()._broadcast(sender, data)
+        self.on_post(lambda channel, data: self.wire.append(data))
 
 
 def watch(flow: Any) -> list[tuple[str, Any]]:
@@ -461,9 +458,7 @@ async def test_a_hidden_tab_joins_its_new_scope_as_hidden() -> None:
     hub = RecordingHub()
     (mesh,) = open_tabs(hub, 1, channel="hidden", scope="alice")
     await until(lambda: mesh.is_leader, what="alone, it leads")
-    transport = mesh.transport
-    assert isinstance(transport, MemoryTransport)
-    transport.hide(True)
+    hub.page(mesh).hide(True)
     mesh.set_scope("bob")
     await until(lambda: mesh.is_leader, what="it leads bob's mesh")
     bob = scope_digest("hidden", "bob")
