@@ -15,7 +15,7 @@ in ``pfm.state("memory")``) and in JS (CDP ``HeapProfiler.collectGarbage``), the
 * ``wasm_bytes``: Pyodide's WebAssembly memory (``HEAPU8.length``; it never shrinks, so
   a leak shows as steps up);
 * ``js_heap_used``: CDP ``Performance.getMetrics`` ``JSHeapUsedSize``;
-* ``live_proxies``: the PyProxies the transport holds (``BroadcastChannelTransport``),
+* ``live_proxies``: the PyProxies the transport holds (its BroadcastChannel, Web Locks and page lifecycle),
   plus ``lab_proxies`` (``window.pfm``'s);
 * ``gc_objects`` (the Python objects the collector tracks; ``sys.getallocatedblocks()``
   says 0 under Pyodide), and the sizes of the mesh's bounded structures (cache

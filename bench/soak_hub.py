@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyflowmesh import FlowMesh, use_flow
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 Log = Callable[[str], None]
 
@@ -43,7 +43,7 @@ async def _settle(tabs: list[FlowMesh], limit_s: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     give_up = loop.time() + limit_s
     while loop.time() < give_up:
-        leaders = [t for t in tabs if t.leader]
+        leaders = [t for t in tabs if t.is_leader]
         if len(leaders) == 1 and all(t.leader_id == leaders[0].node_id for t in tabs):
             return
         await asyncio.sleep(0.01)

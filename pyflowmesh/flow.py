@@ -19,8 +19,7 @@ from typing import Any, Generic, Literal, TypeVar
 from .core.effects import Source
 from .core.values import cache_key, check_flow_key, check_json, flow_key_for
 from .errors import ScopeChangedError
-from .mesh import FlowMesh, _members, _subscribe
-from .transport import Transport
+from .mesh import FlowMesh, _members, _subscribe, member_key
 
 __all__ = ["Flow", "FlowStatus", "use_flow"]
 
@@ -28,11 +27,6 @@ log = logging.getLogger("pyflowmesh")
 
 T = TypeVar("T")
 FlowStatus = Literal["idle", "loading", "success", "error"]
-
-def _member_key(channel: str, transport: Transport | None) -> tuple[str, int | None]:
-    """The registry key of the member on ``channel`` with the ``transport`` given (see ``FlowMesh.member_key``)."""
-    return (channel, None if transport is None else id(transport))
-
 
 def _mesh_for(options: Mapping[str, Any]) -> FlowMesh:
     """The tab's member for these options: the existing one on that channel, or a new one."""
@@ -44,7 +38,7 @@ def _mesh_for(options: Mapping[str, Any]) -> FlowMesh:
     channel = options.get("channel")
     if not isinstance(channel, str) or not channel:
         raise ValueError("the mesh option 'channel' is required: the BroadcastChannel name, e.g. 'my-mesh'")
-    key = _member_key(channel, transport)
+    key = member_key(channel, transport)
     existing = _members.get(key)
     if existing is not None and not existing.disposed:
         # The scope belongs to the tab's session, not to a flow: a flow that names none joins

@@ -40,7 +40,7 @@ from .core.node import MeshNode
 from .core.stats import MeshStats
 from .core.values import check_flow_key, check_json
 from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
-from .transport import Transport
+from .transports import Transport, default_transport
 
 __all__ = ["FlowMesh", "new_node_id"]
 
@@ -65,17 +65,6 @@ def _wall_clock() -> float:
     return time.time() * 1000.0
 
 
-def _default_transport(config: MeshConfig) -> Transport:
-    if sys.platform == "emscripten":
-        from .browser import BroadcastChannelTransport
-
-        return BroadcastChannelTransport(use_locks=config.use_locks)
-    raise RuntimeError(
-        "FlowMesh needs a transport outside the browser: pass transport=MemoryHub().transport() "
-        "(from pyflowmesh.testing) or another Transport"
-    )
-
-
 def _event_loop() -> asyncio.AbstractEventLoop:
     try:
         return asyncio.get_running_loop()
@@ -86,9 +75,17 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 
 # All flows of one tab on one channel share one member (use_flow looks it up here):
-# (channel, id of the transport given, or None for the default) -> the member. A member
-# leaves it when it stops (dispose, or MemoryHub.crash): at most one per channel and transport.
-_members: dict[tuple[str, int | None], FlowMesh] = {}
+# (channel, the transport given, or None for the default) -> the member. A member leaves it
+# when it stops (dispose, or MemoryHub.crash): at most one per channel and transport. Keyed
+# by the transport object itself (compared by identity), so a member on a transport of its
+# own never stands in for the default member of its channel, nor the default for it.
+MemberKey = tuple[str, Transport | None]
+_members: dict[MemberKey, FlowMesh] = {}
+
+
+def member_key(channel: str, transport: Transport | None) -> MemberKey:
+    """The registry key of this tab's member on ``channel`` with ``transport`` given (``None``: the default)."""
+    return (channel, transport)
 
 
 class FlowMesh:
@@ -99,8 +96,10 @@ class FlowMesh:
         options: any :class:`~pyflowmesh.core.config.MeshConfig` option (``strategy``,
             ``share_cache``, ``share_errors``, ``heartbeat``, ``stale_time`` ...), by
             its Python or TypeScript name.
-        transport: how to reach the other tabs; by default the browser's
-            ``BroadcastChannel`` (with Web Locks and page lifecycle events).
+        transport: how to reach the other tabs: a :class:`~pyflowmesh.transports.Transport`
+            (one per member). By default the browser's, see
+            :func:`~pyflowmesh.transports.default_transport`: ``BroadcastChannel``, Web
+            Locks where the page has them, the page lifecycle where there is a page.
         node_id: this tab's ID in the election (random by default; the highest ID
             wins an election).
         scope: (an option) whose data this tab holds, e.g. the logged-in user's ID;
@@ -119,6 +118,11 @@ class FlowMesh:
         node_id: str | None = None,
         **options: Any,
     ) -> None:
+        if transport is not None and not isinstance(transport, Transport):
+            raise TypeError(
+                f"transport= takes a pyflowmesh.transports.Transport (a channel, a peer watch and a page "
+                f"lifecycle), got {transport!r}"
+            )
         if channel is not None:
             options["channel"] = channel
         self.config = MeshConfig.from_options(options)
@@ -127,7 +131,7 @@ class FlowMesh:
         self._node = MeshNode(self.node_id, self.config, wall_clock=_wall_clock)
         self._errors_logged: dict[int, int] = {}  # internal errors logged, for the current node
         self._transport_given = transport is not None
-        self._transport = transport if transport is not None else _default_transport(self.config)
+        self._transport = transport if transport is not None else default_transport(use_locks=self.config.use_locks)
         self._flows: dict[str, FlowFunction] = {}
         self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
         # Per key, its listeners; a key's entry goes with its last listener, so both hold
@@ -153,8 +157,16 @@ class FlowMesh:
     # --- state ------------------------------------------------------------------------
 
     @property
-    def leader(self) -> bool:
+    def is_leader(self) -> bool:
         """True while this tab is the leader (always False peer-to-peer)."""
+        return self._node.is_leader
+
+    @property
+    def leader(self) -> bool:
+        """The same as :attr:`is_leader`: the name 0.1 used, kept for its pages.
+
+        Not an ID (that is :attr:`leader_id`); new code reads :attr:`is_leader`.
+        """
         return self._node.is_leader
 
     @property
@@ -400,9 +412,9 @@ class FlowMesh:
         self._transport.close()
 
     @property
-    def member_key(self) -> tuple[str, int | None]:
+    def member_key(self) -> MemberKey:
         """This member's key in the tab's registry: its channel and the transport it was given (or None)."""
-        return (self.channel, id(self._transport) if self._transport_given else None)
+        return member_key(self.channel, self._transport if self._transport_given else None)
 
     def _halt(self) -> None:
         """Stop without a word (used by ``dispose`` and by ``MemoryHub.crash``); leave the tab's registry."""
@@ -477,7 +489,7 @@ class FlowMesh:
 
     def _apply(self, effect: object, waiters: dict[int, asyncio.Future[tuple[Any, Source]]], node: MeshNode) -> None:
         if isinstance(effect, Send):
-            self._transport.send(effect.data)
+            self._transport.post(effect.data)
         elif isinstance(effect, StartCall):
             task = self._loop.create_task(self._call(effect, node))
             self._calls[effect.call_id] = task
@@ -629,7 +641,7 @@ def _subscribe_key(
 
 
 class _Events:
-    """The member's side of :class:`~pyflowmesh.transport.TransportEvents`."""
+    """The member's side of :class:`~pyflowmesh.transports.TransportEvents`."""
 
     def __init__(self, mesh: FlowMesh) -> None:
         self._mesh = mesh

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyflowmesh import FlowMesh
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 HEARTBEAT = 100  # ms: fast protocol pace for tests; every bound below derives from it
 
@@ -28,7 +28,7 @@ def open_tabs(hub: MemoryHub, count: int, channel: str = "test-mesh", **options:
 
 
 def leaders(tabs: list[FlowMesh]) -> list[FlowMesh]:
-    return [tab for tab in tabs if tab.leader and not tab.disposed]
+    return [tab for tab in tabs if tab.is_leader and not tab.disposed]
 
 
 def settled(tabs: list[FlowMesh]) -> bool:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 from support import HEARTBEAT, Server, async_test, open_tabs, settle, settled, until
 
 from pyflowmesh import FlowMesh, use_flow
 from pyflowmesh.core.wire import PROTOCOL, VERSION
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 
 @async_test
@@ -60,21 +59,13 @@ def test_a_ghost_leader_with_an_absurd_interval_is_followed_only_a_few_heartbeat
 
 @async_test
 async def test_a_leader_entering_the_back_forward_cache_says_bye_on_the_memory_hub_too() -> None:
-    # BroadcastChannelTransport posts the Bye that set_frozen(True) sends on pagehide(persisted);
-    # MemoryTransport.pagehide sets _bfcached before calling frozen(True), so send() drops that
-    # Bye: in CPython the hand-over rests on the lock release alone (with locks=False, on the
-    # silence limit), unlike in a browser.
+    # One Transport carries out pagehide(persisted) for every channel: the Bye that
+    # set_frozen(True) sends goes out before the channel closes, on the hub as in a browser.
     hub = MemoryHub(locks=False)
     tabs = open_tabs(hub, 3)
     leader = await settle(tabs)
     kinds: list[str] = []
-    original = hub._broadcast
-
-    def spy(sender: Any, data: str) -> None:
-        kinds.append(json.loads(data)["type"])
-        original(sender, data)
-
-    hub._broadcast = spy  # type: ignore[method-assign]
-    leader.transport.pagehide(persisted=True)
+    hub.on_post(lambda channel, data: kinds.append(json.loads(data)["type"]))
+    hub.page(leader).pagehide(persisted=True)
     await asyncio.sleep(0)
     assert "bye" in kinds, f"posted on the channel: {kinds}"

@@ -18,7 +18,7 @@ from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, u
 from pyflowmesh import SharedFlowError, use_flow
 from pyflowmesh.core.wire import PROTOCOL, VERSION
 from pyflowmesh.errors import CallTimeoutError, MessageTooLarge
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 
 def post(hub: MemoryHub, **body: Any) -> None:
@@ -300,13 +300,7 @@ async def test_a_flood_of_hellos_does_not_make_the_leader_flood_the_channel() ->
         leader.share_result(f"entry-{index}", "v" * 1000)
     await lead.execute()
     sizes: list[int] = []
-    original = hub._broadcast
-
-    def counting(sender: Any, data: str) -> None:
-        sizes.append(len(data))
-        original(sender, data)
-
-    hub._broadcast = counting  # type: ignore[method-assign]
+    hub.on_post(lambda channel, data: sizes.append(len(data)))
     for index in range(20):
         post(hub, type="hello", src=f"joiner-{index:02d}")
     await asyncio.sleep(0.05)

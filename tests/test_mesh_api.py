@@ -9,7 +9,7 @@ import pytest
 from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, until
 
 from pyflowmesh import FlowMesh, MeshDisposedError, SharedFlowError, use_flow
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 
 @async_test
@@ -136,7 +136,7 @@ async def test_a_late_joiner_is_served_from_the_mesh_without_a_call() -> None:
     assert await late_flow.execute(42) == data
     assert late_flow.source == "cache"
     assert len(server.calls) == 1
-    assert late.leader is False and late.leader_id == leaders(tabs)[0].node_id
+    assert late.is_leader is False and late.leader_id == leaders(tabs)[0].node_id
 
 
 @async_test
@@ -224,7 +224,7 @@ async def test_peer_to_peer_the_first_tab_serves_the_others() -> None:
     tabs = open_tabs(hub, 5, strategy="peer-to-peer")
     flows = [use_flow(server.fetch, tab, key="p2p") for tab in tabs]
     await asyncio.sleep(0.05)
-    assert not any(tab.leader for tab in tabs) and {tab.role for tab in tabs} == {"peer"}
+    assert not any(tab.is_leader for tab in tabs) and {tab.role for tab in tabs} == {"peer"}
     results = await asyncio.gather(*(flow.execute("x") for flow in flows))
     assert len(server.calls) == 1 and all(r == results[0] for r in results)
     (late,) = open_tabs(hub, 1, strategy="peer-to-peer")
@@ -378,9 +378,9 @@ async def test_dispose_fails_waiting_executes_and_stops_sending() -> None:
     follower.dispose()
     with pytest.raises(MeshDisposedError):
         await waiting
-    sent = follower.transport.sent  # type: ignore[attr-defined]
+    sent = follower.transport.sent
     await asyncio.sleep(3 * HEARTBEAT / 1000)
-    assert follower.transport.sent == sent  # type: ignore[attr-defined]
+    assert follower.transport.sent == sent
     with pytest.raises(MeshDisposedError):
         follower.share_result("k", 1)
     leader.dispose()
@@ -391,7 +391,7 @@ async def test_pagehide_makes_the_leader_hand_over() -> None:
     hub = MemoryHub(locks=False)
     tabs = open_tabs(hub, 3, heartbeat=5000)
     leader = await settle(tabs)
-    leader.transport.pagehide()  # type: ignore[attr-defined]
+    hub.page(leader).pagehide()
     assert leader.disposed
     await settle(tabs)
 
@@ -401,7 +401,7 @@ async def test_a_hidden_leader_keeps_leading_with_throttled_heartbeats() -> None
     hub = MemoryHub(locks=False)
     tabs = open_tabs(hub, 3, hidden_timeout=1000)
     leader = await settle(tabs)
-    leader.transport.hide(True)  # type: ignore[attr-defined]
+    hub.page(leader).hide(True)
     await asyncio.sleep(0.02)
     leader._halt()  # its timers stop, as if throttled; it is still there
     await asyncio.sleep(5 * HEARTBEAT / 1000)  # twice the visible silence limit
@@ -465,15 +465,15 @@ async def test_a_page_restored_from_the_back_forward_cache_rejoins_the_mesh() ->
     tabs = open_tabs(hub, 3)
     flows = [use_flow(server.fetch, tab, key="bf") for tab in tabs]
     leader = await settle(tabs)
-    transport = leader.transport
-    transport.pagehide(persisted=True)  # into the back/forward cache: not disposed
+    page = hub.page(leader)
+    page.pagehide(persisted=True)  # into the back/forward cache: not disposed
     others = [t for t in tabs if t is not leader]
     await until(lambda: len(leaders(others)) == 1 and all(t.leader_id == leaders(others)[0].node_id for t in others),
                 what="a new leader while the old one's page is cached")
-    assert not leader.disposed and not leader.leader
-    transport.pageshow()
+    assert not leader.disposed and not leader.is_leader
+    page.pageshow()
     await settle(tabs)
-    assert not leader.leader, "a returning page follows the live leader"
+    assert not leader.is_leader, "a returning page follows the live leader"
     results = await asyncio.gather(*(f.execute() for f in flows))
     assert len(server.calls) == 1 and all(r == results[0] for r in results)
 

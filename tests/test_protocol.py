@@ -13,7 +13,7 @@ from pyflowmesh import use_flow
 from pyflowmesh.core import wire as p
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.node import MeshNode
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 
 def body(kind: str, **fields: Any) -> str:
@@ -96,7 +96,7 @@ async def test_a_forged_term_near_the_limit_still_lets_one_leader_form() -> None
         hub.post(body("coordinator", src="zzzz", term=term, interval=100, hidden=False))
     hub.post('{"proto":"pyflowmesh","v":1,"type":"election","src":"zzzz","term":' + "9" * 5000 + "}")
     await until(lambda: all(t.leader_id != "zzzz" for t in tabs) and len({t.leader_id for t in tabs}) == 1
-                and any(t.leader for t in tabs), limit=5, what="one real leader after the forged terms")
+                and any(t.is_leader for t in tabs), limit=5, what="one real leader after the forged terms")
     for tab in tabs:
         tab.dispose()  # must not raise
     assert all(t.stats.internal_errors == 0 for t in tabs)

@@ -18,7 +18,7 @@ import pytest
 
 from pyflowmesh.core import wire as p
 from pyflowmesh.core.values import check_json
-from pyflowmesh.testing import MemoryHub
+from pyflowmesh.transports.memory import MemoryHub
 
 
 def _reason(raw: str) -> str:

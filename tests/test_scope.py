@@ -18,7 +18,7 @@ from pyflowmesh import FlowMesh, MeshDisposedError, ScopeChangedError, SharedFlo
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.values import cache_key
 from pyflowmesh.core.wire import Hello, ProtocolError, decode, encode, scope_digest
-from pyflowmesh.testing import MemoryHub, MemoryTransport
+from pyflowmesh.transports.memory import MemoryHub
 
 ME = cache_key("me", ())
 FEED = cache_key("feed", ())
@@ -50,10 +50,7 @@ class RecordingHub(MemoryHub):
     def __init__(self) -> None:
         super().__init__()
         self.wire: list[str] = []
-
-    def _broadcast(self, sender: MemoryTransport, data: str) -> None:
-        self.wire.append(data)
-        super()._broadcast(sender, data)
+        self.on_post(lambda channel, data: self.wire.append(data))
 
 
 def watch(flow: Any) -> list[tuple[str, Any]]:
@@ -147,7 +144,7 @@ async def test_a_joiner_of_one_scope_gets_nothing_of_another() -> None:
     use_flow(alice_api.me, alice_joiner, key="feed")
     bob_feed = use_flow(bob_api.me, bob, key="feed")
     await until(lambda: alice_joiner.get_cached(ME) == {"user": "alice"}, what="alice's joiner synced")
-    await until(lambda: bob.leader, what="bob alone leads bob's mesh")
+    await until(lambda: bob.is_leader, what="bob alone leads bob's mesh")
     assert bob.get_cached(ME) is None and bob.cached_entry(FEED) is None
     with pytest.raises(SharedFlowError):  # the control has alice's back-off
         await alice_joiner.run("feed")
@@ -167,7 +164,7 @@ async def test_the_wire_never_carries_the_raw_scope() -> None:
     tabs[0].set_scope(bob_scope)
     await flows[0].execute()
     tabs[1].set_scope(None, forget=True)
-    await until(lambda: tabs[0].leader and tabs[1].leader, what="both lead their own mesh")
+    await until(lambda: tabs[0].is_leader and tabs[1].is_leader, what="both lead their own mesh")
 
     assert hub.wire
     for data in hub.wire:
@@ -224,7 +221,7 @@ async def test_set_scope_resets_flows_at_once_hands_over_and_rejoins() -> None:
     rest = [tab for tab in tabs if tab is not mesh]
     heir = await settle(rest)  # the Bye handed alice's leadership to another alice tab
     assert heir is not mesh and all(tab.leader_id == heir.node_id for tab in rest)
-    await until(lambda: mesh.leader, what="the switched tab leads bob's mesh")
+    await until(lambda: mesh.is_leader, what="the switched tab leads bob's mesh")
     assert await flow.execute() == {"user": "bob"}
     assert flow.source == "call" and server.calls == ["alice", "bob"]
     assert [status for status, _ in seen] == ["idle", "loading", "success"]
@@ -447,9 +444,9 @@ async def test_hub_locks_are_per_scope() -> None:
     await settle([tab["bob", "z"], tab["bob", "b"]])
     elections = tab["alice", "a"].stats.elections
     hub.crash(tab["bob", "z"])
-    await until(lambda: tab["bob", "b"].leader, what="bob's survivor took over (told by its lock)")
+    await until(lambda: tab["bob", "b"].is_leader, what="bob's survivor took over (told by its lock)")
     assert tab["alice", "a"].leader_id == "z" and tab["alice", "a"].stats.elections == elections
-    assert tab["alice", "z"].leader
+    assert tab["alice", "z"].is_leader
     for key, mesh in tab.items():
         if key != ("bob", "z"):
             mesh.dispose()
@@ -460,12 +457,10 @@ async def test_a_hidden_tab_joins_its_new_scope_as_hidden() -> None:
     """A background tab told of a logout switches while hidden: its new mesh must know its timers are slow."""
     hub = RecordingHub()
     (mesh,) = open_tabs(hub, 1, channel="hidden", scope="alice")
-    await until(lambda: mesh.leader, what="alone, it leads")
-    transport = mesh.transport
-    assert isinstance(transport, MemoryTransport)
-    transport.hide(True)
+    await until(lambda: mesh.is_leader, what="alone, it leads")
+    hub.page(mesh).hide(True)
     mesh.set_scope("bob")
-    await until(lambda: mesh.leader, what="it leads bob's mesh")
+    await until(lambda: mesh.is_leader, what="it leads bob's mesh")
     bob = scope_digest("hidden", "bob")
     beats = [json.loads(data) for data in hub.wire if json.loads(data).get("scope") == bob]
     announced = [beat["hidden"] for beat in beats if beat["type"] in ("coordinator", "heartbeat")]

@@ -1,8 +1,10 @@
-"""The browser transport inside real Pyodide in Chromium: BroadcastChannel, Web Locks, lifecycle, proxies.
+"""The browser transports inside real Pyodide in Chromium: BroadcastChannel, Web Locks, lifecycle, proxies.
 
 Two mesh members in one page talk over the real ``BroadcastChannel`` (it delivers
 to every other channel object of the same name, in the same page too), so these
-tests exercise the real adapter without the cost of a second Pyodide.
+tests exercise the real pieces without the cost of a second Pyodide. Where only
+one member must hear the page's events, the other runs without a page lifecycle,
+as a member in a worker does.
 Heartbeats are set long wherever a test must prove that something other than a
 heartbeat timeout (a ``Bye``, a released Web Lock) made the mesh react.
 """
@@ -15,11 +17,15 @@ async def test_two_members_elect_one_leader_and_share_one_call(selenium_mesh):
     import asyncio
 
     from pyflowmesh import FlowMesh, use_flow
-    from pyflowmesh.browser import BroadcastChannelTransport
+    from pyflowmesh.transports.broadcast_channel import BroadcastChannel
+    from pyflowmesh.transports.page_lifecycle import DocumentLifecycle
+    from pyflowmesh.transports.web_locks import WebLocks
 
     a = FlowMesh("t-elect", heartbeat=1000)
     b = FlowMesh("t-elect", heartbeat=1000)
-    assert isinstance(a.transport, BroadcastChannelTransport)  # the default under Pyodide
+    # The default in a page under Pyodide: all three browser pieces.
+    assert isinstance(a.transport.channel, BroadcastChannel)
+    assert isinstance(a.transport.peers, WebLocks) and isinstance(a.transport.lifecycle, DocumentLifecycle)
     for _ in range(200):
         if {a.role, b.role} == {"leader", "follower"}:
             break
@@ -98,9 +104,9 @@ async def test_dispose_destroys_every_proxy_and_stops_sending(selenium_mesh):
         if a.leader_id and a.leader_id == b.leader_id:
             break
         await asyncio.sleep(0.01)
-    follower = a if not a.leader else b
+    follower = a if not a.is_leader else b
     transport = follower.transport
-    proxies = list(transport.proxies)
+    proxies = [*transport.channel.proxies, *transport.peers.proxies, *transport.lifecycle.proxies]
     assert transport.live_proxies >= 3  # message, pagehide, visibilitychange (+ locks)
     await asyncio.sleep(0.1)  # let the follower start watching its leader's lock
     follower.dispose()
@@ -125,30 +131,30 @@ async def test_pagehide_makes_the_leader_hand_over_at_once(selenium_mesh):
     import js
 
     from pyflowmesh import FlowMesh
+    from pyflowmesh.transports import Transport
+    from pyflowmesh.transports.broadcast_channel import BroadcastChannel
+    from pyflowmesh.transports.web_locks import WebLocks
 
     a = FlowMesh("t-pagehide", heartbeat=60_000)  # a heartbeat timeout would take 150 s
     for _ in range(100):
-        if a.leader:
+        if a.is_leader:
             break
         await asyncio.sleep(0.01)
-    assert a.leader
-    b = FlowMesh("t-pagehide", heartbeat=60_000)
+    assert a.is_leader
+    # pagehide reaches every member of the page: b plays another tab, so it hears none of this page's events.
+    b = FlowMesh("t-pagehide", heartbeat=60_000, transport=Transport(BroadcastChannel(), WebLocks()))
     for _ in range(100):
         if b.leader_id == a.node_id:
             break
         await asyncio.sleep(0.01)
     assert b.role == "follower"
-    # pagehide reaches every member of the page; b is in the same page, so detach it first.
-    for target, kind, proxy in b.transport._listeners:
-        if kind == "pagehide":
-            target.removeEventListener(kind, proxy)
     js.window.dispatchEvent(js.Event.new("pagehide"))
     assert a.disposed
     for _ in range(200):
-        if b.leader:
+        if b.is_leader:
             break
         await asyncio.sleep(0.01)
-    assert b.leader and b.term > a.term
+    assert b.is_leader and b.term > a.term
     b.dispose()
 
 
@@ -159,12 +165,12 @@ async def test_web_locks_reveal_a_vanished_leader_without_waiting_for_heartbeats
     import js
 
     from pyflowmesh import FlowMesh
-    from pyflowmesh.browser import lock_name
+    from pyflowmesh.transports import lock_name
 
     assert js.navigator.locks  # pytest-pyodide serves from localhost: a secure context
     a = FlowMesh("t-locks", heartbeat=60_000)
     for _ in range(100):
-        if a.leader:
+        if a.is_leader:
             break
         await asyncio.sleep(0.01)
     b = FlowMesh("t-locks", heartbeat=60_000)
@@ -183,10 +189,10 @@ async def test_web_locks_reveal_a_vanished_leader_without_waiting_for_heartbeats
     loop = asyncio.get_running_loop()
     started = loop.time()
     for _ in range(300):
-        if b.leader:
+        if b.is_leader:
             break
         await asyncio.sleep(0.01)
-    assert b.leader, "the follower did not notice the released lock"
+    assert b.is_leader, "the follower did not notice the released lock"
     assert loop.time() - started < 150  # far below the 150 s silence limit; the real figure is ms
     b.dispose()
     for _ in range(100):  # the browser releases the lock once the holder's promise settles
@@ -204,21 +210,20 @@ async def test_a_hidden_leader_tells_its_followers_to_be_patient(selenium_mesh):
     import js
 
     from pyflowmesh import FlowMesh
+    from pyflowmesh.transports import Transport
+    from pyflowmesh.transports.broadcast_channel import BroadcastChannel
 
     a = FlowMesh("t-hidden", heartbeat=200, hidden_timeout=30_000, use_locks=False)
     for _ in range(100):
-        if a.leader:
+        if a.is_leader:
             break
         await asyncio.sleep(0.01)
-    b = FlowMesh("t-hidden", heartbeat=200, hidden_timeout=30_000, use_locks=False)
+    # Only a hears the page go hidden (as if it were another tab): b has no page lifecycle.
+    b = FlowMesh("t-hidden", heartbeat=200, hidden_timeout=30_000, transport=Transport(BroadcastChannel()))
     for _ in range(100):
         if b.leader_id == a.node_id:
             break
         await asyncio.sleep(0.01)
-    # Only a hears the page go hidden (as if it were another tab).
-    for target, kind, proxy in b.transport._listeners:
-        if kind == "visibilitychange":
-            target.removeEventListener(kind, proxy)
     js.Object.defineProperty(js.document, "visibilityState", js.JSON.parse('{"value": "hidden", "configurable": true}'))
     try:
         js.document.dispatchEvent(js.Event.new("visibilitychange"))
@@ -239,8 +244,8 @@ async def test_scope_switches_move_the_web_lock_and_leak_no_proxy(selenium_mesh)
     import js
 
     from pyflowmesh import FlowMesh
-    from pyflowmesh.browser import lock_name
     from pyflowmesh.core.wire import scope_digest
+    from pyflowmesh.transports import lock_name
 
     async def held() -> list[str]:
         return [lock.name for lock in (await js.navigator.locks.query()).held]
@@ -253,7 +258,7 @@ async def test_scope_switches_move_the_web_lock_and_leak_no_proxy(selenium_mesh)
         raise AssertionError(f"gave up waiting for {what}")
 
     a = FlowMesh("t-scope", heartbeat=60_000, scope="alice")
-    await until(lambda: a.leader, "a to lead alice's mesh")
+    await until(lambda: a.is_leader, "a to lead alice's mesh")
     b = FlowMesh("t-scope", heartbeat=60_000, scope="alice")
     await until(lambda: b.leader_id == a.node_id, "b to follow a")
     alice, bob = scope_digest("t-scope", "alice"), scope_digest("t-scope", "bob")
@@ -261,13 +266,13 @@ async def test_scope_switches_move_the_web_lock_and_leak_no_proxy(selenium_mesh)
     proxies = a.transport.live_proxies
 
     a.set_scope("bob")  # b learns it from the Bye (and from a's released alice lock)
-    await until(lambda: b.leader and a.leader, "b to lead alice's mesh and a bob's")
+    await until(lambda: b.is_leader and a.is_leader, "b to lead alice's mesh and a bob's")
     names = await held()
     assert lock_name("t-scope", a.node_id, bob) in names and lock_name("t-scope", a.node_id, alice) not in names
 
     for scope in ["alice", "bob"] * 10:  # no proxy, lock or lock request piles up
         a.set_scope(scope)
-    await until(lambda: a.leader, "a to lead bob's mesh again")
+    await until(lambda: a.is_leader, "a to lead bob's mesh again")
     assert a.transport.live_proxies <= proxies
     mine = [name for name in await held() if name.endswith(":" + a.node_id)]
     assert mine == [lock_name("t-scope", a.node_id, bob)]
@@ -282,3 +287,37 @@ async def test_scope_switches_move_the_web_lock_and_leak_no_proxy(selenium_mesh)
         await asyncio.sleep(0.01)
     else:
         raise AssertionError("dispose did not release the Web Locks")
+
+
+@run_in_pyodide
+async def test_without_a_document_the_default_has_no_lifecycle_and_says_so_once(selenium_mesh):
+    """In a worker there is no ``document``: the default runs without a page lifecycle, and says so."""
+    import asyncio
+    import logging
+
+    from pyflowmesh import FlowMesh, transports
+    from pyflowmesh.transports import page_lifecycle
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("pyflowmesh")
+    logger.addHandler(handler)
+    in_a_page = page_lifecycle.available
+    page_lifecycle.available = lambda: False  # as in a worker
+    try:
+        first, second = transports.default_transport(), transports.default_transport()
+        member = FlowMesh("t-worker", heartbeat=200)
+    finally:
+        page_lifecycle.available = in_a_page
+        logger.removeHandler(handler)
+    assert first.lifecycle is None and second.lifecycle is None and member.transport.lifecycle is None
+    assert first.peers is not None  # a worker has Web Locks
+    told = [record.getMessage() for record in records if "no page lifecycle" in record.getMessage()]
+    assert len(told) == 1 and records[0].levelno == logging.WARNING
+    for _ in range(100):
+        if member.is_leader:
+            break
+        await asyncio.sleep(0.01)
+    assert member.is_leader
+    member.dispose()

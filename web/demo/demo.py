@@ -60,10 +60,10 @@ def el(element_id: str):
 
 
 def render(*_: object) -> None:
-    role = "leader" if mesh.leader else ("follower" if mesh.leader_id else mesh.role)
+    role = "leader" if mesh.is_leader else ("follower" if mesh.leader_id else mesh.role)
     el("role").className = f"role {role}"
     el("role").innerHTML = (
-        f'<span class="badge">{CROWN} Leader</span>' if mesh.leader else f'<span class="badge">{role.capitalize()}</span>'
+        f'<span class="badge">{CROWN} Leader</span>' if mesh.is_leader else f'<span class="badge">{role.capitalize()}</span>'
     )
     el("node-id").textContent = mesh.node_id
     el("leader-id").textContent = mesh.leader_id or "(electing…)"
@@ -95,7 +95,7 @@ def render(*_: object) -> None:
 def state() -> dict:
     """What the page shows, for tests and the curious (window.pyflowmesh_state)."""
     return {
-        "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.leader, "leader_id": mesh.leader_id,
+        "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.is_leader, "leader_id": mesh.leader_id,
         "term": mesh.term, "status": flow.status, "source": flow.source, "data": flow.data,
         "error": None if flow.error is None else f"{type(flow.error).__name__}: {flow.error}",
         "stats": mesh.stats.as_dict(), "version": pyflowmesh.__version__,

@@ -193,7 +193,7 @@ def state() -> dict[str, Any]:
                 "protocol_version": pyflowmesh.core.wire.VERSION, "config": {"flows": FLOW_KEYS}}
     transport = mesh.transport
     return {
-        "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.leader, "leader_id": mesh.leader_id,
+        "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.is_leader, "leader_id": mesh.leader_id,
         "term": mesh.term, "stats": mesh.stats.as_dict(), "disposed": mesh.disposed,
         "live_proxies": getattr(transport, "live_proxies", None), "transport_sent": getattr(transport, "sent", None),
         "hidden": js.document.visibilityState == "hidden", "mesh": True, "scope": mesh.scope,
