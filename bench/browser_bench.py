@@ -231,11 +231,12 @@ import pyflowmesh
 ms = (time.perf_counter() - t) * 1000
 new = sorted(set(sys.modules) - before)
 t = time.perf_counter()
-import pyflowmesh.browser
+from pyflowmesh import use_flow
+import pyflowmesh.transports.broadcast_channel, pyflowmesh.transports.web_locks, pyflowmesh.transports.page_lifecycle
 browser_ms = (time.perf_counter() - t) * 1000
 import pathlib
 t = time.perf_counter()
-for path in pathlib.Path(pyflowmesh.__file__).parent.glob("*.py"):
+for path in pathlib.Path(pyflowmesh.__file__).parent.rglob("*.py"):
     compile(path.read_text(), str(path), "exec")
 compile_ms = (time.perf_counter() - t) * 1000
 {"compile_ms": compile_ms, "import_ms": ms, "import_browser_ms": browser_ms, "preload_ms": preload_ms,
@@ -256,7 +257,8 @@ def bench_import(h: Harness, trials: int = 3) -> dict[str, Any]:
     ``import pyflowmesh`` in Python with ``time.perf_counter`` (``import_ms``: the
     package with its submodules and the standard-library modules they import that
     were not loaded yet; Pyodide's clock has about 0.1 ms resolution) and then
-    ``import pyflowmesh.browser`` (the transport, imported on first use). One more
+    the asyncio runtime and the browser transports (``use_flow``, ``transports.broadcast_channel``,
+    ``web_locks``, ``page_lifecycle``: imported on first use). One more
     fresh page imports those standard-library modules first (``stdlib_preload_ms``)
     and then pyflowmesh (``own_import_ms``: our modules alone). ``compile_ms``: the
     time to compile every module of the package from source (``compile()``), which

@@ -294,7 +294,7 @@ def _size_import(b: dict[str, Any]) -> list[str]:
              f"{_f(imp.get('stdlib_preload_ms'), 1)} ms)"],
             ["compiling the package's source (`compile()` of every module)",
              f"p50 {_f((imp.get('compile_ms') or {}).get('p50'), 1)} ms"],
-            ["`import pyflowmesh.browser` after it", f"p50 {_f(imp['import_browser_ms']['p50'], 1)} ms"],
+            ["runtime + browser transports after it", f"p50 {_f(imp['import_browser_ms']['p50'], 1)} ms"],
             ["`pyodide.loadPackage(\"pyflowmesh\")` (fetch + unpack)", f"p50 {_f(imp['load_package_ms']['p50'])} ms"],
             ["for scale: Pyodide's own boot (`loadPyodide`)", f"p50 {_f(imp['boot_ms']['p50'])} ms"],
         ]),

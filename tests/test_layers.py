@@ -89,7 +89,7 @@ def test_no_import_circle_anywhere() -> None:
 
 def test_the_core_imports_neither_asyncio_nor_js_nor_the_runtime() -> None:
     graph = _graph()
-    forbidden = {"asyncio", "js", "pyodide", "pyflowmesh.mesh", "pyflowmesh.flow", "pyflowmesh.browser",
+    forbidden = {"asyncio", "js", "pyodide", "pyflowmesh.mesh", "pyflowmesh.flow",
                  "pyflowmesh.transports", "pyflowmesh.testing", "pyflowmesh.simulation"}
     for path in sorted(CORE.glob("*.py")):
         name = _module_name(path)
