@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import json
+from typing import Any
 
+import pytest
+from support import Server, async_test, open_tabs, settle
+
+from pyflowmesh import SharedFlowError, use_flow
 from pyflowmesh.core.backoff import (
     MAX_ATTEMPT,
     MAX_BACKOFF_BYTES,
@@ -13,7 +19,9 @@ from pyflowmesh.core.backoff import (
     SharedBackoff,
 )
 from pyflowmesh.core.config import MeshConfig
-from pyflowmesh.errors import SharedCallTimeoutError, SharedFlowError
+from pyflowmesh.core.wire import PROTOCOL, VERSION
+from pyflowmesh.errors import SharedCallTimeoutError
+from pyflowmesh.transports.memory import MemoryHub
 
 CONFIG = MeshConfig(channel="c", error_backoff=1000.0, max_error_backoff=30_000.0)
 
@@ -84,3 +92,65 @@ def test_ended_back_offs_are_forgotten_once_the_table_is_half_full() -> None:
     assert len(shared) == 5
     shared.expire(100.0)
     assert len(shared) == 0
+
+
+def post(hub: MemoryHub, **body: Any) -> None:
+    """Put a hand-made message of our protocol on the channel, as any script of the origin could."""
+    hub.post(json.dumps({"proto": PROTOCOL, "v": VERSION, **body}))
+
+
+async def ends(awaitable: Any, what: str, limit: float = 10.0) -> Any:
+    """Await ``awaitable``; ``limit`` (s) only stops a hang from hanging the suite."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: a CallTimeoutError is a TimeoutError
+    if not done:
+        task.cancel()
+        raise AssertionError(f"{what} never ended")
+    return task.result()
+
+
+# --- 1. a long outage, and a forged attempt count -------------------------------------------
+
+
+@async_test
+async def test_a_key_failing_eleven_hundred_times_in_a_row_still_ends_every_execute() -> None:
+    hub, server = MemoryHub(), Server(delay=0)
+    server.down = True
+    (tab,) = open_tabs(hub, 1, error_backoff=1, max_error_backoff=1)
+    flow = use_flow(server.fetch, tab, key="overnight")
+    await settle([tab])
+    for _ in range(1100):
+        with pytest.raises((ConnectionError, SharedFlowError)):
+            await ends(flow.execute(), "an execute during the outage")
+        await asyncio.sleep(0.0011)  # past the back-off: the next execute calls again
+    assert len(server.calls) > 1025  # past the count where the back-off used to overflow
+    server.down = False
+    await asyncio.sleep(0.002)
+    assert (await ends(flow.execute(), "the execute after the outage"))["call"] == len(server.calls)
+    assert tab.stats.internal_errors == 0
+
+
+@async_test
+async def test_a_forged_failure_with_a_huge_attempt_blocks_no_tab_past_the_maximum_back_off() -> None:
+    hub, server = MemoryHub(), Server(delay=0)
+    tabs = open_tabs(hub, 3, error_backoff=100, max_error_backoff=300)
+    flows = [use_flow(server.fetch, tab, key="k") for tab in tabs]
+    await settle(tabs)
+    post(hub, type="failure", src="forger", key="k", error_type="Boom", message="forged", retry_in=86_400_000,
+         attempt=2**53, shared=True)
+    await asyncio.sleep(0.01)
+    for flow in flows:
+        with pytest.raises(SharedFlowError) as raised:
+            await flow.execute()
+        assert raised.value.retry_in <= 300
+    await asyncio.sleep(0.35)
+    await ends(asyncio.gather(*(flow.execute() for flow in flows)), "executes after the maximum back-off")
+    assert len(server.calls) == 1
+    # and the count adopted from the forgery still gives a sendable, bounded next failure
+    server.down = True
+    tabs[0].invalidate("k")
+    await asyncio.sleep(0.01)
+    with pytest.raises((ConnectionError, SharedFlowError)):
+        await ends(flows[1].execute(), "an execute that fails after the forgery")
+    await asyncio.sleep(0.02)
+    assert all(t.stats.internal_errors == 0 and t.stats.too_large == 0 for t in tabs)

@@ -95,8 +95,21 @@ def churned() -> dict[str, Any]:
     for i in range(KEYS):
         t = start + i * step
         sim.at(t, lambda i=i: execute(i))
-        sim.inject(encode(Result(src="f00d", key=f"flood{i}", value={"key": f"flood{i}"}, version=1, origin="f00d", age=0.0, shared=True, to=None)),
-                   at=t + step / 2)
+        sim.inject(
+            encode(
+                Result(
+                    src="f00d",
+                    key=f"flood{i}",
+                    value={"key": f"flood{i}"},
+                    version=1,
+                    origin="f00d",
+                    age=0.0,
+                    shared=True,
+                    to=None,
+                )
+            ),
+            at=t + step / 2,
+        )
         sim.inject(_noise(i), at=t + step / 4)
         if i % (KEYS // CHURN) == 5:
             sim.at(t + step / 3, lambda i=i: churn(i))
@@ -110,10 +123,16 @@ def churned() -> dict[str, Any]:
     sim.run_until(end + 60_000.0)  # quiet: every execute ends, every back-off and claim expires
     sample()
     exceptions = [str(v) for v in sim.violations if v.kind == "exception"]
-    at_rest = {tab_id: {name: size(sim.node(tab_id)) for name, (size, _) in STRUCTURES.items()}
-               for tab_id in sim.live()}
-    return {"largest": largest, "churns": churns[0], "exceptions": exceptions, "at_rest": at_rest,
-            "executes": len(sim.execs)}
+    at_rest = {
+        tab_id: {name: size(sim.node(tab_id)) for name, (size, _) in STRUCTURES.items()} for tab_id in sim.live()
+    }
+    return {
+        "largest": largest,
+        "churns": churns[0],
+        "exceptions": exceptions,
+        "at_rest": at_rest,
+        "executes": len(sim.execs),
+    }
 
 
 def test_the_run_did_what_it_says(churned: dict[str, Any]) -> None:
@@ -126,7 +145,8 @@ def test_the_run_did_what_it_says(churned: dict[str, Any]) -> None:
 def test_structure_stays_within_its_bound(churned: dict[str, Any], name: str) -> None:
     bound = STRUCTURES[name][1]
     assert churned["largest"][name] <= bound, (
-        f"{name}: {churned['largest'][name]} after {KEYS} keys and {CHURN} tab joins and leaves (bound {bound})")
+        f"{name}: {churned['largest'][name]} after {KEYS} keys and {CHURN} tab joins and leaves (bound {bound})"
+    )
 
 
 @pytest.mark.parametrize("name", ["flows pending", "flows calls"])

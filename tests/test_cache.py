@@ -10,8 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyflowmesh.core.cache import MARKS_PER_ENTRY, MAX_VERSION, SharedCache
+from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.simulation import Simulation
 
 STALE = 1000.0
+SIM_STALE = 5000.0  # sim_config's stale_time (5 heartbeats of 1 s), as the regressions below ran
 
 
 def fill(cache: SharedCache, count: int, now: float, prefix: str = "other") -> None:
@@ -124,10 +127,8 @@ def test_in_the_simulator_no_tab_stores_an_older_result_of_a_key_after_a_newer_o
     server produced later and later."""
     from dataclasses import replace
 
-    from pyflowmesh.core.config import MeshConfig
     from pyflowmesh.core.effects import CacheUpdated, Send
     from pyflowmesh.core.wire import Result, encode
-    from pyflowmesh.simulation import Simulation
 
     class Recording(Simulation):
         def _apply(self, tab: Any, effects: list[Any]) -> None:
@@ -208,3 +209,31 @@ def test_a_tab_that_starts_afresh_under_its_old_id_still_makes_newer_versions() 
     entry = follower.get("k", 8232.0)
     assert entry is not None and entry.value == "new"
     assert SharedCache(STALE, max_entries=8).next_version("k") == 1  # without a wall clock: a counter
+
+
+# --- A restarted version count was dropped everywhere ---------------------------------------
+# Seeds 683 and 913 (peer-to-peer): a tab that opened after a key's entry had gone stale
+# everywhere (so no Sync carried it) counted that key's versions from 1 again; every other
+# tab still remembered the higher version and dropped the new result as "not newer", so it
+# called again within the freshness window (and, leader-follower, a new leader's results
+# never reached its followers' caches or their on_cache_update subscribers).
+
+
+def test_cache_takes_a_restarted_version_produced_after_the_known_one_went_stale() -> None:
+    cache = SharedCache(SIM_STALE, max_entries=8)
+    assert cache.offer("k", '"old"', 2, "a", 0.0, now=1000.0)
+    assert cache.offer("k", '"new"', 1, "b", 0.0, now=1000.0 + SIM_STALE + 1)
+    entry = cache.get("k", 1000.0 + SIM_STALE + 2)
+    assert entry is not None and entry.value == "new"
+
+
+def test_cache_still_orders_results_of_one_freshness_window_by_version() -> None:
+    cache = SharedCache(SIM_STALE, max_entries=8)
+    assert cache.offer("k", '"v2"', 2, "a", 0.0, now=1000.0)
+    assert not cache.offer("k", '"v1"', 1, "b", 0.0, now=3000.0)  # produced while v2 was fresh
+    assert not cache.offer("k", '"v2 again"', 2, "a", 100.0, now=4000.0)  # a duplicate
+    entry = cache.get("k", 4000.0)
+    assert entry is not None and entry.value == "v2"
+    cache.invalidate("k")
+    assert not cache.offer("k", '"v2"', 2, "a", 10.0, now=4500.0)  # a late copy cannot come back
+    assert cache.get("k", 4500.0) is None

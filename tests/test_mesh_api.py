@@ -502,3 +502,22 @@ def test_an_internal_error_is_logged_and_fails_only_its_execute(
         asyncio.run(main())
     reports = [r for r in caplog.records if "internal error" in r.getMessage()]
     assert len(reports) == 1 and reports[0].exc_info is not None
+
+
+@pytest.mark.parametrize("strategy", ["leader-follower", "peer-to-peer"])
+def test_flow_mesh_stays_usable_after_a_listener_and_a_flow_raise_anything(strategy: str) -> None:
+    async def main() -> None:
+        hub = MemoryHub()
+        (tab,) = open_tabs(hub, 1, strategy=strategy)
+        tab.on_cache_update("x", lambda data: 1 / 0)
+
+        def system_exit() -> None:
+            raise KeyError("weird")
+
+        flow = use_flow(system_exit, tab, key="x")
+        with pytest.raises(KeyError):
+            await flow.execute()
+        tab.share_result("x", 1)
+        assert tab.get_cached("x") == 1 and tab.stats.internal_errors == 0
+
+    asyncio.run(main())

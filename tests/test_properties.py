@@ -235,11 +235,17 @@ def live_node(state: str) -> MeshNode:
         node = MeshNode("peer-1", _config("peer-to-peer"))
         node.register_flow("user")
         node.start(0.0)
-        _send(node, Result(src="other", key="user[9]", value={"n": 9}, version=1, origin="other", age=10.0, shared=True), 1.0)
+        _send(
+            node,
+            Result(src="other", key="user[9]", value={"n": 9}, version=1, origin="other", age=10.0, shared=True),
+            1.0,
+        )
         node.submit("user", (1,), 5.0)  # claiming
         node.tick(100.0)  # calling
         node.submit("user", (2,), 110.0)  # claiming
-        _send(node, Coordinator(src="zz", term=3, interval=1000.0, hidden=False), 120.0)  # a leader message: peers ignore it
+        _send(
+            node, Coordinator(src="zz", term=3, interval=1000.0, hidden=False), 120.0
+        )  # a leader message: peers ignore it
         return node
     node = MeshNode("node-m", _config())
     node.register_flow("user")
@@ -249,7 +255,9 @@ def live_node(state: str) -> MeshNode:
         node.tick(120.0)  # wins
         assert node.is_leader
         node.share_result("user[9]", {"n": 9}, 130.0)
-        _send(node, Request(src="node-a", dst="node-m", req=1, key=cache_key("user", (1,)), flow="user", args=[1]), 140.0)  # calling for a
+        _send(
+            node, Request(src="node-a", dst="node-m", req=1, key=cache_key("user", (1,)), flow="user", args=[1]), 140.0
+        )  # calling for a
         node.submit("user", (2,), 150.0)  # calling for itself
         call = [e for e in node.take_effects() if type(e).__name__ == "StartCall"][-1]
         node.call_failed(call.call_id, ConnectionError("down"), 160.0)  # a back-off for user[2]
@@ -257,9 +265,15 @@ def live_node(state: str) -> MeshNode:
     else:
         _send(node, Coordinator(src="node-z", term=4, interval=1000.0, hidden=False), 10.0)
         assert node.role is Role.FOLLOWER
-        _send(node, Result(src="node-z", key="user[9]", value={"n": 9}, version=1, origin="node-z", age=0.0, shared=True), 20.0)
+        _send(
+            node,
+            Result(src="node-z", key="user[9]", value={"n": 9}, version=1, origin="node-z", age=0.0, shared=True),
+            20.0,
+        )
         node.submit("user", (1,), 30.0)  # requested
-        _send(node, Accept(src="node-z", dst="node-m", req=node.executes.table.by_key["user[1]"].req, key="user[1]"), 40.0)  # accepted
+        _send(
+            node, Accept(src="node-z", dst="node-m", req=node.executes.table.by_key["user[1]"].req, key="user[1]"), 40.0
+        )  # accepted
         node.submit("user", (2,), 50.0)  # requested
     return node
 
@@ -267,12 +281,19 @@ def live_node(state: str) -> MeshNode:
 def observe(node: MeshNode, now: float) -> Any:
     """Everything about the node that a message could change (read without changing it)."""
     return (
-        node.role, node.leader, node.term, node.left, node.next_deadline(),
+        node.role,
+        node.leader,
+        node.term,
+        node.left,
+        node.next_deadline(),
         [(e.key, e.value, e.version, e.origin, e.age) for e in node.cache.snapshot(now)],
         node.backoffs(now),
-        {key: (p.phase, p.target, p.req, p.call_id, tuple(p.waiters), frozenset(p.requesters), p.deadline)
-         for key, p in node.executes.table.by_key.items()},
-        node.stats.received, node.stats.sent,
+        {
+            key: (p.phase, p.target, p.req, p.call_id, tuple(p.waiters), frozenset(p.requesters), p.deadline)
+            for key, p in node.executes.table.by_key.items()
+        },
+        node.stats.received,
+        node.stats.sent,
     )
 
 
@@ -303,8 +324,10 @@ def _feed_invalid(state: str, batch: list[Any]) -> None:
 @pytest.mark.parametrize("kind", sorted(MESSAGE_TYPES))
 def test_a_corrupted_message_never_raises_never_changes_a_node_and_counts_one_drop(kind: str) -> None:
     @SETTINGS
-    @given(state=st.sampled_from(["leader", "follower", "peer"]),
-           batch=st.lists(corrupted_messages(kind), min_size=1, max_size=4))
+    @given(
+        state=st.sampled_from(["leader", "follower", "peer"]),
+        batch=st.lists(corrupted_messages(kind), min_size=1, max_size=4),
+    )
     def feed(state: str, batch: list[Any]) -> None:
         _feed_invalid(state, batch)
 
@@ -334,9 +357,11 @@ aimed_messages = st.one_of([message_strategy(cls, **_near) for cls in MESSAGE_TY
 
 
 @SETTINGS
-@given(state=st.sampled_from(["leader", "follower", "peer"]),
-       batch=st.lists(messages | aimed_messages | aimed_messages, min_size=1, max_size=8),
-       gaps=st.lists(st.floats(0, 5000), min_size=8, max_size=8))
+@given(
+    state=st.sampled_from(["leader", "follower", "peer"]),
+    batch=st.lists(messages | aimed_messages | aimed_messages, min_size=1, max_size=8),
+    gaps=st.lists(st.floats(0, 5000), min_size=8, max_size=8),
+)
 def test_a_live_node_takes_any_valid_message_from_other_tabs_without_raising(
     state: str, batch: list[Message], gaps: list[float]
 ) -> None:

@@ -57,16 +57,31 @@ async def test_every_message_type_round_trips_through_the_real_channel(selenium_
     from pyflowmesh.core import wire as p
 
     messages = [
-        p.Hello(src="a"), p.Election(src="a", term=3), p.Answer(src="b", term=3), p.Coordinator(src="b", term=4, interval=5000.0, hidden=False),
-        p.Heartbeat(src="b", term=4, interval=5000.0, hidden=True), p.Bye(src="b", term=4),
-        p.Request(src="a", dst="b", req=7, key='f[1,"x"]', flow="f", args=[1, "x"]), p.Accept(src="b", dst="a", req=7, key="k"),
+        p.Hello(src="a"),
+        p.Election(src="a", term=3),
+        p.Answer(src="b", term=3),
+        p.Coordinator(src="b", term=4, interval=5000.0, hidden=False),
+        p.Heartbeat(src="b", term=4, interval=5000.0, hidden=True),
+        p.Bye(src="b", term=4),
+        p.Request(src="a", dst="b", req=7, key='f[1,"x"]', flow="f", args=[1, "x"]),
+        p.Accept(src="b", dst="a", req=7, key="k"),
         p.Decline(src="b", dst="a", req=7, key="k", reason="unknown-flow"),
-        p.Result(src="b", key="k", value={"deep": [1, 2.5, None, True, "ü"]}, 2version=, "origin=b", 1age=2.5, Tshared=rue),
+        p.Result(
+            src="b", key="k", value={"deep": [1, 2.5, None, True, "ü"]}, version=2, origin="b", age=12.5, shared=True
+        ),
         p.Result(src="b", key="k", value=[1], version=2, origin="b", age=0.0, shared=False, to=["a", "c"]),
-        p.Failure(src="b", key="k", error_type="ConnectionError", message="503", retry_in=1000.0, attempt=1, shared=True),
-        p.Claim(src="a", key="k", running=True), p.Invalidate(src="a", key=None), p.Invalidate(src="a", key="k"),
-        p.Sync(src="b", dst="a", entries=[p.SyncEntry(key="k", value={"v": 1}, version=1, origin="b", age=3.0)],
-               failures=[p.SyncFailure(key="k2", error_type="E", message="m", retry_in=10.0, attempt=2, origin="b")]),
+        p.Failure(
+            src="b", key="k", error_type="ConnectionError", message="503", retry_in=1000.0, attempt=1, shared=True
+        ),
+        p.Claim(src="a", key="k", running=True),
+        p.Invalidate(src="a", key=None),
+        p.Invalidate(src="a", key="k"),
+        p.Sync(
+            src="b",
+            dst="a",
+            entries=[p.SyncEntry(key="k", value={"v": 1}, version=1, origin="b", age=3.0)],
+            failures=[p.SyncFailure(key="k2", error_type="E", message="m", retry_in=10.0, attempt=2, origin="b")],
+        ),
     ]
     assert {type(m) for m in messages} == set(p.MESSAGE_TYPES.values())
     sender, receiver = js.BroadcastChannel.new("t-wire"), js.BroadcastChannel.new("t-wire")

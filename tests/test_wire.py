@@ -1,4 +1,4 @@
-"""The wire format (protocol.py): every number bounded where it is decoded, drops counted by a fixed set of reasons."""
+"""wire: every number bounded where it is decoded, drops counted by a fixed set of reasons, nesting measured before parsing."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pyflowmesh import use_flow
 from pyflowmesh.core import wire as p
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.node import MeshNode
+from pyflowmesh.core.values import check_json
+from pyflowmesh.core.wire import ProtocolError, decode
 from pyflowmesh.transports.memory import MemoryHub
 
 
@@ -168,3 +170,123 @@ def test_a_forged_result_version_at_the_wire_maximum_leaves_the_leaders_next_res
     assert results, "the leader shares its result"
     for raw in results:
         p.decode(raw)  # what every other tab does with it: must not be dropped
+
+
+# --- A lone surrogate made a tab's reply unsendable ------------------------------------------
+# Found while writing the property tests: JSON text may carry "\ud800", which json.loads turns
+# into a str that UTF-8 cannot encode. decode accepted it; a leader answering that Hello (with
+# a Sync to its src) or that Request (with a Decline) raised UnicodeEncodeError from
+# MeshNode.send, out of receive(). Locally, execute() with such an argument raised it from
+# deep inside send, after registering the execute, which was then left pending forever.
+
+
+def _leader_with_an_entry() -> MeshNode:
+    node = MeshNode("me", MeshConfig.from_options(channel="x", heartbeat=1000))
+    node.register_flow("f")
+    node.start(0.0)
+    node.tick(100.0)
+    node.tick(200.0)
+    assert node.is_leader
+    node.share_result("k", 1, 300.0)
+    node.take_effects()
+    return node
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        r'{"proto":"pyflowmesh","v":1,"type":"hello","src":"\ud800x"}',
+        r'{"proto":"pyflowmesh","v":1,"type":"request","src":"\udfff","dst":"me","req":1,"key":"g","flow":"g","args":[]}',
+        r'{"proto":"pyflowmesh","v":1,"type":"request","src":"a","dst":"me","req":1,"key":"\ud800","flow":"f","args":[]}',
+        r'{"proto":"pyflowmesh","v":1,"type":"result","src":"a","key":"k","value":{"\ud800":1},"version":9,'
+        r'"origin":"a","age":0,"shared":true}',
+    ],
+)
+def test_a_message_with_a_lone_surrogate_is_dropped_not_raised(raw: str) -> None:
+    with pytest.raises(ProtocolError):
+        decode(raw)
+    node = _leader_with_an_entry()
+    node.receive(raw, 400.0)  # raised UnicodeEncodeError
+    assert node.stats.dropped == 1
+    assert node.take_effects() == []
+
+
+def _reason(raw: str) -> str:
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode(raw)
+    return caught.value.reason
+
+
+def _deepest_value() -> list:
+    """The most deeply nested list that check_json accepts."""
+    value: list = []
+    while True:
+        deeper = [value]
+        try:
+            check_json(deeper)
+        except TypeError:
+            return value
+        value = deeper
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000,
+        "[" * 10_000 + "]" * 10_000,
+        '{"a":' * 50_000 + "1" + "}" * 50_000,
+        '{"proto":"pyflowmesh","v":1,"type":"hello","src":"x","deep":' + "[" * 5000 + "]" * 5000 + "}",
+    ],
+    ids=["unclosed-lists", "lists", "objects", "inside-a-message"],
+)
+def test_deep_nesting_is_dropped_as_too_deep_without_parsing(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("json.loads must not see deeply nested input (fatal under Pyodide)")
+
+    monkeypatch.setattr(json.JSONDecoder, "decode", refuse)  # json.loads and any decoder instance
+    assert _reason(raw) == "too-deep"
+
+
+def test_the_deepest_shareable_value_still_crosses_in_every_message_that_carries_values() -> None:
+    value = _deepest_value()
+    messages = [
+        p.Result(src="b", key="k", value=value, version=1, origin="b", age=0.0, shared=True),
+        p.Sync(
+            src="b", dst="a", entries=[p.SyncEntry(key="k", value=value, version=1, origin="b", age=0.0)], failures=[]
+        ),
+        p.Request(src="a", dst="b", req=1, key="k", flow="f", args=value),  # the arguments are checked as one list
+    ]
+    for message in messages:
+        assert p.decode(p.encode(message)) == message
+
+
+def test_brackets_inside_strings_and_many_shallow_brackets_are_fine() -> None:
+    in_strings = p.Result(
+        src="b",
+        key="k",
+        value={"text": "[{" * 20_000, "quote": 'a "[" \\ ['},
+        version=1,
+        origin="b",
+        age=0.0,
+        shared=True,
+    )
+    assert p.decode(p.encode(in_strings)) == in_strings
+    wide = p.Result(src="b", key="k", value=[[] for _ in range(20_000)], version=1, origin="b", age=0.0, shared=True)
+    assert p.decode(p.encode(wide)) == wide
+
+
+def test_a_member_counts_a_deep_message_as_dropped() -> None:
+    import asyncio
+
+    from pyflowmesh import FlowMesh
+
+    async def run() -> None:
+        hub = MemoryHub()
+        mesh = FlowMesh("deep", transport=hub.transport(), heartbeat=100)
+        mesh._on_message("[" * 100_000)
+        mesh._on_message(json.dumps({"proto": "pyflowmesh"}) + "x")
+        assert mesh.stats.drop_reasons["too-deep"] == 1
+        assert mesh.stats.dropped == 2
+        mesh.dispose()
+
+    asyncio.run(run())
