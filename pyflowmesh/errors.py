@@ -11,12 +11,25 @@ __all__ = [
     "FlowInterruptedError",
     "ScopeChangedError",
     "SharedCallTimeoutError",
+    "ProtocolError",
     "shared_error",
 ]
 
 
 class MeshError(Exception):
     """Base class of pyflowmesh's own errors."""
+
+
+class ProtocolError(MeshError, ValueError):
+    """Data that is not a valid message of this protocol version; ``reason`` says why.
+
+    Raised by :func:`pyflowmesh.core.wire.decode` only: a mesh member counts such data in
+    ``stats.drop_reasons`` and drops it, never raising it to a page.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class MeshDisposedError(MeshError, RuntimeError):

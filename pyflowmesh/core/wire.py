@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 from typing import Any, ClassVar, cast
 
+from ..errors import ProtocolError
 from .values import MAX_DEPTH, check_json, is_text
 
 __all__ = [
@@ -64,14 +65,6 @@ __all__ = [
 PROTOCOL = "pyflowmesh"
 VERSION = 1
 _MAX_ID = 128
-
-
-class ProtocolError(ValueError):
-    """A message that is not a valid message of this protocol version; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
