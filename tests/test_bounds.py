@@ -31,8 +31,8 @@ KEYS = 10_000
 CHURN = 1_000  # tab joins, and as many leaves
 MAX_ENTRIES = 16
 FLOWS_BOUND = 4 * MAX_ENTRIES
-"""What these tests take as the bound of flows.py's per-key records (``_claims``, ``_backoffs``,
-``_attempts``) and of its in-flight work (``pending``, ``_calls``) while the page itself runs
+"""What these tests take as the bound of the per-key records (claims, back-offs, failure
+counts) and of in-flight work (keys worked on, calls running) while the page itself runs
 few executes at once: 4 x ``max_entries``, as the cache's marks."""
 
 STRUCTURES: dict[str, tuple[Callable[[Any], int], int]] = {

@@ -1,4 +1,4 @@
-"""What Pyodide 314 hands JavaScript, and deep JSON in Pyodide: facts web/lab/lab.py and protocol.py rely on.
+"""What Pyodide 314 hands JavaScript, and deep JSON in Pyodide: facts web/lab/lab.py and core/wire.py rely on.
 
 ``web/lab/lab.py`` (the page the browser fault suite drives) returns only plain JS values
 and builds its own ``Promise`` because of what the first test pins down; should a
