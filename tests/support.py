@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
 from pyflowmesh import FlowMesh
+from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.effects import Send
+from pyflowmesh.core.node import MeshNode
+from pyflowmesh.core.wire import PROTOCOL, VERSION
 from pyflowmesh.transports.memory import MemoryHub
 
 HEARTBEAT = 100  # ms: fast protocol pace for tests; every bound below derives from it
@@ -68,3 +73,75 @@ def async_test(function: Callable[..., Any]) -> Callable[..., None]:
         asyncio.run(asyncio.wait_for(function(*args, **kwargs), 30))
 
     return run
+
+
+def post(hub: MemoryHub, **body: Any) -> None:
+    """Put a hand-made message of our protocol on the channel, as any script of the origin could."""
+    hub.post(json.dumps({"proto": PROTOCOL, "v": VERSION, **body}))
+
+
+async def ends(awaitable: Any, what: str, limit: float = 10.0) -> Any:
+    """Await ``awaitable``; ``limit`` (s) only stops a hang from hanging the suite."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: a CallTimeoutError is a TimeoutError
+    if not done:
+        task.cancel()
+        raise AssertionError(f"{what} never ended")
+    return task.result()
+
+
+# --- single nodes driven by hand ---------------------------------------------------------------
+
+
+class WallClock:
+    """A wall clock (``Date.now()`` in ms) that a test sets: ``clock.wall = ...``."""
+
+    def __init__(self) -> None:
+        self.wall = 1_700_000_000_000.0
+
+    def __call__(self) -> float:
+        return self.wall
+
+
+def clocked_node(node_id: str, clock: WallClock, **options: Any) -> MeshNode:
+    """A node of channel ``c`` (heartbeat 1000 ms unless given) with flow ``f`` and the wall clock ``clock``."""
+    config = MeshConfig.from_options({"channel": "c", "heartbeat": 1000, **options})
+    node = MeshNode(node_id, config, wall_clock=clock)
+    node.register_flow("f")
+    return node
+
+
+def leading_node(**options: Any) -> MeshNode:
+    """A lone node that stood and won (heartbeat 1000 ms)."""
+    node = clocked_node("m", WallClock(), **options)
+    node.start(0.0)
+    node.tick(1000.0)
+    node.tick(2000.0)
+    assert node.is_leader
+    node.take_effects()
+    return node
+
+
+def leader_with_an_entry() -> MeshNode:
+    """A lone leader of channel ``x`` with flow ``f`` that holds an entry for key ``k``."""
+    node = MeshNode("me", MeshConfig.from_options(channel="x", heartbeat=1000))
+    node.register_flow("f")
+    node.start(0.0)
+    node.tick(100.0)
+    node.tick(200.0)
+    assert node.is_leader
+    node.share_result("k", 1, 300.0)
+    node.take_effects()
+    return node
+
+
+def route_sends(source: MeshNode, targets: list[MeshNode], now: float) -> list[Any]:
+    """Deliver the Send effects of ``source`` to ``targets`` at ``now``; return its other effects."""
+    others = []
+    for effect in source.take_effects():
+        if isinstance(effect, Send):
+            for target in targets:
+                target.receive(effect.data, now)
+        else:
+            others.append(effect)
+    return others

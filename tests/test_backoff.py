@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 import pytest
-from support import Server, async_test, open_tabs, settle
+from support import Server, async_test, ends, open_tabs, post, settle
 
 from pyflowmesh import SharedFlowError, use_flow
 from pyflowmesh.core.backoff import (
@@ -19,7 +17,6 @@ from pyflowmesh.core.backoff import (
     SharedBackoff,
 )
 from pyflowmesh.core.config import MeshConfig
-from pyflowmesh.core.wire import PROTOCOL, VERSION
 from pyflowmesh.errors import SharedCallTimeoutError
 from pyflowmesh.transports.memory import MemoryHub
 
@@ -92,21 +89,6 @@ def test_ended_back_offs_are_forgotten_once_the_table_is_half_full() -> None:
     assert len(shared) == 5
     shared.expire(100.0)
     assert len(shared) == 0
-
-
-def post(hub: MemoryHub, **body: Any) -> None:
-    """Put a hand-made message of our protocol on the channel, as any script of the origin could."""
-    hub.post(json.dumps({"proto": PROTOCOL, "v": VERSION, **body}))
-
-
-async def ends(awaitable: Any, what: str, limit: float = 10.0) -> Any:
-    """Await ``awaitable``; ``limit`` (s) only stops a hang from hanging the suite."""
-    task = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: a CallTimeoutError is a TimeoutError
-    if not done:
-        task.cancel()
-        raise AssertionError(f"{what} never ended")
-    return task.result()
 
 
 # --- 1. a long outage, and a forged attempt count -------------------------------------------

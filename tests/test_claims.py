@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
-from support import Server, async_test, open_tabs
+from support import Server, WallClock, async_test, clocked_node, ends, open_tabs, route_sends
 
 from pyflowmesh import use_flow
 from pyflowmesh.core.claims import ClaimBook, ClaimRecord
@@ -86,51 +85,6 @@ def test_the_producer_of_a_fresh_entry_answers_a_claim_with_it() -> None:
     assert isinstance(answer, Result) and answer.key == "f" and answer.value == {"v": 1} and answer.origin == "m"
 
 
-async def ends(awaitable: Any, what: str, limit: float = 10.0) -> Any:
-    """Await ``awaitable``; ``limit`` (s) only stops a hang from hanging the suite."""
-    task = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: a CallTimeoutError is a TimeoutError
-    if not done:
-        task.cancel()
-        raise AssertionError(f"{what} never ended")
-    return task.result()
-
-
-# --- the wall clock: transit counts --------------------------------------------------------------
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.wall = 1_700_000_000_000.0
-
-    def __call__(self) -> float:
-        return self.wall
-
-
-def _node(node_id: str, clock: _Clock, **options: Any) -> Any:
-    from pyflowmesh.core.config import MeshConfig
-    from pyflowmesh.core.node import MeshNode
-
-    config = MeshConfig.from_options({"channel": "c", "heartbeat": 1000, **options})
-    node = MeshNode(node_id, config, wall_clock=clock)
-    node.register_flow("f")
-    return node
-
-
-def _route_sends(source: Any, targets: list[Any], now: float) -> list[Any]:
-    """Deliver the Send effects of ``source`` to ``targets`` at ``now``; return its other effects."""
-    from pyflowmesh.core.effects import Send
-
-    others = []
-    for effect in source.take_effects():
-        if isinstance(effect, Send):
-            for target in targets:
-                target.receive(effect.data, now)
-        else:
-            others.append(effect)
-    return others
-
-
 # --- 6, 7. peer-to-peer claims -------------------------------------------------------------
 
 
@@ -172,21 +126,21 @@ def test_peer_to_peer_a_tab_that_missed_a_claim_and_claims_within_its_window_doe
     # claims the same key 5 ms later, inside z's claim window. z hears a's lower claim while
     # CLAIMING and answers nothing; z then calls without a word (Claim(running=True) only comes
     # a heartbeat later); a's window ends with no competing claim heard: both call.
-    clock = _Clock()
-    z = _node("z", clock, strategy="peer-to-peer")
+    clock = WallClock()
+    z = clocked_node("z", clock, strategy="peer-to-peer")
     z.start(0.0)
     z.take_effects()
     z.submit("f", (), 100.0)
     z.take_effects()  # z's Claim: nobody else is on the channel yet
-    a = _node("a", clock, strategy="peer-to-peer")
+    a = clocked_node("a", clock, strategy="peer-to-peer")
     a.start(101.0)
-    _route_sends(a, [z], 101.0)
+    route_sends(a, [z], 101.0)
     a.submit("f", (), 105.0)
-    _route_sends(a, [z], 106.0)
+    route_sends(a, [z], 106.0)
     for now in range(106, 400, 2):  # the calls never end: every claim stays live
         for node, other in ((z, a), (a, z)):
             node.tick(float(now))
-            _route_sends(node, [other], float(now))
+            route_sends(node, [other], float(now))
     assert z.stats.calls + a.stats.calls == 1, f"z called {z.stats.calls}, a called {a.stats.calls}"
 
 
@@ -215,7 +169,7 @@ def test_hostile_claims_and_failures_with_long_keys_do_not_make_a_tab_hold_a_tho
 
 
     limit = 64 * 1024
-    node = _node("m", _Clock(), strategy="peer-to-peer", max_message_bytes=limit)
+    node = clocked_node("m", WallClock(), strategy="peer-to-peer", max_message_bytes=limit)
     node.start(0.0)
     tracemalloc.start()
     try:

@@ -9,66 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 from typing import Any
 
 import pytest
-from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, until
+from support import (
+    HEARTBEAT,
+    Server,
+    WallClock,
+    async_test,
+    clocked_node,
+    ends,
+    leader_with_an_entry,
+    leaders,
+    leading_node,
+    open_tabs,
+    post,
+    settle,
+    until,
+)
 
 from pyflowmesh import SharedFlowError, use_flow
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.node import MeshNode
-from pyflowmesh.core.wire import PROTOCOL, VERSION
 from pyflowmesh.errors import CallTimeoutError, MessageTooLarge
 from pyflowmesh.transports.memory import MemoryHub
-
-
-def post(hub: MemoryHub, **body: Any) -> None:
-    """Put a hand-made message of our protocol on the channel, as any script of the origin could."""
-    hub.post(json.dumps({"proto": PROTOCOL, "v": VERSION, **body}))
-
-
-async def ends(awaitable: Any, what: str, limit: float = 10.0) -> Any:
-    """Await ``awaitable``; ``limit`` (s) only stops a hang from hanging the suite."""
-    task = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: a CallTimeoutError is a TimeoutError
-    if not done:
-        task.cancel()
-        raise AssertionError(f"{what} never ended")
-    return task.result()
-
-
-# --- the wall clock: transit counts --------------------------------------------------------------
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.wall = 1_700_000_000_000.0
-
-    def __call__(self) -> float:
-        return self.wall
-
-
-def _node(node_id: str, clock: _Clock, **options: Any) -> Any:
-    from pyflowmesh.core.config import MeshConfig
-    from pyflowmesh.core.node import MeshNode
-
-    config = MeshConfig.from_options({"channel": "c", "heartbeat": 1000, **options})
-    node = MeshNode(node_id, config, wall_clock=clock)
-    node.register_flow("f")
-    return node
-
-
-def _leading_node(**options: Any) -> Any:
-    """A lone node that stood and won (heartbeat 1000 ms)."""
-    node = _node("m", _Clock(), **options)
-    node.start(0.0)
-    node.tick(1000.0)
-    node.tick(2000.0)
-    assert node.is_leader
-    node.take_effects()
-    return node
-
 
 # --- 3. a flow function raising CancelledError --------------------------------------------------
 
@@ -337,7 +301,7 @@ def test_invalidate_with_a_bad_key_is_a_type_error_of_the_call_not_an_internal_e
     # raise inside the node's guard (counted in internal_errors, the other tabs never told); an
     # int goes out and every other tab drops it (bad-field:key); a key longer than
     # max_message_bytes is dropped as too_large. Each time the caller believes every tab dropped it.
-    node = _node("m", _Clock())
+    node = clocked_node("m", WallClock())
     node.start(0.0)
     with pytest.raises(TypeError):
         node.invalidate(key, 10.0)
@@ -355,9 +319,9 @@ def test_a_flow_key_that_utf8_cannot_carry_is_refused_or_its_execute_ends(role: 
 
     flow = "\ud800x"
     if role == "leader":
-        node = _leading_node()
+        node = leading_node()
     else:
-        node = _node("a", _Clock())
+        node = clocked_node("a", WallClock())
         node.start(0.0)
         node.receive(encode(Coordinator(src="z", term=1, interval=1000.0, hidden=False)), 10.0)
         assert node.leader == "z"
@@ -415,7 +379,7 @@ def test_an_execute_during_a_call_that_began_after_the_invalidation_does_not_cal
     # to `later`, and when the call ends _renew starts a second call for it.
     from pyflowmesh.core.effects import Resolve, StartCall
 
-    node = _node("m", _Clock(), strategy="peer-to-peer")
+    node = clocked_node("m", WallClock(), strategy="peer-to-peer")
     node.start(0.0)
     first = node.submit("f", (), 100.0)
     node.invalidate("f", 102.0)
@@ -471,18 +435,6 @@ async def test_a_follower_waiting_on_a_call_past_call_timeout_gets_a_call_timeou
 # deep inside send, after registering the execute, which was then left pending forever.
 
 
-def _leader_with_an_entry() -> MeshNode:
-    node = MeshNode("me", MeshConfig.from_options(channel="x", heartbeat=1000))
-    node.register_flow("f")
-    node.start(0.0)
-    node.tick(100.0)
-    node.tick(200.0)
-    assert node.is_leader
-    node.share_result("k", 1, 300.0)
-    node.take_effects()
-    return node
-
-
 def test_execute_with_a_lone_surrogate_is_a_type_error_and_leaves_nothing_pending() -> None:
     node = MeshNode("p", MeshConfig.from_options(channel="x", strategy="peer-to-peer"))
     node.register_flow("f")
@@ -502,7 +454,7 @@ def test_execute_with_a_lone_surrogate_is_a_type_error_and_leaves_nothing_pendin
 
 
 def test_a_failure_with_a_lone_surrogate_in_its_message_still_rejects_every_waiter() -> None:
-    node = _leader_with_an_entry()
+    node = leader_with_an_entry()
     waiter = node.submit("f", (), 400.0)
     call = next(e for e in node.take_effects() if type(e).__name__ == "StartCall")
     name = b"report-\xff.csv".decode("utf-8", "surrogateescape")

@@ -3,48 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+
+from support import WallClock, clocked_node, leading_node
 
 from pyflowmesh.core.wire import PROTOCOL, VERSION
-
-# --- the wall clock: transit counts --------------------------------------------------------------
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.wall = 1_700_000_000_000.0
-
-    def __call__(self) -> float:
-        return self.wall
-
-
-def _node(node_id: str, clock: _Clock, **options: Any) -> Any:
-    from pyflowmesh.core.config import MeshConfig
-    from pyflowmesh.core.node import MeshNode
-
-    config = MeshConfig.from_options({"channel": "c", "heartbeat": 1000, **options})
-    node = MeshNode(node_id, config, wall_clock=clock)
-    node.register_flow("f")
-    return node
-
-
-def _leading_node(**options: Any) -> Any:
-    """A lone node that stood and won (heartbeat 1000 ms)."""
-    node = _node("m", _Clock(), **options)
-    node.start(0.0)
-    node.tick(1000.0)
-    node.tick(2000.0)
-    assert node.is_leader
-    node.take_effects()
-    return node
 
 
 def test_a_leader_declines_a_request_its_sender_stopped_waiting_for() -> None:
     from pyflowmesh.core.effects import Send, StartCall
     from pyflowmesh.core.wire import Decline, Request, encode
 
-    clock = _Clock()
-    leader = _node("z", clock)
+    clock = WallClock()
+    leader = clocked_node("z", clock)
     leader.start(0.0)
     leader.tick(1000.0)  # no answer to its Hello: it stands
     leader.tick(2000.0)  # and wins
@@ -68,7 +38,7 @@ def test_request_and_invalidate_pairs_cannot_make_a_leader_run_unboundedly_many_
     from pyflowmesh.core.effects import StartCall
     from pyflowmesh.core.requests import MAX_SERVED
 
-    node = _leading_node()
+    node = leading_node()
     started = 0
     for req in range(MAX_SERVED + 200):
         node.receive(json.dumps({"proto": PROTOCOL, "v": VERSION, "type": "request", "src": "x", "dst": "m",

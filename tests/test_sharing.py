@@ -7,59 +7,23 @@ import json
 from typing import Any
 
 import pytest
-from support import HEARTBEAT, Server, async_test, open_tabs, settle, until
+from support import (
+    HEARTBEAT,
+    Server,
+    WallClock,
+    async_test,
+    clocked_node,
+    ends,
+    leading_node,
+    open_tabs,
+    post,
+    settle,
+    until,
+)
 
 from pyflowmesh import SharedFlowError, use_flow
-from pyflowmesh.core.config import MeshConfig
-from pyflowmesh.core.node import MeshNode
-from pyflowmesh.core.wire import PROTOCOL, VERSION
 from pyflowmesh.simulation import Simulation, sim_config
 from pyflowmesh.transports.memory import MemoryHub
-
-
-def post(hub: MemoryHub, **body: Any) -> None:
-    """Put a hand-made message of our protocol on the channel, as any script of the origin could."""
-    hub.post(json.dumps({"proto": PROTOCOL, "v": VERSION, **body}))
-
-
-async def ends(awaitable: Any, what: str, limit: float = 10.0) -> Any:
-    """Await ``awaitable``; ``limit`` (s) only stops a hang from hanging the suite."""
-    task = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({task}, timeout=limit)  # not wait_for: a CallTimeoutError is a TimeoutError
-    if not done:
-        task.cancel()
-        raise AssertionError(f"{what} never ended")
-    return task.result()
-
-
-# --- the wall clock: transit counts --------------------------------------------------------------
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.wall = 1_700_000_000_000.0
-
-    def __call__(self) -> float:
-        return self.wall
-
-
-def _node(node_id: str, clock: _Clock, **options: Any) -> Any:
-
-    config = MeshConfig.from_options({"channel": "c", "heartbeat": 1000, **options})
-    node = MeshNode(node_id, config, wall_clock=clock)
-    node.register_flow("f")
-    return node
-
-
-def _leading_node(**options: Any) -> Any:
-    """A lone node that stood and won (heartbeat 1000 ms)."""
-    node = _node("m", _Clock(), **options)
-    node.start(0.0)
-    node.tick(1000.0)
-    node.tick(2000.0)
-    assert node.is_leader
-    node.take_effects()
-    return node
 
 
 @async_test
@@ -108,8 +72,8 @@ async def test_a_flood_of_hellos_does_not_make_the_leader_flood_the_channel() ->
 def test_a_result_that_waited_in_a_frozen_tabs_queue_is_as_old_as_it_really_is() -> None:
     from pyflowmesh.core.wire import Result, encode
 
-    clock = _Clock()
-    node = _node("b", clock, stale_time=5000)
+    clock = WallClock()
+    node = clocked_node("b", clock, stale_time=5000)
     node.start(0.0)
     sent = clock.wall
     message = encode(Result(src="a", key="f", value=1, version=1, origin="a", age=1000.0, shared=True, sent=sent))
@@ -169,7 +133,7 @@ def test_a_hello_to_a_leader_holding_an_unsendable_entry_and_a_back_off_raises_n
     from pyflowmesh.core.effects import StartCall
     from pyflowmesh.core.wire import Hello, encode
 
-    node = _leading_node(max_message_bytes=1024)
+    node = leading_node(max_message_bytes=1024)
     node.submit("f", (), 2010.0)
     node.submit("f", (1,), 2010.0)
     big, failing = [e for e in node.take_effects() if isinstance(e, StartCall)]
@@ -189,9 +153,9 @@ def test_a_flood_of_small_requests_or_claims_does_not_make_a_tab_flood_the_chann
     from pyflowmesh.core.wire import PROTOCOL, VERSION
 
     if strategy == "leader-follower":
-        node = _leading_node(max_message_bytes=64 * 1024)
+        node = leading_node(max_message_bytes=64 * 1024)
     else:
-        node = _node("m", _Clock(), strategy="peer-to-peer", max_message_bytes=64 * 1024)
+        node = clocked_node("m", WallClock(), strategy="peer-to-peer", max_message_bytes=64 * 1024)
         node.start(0.0)
     node.submit("f", (), 2010.0)
     node.tick(2020.0)  # peer-to-peer: at the end of the claim window (10 ms), the claim's owner calls

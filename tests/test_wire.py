@@ -1,4 +1,5 @@
-"""wire: every number bounded where it is decoded, drops counted by a fixed set of reasons, nesting measured before parsing."""
+"""wire: every number bounded where it is decoded, drops counted by a fixed set of reasons,
+nesting measured before parsing."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from support import async_test, open_tabs, settle, until
+from support import async_test, leader_with_an_entry, open_tabs, settle, until
 
 from pyflowmesh import use_flow
 from pyflowmesh.core import wire as p
@@ -180,18 +181,6 @@ def test_a_forged_result_version_at_the_wire_maximum_leaves_the_leaders_next_res
 # deep inside send, after registering the execute, which was then left pending forever.
 
 
-def _leader_with_an_entry() -> MeshNode:
-    node = MeshNode("me", MeshConfig.from_options(channel="x", heartbeat=1000))
-    node.register_flow("f")
-    node.start(0.0)
-    node.tick(100.0)
-    node.tick(200.0)
-    assert node.is_leader
-    node.share_result("k", 1, 300.0)
-    node.take_effects()
-    return node
-
-
 @pytest.mark.parametrize(
     "raw",
     [
@@ -205,16 +194,10 @@ def _leader_with_an_entry() -> MeshNode:
 def test_a_message_with_a_lone_surrogate_is_dropped_not_raised(raw: str) -> None:
     with pytest.raises(ProtocolError):
         decode(raw)
-    node = _leader_with_an_entry()
+    node = leader_with_an_entry()
     node.receive(raw, 400.0)  # raised UnicodeEncodeError
     assert node.stats.dropped == 1
     assert node.take_effects() == []
-
-
-def _reason(raw: str) -> str:
-    with pytest.raises(p.ProtocolError) as caught:
-        p.decode(raw)
-    return caught.value.reason
 
 
 def _deepest_value() -> list:
@@ -244,7 +227,7 @@ def test_deep_nesting_is_dropped_as_too_deep_without_parsing(raw: str, monkeypat
         raise AssertionError("json.loads must not see deeply nested input (fatal under Pyodide)")
 
     monkeypatch.setattr(json.JSONDecoder, "decode", refuse)  # json.loads and any decoder instance
-    assert _reason(raw) == "too-deep"
+    assert reason(raw) == "too-deep"
 
 
 def test_the_deepest_shareable_value_still_crosses_in_every_message_that_carries_values() -> None:
