@@ -32,8 +32,17 @@ __all__ = [
     "PeerWatch",
     "Transport",
     "TransportEvents",
+    "has_attribute",
     "lock_name",
 ]
+
+
+def has_attribute(obj: Any, name: str) -> bool:
+    """Whether ``obj.name`` exists and is not ``None``/``undefined`` (a JS getter that throws: no)."""
+    try:
+        return getattr(obj, name, None) is not None
+    except Exception:
+        return False
 
 
 def lock_name(channel: str, node_id: str, scope: str = "") -> str:

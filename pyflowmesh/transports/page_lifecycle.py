@@ -16,21 +16,14 @@ from typing import Any
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import create_proxy  # type: ignore[import-not-found]
 
-from .base import LifecycleEvents, PageLifecycle
+from .base import LifecycleEvents, PageLifecycle, has_attribute
 
 __all__ = ["DocumentLifecycle", "available"]
 
 
-def _has(obj: Any, name: str) -> bool:
-    try:
-        return getattr(obj, name, None) is not None
-    except Exception:
-        return False
-
-
 def available() -> bool:
     """True in a page (``window`` and ``document`` exist), False in a worker."""
-    return _has(js, "window") and _has(js, "document")
+    return has_attribute(js, "window") and has_attribute(js, "document")
 
 
 class DocumentLifecycle(PageLifecycle):

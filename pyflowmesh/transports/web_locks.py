@@ -22,21 +22,14 @@ from typing import Any
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import create_proxy, to_js  # type: ignore[import-not-found]
 
-from .base import PeerWatch, lock_name
+from .base import PeerWatch, has_attribute, lock_name
 
 __all__ = ["WebLocks", "available"]
 
 
-def _has(obj: Any, name: str) -> bool:
-    try:
-        return getattr(obj, name, None) is not None
-    except Exception:
-        return False
-
-
 def available() -> bool:
     """True when this page or worker has Web Locks (``navigator.locks``)."""
-    return _has(js, "navigator") and _has(js.navigator, "locks")
+    return has_attribute(js, "navigator") and has_attribute(js.navigator, "locks")
 
 
 class WebLocks(PeerWatch):
