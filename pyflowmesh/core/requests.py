@@ -90,7 +90,7 @@ class LeaderRequests:
         if port.transit(message.sent) > self._config.effective_request_timeout:
             self._decline(message, "late")  # its sender stopped waiting for us: it calls itself
             return
-        entry = self._cache.get(message.key, now)
+        entry = produced  # (fresh: nothing since the lookup above changed the cache)
         if entry is not None:
             if not self._sharing.may_serve(now):
                 self._decline(message, "busy")  # flooded with asks: the asker calls itself
