@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.config import MeshConfig
+from .core.members import Member, MeshChange
 from .core.stats import MeshStats
 from .core.wire import VERSION as PROTOCOL_VERSION
 from .errors import (
@@ -63,6 +64,8 @@ __all__ = [
     "FlowStatus",
     "MeshConfig",
     "MeshStats",
+    "Member",
+    "MeshChange",
     "MeshError",
     "MeshDisposedError",
     "ScopeChangedError",

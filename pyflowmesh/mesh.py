@@ -28,14 +28,16 @@ from .core.effects import (
     Effect,
     FailureShared,
     LeaderChanged,
+    MembersChanged,
     Reject,
     Renamed,
     Resolve,
     Send,
     Source,
     StartCall,
-    WatchPeer,
+    WatchPeers,
 )
+from .core.members import Member, MeshChange
 from .core.node import MeshNode
 from .core.stats import MeshStats
 from .core.values import check_flow_key, check_json
@@ -128,10 +130,12 @@ class FlowMesh:
         self.config = MeshConfig.from_options(options)
         self.node_id = node_id or new_node_id()
         self._loop = _event_loop()
-        self._node = MeshNode(self.node_id, self.config, wall_clock=_wall_clock)
         self._errors_logged: dict[int, int] = {}  # internal errors logged, for the current node
         self._transport_given = transport is not None
         self._transport = transport if transport is not None else default_transport(use_locks=self.config.use_locks)
+        self._node = self._new_node(self.node_id, self.config)
+        self._members: tuple[Member, ...] = ()  # as the last MembersChanged said
+        self._change_listeners: list[Callable[[MeshChange], None]] = []
         self._flows: dict[str, FlowFunction] = {}
         self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
         # Per key, its listeners; a key's entry goes with its last listener, so both hold
@@ -173,6 +177,26 @@ class FlowMesh:
     def leader_id(self) -> str | None:
         """The leader's node ID as this tab knows it, or ``None``."""
         return self._node.leader
+
+    @property
+    def peers(self) -> int:
+        """How many other live tabs are in the mesh (AsyncFlowState's ``FlowMesh.peers``)."""
+        return self._node.peers
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        """Every live member with its ID and role, this tab included (``is_self``), highest ID first.
+
+        Joins show within one message, polite leaves at once; a crashed tab leaves when
+        the browser releases its Web Lock (milliseconds), or without Web Locks after
+        the silence a leader is allowed (2.5 heartbeats; longer for a hidden tab).
+        """
+        return self._node.member_list()
+
+    @property
+    def successor(self) -> str | None:
+        """The member that takes over at once when the leader goes (``None``: an election decides)."""
+        return self._node.successor
 
     @property
     def role(self) -> str:
@@ -261,6 +285,50 @@ class FlowMesh:
     def on_leader_change(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         """Call ``callback(leader_id)`` whenever this tab's view of the leader changes."""
         return _subscribe(self._leader_listeners, callback)
+
+    def on_change(self, callback: Callable[[MeshChange], None]) -> Callable[[], None]:
+        """Call ``callback(change)`` whenever members join or leave, or leadership moves.
+
+        ``change`` is a :class:`~pyflowmesh.core.members.MeshChange`: the members now,
+        who joined and left, the leader, and ``leadership`` (``"gained"``/``"lost"``) when
+        this tab's own leadership changed: the "lost leadership" event a tab that did
+        leader-only work (a socket, a poll) needs.
+
+        Returns:
+            A function that unsubscribes.
+        """
+        return _subscribe(self._change_listeners, callback)
+
+    def share_error(self, key: str, error: BaseException) -> None:
+        """Fail every tab's waiting executes of ``key`` with ``error``, and start its shared back-off.
+
+        AsyncFlowState's ``shareError``: each tab's ``on_error`` listeners of ``key`` get
+        it (this tab's get ``error`` itself, the others a :class:`SharedFlowError`), and
+        executes of ``key`` in any tab wait out the back-off instead of calling.
+
+        Raises:
+            TypeError: ``error`` is not an exception.
+        """
+        self._check_open()
+        self._node.share_error(key, error, self._now())
+        self._flush()
+
+    # The seed's (TypeScript) method names, for pages ported from AsyncFlowState.
+    def shareResult(self, key: str, data: Any) -> None:  # noqa: N802
+        """:meth:`share_result` under its TypeScript name."""
+        self.share_result(key, data)
+
+    def shareError(self, key: str, error: BaseException) -> None:  # noqa: N802
+        """:meth:`share_error` under its TypeScript name."""
+        self.share_error(key, error)
+
+    def getCached(self, key: str) -> Any:  # noqa: N802
+        """:meth:`get_cached` under its TypeScript name."""
+        return self.get_cached(key)
+
+    def onCacheUpdate(self, key: str, callback: Callable[[Any], None]) -> Callable[[], None]:  # noqa: N802
+        """:meth:`on_cache_update` under its TypeScript name."""
+        return self.on_cache_update(key, callback)
 
     def on_scope_change(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         """Call ``callback(scope)`` inside :meth:`set_scope`, once every flow of the old scope is reset.
@@ -379,7 +447,7 @@ class FlowMesh:
             return
         self.config = config
         # The same ID: the digest in every envelope and lock keeps the two scopes apart.
-        self._node = MeshNode(old.node_id, config, wall_clock=_wall_clock)
+        self._node = self._new_node(old.node_id, config)
         for key in self._flows:
             self._node.register_flow(key)
         self._transport.set_scope(self._node.scope_digest)
@@ -442,6 +510,10 @@ class FlowMesh:
 
     def _now(self) -> float:
         return self._loop.time() * 1000.0
+
+    def _new_node(self, node_id: str, config: MeshConfig) -> MeshNode:
+        # With a peer watch (Web Locks), the members learn of this tab's end from its lock.
+        return MeshNode(node_id, config, wall_clock=_wall_clock, locks=self._transport.peers is not None)
 
     def _check_open(self) -> None:
         if self._disposed:
@@ -512,9 +584,13 @@ class FlowMesh:
             self._tell(self._error_listeners.get(effect.key, ()), lambda: effect.error, node)
         elif isinstance(effect, LeaderChanged):
             self._tell(self._leader_listeners, lambda: effect.leader, node)
-        elif isinstance(effect, WatchPeer):
+        elif isinstance(effect, WatchPeers):
             if not self._disposed:
-                self._transport.watch(effect.node_id)
+                self._transport.watch(effect.node_ids)
+        elif isinstance(effect, MembersChanged):
+            change = MeshChange.between(self._members, effect.members)
+            self._members = effect.members
+            self._tell(self._change_listeners, lambda: change, node)
         elif isinstance(effect, Renamed):
             log.warning("pyflowmesh: another tab used this tab's ID on %r; now %s", self.channel, effect.node_id)
             self.node_id = effect.node_id

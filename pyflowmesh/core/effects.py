@@ -3,7 +3,7 @@
 The core never performs I/O: every method of :class:`~pyflowmesh.core.node.MeshNode`
 queues effects, and the runtime (asyncio in a tab, or the simulator) carries them
 out and reports back: a ``StartCall`` comes back as ``call_succeeded`` or
-``call_failed``, a ``WatchPeer`` as ``peer_gone`` when that tab disappears.
+``call_failed``, a watched peer (``WatchPeers``) as ``peer_gone`` when that tab disappears.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .members import Member
 from .values import load_json
 from .wire import Message
 
 __all__ = [
     "Effect", "Send", "StartCall", "CancelCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared",
-    "WatchPeer", "Renamed", "Source", "EFFECT_TYPES",
+    "WatchPeers", "MembersChanged", "Renamed", "Source", "EFFECT_TYPES",
 ]
 
 Source = Literal["call", "mesh", "cache"]
@@ -109,10 +110,21 @@ class FailureShared:
 
 
 @dataclass(frozen=True, slots=True)
-class WatchPeer:
-    """Report ``peer_gone(node_id)`` if that tab disappears (``None``: stop watching)."""
+class WatchPeers:
+    """Watch exactly these tabs from now on: report ``peer_gone(node_id)`` when one disappears.
 
-    node_id: str | None
+    The whole set each time (empty: watch nothing); a tab that holds no lock, or is
+    gone already, is reported gone at once.
+    """
+
+    node_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MembersChanged:
+    """The live members as this tab sees them changed: IDs joined or left, or their roles."""
+
+    members: tuple[Member, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +135,11 @@ class Renamed:
 
 
 Effect = (
-    Send | StartCall | CancelCall | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared | WatchPeer
-    | Renamed
+    Send | StartCall | CancelCall | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared | WatchPeers
+    | MembersChanged | Renamed
 )
 EFFECT_TYPES: tuple[type, ...] = (
-    Send, StartCall, CancelCall, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeer, Renamed,
+    Send, StartCall, CancelCall, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeers,
+    MembersChanged, Renamed,
 )
 """Every effect type: a driver checks it handles each (an effect nobody carries out is a silent bug)."""

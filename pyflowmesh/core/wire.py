@@ -42,6 +42,9 @@ __all__ = [
     "Coordinator",
     "Heartbeat",
     "Bye",
+    "Alive",
+    "MemberEntry",
+    "MAX_MEMBERS",
     "Request",
     "Accept",
     "Decline",
@@ -58,21 +61,38 @@ __all__ = [
     "MIN_INTERVAL",
     "MAX_INTERVAL",
     "encode",
+    "envelope_head",
     "decode",
     "scope_digest",
 ]
 
 PROTOCOL = "pyflowmesh"
-VERSION = 1
+# 2: members and a named successor (0.2). A page of another version is another mesh.
+VERSION = 2
+# The most members a leader lists in one heartbeat (the highest IDs: the successor is among them).
+MAX_MEMBERS = 256
 _MAX_ID = 128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hello:
-    """A tab joined: the leader (or, peer-to-peer, every tab) answers with what it knows."""
+    """A tab joined: the leader (or, peer-to-peer, every tab) answers with what it knows.
+
+    ``locks``: the sender holds a Web Lock the others can watch, so it never needs to
+    say it is alive (the browser tells when its tab goes).
+    """
 
     TYPE: ClassVar[str] = "hello"
     src: str
+    locks: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberEntry:
+    """One member in a leader's list: its ID, and whether it holds a Web Lock others can watch."""
+
+    id: str
+    locks: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,33 +115,58 @@ class Answer:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Coordinator:
-    """The sender is the leader of ``term``: newly elected, or reasserting itself."""
+    """The sender is the leader of ``term``: newly elected, or reasserting itself.
+
+    Like a :class:`Heartbeat`, it lists the members and names the ``successor``.
+    """
 
     TYPE: ClassVar[str] = "coordinator"
     src: str
     term: int
     interval: float
     hidden: bool
+    locks: bool = False
+    successor: str | None = None
+    members: list[MemberEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Heartbeat:
-    """The leader is alive; ``interval`` and ``hidden`` tell followers how long to wait for the next."""
+    """The leader is alive; ``interval`` and ``hidden`` tell followers how long to wait for the next.
+
+    ``members``: the other live members the leader knows (at most :data:`MAX_MEMBERS`),
+    ``successor``: the one that takes over when the leader goes (the highest ID, the
+    Bully outcome), ``locks``: the leader holds a Web Lock its followers can watch.
+    """
 
     TYPE: ClassVar[str] = "heartbeat"
     src: str
     term: int
     interval: float
     hidden: bool
+    locks: bool = False
+    successor: str | None = None
+    members: list[MemberEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bye:
-    """The sender leaves the mesh (dispose, page hidden for good): re-elect or re-claim at once."""
+    """The sender leaves the mesh (dispose, page frozen or cached): its ``successor`` takes over at once."""
 
     TYPE: ClassVar[str] = "bye"
     src: str
     term: int
+    successor: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alive:
+    """A member no Web Lock covers is still there (sent once a heartbeat when it sent nothing else)."""
+
+    TYPE: ClassVar[str] = "alive"
+    src: str
+    locks: bool
+    hidden: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,12 +295,12 @@ class Sync:
 
 
 Message = (
-    Hello | Election | Answer | Coordinator | Heartbeat | Bye | Request | Accept | Decline
+    Hello | Election | Answer | Coordinator | Heartbeat | Bye | Alive | Request | Accept | Decline
     | Result | Failure | Claim | Invalidate | Sync
 )
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
-    for cls in (Hello, Election, Answer, Coordinator, Heartbeat, Bye, Request, Accept, Decline,
+    for cls in (Hello, Election, Answer, Coordinator, Heartbeat, Bye, Alive, Request, Accept, Decline,
                 Result, Failure, Claim, Invalidate, Sync)
 }
 
@@ -280,6 +325,12 @@ def scope_digest(channel: str, scope: str | None) -> str:
     # The channel's length first: no other pair of channel and scope gives the same bytes.
     data = b"pyflowmesh-scope\0%d:" % len(name) + name + scope.encode("utf-8", "surrogatepass")
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def envelope_head(scope: str = "") -> str:
+    """How :func:`encode` starts every message of ``scope`` (a :func:`scope_digest`), up to the type's name."""
+    scoped = f'"scope":"{scope}",' if _check_scope_digest(scope) else ""
+    return f'{{"proto":"{PROTOCOL}","v":{VERSION},{scoped}"type":"'
 
 
 def _check_scope_digest(scope: str) -> str:
@@ -405,6 +456,23 @@ def _record(cls: type, checks: dict[str, Any], item: Any, name: str) -> Any:
 
 
 _ENTRY = {"key": _text, "value": _json, "version": _count, "origin": _node_id, "age": _millis}
+def _members(value: Any, name: str) -> list[MemberEntry]:
+    """A leader's list of members: at most MAX_MEMBERS records of exactly ``id`` and ``locks``.
+
+    Checked by hand rather than by :func:`_records`: every heartbeat carries one, to every tab.
+    """
+    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
+        raise ProtocolError(f"bad-field:{name}")
+    entries = []
+    for item in value:
+        if not isinstance(item, dict) or len(item) != 2 or "id" not in item or "locks" not in item:
+            raise ProtocolError(f"bad-field:{name}")
+        locks = item["locks"]
+        if locks is not True and locks is not False:
+            raise ProtocolError(f"bad-field:{name}.locks")
+        entries.append(MemberEntry(id=_node_id(item["id"], f"{name}.id"), locks=locks))
+    return entries
+
 _FAILURE = {"key": _text, "error_type": _text, "message": _text, "retry_in": _millis,
             "attempt": _count, "origin": _node_id}
 
@@ -434,12 +502,15 @@ _CHECKS: dict[str, Any] = {
     "entries": _records(SyncEntry, _ENTRY),
     "failures": _records(SyncFailure, _FAILURE),
     "sent": _optional(_number(0.0, MAX_WALL)),
+    "locks": _flag,
+    "successor": _optional(_node_id),
+    "members": _members,
 }
 _CHECKS_BY_TYPE: dict[str, dict[str, Any]] = {
     name: {f.name: _CHECKS[f.name] for f in fields(cls)} for name, cls in MESSAGE_TYPES.items()
 }
 _CHECKS_BY_TYPE["invalidate"]["key"] = _optional(_text)
-_OPTIONAL_FIELDS = ("to", "sent")
+_OPTIONAL_FIELDS = ("to", "sent", "successor")
 _ENVELOPE = frozenset({"proto", "v", "scope", "type"})
 
 

@@ -19,7 +19,7 @@ What it models:
   page); after every input a tick is armed at ``node.next_deadline()`` (a stale tick is
   ignored by a generation number; one that finds its deadline moved later re-arms).
   A hidden tab's timers fire on a throttling grid (up to once a minute, as Chrome's).
-* **Web Locks** (``locks``): a tab watching a peer (``WatchPeer``) gets ``peer_gone``
+* **Web Locks** (``locks``): a tab watching a peer (``WatchPeers``) gets ``peer_gone``
   ``lock_delay`` after that peer crashes, closes or leaves for the back/forward cache (at
   once if it is gone already). Locks are named by (scope digest, ID), as the browser
   transport names them; a frozen tab keeps its lock.
@@ -56,12 +56,13 @@ from ..core.effects import (
     CancelCall,
     FailureShared,
     LeaderChanged,
+    MembersChanged,
     Reject,
     Renamed,
     Resolve,
     Send,
     StartCall,
-    WatchPeer,
+    WatchPeers,
 )
 from ..core.election import Role
 from ..core.node import MeshNode
@@ -184,7 +185,7 @@ class VirtualNetwork:
             Send: self._on_send, StartCall: self._on_start_call, CancelCall: self._on_cancel_call,
             Resolve: self._settle, Reject: self._settle, LeaderChanged: self._on_leader_changed,
             CacheUpdated: self._on_cache_updated, FailureShared: self._on_failure_shared,
-            WatchPeer: self._on_watch_peer, Renamed: self._on_renamed,
+            WatchPeers: self._on_watch_peers, MembersChanged: self._on_members_changed, Renamed: self._on_renamed,
         })
 
     # --- scripting, by tab ID, at a virtual time ------------------------------------------
@@ -357,8 +358,9 @@ class VirtualNetwork:
                     continue
                 self._call_done(tab, a, b)
             elif kind == _PEER_GONE:
-                if not tab.alive or b is not tab.node:
-                    continue  # (a watch of the node before a scope switch: the transport stopped it)
+                if not tab.alive or b is not tab.node or a not in tab.watching:
+                    continue  # a watch stopped before it was granted (or one of the node before a scope switch)
+                tab.watching.discard(a)  # a lock request is granted once
                 if tab.frozen:
                     tab.backlog.append((_PEER_GONE, a, b))
                     continue
@@ -568,7 +570,7 @@ class VirtualNetwork:
         tab.switches += 1
         tab.scope_since = self.now
         tab.fresh = True  # it has known no leader of its new scope yet
-        tab.watching = None
+        tab.watching = set()
         self._leadership_dirty = True
         if tab.digest != old_digest:  # the transport re-takes its lock only for another scope
             self._release_lock(old_digest, tab.id)
@@ -788,17 +790,18 @@ class VirtualNetwork:
     def _on_failure_shared(self, tab: Tab, effect: FailureShared) -> None:
         """The runtime tells ``on_error`` listeners; a virtual tab has none."""
 
-    def _on_watch_peer(self, tab: Tab, effect: WatchPeer) -> None:
-        """Queue for the Web Lock of the peer, in the tab's scope (the lock's name has both)."""
-        node_id = effect.node_id
+    def _on_watch_peers(self, tab: Tab, effect: WatchPeers) -> None:
+        """Queue for the Web Locks of the peers, in the tab's scope (a lock's name has both)."""
         if not self.locks:
             return
-        tab.watching = node_id
-        if node_id is None:
-            return
-        if not self._lock_held(tab.digest, node_id):
-            # Nobody holds that lock (the tab is gone, or in another scope now): granted at once.
-            self._push(self.now + self._delay(), _PEER_GONE, tab, node_id, tab.node)
+        before, tab.watching = tab.watching, set(effect.node_ids)
+        for node_id in sorted(tab.watching - before):
+            if not self._lock_held(tab.digest, node_id):
+                # Nobody holds that lock (the tab is gone, or in another scope now): granted at once.
+                self._push(self.now + self._delay(), _PEER_GONE, tab, node_id, tab.node)
+
+    def _on_members_changed(self, tab: Tab, effect: MembersChanged) -> None:
+        """The runtime tells ``on_change`` listeners; a virtual tab has none."""
 
     def _on_renamed(self, tab: Tab, effect: Renamed) -> None:
         """The node took a new ID (another tab had its own); the runtime re-keys its lock."""
@@ -938,7 +941,7 @@ class VirtualNetwork:
             return
         low, high = self.lock_delay
         for other in self._live:
-            if other.watching == node_id and other.node.scope_digest == digest:
+            if node_id in other.watching and other.node.scope_digest == digest:
                 self._push(self.now + quantize(self.rng.uniform(low, high)), _PEER_GONE, other, node_id, other.node)
 
     def _reschedule(self, tab: Tab, force: bool = False) -> None:
@@ -1025,7 +1028,8 @@ class VirtualNetwork:
     def _make_node(self, node_id: str, config: MeshConfig, flows: tuple[str, ...]) -> MeshNode:
         """A tab's node with its flows registered (at its opening, and at each scope switch)."""
         # Every tab of one browser shares the wall clock: the network's virtual time.
-        node = MeshNode(node_id, config, new_id=lambda old: self._fresh_id(), wall_clock=lambda: self.now)
+        node = MeshNode(node_id, config, new_id=lambda old: self._fresh_id(), wall_clock=lambda: self.now,
+                        locks=self.locks)
         for flow in flows:
             node.register_flow(flow)
         return node
