@@ -282,6 +282,50 @@ class Oracle:
 
     # --- at the end of a phase, and of the run ---------------------------------------------------
 
+    def check_members(self, quiet_at: float) -> None:
+        """j. Who lists whom, some heartbeats after the end (see :class:`~.report.SimulationReport`)."""
+        sim = self.world
+        config, beat, delay = sim.config, sim.config.heartbeat, sim.delay[1]
+        now = sim.now
+        live = [t for t in sim.open_tabs if not t.frozen and not t.away]
+        by_id = {t.id: t for t in live}
+
+        def must_be_gone_by(node_id: str, digest: str) -> float:
+            """When a member that is no live tab of scope ``digest`` must be off every list."""
+            tab = sim.by_id.get(node_id)
+            if tab is not None and tab.id != node_id:
+                tab = None  # an ID a tab had before it renamed itself: gone, as if forged
+            if tab is not None and tab.alive:  # a live tab of another scope now: it said Bye on switching
+                return (tab.scope_since or quiet_at) + beat + 4 * delay
+            # Gone, renamed, or never a tab (forged): heard last by the end of the faults at the latest.
+            ended = max(tab.end_time or quiet_at, quiet_at) if tab is not None else quiet_at
+            hidden = tab is None or tab.died_hidden or tab.end_time is None
+            if sim.locks and tab is not None:
+                return ended + sim.lock_delay[1] + beat + 4 * delay
+            return ended + config.silence_limit(beat, hidden) + 2 * beat + 4 * delay
+
+        def check(viewer: Tab, listed: set[str], should: set[str]) -> None:
+            for missing in sorted(should - listed - {viewer.id}):
+                self.violate("members", f"tab {viewer.id} ({viewer.node.role}) does not list the live member {missing}")
+            for ghost in sorted(listed - should):
+                if now >= must_be_gone_by(ghost, viewer.digest):
+                    self.violate("members", f"tab {viewer.id} ({viewer.node.role}) still lists {ghost}, "
+                                            f"which is no live member of its scope")
+
+        for viewer in live:
+            scope_mates = {t.id for t in live if t.digest == viewer.digest}
+            node = viewer.node
+            if config.strategy == "peer-to-peer":
+                check(viewer, set(node.members.ids()), scope_mates)
+                continue
+            if not node.is_leader:
+                leader = by_id.get(node.leader or "")
+                if leader is not None and leader.node.is_leader and node.successor != leader.node.successor:
+                    self.violate("members", f"tab {viewer.id} names {node.successor} its successor, its leader "
+                                            f"{leader.id} {leader.node.successor}")
+                continue
+            check(viewer, set(node.members.ids()), scope_mates)
+
     def check_held(self, when: str) -> None:
         """No live tab holds in its cache a value the server produced for another scope (the effects
         checked what entered; this checks what stayed, including what a scope switch left behind)."""

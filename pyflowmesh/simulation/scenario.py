@@ -21,6 +21,7 @@ from typing import Any
 
 from ..core.election import Role
 from ..core.values import cache_key
+from ..core.wire import VERSION
 from .app import FLOWS, OPTIONAL_FLOW, PATHOLOGIES, PATHOLOGY_WEIGHTS, SCOPES, NotJSON, sim_config
 from .clock import quantize
 from .hostile import deep, hostile_message
@@ -34,8 +35,9 @@ from .world import Simulation
 __all__ = ["RandomScenario", "run", "run_plan"]
 
 NOISE = (
-    '{"proto":"pyflowmesh","v":2,"type":"heartbeat","src":"future","term":99,"interval":1000,"hidden":false}',
-    '{"proto":"pyflowmesh","v":1,"type":"coordinator","src":"x","term":"99"}',
+    f'{{"proto":"pyflowmesh","v":{VERSION + 1},"type":"heartbeat","src":"future","term":99,"interval":1000,'
+    '"hidden":false}',
+    f'{{"proto":"pyflowmesh","v":{VERSION},"type":"coordinator","src":"x","term":"99"}}',
     '{"hello": "world"}', "not json at all", '[1,2,3]',
 )
 """What a foreign script, or another version of the page, posts on the channel ("noise")."""
@@ -135,6 +137,9 @@ class RandomScenario:
         sim = self.sim
         sim.oracle.check_bounded("at the end")
         sim.oracle.check_held("at the end")
+        # j. members: a few heartbeats more with nothing failing, then who lists whom.
+        sim.run_until(end_at + 3 * self.beat + sim.lock_delay[1] + 4 * self.delay_max)
+        sim.oracle.check_members(self.quiet_at)
         if self.long_outage_seed is not None:
             sim.violations.extend(long_outage(self.long_outage_seed, self.config.strategy, sim.locks, sim))
         return sim.oracle.judge(bounds, self.quiet_at, end_at)
@@ -275,6 +280,22 @@ class RandomScenario:
             if tab:
                 self.sim.crash_now(tab)
         self.sim.at(when, act)
+
+    def hand_over(self, when: float, prefer_leader: bool) -> None:
+        """The leader closes or crashes; half the time its named successor crashes with it."""
+        sim, rng = self.sim, self.rng
+        polite, both = rng.random() < 0.5, rng.random() < 0.5
+
+        def act() -> None:
+            leaders = [t for t in sim.open_tabs if t.node.role is Role.LEADER and not t.frozen]
+            if not leaders or len(sim.open_tabs) <= 1:
+                return
+            leader = rng.choice(leaders)
+            successor = sim.by_id.get(leader.node.successor or "")
+            sim.close_now(leader) if polite else sim.crash_now(leader)
+            if both and successor is not None and successor.alive and len(sim.open_tabs) > 1:
+                sim.crash_now(successor)
+        sim.at(when, act)
 
     def close_a_tab(self, when: float, prefer_leader: bool) -> None:
         def act() -> None:
@@ -435,7 +456,7 @@ class RandomScenario:
         "join": open_a_tab, "outage": take_the_server_down, "noise": post_noise,
         "pathological": make_flows_misbehave, "hostile": post_hostile_messages, "cancel": let_callers_cancel,
         "bfcache": send_a_tab_to_the_bfcache, "twin-id": open_a_twin, "bad-args": execute_bad_arguments,
-        "long-outage": plan_a_long_outage, "scope-switch": switch_scopes,
+        "long-outage": plan_a_long_outage, "scope-switch": switch_scopes, "hand-over": hand_over,
     }
 
 
