@@ -5,9 +5,8 @@ API..."); the followers wait for its result ("Waiting cache..."). The server's
 call counter shows that five tabs cost one call, and its failure switch shows an
 outage reaching every tab at once.
 
-The "tabs this tab knows" list comes from a small presence channel of this demo
-(each tab says who it is every second), since the mesh itself only talks when
-it has something to say.
+The "tabs this tab knows" list is the mesh's own: ``mesh.members``, redrawn by
+``mesh.on_change`` whenever a tab joins or leaves or the crown moves.
 """
 
 import asyncio
@@ -98,7 +97,8 @@ def state() -> dict:
         "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.is_leader, "leader_id": mesh.leader_id,
         "term": mesh.term, "status": flow.status, "source": flow.source, "data": flow.data,
         "error": None if flow.error is None else f"{type(flow.error).__name__}: {flow.error}",
-        "stats": mesh.stats.as_dict(), "version": pyflowmesh.__version__,
+        "stats": mesh.stats.as_dict(), "version": pyflowmesh.__version__, "peers": mesh.peers,
+        "members": [[m.node_id, m.role] for m in mesh.members],
     }
 
 
@@ -133,48 +133,31 @@ async def poll_server() -> None:
     )
 
 
-# --- presence, for the "tabs this tab knows" list --------------------------------------------
-presence = js.BroadcastChannel.new(CHANNEL + "-presence")
-seen: dict[str, tuple[float, str]] = {}
+# --- the "tabs this tab knows" list: the mesh's members --------------------------------------
 
 
-def on_presence(event) -> None:
-    try:
-        info = json.loads(event.data)
-        seen[info["id"]] = (time.monotonic(), info["role"])
-    except Exception:
-        pass
-
-
-def render_tabs() -> None:
-    now = time.monotonic()
-    for node, (at, _) in list(seen.items()):
-        if now - at > 3.5:
-            del seen[node]
-    rows = [(mesh.node_id, mesh.role, True)] + [(n, r, False) for n, (_, r) in sorted(seen.items())]
+def render_tabs(change=None) -> None:
+    members = mesh.members
     el("tabs").innerHTML = "".join(
-        f'<li class="{"self" if me else ""}">{CROWN + " " if role == "leader" else ""}<code>{n}</code> '
-        f'{role}{" (this tab)" if me else ""}</li>'
-        for n, role, me in rows
+        f'<li class="{"self" if m.is_self else ""}">{CROWN + " " if m.role == "leader" else ""}'
+        f'<code>{m.node_id}</code> {m.role}{" (this tab)" if m.is_self else ""}</li>'
+        for m in members
     )
-    el("tab-count").textContent = str(len(rows))
+    el("tab-count").textContent = str(len(members))
 
 
 async def heartbeat_loop() -> None:
     while not mesh.disposed:
-        presence.postMessage(json.dumps({"id": mesh.node_id, "role": mesh.role}))
         render_tabs()
         render()
         await poll_server()
         await asyncio.sleep(1)
 
 
-proxies = [create_proxy(on_presence)]
-presence.addEventListener("message", proxies[0])
+proxies = []
 
 
 def on_pagehide(event) -> None:
-    presence.close()
     for proxy in proxies:
         proxy.destroy()
 
@@ -196,6 +179,8 @@ bind("fail", lambda: set_server_failing(True))
 bind("recover", lambda: set_server_failing(False))
 flow.subscribe(render)
 mesh.on_leader_change(render)
+mesh.on_change(render_tabs)
+render_tabs()
 render()
 el("app").dataset.ready = "true"
 window.pyflowmesh_ready = True

@@ -197,6 +197,7 @@ def state() -> dict[str, Any]:
         "term": mesh.term, "stats": mesh.stats.as_dict(), "disposed": mesh.disposed,
         "live_proxies": getattr(transport, "live_proxies", None), "transport_sent": getattr(transport, "sent", None),
         "hidden": js.document.visibilityState == "hidden", "mesh": True, "scope": mesh.scope,
+        "peers": mesh.peers, "successor": mesh.successor, "members": [[m.node_id, m.role] for m in mesh.members],
         "protocol_version": pyflowmesh.core.wire.VERSION,
         "config": {**{k: v for k, v in options.items()}, "flows": FLOW_KEYS, "delay_ms": DELAY_MS,
                    "stamps": mesh._node.wall() is not None,
