@@ -21,6 +21,11 @@ at each size:
   resolved, listeners, the timer re-armed); ``resume``, the future resolved -> the
   awaiting execute running again (asyncio's ``call_soon`` in Pyodide's WebLoop).
   From ``pfm.trace()`` (``lab.py``'s ``?trace=1``).
+
+Rounds alternate between the waiting execute waking in a microtask of the message that
+resolved it (``pyflowmesh.mesh.WAKE_IN_MICROTASK``, the default) and in a browser task of
+its own (asyncio's ``call_soon`` in Pyodide's WebLoop, as before): ``lag`` / ``parts`` and
+``lag_task_wake`` / ``parts_task_wake``, measured in the same tabs.
 """
 
 from __future__ import annotations
@@ -133,16 +138,24 @@ def bench_lag(h: Harness, *, sizes: tuple[int, ...], rounds: int, raw_posts: int
             time.sleep(0.3)
             raw = raw_one_way(pages, leader, f"bench-raw-{size}", raw_posts, 15)
             samples: dict[str, list[float]] = {"lag": [], **{part: [] for part in PARTS}}
-            for r in range(rounds):
+            before: dict[str, list[float]] = {"lag": [], **{part: [] for part in PARTS}}
+            for r in range(2 * rounds):  # alternating: the wake-up as it is, and as it was (a task of its own)
+                microtask = r % 2 == 0
+                for page in pages:
+                    page.evaluate("(on) => pfm.set_wake(on)", microtask)
                 one = _lag_round(pages, leader, f"lag-{size}-r{r}", origins)
                 for name in samples:
-                    samples[name] += one[name]
+                    (samples if microtask else before)[name] += one[name]
                 time.sleep(0.1)
+            for page in pages:
+                page.evaluate("pfm.set_wake(true)")
             # the floor once more after the rounds, so load drifting over the size shows in both
             raw += raw_one_way(pages, leader, f"bench-raw-{size}-b", raw_posts, 15)
             row: dict[str, Any] = {"tabs": size, "boot_s": boot_s, "raw": describe(raw),
                                    "lag": describe(samples["lag"]),
-                                   "parts": {part: describe(samples[part]) for part in PARTS}}
+                                   "parts": {part: describe(samples[part]) for part in PARTS},
+                                   "lag_task_wake": describe(before["lag"]),
+                                   "parts_task_wake": {part: describe(before[part]) for part in PARTS}}
             row["ratio_p50"] = (row["lag"]["p50"] / row["raw"]["p50"]
                                 if row["lag"]["p50"] is not None and row["raw"]["p50"] else None)
             row["ratio_p95"] = (row["lag"]["p95"] / row["raw"]["p95"]
@@ -152,7 +165,9 @@ def bench_lag(h: Harness, *, sizes: tuple[int, ...], rounds: int, raw_posts: int
                               if row["parts"][part]["p50"] is not None)
             h.log(f"follower lag {size:2d} tabs: raw channel p50/p95 {_f(row['raw']['p50'])}/{_f(row['raw']['p95'])} ms"
                   f"; follower lag p50/p95 {_f(row['lag']['p50'])}/{_f(row['lag']['p95'])} ms"
-                  f" (x{_f(row['ratio_p50'])} of the channel, p50); p50 parts: {parts}")
+                  f" (x{_f(row['ratio_p50'])} of the channel, p50); p50 parts: {parts}; woken in a task of its own "
+                  f"(before): p50/p95 {_f(row['lag_task_wake']['p50'])}/{_f(row['lag_task_wake']['p95'])} ms, resume "
+                  f"p50 {_f(row['parts_task_wake']['resume']['p50'])}")
     finally:
         context.close()
     return out

@@ -69,6 +69,9 @@ and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
   first entry is the start.
 * ``trace()``: with ``?trace=1``, the stamps of the messages that reached the mesh (see
   ``trace`` above); else ``[]``.
+* ``set_wake(microtask)``: sets ``pyflowmesh.mesh.WAKE_IN_MICROTASK`` for the executes that
+  start from now on (``false``: each waiting execute wakes in a task of its own, as asyncio's
+  ``call_soon`` does; the follower-lag benchmark compares both in the same tabs).
 * ``post(raw)``: puts ``raw`` (any structured-clone value) on the mesh's channel from
   this page through a separate ``BroadcastChannel``, as a foreign script would.
 
@@ -365,6 +368,10 @@ def js_trace() -> Any:
     return to_js_data(out)
 
 
+def js_set_wake(microtask: Any) -> None:
+    pyflowmesh.mesh.WAKE_IN_MICROTASK = bool(from_js(microtask))
+
+
 def js_post(raw: Any) -> None:
     # A second object, so the mesh's channel receives what it posts; opened per post, since
     # an open channel that a message reaches evicts the page from the back/forward cache.
@@ -386,7 +393,7 @@ api = js.Object.new()
 lab_proxies = []
 for name, function in (("execute", js_execute), ("state", js_state), ("dispose", js_dispose),
                        ("events", js_events), ("post", js_post), ("set_scope", js_set_scope), ("seen", js_seen),
-                       ("trace", js_trace)):
+                       ("trace", js_trace), ("set_wake", js_set_wake)):
     proxy = create_proxy(function)  # lives as long as the page: window.pfm is the lab's interface
     lab_proxies.append(proxy)
     setattr(api, name, proxy)
