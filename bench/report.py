@@ -242,12 +242,14 @@ def _lag(data: dict[str, Any] | None) -> list[str]:
         return [head, "", "Not measured in this run.", ""]
     rows, parts = [], []
     for row in data["sizes"]:
-        raw, lag = row["raw"], row["lag"]
+        raw, lag, was = row["raw"], row["lag"], row.get("lag_task_wake") or {}
+        was_ratio = was["p50"] / raw["p50"] if was.get("p50") is not None and raw["p50"] else None
         rows.append([row["tabs"], f"{_f(raw['p50'], 2)} / {_f(raw['p95'], 2)}",
                      f"{_f(lag['p50'], 2)} / {_f(lag['p95'], 2)}", f"{_x(row['ratio_p50'])} / {_x(row['ratio_p95'])}",
-                     lag["n"]])
-        parts.append([row["tabs"], *(_f((row["parts"].get(name) or {}).get("p50"), 2)
-                                     for name in ("channel", "to_python", "receive", "effects", "resume"))])
+                     f"{_f(was.get('p50'), 2)} / {_f(was.get('p95'), 2)}", _x(was_ratio), lag["n"]])
+        for label, source in (("now", row["parts"]), ("before", row.get("parts_task_wake") or {})):
+            parts.append([row["tabs"], label, *(_f((source.get(name) or {}).get("p50"), 2)
+                                                for name in ("channel", "to_python", "receive", "effects", "resume"))])
     return [
         head,
         "",
@@ -257,19 +259,23 @@ def _lag(data: dict[str, Any] | None) -> list[str]:
         f"one instant; the leader calls the API (which answers after {data['delay_ms']} ms) and posts the "
         "`Result`; lag = the follower's execute resuming with the value - the leader's page posting that "
         "`Result` (its `BroadcastChannel.prototype.postMessage`, stamped). All on the browser's common clock "
-        "(`timeOrigin + performance.now()`, 0.1 ms resolution). Ratio: lag / floor.",
+        "(`timeOrigin + performance.now()`, 0.1 ms resolution). Ratio: lag / floor. Rounds alternate, in "
+        "the same tabs, between the waiting execute waking in a microtask of the message that resolved it "
+        "(`pyflowmesh.mesh.WAKE_IN_MICROTASK`, now the default) and *before*: in a browser task of its own "
+        "(asyncio's `call_soon` in Pyodide's WebLoop, as pyflowmesh did until this change).",
         "",
         *_table(["tabs", "raw channel p50 / p95 (ms)", "follower lag p50 / p95 (ms)", "ratio p50 / p95",
-                 "lag samples"], rows),
+                 "before: lag p50 / p95 (ms)", "before: ratio p50", "lag samples"], rows),
         "",
         "Where a follower's lag goes (p50 of each part, ms; `lab.py`'s `?trace=1`): *channel*, the post to "
         "its arrival in the follower's page (a passive JS listener); *to Python*, that arrival to the "
         "member's handler running in Python; *receive*, the node taking the message in (decode, protocol); "
         "*effects*, carrying out what it queued (the waiter's future resolved, listeners, the timer); "
-        "*resume*, the future resolved to the awaiting execute running again (asyncio's `call_soon`: in "
-        "Pyodide's WebLoop a `MessageChannel` post, no `setTimeout` clamp).",
+        "*resume*, the future resolved to the awaiting execute running again (before: asyncio's `call_soon`, "
+        "in Pyodide's WebLoop a `MessageChannel` post, a browser task of its own, no `setTimeout` clamp; now "
+        "a microtask of the same task).",
         "",
-        *_table(["tabs", "channel", "to Python", "receive", "effects", "resume"], parts),
+        *_table(["tabs", "wake-up", "channel", "to Python", "receive", "effects", "resume"], parts),
         "",
     ]
 
