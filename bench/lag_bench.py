@@ -7,6 +7,9 @@ at each size:
   their own, each carrying ``performance.timeOrigin + performance.now()``; every other
   tab stamps each arrival in a JS listener on the same clock. One-way time = arrival -
   post (the common browser clock: see :mod:`bench.browser_bench`).
+* ``raw_behind_result``: the same tiny post, sent by the leader's page right behind each
+  ``Result`` it posts (on a channel of its own): the floor at that very moment, when every
+  tab wakes at once.
 * ``lag``: the follower lag of a shared result. Every tab executes one flow with a new
   argument at one instant (:func:`bench.browser_bench.execute_at_once`); the leader calls
   the API (the server answers after ``delay_ms``) and posts the ``Result``. Lag = the
@@ -45,6 +48,10 @@ POST_HOOK_JS = """(() => {
     const out = original.call(this, data);
     if (typeof data === "string" && data.includes('"type":"result"')) {
       try { window.__benchPosts.push({ at, key: JSON.parse(data).key }); } catch (error) {}
+      // the floor at this very moment: a tiny post right behind the Result, if the bench asked for it
+      if (window.__benchShadow) {
+        window.__benchShadow.postMessage({ seq: -1, sent: performance.timeOrigin + performance.now() });
+      }
     }
     return out;
   };
@@ -137,6 +144,12 @@ def bench_lag(h: Harness, *, sizes: tuple[int, ...], rounds: int, raw_posts: int
             execute_at_once(pages, "data", f"lag-{size}-warmup")  # first executes run cold code paths
             time.sleep(0.3)
             raw = raw_one_way(pages, leader, f"bench-raw-{size}", raw_posts, 15)
+            # the shadow floor: a tiny JS post right behind each Result, on a channel of its own
+            shadow_name = f"bench-shadow-{size}"
+            for page in pages:
+                if page is not leader:
+                    page.evaluate(RAW_LISTEN_JS, shadow_name)
+            leader.evaluate("(name) => { window.__benchShadow = new BroadcastChannel(name); }", shadow_name)
             samples: dict[str, list[float]] = {"lag": [], **{part: [] for part in PARTS}}
             before: dict[str, list[float]] = {"lag": [], **{part: [] for part in PARTS}}
             for r in range(2 * rounds):  # alternating: the wake-up as it is, and as it was (a task of its own)
@@ -149,9 +162,13 @@ def bench_lag(h: Harness, *, sizes: tuple[int, ...], rounds: int, raw_posts: int
                 time.sleep(0.1)
             for page in pages:
                 page.evaluate("pfm.set_wake(true)")
+            leader.evaluate("window.__benchShadow.close(); window.__benchShadow = null")
+            shadow = [a["at"] - a["sent"] for page in pages if page is not leader
+                      for a in page.evaluate("window.__rawChannel.close(), window.__rawArrivals")]
             # the floor once more after the rounds, so load drifting over the size shows in both
             raw += raw_one_way(pages, leader, f"bench-raw-{size}-b", raw_posts, 15)
             row: dict[str, Any] = {"tabs": size, "boot_s": boot_s, "raw": describe(raw),
+                                   "raw_behind_result": describe(shadow),
                                    "lag": describe(samples["lag"]),
                                    "parts": {part: describe(samples[part]) for part in PARTS},
                                    "lag_task_wake": describe(before["lag"]),
@@ -164,6 +181,8 @@ def bench_lag(h: Harness, *, sizes: tuple[int, ...], rounds: int, raw_posts: int
             parts = ", ".join(f"{part} {row['parts'][part]['p50']:.2f}" for part in PARTS
                               if row["parts"][part]["p50"] is not None)
             h.log(f"follower lag {size:2d} tabs: raw channel p50/p95 {_f(row['raw']['p50'])}/{_f(row['raw']['p95'])} ms"
+                  f" (right behind the Result: {_f(row['raw_behind_result']['p50'])}/"
+                  f"{_f(row['raw_behind_result']['p95'])} ms)"
                   f"; follower lag p50/p95 {_f(row['lag']['p50'])}/{_f(row['lag']['p95'])} ms"
                   f" (x{_f(row['ratio_p50'])} of the channel, p50); p50 parts: {parts}; woken in a task of its own "
                   f"(before): p50/p95 {_f(row['lag_task_wake']['p50'])}/{_f(row['lag_task_wake']['p95'])} ms, resume "

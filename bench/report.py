@@ -244,7 +244,9 @@ def _lag(data: dict[str, Any] | None) -> list[str]:
     for row in data["sizes"]:
         raw, lag, was = row["raw"], row["lag"], row.get("lag_task_wake") or {}
         was_ratio = was["p50"] / raw["p50"] if was.get("p50") is not None and raw["p50"] else None
+        shadow = row.get("raw_behind_result") or {}
         rows.append([row["tabs"], f"{_f(raw['p50'], 2)} / {_f(raw['p95'], 2)}",
+                     f"{_f(shadow.get('p50'), 2)} / {_f(shadow.get('p95'), 2)}",
                      f"{_f(lag['p50'], 2)} / {_f(lag['p95'], 2)}", f"{_x(row['ratio_p50'])} / {_x(row['ratio_p95'])}",
                      f"{_f(was.get('p50'), 2)} / {_f(was.get('p95'), 2)}", _x(was_ratio), lag["n"]])
         for label, source in (("now", row["parts"]), ("before", row.get("parts_task_wake") or {})):
@@ -259,12 +261,15 @@ def _lag(data: dict[str, Any] | None) -> list[str]:
         f"one instant; the leader calls the API (which answers after {data['delay_ms']} ms) and posts the "
         "`Result`; lag = the follower's execute resuming with the value - the leader's page posting that "
         "`Result` (its `BroadcastChannel.prototype.postMessage`, stamped). All on the browser's common clock "
-        "(`timeOrigin + performance.now()`, 0.1 ms resolution). Ratio: lag / floor. Rounds alternate, in "
+        "(`timeOrigin + performance.now()`, 0.1 ms resolution). Ratio: lag / floor (the raw channel between "
+        "rounds). *Right behind the Result*: the same tiny post, sent by the leader's page just after each "
+        "`Result`, on a channel of its own: the floor at the moment every tab wakes at once. Rounds alternate, in "
         "the same tabs, between the waiting execute waking in a microtask of the message that resolved it "
         "(`pyflowmesh.mesh.WAKE_IN_MICROTASK`, now the default) and *before*: in a browser task of its own "
         "(asyncio's `call_soon` in Pyodide's WebLoop, as pyflowmesh did until this change).",
         "",
-        *_table(["tabs", "raw channel p50 / p95 (ms)", "follower lag p50 / p95 (ms)", "ratio p50 / p95",
+        *_table(["tabs", "raw channel p50 / p95 (ms)", "raw, right behind the Result (ms)",
+                 "follower lag p50 / p95 (ms)", "ratio p50 / p95",
                  "before: lag p50 / p95 (ms)", "before: ratio p50", "lag samples"], rows),
         "",
         "Where a follower's lag goes (p50 of each part, ms; `lab.py`'s `?trace=1`): *channel*, the post to "
