@@ -8,8 +8,9 @@ at each size:
   tab stamps each arrival in a JS listener on the same clock. One-way time = arrival -
   post (the common browser clock: see :mod:`bench.browser_bench`).
 * ``raw_behind_result``: the same tiny post, sent by the leader's page right behind each
-  ``Result`` it posts (on a channel of its own): the floor at that very moment, when every
-  tab wakes at once.
+  ``Result`` it posts (on a channel of its own). Not a floor: its listener runs only once the
+  follower's main thread is free again, so it shows how long a ``Result`` keeps a follower
+  busy (the member's Python, the resumed execute, the lab's own rendering).
 * ``lag``: the follower lag of a shared result. Every tab executes one flow with a new
   argument at one instant (:func:`bench.browser_bench.execute_at_once`); the leader calls
   the API (the server answers after ``delay_ms``) and posts the ``Result``. Lag = the
@@ -144,7 +145,7 @@ def bench_lag(h: Harness, *, sizes: tuple[int, ...], rounds: int, raw_posts: int
             execute_at_once(pages, "data", f"lag-{size}-warmup")  # first executes run cold code paths
             time.sleep(0.3)
             raw = raw_one_way(pages, leader, f"bench-raw-{size}", raw_posts, 15)
-            # the shadow floor: a tiny JS post right behind each Result, on a channel of its own
+            # a tiny JS post right behind each Result, on a channel of its own (see raw_behind_result)
             shadow_name = f"bench-shadow-{size}"
             for page in pages:
                 if page is not leader:

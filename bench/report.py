@@ -263,7 +263,9 @@ def _lag(data: dict[str, Any] | None) -> list[str]:
         "`Result` (its `BroadcastChannel.prototype.postMessage`, stamped). All on the browser's common clock "
         "(`timeOrigin + performance.now()`, 0.1 ms resolution). Ratio: lag / floor (the raw channel between "
         "rounds). *Right behind the Result*: the same tiny post, sent by the leader's page just after each "
-        "`Result`, on a channel of its own: the floor at the moment every tab wakes at once. Rounds alternate, in "
+        "`Result`, on a channel of its own; not a floor: it reaches a follower's listener only once that "
+        "tab's main thread is free again, so it shows how long a `Result` keeps a follower busy (the "
+        "member's Python, the resumed execute, the lab's own rendering). Rounds alternate, in "
         "the same tabs, between the waiting execute waking in a microtask of the message that resolved it "
         "(`pyflowmesh.mesh.WAKE_IN_MICROTASK`, now the default) and *before*: in a browser task of its own "
         "(asyncio's `call_soon` in Pyodide's WebLoop, as pyflowmesh did until this change).",
