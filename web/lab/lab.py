@@ -87,7 +87,7 @@ thenable ``PyodideFuture`` PyProxy, again not a ``Promise``. JS ``null`` arrives
 Python as ``pyodide.ffi.jsnull`` (neither ``None`` nor a ``JsProxy``). So ``pfm``
 returns only JS values: ``execute`` builds a ``js.Promise`` whose executor is a
 ``create_once_callable`` (destroyed after its one call) and resolves it from an
-asyncio task with an object made by ``JSON.parse``; the seven functions of ``pfm``
+asyncio task with an object made by ``JSON.parse``; the nine functions of ``pfm``
 are the page's only long-lived PyProxies besides the mesh's own
 (``window.lab_proxies`` counts them).
 """
