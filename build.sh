@@ -28,6 +28,9 @@ PYTEST_PYODIDE_SPEC="pytest-pyodide==0.59.2"
 PLAYWRIGHT_SPEC="playwright>=1.65,<1.66"
 HYPOTHESIS_SPEC="hypothesis>=6.100,<7"
 MATPLOTLIB_SPEC="matplotlib>=3.8,<4"  # bench only: the plot
+# bench only: the anchor of the failover figures, bundled for web/lab/bc.html with esbuild.
+BROADCAST_CHANNEL_SPEC="broadcast-channel@7.4.0"
+ESBUILD_SPEC="esbuild@0.28.2"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 # ---------------------------------------------------------------------------
 
@@ -286,6 +289,32 @@ do_test() {
 
 # ---- bench -----------------------------------------------------------------------
 
+# bundle_broadcast_channel: npm's broadcast-channel, bundled by esbuild (both from npm, installed
+# under .cache/bench-npm/) into web/vendor/broadcast-channel/bc.js for web/lab/bc.html, unless
+# the stamp there names the same versions and the same entry (bench/js/bc_entry.mjs).
+bundle_broadcast_channel() {
+    local dest="$WEB/vendor/broadcast-channel" work="$CACHE/bench-npm" want
+    want="$BROADCAST_CHANNEL_SPEC $ESBUILD_SPEC $(sha256sum bench/js/bc_entry.mjs | cut -d' ' -f1)"
+    if [[ -s "$dest/bc.js" && -f "$dest/.stamp" && "$(cat "$dest/.stamp")" == "$want" ]]; then
+        log "$BROADCAST_CHANNEL_SPEC already bundled in ${dest#"$ROOT"/}"
+        return
+    fi
+    command -v npm >/dev/null || die "npm is required (the bench bundles broadcast-channel from the npm registry)"
+    mkdir -p "$work" "$dest"
+    [[ -f "$work/package.json" ]] || echo '{"name": "pyflowmesh-bench-npm", "private": true}' >"$work/package.json"
+    if [[ ! -x "$work/node_modules/.bin/esbuild" || ! -f "$work/node_modules/broadcast-channel/package.json" \
+          || "$(cat "$work/.installed" 2>/dev/null)" != "$BROADCAST_CHANNEL_SPEC $ESBUILD_SPEC" ]]; then
+        log "npm install $BROADCAST_CHANNEL_SPEC $ESBUILD_SPEC (into ${work#"$ROOT"/})"
+        (cd "$work" && npm install --silent --save-exact "$BROADCAST_CHANNEL_SPEC" "$ESBUILD_SPEC")
+        echo "$BROADCAST_CHANNEL_SPEC $ESBUILD_SPEC" >"$work/.installed"
+    fi
+    cp bench/js/bc_entry.mjs "$work/bc_entry.mjs"
+    (cd "$work" && node_modules/.bin/esbuild bc_entry.mjs --bundle --format=iife --platform=browser \
+        --target=es2020 --log-level=warning --outfile="$dest/bc.js")
+    echo "$want" >"$dest/.stamp"
+    log "bundled $BROADCAST_CHANNEL_SPEC into ${dest#"$ROOT"/}/bc.js ($(wc -c <"$dest/bc.js") bytes)"
+}
+
 do_bench() {
     local t0
     t0="$(now)"
@@ -293,6 +322,7 @@ do_bench() {
     ensure_venv
     venv_current bench matplotlib "$MATPLOTLIB_SPEC" || venv_install bench "$MATPLOTLIB_SPEC"
     do_build
+    bundle_broadcast_channel
     # --soak (anywhere in the options) makes bench.run run bench.soak instead.
     log "bench: python -m bench.run $*"
     "$VENV/bin/python" -m bench.run "$@"

@@ -10,6 +10,7 @@ of waiting executes, listeners.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
@@ -17,7 +18,7 @@ import secrets
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from .core.cache import CacheEntry
@@ -44,7 +45,7 @@ from .core.values import check_flow_key, check_json
 from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
 from .transports import Transport, default_transport
 
-__all__ = ["FlowMesh", "new_node_id"]
+__all__ = ["FlowMesh", "Waiter", "new_node_id"]
 
 log = logging.getLogger("pyflowmesh")
 
@@ -137,7 +138,7 @@ class FlowMesh:
         self._members: tuple[Member, ...] = ()  # as the last MembersChanged said
         self._change_listeners: list[Callable[[MeshChange], None]] = []
         self._flows: dict[str, FlowFunction] = {}
-        self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
+        self._waiters: dict[int, Waiter] = {}
         # Per key, its listeners; a key's entry goes with its last listener, so both hold
         # at most one entry per key someone listens to now (a Flow follows one key at a time).
         self._cache_listeners: dict[str, list[Callable[[Any], None]]] = {}
@@ -366,13 +367,13 @@ class FlowMesh:
         self._check_open()
         if key not in self._flows:
             raise LookupError(f"no flow {key!r} is registered on channel {self.channel!r}")
-        future: asyncio.Future[tuple[Any, Source]] = self._loop.create_future()
+        future = Waiter(self._loop, _wake_soon if WAKE_IN_MICROTASK else None)
         node = self._node
         waiter = node.submit(key, args, self._now())  # TypeError for non-JSON arguments
         self._waiters[waiter] = future
         self._flush()
         try:
-            result = await future
+            result: tuple[Any, Source] = await future
         except asyncio.CancelledError:
             # The caller gave up (task cancelled, wait_for timed out): the node forgets this
             # waiter; a shared call goes on for whoever else waits on it.
@@ -536,7 +537,7 @@ class FlowMesh:
                       exc_info=(type(error), error, error.__traceback__) if error is not None else None)
 
     def _carry_out(
-        self, effects: list[Effect], waiters: dict[int, asyncio.Future[tuple[Any, Source]]], node: MeshNode
+        self, effects: list[Effect], waiters: dict[int, Waiter], node: MeshNode
     ) -> None:
         """Carry out ``effects`` of ``node``, whose waiting executes are ``waiters``, one by one.
 
@@ -559,7 +560,7 @@ class FlowMesh:
                 break
             self._notify(callback, value())
 
-    def _apply(self, effect: object, waiters: dict[int, asyncio.Future[tuple[Any, Source]]], node: MeshNode) -> None:
+    def _apply(self, effect: object, waiters: dict[int, Waiter], node: MeshNode) -> None:
         if isinstance(effect, Send):
             self._transport.post(effect.data)
         elif isinstance(effect, StartCall):
@@ -714,6 +715,159 @@ def _subscribe_key(
             del registry[key]
 
     return off
+
+
+# --- what a waiting execute awaits ----------------------------------------------------------
+
+# In the browser, a waiting execute wakes up in a JS microtask of the task that resolved it (the
+# BroadcastChannel message that brought the result), instead of a task of its own. Pyodide's
+# WebLoop runs every call_soon as a separate browser task (a MessageChannel post: no setTimeout
+# clamp, but the tab's other tasks, and under CPU contention the OS, come first): measured in 10
+# tabs on two busy cores, that hop was the largest part of a follower's lag (bench/lag_bench.py).
+# False: the asyncio way (loop.call_soon), as in CPython; the lab's ?wake=task sets it, to compare.
+WAKE_IN_MICROTASK = True
+
+
+def _microtask_scheduler() -> Callable[[Callable[[], None]], None] | None:
+    """``queueMicrotask`` of the page or worker, under Pyodide; ``None`` elsewhere."""
+    if sys.platform != "emscripten":
+        return None
+    try:
+        import js  # type: ignore[import-not-found]
+        from pyodide.ffi import create_once_callable  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    queue = getattr(js, "queueMicrotask", None)
+    if queue is None:
+        return None
+
+    def schedule(callback: Callable[[], None]) -> None:
+        queue(create_once_callable(callback))
+
+    return schedule
+
+
+_microtask = _microtask_scheduler()
+
+
+def _wake_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], future: Waiter,
+               context: contextvars.Context | None) -> None:
+    """Run ``callback(future)`` in a microtask where there is one, else with ``loop.call_soon``."""
+    if _microtask is None:
+        loop.call_soon(callback, future, context=context)
+        return
+
+    def run() -> None:
+        if asyncio.current_task(loop) is not None:  # a task is mid-step (a suspended stack): wait our turn
+            loop.call_soon(callback, future, context=context)
+            return
+        if asyncio.events._get_running_loop() is not loop:
+            asyncio.events._set_running_loop(loop)
+        try:
+            if context is None:
+                callback(future)
+            else:
+                context.run(callback, future)
+        except Exception as error:
+            loop.call_exception_handler({"message": "pyflowmesh: waking an execute failed", "exception": error})
+
+    _microtask(run)
+
+
+class Waiter:
+    """What a waiting execute awaits: a future in the protocol ``asyncio.Task`` speaks to any
+    future (``_asyncio_future_blocking``, ``get_loop``, ``add_done_callback``, ``result``,
+    ``cancel``), whose awaiting task is woken by ``wake`` once it is resolved (see
+    :data:`WAKE_IN_MICROTASK`). With ``wake=None``, or when cancelled, it wakes the task
+    with ``loop.call_soon``, as an ``asyncio.Future`` does.
+    """
+
+    _asyncio_future_blocking = False
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wake: Callable[..., None] | None = None) -> None:
+        self._loop = loop
+        self._wake = wake
+        self._done = False
+        self._cancelled: str | None | bool = False
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._callbacks: list[tuple[Callable[[Waiter], None], contextvars.Context | None]] = []
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return self._cancelled is not False
+
+    def result(self) -> Any:
+        if self._cancelled is not False:
+            raise asyncio.CancelledError(*(() if self._cancelled is True else (self._cancelled,)))
+        if not self._done:
+            raise asyncio.InvalidStateError("the execute is still waiting")
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        if self._cancelled is not False or not self._done:
+            self.result()  # raises CancelledError or InvalidStateError
+        return self._exception
+
+    def add_done_callback(self, callback: Callable[[Waiter], None], *,
+                          context: contextvars.Context | None = None) -> None:
+        if self._done:
+            self._loop.call_soon(callback, self, context=context)
+        else:
+            self._callbacks.append((callback, context))
+
+    def remove_done_callback(self, callback: Callable[[Waiter], None]) -> int:
+        kept = [(c, x) for c, x in self._callbacks if c != callback]
+        removed, self._callbacks = len(self._callbacks) - len(kept), kept
+        return removed
+
+    def set_result(self, value: Any) -> None:
+        self._settle()
+        self._result = value
+        self._call_back(self._wake)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._settle()
+        self._exception = error
+        self._call_back(self._wake)
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        self._cancelled = True if msg is None else msg
+        self._call_back(None)
+        return True
+
+    def _settle(self) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the execute was already resolved")
+        self._done = True
+
+    def _call_back(self, wake: Callable[..., None] | None) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback, context in callbacks:
+            if wake is None:
+                self._loop.call_soon(callback, self, context=context)
+            else:
+                wake(self._loop, callback, self, context)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self._done:
+            self._asyncio_future_blocking = True
+            yield self
+        if not self._done:
+            raise RuntimeError("await wasn't used with future")
+        return self.result()
+
+    __iter__ = __await__
 
 
 class _Events:
