@@ -332,3 +332,332 @@ def test_peer_to_peer_claims_at_once_settle_on_one_source() -> None:
         net.run_until(6000)
         assert net.streams.server.open_count() == 1, seed
 
+
+# --- the runtime over MemoryHub ----------------------------------------------------------------------
+
+import asyncio  # noqa: E402
+
+from support import HEARTBEAT, async_test, ends, open_tabs, settle, until  # noqa: E402
+
+from pyflowmesh import FlowMesh, Stream, StreamEvent, use_stream  # noqa: E402
+from pyflowmesh.transports.memory import MemoryHub  # noqa: E402
+
+
+class Feed:
+    """A fake SSE server: events 1, 2, 3 ... every ``period`` s; a connection honours its resume point."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.latest = 0
+        self.open = 0
+        self.opened = 0
+        self.resumes: list[Any] = []
+        self.down = False
+        self._tick = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._produce())
+
+    async def _produce(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            self.latest += 1
+            self._tick.set()
+            self._tick = asyncio.Event()
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+    async def source(self, resume: Any) -> Any:
+        self.opened += 1
+        self.resumes.append(resume)
+        if self.down:
+            raise ConnectionError("503 from the feed")
+        self.open += 1
+        try:
+            next_id = 1 if resume is None else resume + 1
+            while True:
+                while next_id <= self.latest:
+                    yield next_id, {"n": next_id}
+                    next_id += 1
+                await self._tick.wait()
+                if self.down:
+                    raise ConnectionError("the feed dropped the connection")
+        finally:
+            self.open -= 1
+
+
+def record(stream: Stream) -> list[Any]:
+    """Every event id ``stream`` delivers, through a subscriber."""
+    seen: list[Any] = []
+    last = [None]
+
+    def on_change(s: Stream) -> None:
+        if s.last_id is not None and s.last_id != last[0]:
+            seen.append(s.last_id)
+            last[0] = s.last_id
+
+    stream.subscribe(on_change)
+    return seen
+
+
+def consecutive(ids: list[Any]) -> bool:
+    return all(b == a + 1 for a, b in zip(ids, ids[1:], strict=False))
+
+
+@async_test
+async def test_runtime_one_connection_for_every_tab_every_event_in_order() -> None:
+    hub = MemoryHub()
+    feed = Feed()
+    tabs = open_tabs(hub, 4)
+    await settle(tabs)
+    streams = [use_stream(feed.source, mesh=tab, key="feed") for tab in tabs]
+    seen = [record(stream) for stream in streams]
+    await until(lambda: all(stream.last_id is not None and stream.last_id >= 20 for stream in streams))
+    assert feed.opened == 1 and feed.open == 1
+    assert all(stream.status == "open" and stream.error is None for stream in streams)
+    for ids in seen:
+        assert consecutive(ids[1:]) and ids[0] < ids[1]  # the first is the latest at once, then each one
+    for stream in streams:
+        stream.close()
+    assert all(stream.status == "closed" for stream in streams)
+    feed.stop()
+    for tab in tabs:
+        tab.dispose()
+
+
+@pytest.mark.parametrize("how", ["crash", "dispose"])
+@async_test
+async def test_runtime_the_leader_gone_gives_one_new_connection_and_no_lost_or_doubled_event(how: str) -> None:
+    hub = MemoryHub()
+    feed = Feed()
+    tabs = open_tabs(hub, 4)
+    leader = await settle(tabs)
+    streams = {tab: use_stream(feed.source, mesh=tab, key="feed") for tab in tabs}
+    seen = {tab: record(stream) for tab, stream in streams.items()}
+    await until(lambda: all(s.last_id is not None and s.last_id >= 10 for s in streams.values()))
+    if how == "crash":
+        hub.crash(leader)
+    else:
+        leader.dispose()
+    others = [tab for tab in tabs if tab is not leader]
+    await settle(others)
+    target = feed.latest + 20
+    await until(lambda: all(streams[tab].last_id is not None and streams[tab].last_id >= target for tab in others),
+                what="events after the failover")
+    assert feed.opened == 2 and feed.open == 1
+    assert feed.resumes[1] is not None and feed.resumes[1] >= 10  # resumed from the last event the mesh saw
+    for tab in others:
+        ids = seen[tab]
+        assert consecutive(ids[1:]), ids
+    feed.stop()
+    for tab in others:
+        tab.dispose()
+
+
+@async_test
+async def test_runtime_iteration_yields_every_event_and_ends_on_close() -> None:
+    hub = MemoryHub()
+    feed = Feed()
+    (tab,) = open_tabs(hub, 1)
+    stream = use_stream(feed.source, mesh=tab, key="feed")
+    got: list[StreamEvent] = []
+
+    async def consume() -> None:
+        async for event in stream:
+            got.append(event)
+            if len(got) == 5:
+                stream.close()
+
+    await ends(consume(), "the iteration")
+    assert [e.id for e in got] == list(range(got[0].id, got[0].id + 5))
+    assert got[0].data == {"n": got[0].id}
+    assert stream.status == "closed"
+    assert [e async for e in stream] == []  # iterating a closed stream ends at once
+    await until(lambda: feed.open == 0, what="the source closed after the grace period", limit=10)
+    feed.stop()
+    tab.dispose()
+
+
+@async_test
+async def test_runtime_dispose_ends_every_iteration_and_stops_the_source() -> None:
+    hub = MemoryHub()
+    feed = Feed()
+    (tab,) = open_tabs(hub, 1)
+    stream = use_stream(feed.source, mesh=tab, key="feed")
+    async def consume() -> list[StreamEvent]:
+        return [event async for event in stream]
+
+    iteration = asyncio.ensure_future(consume())
+    await until(lambda: stream.last_id is not None and stream.last_id >= 3)
+    tab.dispose()
+    got = await ends(iteration, "the waiting iteration")
+    assert [e.id for e in got] == list(range(got[0].id, got[-1].id + 1))
+    await until(lambda: feed.open == 0)
+    assert stream.status == "closed"
+    feed.stop()
+
+
+@async_test
+async def test_runtime_a_failing_source_shows_its_error_in_every_tab_and_recovers() -> None:
+    hub = MemoryHub()
+    feed = Feed()
+    feed.down = True
+    tabs = open_tabs(hub, 3, error_backoff=50, max_error_backoff=200)
+    await settle(tabs)
+    streams = [use_stream(feed.source, mesh=tab, key="feed") for tab in tabs]
+    await until(lambda: all(s.status == "reconnecting" and s.error is not None for s in streams))
+    await asyncio.sleep(0.5)
+    assert 2 <= feed.opened <= 6  # 50, 100, 200, 200 ms back-offs for the whole mesh, not per tab
+    feed.down = False
+    await until(lambda: all(s.status == "open" and s.error is None for s in streams), limit=5)
+    feed.stop()
+    for tab in tabs:
+        tab.dispose()
+
+
+async def not_a_generator(resume: Any) -> Any:
+    return [(1, 1)]
+
+
+async def yields_junk(resume: Any) -> Any:
+    yield "not a pair"
+
+
+async def yields_objects(resume: Any) -> Any:
+    yield 1, object()
+
+
+async def never_yields(resume: Any) -> Any:
+    await asyncio.Event().wait()
+    yield 1, 1
+
+
+async def raises_base(resume: Any) -> Any:
+    raise asyncio.CancelledError  # a source's own cancellation, not the mesh's
+    yield 1, 1
+
+
+@pytest.mark.parametrize("source", [not_a_generator, yields_junk, yields_objects, raises_base])
+@async_test
+async def test_runtime_a_misbehaving_source_is_an_error_of_the_stream(source: Any) -> None:
+    hub = MemoryHub()
+    (tab,) = open_tabs(hub, 1)
+    stream = use_stream(source, mesh=tab, key="bad")
+    await until(lambda: stream.error is not None)
+    assert stream.status in ("error", "reconnecting")
+    assert tab.stats.internal_errors == 0
+    stream.close()
+    tab.dispose()
+
+
+@async_test
+async def test_runtime_a_source_that_never_yields_is_cancelled_when_closed() -> None:
+    hub = MemoryHub()
+    (tab,) = open_tabs(hub, 1)
+    stream = use_stream(never_yields, mesh=tab, key="silent", grace=0)
+    await until(lambda: stream._driver.tasks, what="the source started")
+    await asyncio.sleep(0.05)
+    assert stream.status == "connecting" and stream._driver.tasks
+    stream.close()
+    await until(lambda: not stream._driver.tasks, what="the source task cancelled")
+    tab.dispose()
+
+
+@async_test
+async def test_runtime_mesh_options_a_second_stream_and_a_local_stream() -> None:
+    hub = MemoryHub()
+    feed = Feed()
+    transport = hub.transport()
+    first = use_stream(feed.source, mesh={"channel": "opts", "transport": transport, "heartbeat": HEARTBEAT},
+                       key="feed")
+    await until(lambda: first.last_id is not None)
+    second = use_stream(feed.source, mesh=first.mesh, key="feed")
+    assert second.last_id is not None and second.status == "open"  # it starts where the tab is
+    with pytest.raises(ValueError):
+        use_stream(yields_junk, mesh=first.mesh, key="feed")  # another source under the same key
+    with pytest.raises(ValueError):
+        use_stream(feed.source, mesh=first.mesh, key="")
+    with pytest.raises(TypeError):
+        use_stream(feed.source, mesh=first.mesh, key="g", grace="soon")  # type: ignore[arg-type]
+    first.close()
+    assert second.status != "closed"  # the tab still listens through the second
+    local = use_stream(feed.source, key="local")
+    await until(lambda: local.last_id is not None)
+    assert isinstance(local.mesh, FlowMesh)
+    local.close()
+    local.mesh.dispose()
+    second.close()
+    first.mesh.dispose()
+    feed.stop()
+
+
+# --- sources ---------------------------------------------------------------------------------------
+
+from pyflowmesh.sources import event_source, poll, websocket, with_resume  # noqa: E402
+
+
+def test_the_resume_point_goes_in_a_query_parameter() -> None:
+    assert with_resume("/sse", None) == "/sse"
+    assert with_resume("/sse", 17) == "/sse?lastEventId=17"
+    assert with_resume("/sse?x=1", "a b&c") == "/sse?x=1&lastEventId=a%20b%26c"
+    assert event_source("/sse").key == "event_source:/sse"  # type: ignore[attr-defined]
+    assert websocket("ws://h/x").key == "websocket:ws://h/x"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):
+        event_source("")
+    with pytest.raises(ValueError):
+        poll(lambda: 1, interval=0)
+    with pytest.raises(TypeError):
+        poll(5)  # type: ignore[arg-type]
+
+
+@async_test
+async def test_poll_one_tab_polls_for_everyone_and_only_changes_are_events() -> None:
+    hub = MemoryHub()
+    calls: list[float] = []
+    value = {"v": 0}
+
+    async def fetch_price() -> dict[str, int]:
+        calls.append(asyncio.get_running_loop().time())
+        return dict(value)
+
+    tabs = open_tabs(hub, 3)
+    await settle(tabs)
+    source = poll(fetch_price, interval=20, key="price")
+    streams = [use_stream(source, mesh=tab) for tab in tabs]
+    seen = [[] for _ in streams]  # type: list[list[Any]]
+    for stream, got in zip(streams, seen, strict=True):
+        stream.subscribe(lambda s, got=got: got.append(s.latest) if s.latest not in got else None)
+    await until(lambda: all(s.latest == {"v": 0} for s in streams))
+    await asyncio.sleep(0.2)
+    first_id = streams[0].last_id
+    assert all(s.last_id == first_id for s in streams)  # no new event: the data did not change
+    value["v"] = 1
+    await until(lambda: all(s.latest == {"v": 1} for s in streams))
+    assert all(got == [{"v": 0}, {"v": 1}] for got in seen)
+    span = calls[-1] - calls[0]
+    assert len(calls) <= span / 0.02 + 3  # one tab polls, not three
+    for tab in tabs:
+        tab.dispose()
+
+
+@async_test
+async def test_poll_after_a_leader_change_does_not_repeat_the_data() -> None:
+    hub = MemoryHub()
+    tabs = open_tabs(hub, 3)
+    leader = await settle(tabs)
+    source = poll(lambda: {"v": 42}, interval=20, key="const")
+    streams = {tab: use_stream(source, mesh=tab) for tab in tabs}
+
+    def sequence(tab: FlowMesh) -> int:
+        state = tab._node.streams.state("const")
+        return 0 if state is None else state.delivered
+
+    await until(lambda: all(sequence(tab) == 1 for tab in tabs))
+    hub.crash(leader)
+    others = [tab for tab in tabs if tab is not leader]
+    await settle(others)
+    await asyncio.sleep(0.3)
+    assert any(streams[tab]._driver.tasks for tab in others)  # the new leader polls
+    for tab in others:
+        assert sequence(tab) == 1  # still the one event: the new leader's poll found nothing new
+    for tab in others:
+        tab.dispose()
