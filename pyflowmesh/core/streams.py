@@ -312,8 +312,6 @@ class Streams:
     # --- messages -------------------------------------------------------------------------
 
     def _on_event(self, message: StreamEvent, now: float) -> None:
-        if not self._peer and message.src != self._port.leader():
-            return  # leader-follower: only the leader runs sources (an old one that woke up is not heard)
         info = self.streams.get(message.stream)
         if info is None:
             info = self._info(message.stream)
