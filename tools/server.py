@@ -33,7 +33,7 @@ The API lets tests see how often "the backend" was really called:
 And a live feed for shared streams (``use_stream``), the same events on two transports:
 
 - ``GET  /api/stream?lastEventId=N``: server-sent events (``text/event-stream``), one per
-  ``period`` (0.25 s by default): ``id: <n>`` and ``data: {"id", "value", "time"}``. The
+  ``period`` (1 s by default; tests set ``server.feed.period``): ``id: <n>`` and ``data: {"id", "value", "time"}``. The
   resume point is the ``lastEventId`` query parameter (what ``EventSource`` cannot put in a
   header on a new connection) or the ``Last-Event-ID`` header: the connection starts with
   event ``N + 1`` (replaying what was produced since, up to ``REPLAY`` events); without
@@ -45,7 +45,8 @@ And a live feed for shared streams (``use_stream``), the same events on two tran
   opened, events written, and the resume points asked for (the last 100).
 - ``POST /api/stream/down?on=1|0``: drop every stream connection and refuse new ones
   (HTTP 503; the WebSocket closes at once) until ``on=0``: a restarting server.
-- ``POST /api/stream/reset``: counters to 0 (connections stay).
+- ``POST /api/stream/reset``: the counters of connections opened, events sent and resumes
+  to 0 (the open connections stay, and stay counted).
 
 Run it: ``python3 tools/server.py [--host 127.0.0.1] [--port 8000]`` (``./build.sh demo``
 builds first, then runs it).
@@ -100,17 +101,18 @@ REPLAY = 10_000  # events a resuming connection may ask to have replayed
 class StreamFeed:
     """The live feed: event ``n`` is produced at ``start + n * period``; connections counted."""
 
-    def __init__(self, period: float = 0.25) -> None:
+    def __init__(self, period: float = 1.0) -> None:
         self.period = period
         self.start = time.monotonic()
         self.lock = threading.Lock()
         self.down = False
         self.generation = 0  # bumped when the feed goes down: open connections end
+        self.sse_open = self.ws_open = 0
         self.reset()
 
     def reset(self) -> None:
+        """Counters to 0; the open connections stay counted (they end by themselves later)."""
         with self.lock:
-            self.sse_open = self.ws_open = 0
             self.sse_opened = self.ws_opened = 0
             self.events_sent = 0
             self.resumes: list[Any] = []
