@@ -172,6 +172,7 @@ class _StreamDriver:
         self.sources: dict[str, tuple[Source, float]] = {}
         self.streams: dict[str, list[Stream]] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}  # run -> the task running the source
+        self.private = False  # a member of its own (use_stream without mesh=): it goes with its last Stream
 
     @classmethod
     def of(cls, mesh: FlowMesh) -> _StreamDriver:
@@ -213,6 +214,8 @@ class _StreamDriver:
             if not mesh.disposed:
                 mesh._node.unlisten(stream.key, mesh._now())
                 mesh._flush()
+                if self.private and not self.streams:
+                    mesh.dispose()
 
     # --- the mesh's hooks -----------------------------------------------------------------
 
@@ -326,7 +329,8 @@ def use_stream(
             str or int, data is JSON data. :mod:`pyflowmesh.sources` has ``event_source``,
             ``websocket`` and ``poll``.
         mesh: a :class:`FlowMesh`, or a dict of mesh options (``{"channel": ...}``, TypeScript
-            names accepted), as for :func:`~pyflowmesh.use_flow`; ``None``: this tab alone.
+            names accepted), as for :func:`~pyflowmesh.use_flow`; ``None``: this tab alone (a member
+            of its own, disposed when the stream closes).
         key: the stream's key, the same in every tab (default: the source's ``key``
             attribute, which the sources of :mod:`pyflowmesh.sources` have, else its
             module and qualified name).
@@ -356,6 +360,7 @@ def use_stream(
         member = _mesh_for(mesh)
     member._check_open()
     driver = _StreamDriver.of(member)
+    driver.private = mesh is None
     driver.register(stream_key, source, float(grace))
     stream = Stream(driver, stream_key)
     driver.add(stream)

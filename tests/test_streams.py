@@ -584,7 +584,7 @@ async def test_runtime_mesh_options_a_second_stream_and_a_local_stream() -> None
     await until(lambda: local.last_id is not None)
     assert isinstance(local.mesh, FlowMesh)
     local.close()
-    local.mesh.dispose()
+    assert local.mesh.disposed  # its own member goes with it
     second.close()
     first.mesh.dispose()
     feed.stop()
