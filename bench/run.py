@@ -6,7 +6,10 @@ Runs, in this order, and prints each figure as it comes:
    (pure CPython), and the project simulator's throughput; :mod:`bench.election_before`:
    the same elections with the election as it was before staggered candidacy;
 2. :mod:`bench.browser_bench`: real Chromium tabs of the lab page (``web/lab/``), with the mesh
-   and without it (API calls, follower latency, idle cost, failover, import time).
+   and without it (API calls, follower latency, idle cost, failover, import time);
+3. :mod:`bench.stream_bench`: shared live streams in real tabs against the test server's SSE
+   feed (connections and events for 1 to 20 tabs with and without the mesh, follower lag beside
+   the raw BroadcastChannel time, the gap after a leader crash).
 
 Then writes ``bench-results/results.json`` (everything, machine-readable),
 ``bench-results/benchmarks.png`` (:mod:`bench.plot`) and, unless ``--quick`` or
@@ -36,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import browser_bench, election_before, sim_bench
+from . import browser_bench, election_before, sim_bench, stream_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
@@ -128,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "browser"):
         log("browser: real Chromium tabs of the lab page (web/lab/), with the mesh and without it")
         results["browser"] = browser_bench.run_all(quick=args.quick, log=log)
+        log("browser: shared live streams (web/lab/stream.html) against the test server's SSE feed")
+        with browser_bench.Harness(log) as harness:
+            results["streams"] = stream_bench.run_streams(harness, quick=args.quick, log=log)
 
     results["wall_s"] = time.monotonic() - t0
     results["machine"]["load_avg_at_end"] = os.getloadavg()
