@@ -26,6 +26,7 @@ PYODIDE_LOCK_SPEC="pyodide-lock[wheel]==0.2.1"
 PYTEST_SPEC="pytest>=8.4,<9"       # pytest-pyodide 0.59.2 breaks under pytest 9
 PYTEST_PYODIDE_SPEC="pytest-pyodide==0.59.2"
 PLAYWRIGHT_SPEC="playwright>=1.65,<1.66"
+WEBSOCKETS_SPEC="websockets>=14,<18"  # the test server's WebSocket endpoint (demo, tests, bench)
 HYPOTHESIS_SPEC="hypothesis>=6.100,<7"
 MATPLOTLIB_SPEC="matplotlib>=3.8,<4"  # bench only: the plot
 # bench only: the anchor of the failover figures, bundled for web/lab/bc.html with esbuild.
@@ -196,7 +197,7 @@ venv_install() {
 # only this; test and bench add their tools to the same .venv.
 ensure_build_venv() {
     make_venv
-    venv_current build pyodide_lock "$PYODIDE_LOCK_SPEC" && return
+    venv_current build "pyodide_lock, websockets" "$PYODIDE_LOCK_SPEC" "$WEBSOCKETS_SPEC" && return
     if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then
         # pyodide-lock 0.2 declares Python >= 3.12. On 3.11, 0.1.2 (its last release for 3.11)
         # cannot read Pyodide 314's lock (it requires info.version and refuses the "tool" field),
@@ -204,13 +205,13 @@ ensure_build_venv() {
         # 3.11 it goes in past its Requires-Python, alone; the install below adds its dependencies.
         "$VENV/bin/python" -m pip install --quiet --no-deps --ignore-requires-python "$PYODIDE_LOCK_SPEC"
     fi
-    venv_install build "$PYODIDE_LOCK_SPEC"
+    venv_install build "$PYODIDE_LOCK_SPEC" "$WEBSOCKETS_SPEC"
 }
 
 # ensure_venv: .venv with the test tools and pyflowmesh (editable). test and bench share it;
 # bench adds its own extras with venv_install bench ...
 ensure_venv() {
-    local specs=("$PYTEST_SPEC" "$PYTEST_PYODIDE_SPEC" "$PLAYWRIGHT_SPEC" "$HYPOTHESIS_SPEC" -e .)
+    local specs=("$PYTEST_SPEC" "$PYTEST_PYODIDE_SPEC" "$PLAYWRIGHT_SPEC" "$HYPOTHESIS_SPEC" "$WEBSOCKETS_SPEC" -e .)
     make_venv
     # pyflowmesh has no dependencies, so "-e ." installs just itself, editable.
     venv_current "" pyflowmesh "${specs[@]}" || venv_install "" "${specs[@]}"
@@ -341,8 +342,9 @@ do_demo() {
         esac
     done
     do_build
-    log "demo at http://127.0.0.1:${port}/ (lab: /lab/, smoke page: /lab/smoke.html; API: /api/data, /api/stats); Ctrl-C stops it"
-    exec "$PYTHON" tools/server.py --host 127.0.0.1 --port "$port"
+    log "demo at http://127.0.0.1:${port}/ (lab: /lab/, smoke page: /lab/smoke.html; API: /api/data, /api/stats;"
+    log "live feed: /api/stream (SSE), its WebSocket in /api/stream/stats); Ctrl-C stops it"
+    exec "$VENV/bin/python" tools/server.py --host 127.0.0.1 --port "$port"  # .venv: it has websockets
 }
 
 cmd="${1:-help}"

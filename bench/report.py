@@ -85,6 +85,7 @@ def render(results: dict[str, Any], png: str) -> str:
     out += _failover_vs_bc(results.get("failover_vs_bc"))
     out += _lag(results.get("lag"))
     out += _browser_idle(b)
+    out += _streams(results.get("streams") or {})
     out += _sim(sim)
     out += _size_import(b)
     out += _poor(results)
@@ -482,6 +483,42 @@ def _poor(results: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def _streams(streams: dict[str, Any]) -> list[str]:
+    """The section on shared live streams (bench/stream_bench.py), if measured."""
+    if not streams.get("mesh"):
+        return []
+    direct = {row["tabs"]: row for row in streams.get("direct") or []}
+    rows = []
+    for row in streams["mesh"]:
+        d = direct.get(row["tabs"], {})
+        lag, floor = row.get("follower_lag_ms") or {}, row.get("broadcast_channel_ms") or {}
+        rows.append([row["tabs"], d.get("connections_opened"), d.get("tabs_receiving"), d.get("events_sent"),
+                     row["connections_opened"], row["tabs_receiving"], row["events_sent"],
+                     f"{_f(lag.get('p50'), 1)} / {_f(lag.get('p95'), 1)} / {_f(lag.get('max'), 1)}" if lag else "",
+                     f"{_f(floor.get('p50'), 1)} / {_f(floor.get('p95'), 1)} / {_f(floor.get('max'), 1)}"
+                     if floor else ""])
+    settings = streams.get("settings") or {}
+    crashes = streams.get("leader_crash") or []
+    return [
+        "## Shared live streams",
+        "",
+        f"`/lab/stream.html` tabs listening to the test server's SSE feed ({1 / settings.get('period_s', 0.1):g} "
+        f"events a second) for {_f(settings.get('seconds'))} s each, without the mesh (each tab its own "
+        "`EventSource`) and with it (one tab holds the connection). Lag: from the leader delivering an event "
+        "to a follower delivering it (ms, p50 / p95 / max), beside the raw BroadcastChannel time between "
+        "the same tabs in the same run.",
+        "",
+        *_table(["tabs", "connections without", "tabs receiving without", "events sent without",
+                 "connections with", "tabs receiving with", "events sent with", "follower lag",
+                 "BroadcastChannel"], rows),
+        "",
+        "After the leader's renderer is killed: "
+        + "; ".join(f"{c['tabs']} tabs, {_f(c['max_gap_ms'])} ms without an event, {c['connections_opened']} "
+                    f"connections in all, {c['ids_lost_or_doubled']} ids lost or doubled" for c in crashes) + ".",
+        "",
+    ]
+
+
 def summary(results: dict[str, Any]) -> str:
     """The console summary: the headline figures, one per line."""
     lines = ["==================== pyflowmesh bench summary ===================="]
@@ -521,6 +558,11 @@ def summary(results: dict[str, Any]) -> str:
             lines.append(f"idle {idle['tabs']} tabs {label}: {_f(idle['posts_per_min'], 1)} posts/min, main thread "
                          f"{_f(idle['task_ms_per_tab_min'], 1)} ms CPU per tab-minute, whole browser "
                          f"{_f(idle['browser_cpu_ms_per_tab_min'])} ms per tab-minute")
+    for row in (results.get("streams") or {}).get("mesh") or []:
+        lag = row.get("follower_lag_ms") or {}
+        lines.append(f"streams {row['tabs']:3d} tabs: {row['connections_opened']} connection(s) with the mesh; "
+                     f"follower lag p50/p95/max {_f(lag.get('p50'), 1)}/{_f(lag.get('p95'), 1)}/"
+                     f"{_f(lag.get('max'), 1)} ms")
     imp = b.get("import")
     if imp:
         lines.append(f"size: wheel {imp['wheel_bytes'] / 1024:.1f} KiB; import pyflowmesh in Pyodide p50 "

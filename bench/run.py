@@ -11,6 +11,9 @@ Runs, in this order, and prints each figure as it comes:
    (``web/lab/bc.html``), trials interleaved, with the ratios;
 4. :mod:`bench.lag_bench`: the follower lag of a shared result beside the floor, the raw
    BroadcastChannel one-way time between the same tabs, and where the lag goes.
+5. :mod:`bench.stream_bench`: shared live streams in real tabs against the test server's SSE
+   feed (connections and events for 1 to 20 tabs with and without the mesh, follower lag beside
+   the raw BroadcastChannel time, the gap after a leader crash).
 
 Then writes ``bench-results/results.json`` (everything, machine-readable),
 ``bench-results/benchmarks.png`` (:mod:`bench.plot`) and, unless ``--quick`` or
@@ -40,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import browser_bench, election_before, failover_bench, lag_bench, sim_bench
+from . import browser_bench, election_before, failover_bench, lag_bench, sim_bench, stream_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
@@ -132,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "browser"):
         log("browser: real Chromium tabs of the lab page (web/lab/), with the mesh and without it")
         results["browser"] = browser_bench.run_all(quick=args.quick, log=log)
+        log("browser: shared live streams (web/lab/stream.html) against the test server's SSE feed")
+        with browser_bench.Harness(log) as harness:
+            results["streams"] = stream_bench.run_streams(harness, quick=args.quick, log=log)
     if args.only in (None, "failover"):
         log("browser: failover side by side with broadcast-channel 7.4.0 (web/lab/bc.html), trials interleaved")
         results["failover_vs_bc"] = failover_bench.run(quick=args.quick, log=log)

@@ -24,6 +24,7 @@ from typing import Any
 from .core.cache import CacheEntry
 from .core.config import MeshConfig
 from .core.effects import (
+    STREAM_EFFECT_TYPES,
     CacheUpdated,
     CancelCall,
     Effect,
@@ -154,6 +155,7 @@ class FlowMesh:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._disposed = False
+        self._streams: Any = None  # stream.py's driver of this member's streams, once it has one
         self._transport.set_scope(self._node.scope_digest)
         self._transport.open(self.config.channel, self.node_id, _Events(self))
         self._node.start(self._now())
@@ -451,6 +453,8 @@ class FlowMesh:
         self._node = self._new_node(old.node_id, config)
         for key in self._flows:
             self._node.register_flow(key)
+        if self._streams is not None:
+            self._streams.rejoin(self._node)
         self._transport.set_scope(self._node.scope_digest)
         now = self._now()
         if self._hidden:
@@ -496,6 +500,8 @@ class FlowMesh:
         for task in list(self._calls.values()):
             task.cancel()
         self._calls.clear()
+        if self._streams is not None:
+            self._streams.halt()  # sources stop, every Stream closes, its iterations end
         for future in self._waiters.values():
             if not future.done():
                 future.set_exception(MeshDisposedError("the mesh member was disposed while this execute waited"))
@@ -597,6 +603,8 @@ class FlowMesh:
             self.node_id = effect.node_id
             if not self._disposed:
                 self._transport.rename(effect.node_id)
+        elif isinstance(effect, STREAM_EFFECT_TYPES) and self._streams is not None:
+            self._streams.apply(effect, node)  # stream.py: sources as tasks, events to the Streams
         else:
             raise TypeError(f"FlowMesh does not know the effect {effect!r}")
 

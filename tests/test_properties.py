@@ -79,6 +79,9 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "to": st.none() | st.lists(node_ids, max_size=4),
     "entries": st.lists(entries, max_size=3), "failures": st.lists(failures, max_size=3),
     "locks": st.booleans(), "successor": st.none() | node_ids, "members": st.lists(members, max_size=4),
+    "stream": st.text(min_size=1, max_size=40), "listening": st.booleans(), "seq": counts,
+    "event_id": st.text(max_size=40) | counts, "data": json_values,
+    "status": st.sampled_from(["reconnecting", "error"]), "phase": st.sampled_from(["claim", "run", "release"]),
 }
 
 
@@ -86,6 +89,8 @@ def message_strategy(cls: type, **overrides: st.SearchStrategy[Any]) -> st.Searc
     strategies = {f.name: overrides.get(f.name, FIELDS[f.name]) for f in fields(cls)}
     if cls.TYPE == "invalidate":  # type: ignore[attr-defined]
         strategies["key"] = overrides.get("key", st.none() | texts)
+    if cls.TYPE == "stream-listen":  # type: ignore[attr-defined]
+        strategies["event_id"] = overrides.get("event_id", st.none() | FIELDS["event_id"])
     return st.builds(cls, **strategies)
 
 
@@ -107,9 +112,9 @@ def test_every_message_type_round_trips(kind: str) -> None:
 # --- invalid data -------------------------------------------------------------------------------
 
 _ID_FIELDS = {"src", "dst", "origin", "successor"}
-_COUNT_FIELDS = {"term", "req", "version", "attempt"}
+_COUNT_FIELDS = {"term", "req", "version", "attempt", "seq"}
 _MILLIS_FIELDS = {"interval", "age", "retry_in", "sent"}
-_FLAG_FIELDS = {"hidden", "shared", "running", "locks"}
+_FLAG_FIELDS = {"hidden", "shared", "running", "locks", "listening"}
 _TEXT_FIELDS = {"key", "flow", "reason", "error_type", "message"}
 _not_str = (st.integers() | st.floats(allow_nan=False) | st.booleans() | st.lists(st.integers(), max_size=2)
             | st.just({}))
@@ -138,7 +143,15 @@ def _bad_value(name: str, kind: str) -> st.SearchStrategy[Any]:
         return bad if kind == "invalidate" else bad | st.none()
     if name == "args":
         return st.none() | st.integers() | st.text() | st.dictionaries(st.text(), st.integers(), max_size=2)
-    if name == "value":
+    if name == "stream":
+        return _not_str | st.none() | st.just("") | st.text(min_size=1025, max_size=1100) | st.just("\ud800")
+    if name == "event_id":
+        bad = (st.integers(max_value=-1) | st.integers(min_value=2**53 + 1) | st.floats(allow_nan=False)
+               | st.booleans() | st.text(min_size=257, max_size=300) | st.just("x\udfff") | st.just([1]) | st.just({}))
+        return bad if kind == "stream-listen" else bad | st.none()
+    if name in ("status", "phase"):
+        return st.none() | st.integers() | st.just("open") | st.just("") | st.just(["run"])
+    if name in ("value", "data"):
         return st.just(math.nan) | st.just(math.inf) | st.just({"deep": "\ud800"})
     if name == "to":
         return st.text() | st.integers() | st.just({}) | st.just([""]) | st.just([1]) | st.just(["a", None])

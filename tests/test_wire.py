@@ -115,7 +115,9 @@ def test_a_node_never_raises_on_any_forged_message_type() -> None:
                "entries": [{"key": "k", "value": 1, "version": p.MAX_COUNT, "origin": "z", "age": 0}],
                "failures": [{"key": "k", "error_type": "E", "message": "m", "retry_in": p.MAX_MILLIS,
                              "attempt": p.MAX_COUNT, "origin": "z"}], "sent": 0, "locks": True,
-               "successor": "m", "members": [{"id": f"n{i:03d}", "locks": i % 2 == 0} for i in range(p.MAX_MEMBERS)]}
+               "successor": "m", "members": [{"id": f"n{i:03d}", "locks": i % 2 == 0} for i in range(p.MAX_MEMBERS)],
+               "stream": "k", "listening": True, "seq": p.MAX_COUNT, "event_id": p.MAX_COUNT,
+               "data": [10**299], "status": "error", "phase": "run"}
     for kind, cls in p.MESSAGE_TYPES.items():
         names = {f for f in cls.__dataclass_fields__}
         node.receive(body(kind, **{k: v for k, v in extreme.items() if k in names}), 50.0)

@@ -18,6 +18,7 @@ from .wire import Message
 __all__ = [
     "Effect", "Send", "StartCall", "CancelCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared",
     "WatchPeers", "MembersChanged", "Renamed", "Source", "EFFECT_TYPES",
+    "OpenSource", "CloseSource", "Deliver", "StreamChanged", "StreamState", "STREAM_EFFECT_TYPES",
 ]
 
 Source = Literal["call", "mesh", "cache"]
@@ -134,12 +135,68 @@ class Renamed:
     node_id: str
 
 
+StreamState = Literal["connecting", "open", "reconnecting", "closed", "error"]
+"""What a listening tab shows of a stream (``"closed"``: this tab stopped listening)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSource:
+    """Start the source of ``stream`` from ``resume`` (the last event ID the mesh saw, or ``None``).
+
+    Report what it yields with ``source_event(run, ...)``, an exception with
+    ``source_failed(run, ...)`` and its end with ``source_ended(run, ...)``, until a
+    ``CloseSource`` of ``run``.
+    """
+
+    stream: str
+    run: int
+    resume: str | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSource:
+    """Stop the source run ``run`` of ``stream``; anything it reports later is ignored."""
+
+    stream: str
+    run: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Give event ``seq`` of ``stream`` to this tab's listeners, once, in order.
+
+    ``latest``: it is the latest event, given to a listener that has just started (earlier
+    events it missed are not replayed). ``value`` is a fresh copy at each access.
+    """
+
+    stream: str
+    seq: int
+    event_id: str | int
+    data: str
+    latest: bool
+
+    @property
+    def value(self) -> Any:
+        return load_json(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChanged:
+    """This tab's listeners of ``stream`` see ``status`` and ``error`` (``None`` when it is well)."""
+
+    stream: str
+    status: StreamState
+    error: BaseException | None
+
+
 Effect = (
     Send | StartCall | CancelCall | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared | WatchPeers
-    | MembersChanged | Renamed
+    | MembersChanged | Renamed | OpenSource | CloseSource | Deliver | StreamChanged
 )
+STREAM_EFFECT_TYPES: tuple[type, ...] = (OpenSource, CloseSource, Deliver, StreamChanged)
+"""The effects of streams (``core/streams.py``); the runtime hands them to ``stream.py``."""
 EFFECT_TYPES: tuple[type, ...] = (
     Send, StartCall, CancelCall, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeers,
-    MembersChanged, Renamed,
+    MembersChanged, Renamed, *STREAM_EFFECT_TYPES,
 )
 """Every effect type: a driver checks it handles each (an effect nobody carries out is a silent bug)."""

@@ -31,6 +31,7 @@ from .members import Member, Members
 from .pending import Phase
 from .port import Port
 from .stats import MeshStats
+from .streams import Streams
 from .values import check_flow_key, is_text
 from .wire import (
     MAX_MEMBERS,
@@ -146,6 +147,7 @@ class MeshNode:
                     is_me=self.is_me, role=lambda: self.role, leader=lambda: self.leader,
                     internal_error=self.internal_error)
         self.executes = Executes(port, config, self.cache, self.backoff, self.claims)
+        self.streams = Streams(port, config)
 
     # --- state -------------------------------------------------------------------------
 
@@ -213,7 +215,7 @@ class MeshNode:
         """When :meth:`tick` must next be called, or ``None`` if nothing is scheduled."""
         if self._left:
             return None
-        soonest = min(self.executes.deadline(), self._ping_due())
+        soonest = min(self.executes.deadline(), self._ping_due(), self.streams.deadline())
         if self._election is not None:
             soonest = min(soonest, self._election.deadline())
         if self._authority():
@@ -280,6 +282,7 @@ class MeshNode:
                 self._election.on_message(message, now)
                 self._check_listed(message)
             self.executes.on_message(message, now)
+            self.streams.on_message(message, now)
 
     def tick(self, now: float) -> None:
         """A deadline passed (calling it early or late is harmless)."""
@@ -292,9 +295,11 @@ class MeshNode:
             if self._authority():
                 for gone in self.members.expire(now):
                     self.executes.on_peer_gone(gone, now)
+                    self.streams.on_peer_gone(gone, now)
             if now >= self._ping_due():
                 self.send(Alive(src=self.node_id, locks=self.members.locks, hidden=self._hidden))
             self.executes.tick(now)
+            self.streams.tick(now)
 
     def peer_gone(self, node_id: str, now: float) -> None:
         """The browser reports that tab ``node_id`` is gone (its Web Lock was released)."""
@@ -307,6 +312,7 @@ class MeshNode:
             if self._election is not None:
                 self._election.on_peer_gone(node_id, now)
             self.executes.on_peer_gone(node_id, now)
+            self.streams.on_peer_gone(node_id, now)
 
     def set_hidden(self, hidden: bool, now: float) -> None:
         """The page became hidden or visible (a hidden page's timers may be throttled)."""
@@ -320,6 +326,7 @@ class MeshNode:
             if changed and self._ping_due() < float("inf"):
                 # Whoever tracks this tab's silence allows a hidden tab longer: tell it now.
                 self.send(Alive(src=self.node_id, locks=self.members.locks, hidden=hidden))
+            self.streams.set_hidden(hidden, now)
 
     def set_frozen(self, frozen: bool, now: float) -> None:
         """The page is being frozen or put in the back/forward cache, or it came back.
@@ -332,6 +339,7 @@ class MeshNode:
             return
         with self._guard(now):
             if frozen:
+                self.streams.suspend(now)
                 successor = self.successor if self.is_leader else None
                 if self._election is not None:
                     self._election.suspend(now)
@@ -339,8 +347,10 @@ class MeshNode:
                 self.members.clear()  # what it knows goes stale while it sleeps; it asks again on thaw
             elif self._election is not None:
                 self._election.resume(now)
+                self.streams.resume(now)
             else:
                 self.send(Hello(src=self.node_id, locks=self.members.locks))
+                self.streams.resume(now)
 
     def register_flow(self, flow: str) -> None:
         """This tab can run ``flow``: a leader serves requests only for flows it has.
@@ -365,6 +375,57 @@ class MeshNode:
         with self._guard(now):
             self._wake(now)
         return self.executes.submit(flow, tuple(args), now)
+
+    # --- streams (core/streams.py) ---------------------------------------------------------
+
+    def register_stream(self, key: str, grace: float = 5000.0) -> None:
+        """This tab can run ``key``'s source, kept open ``grace`` ms after the last listener.
+
+        Raises:
+            TypeError, ValueError: a bad key or grace, or too many streams registered.
+        """
+        self.streams.register(key, grace)
+
+    def listen(self, key: str, now: float) -> None:
+        """This tab listens to stream ``key``: ``Deliver`` effects bring its events, ``StreamChanged`` its status.
+
+        Raises (before any state changes):
+            MeshDisposedError: the member left.
+            LookupError: ``key`` is not registered.
+        """
+        self._ensure_open()
+        if key not in self.streams.registered:
+            raise LookupError(f"stream {key!r} is not registered in this tab")
+        with self._guard(now):
+            self._wake(now)
+            self.streams.listen(key, now)
+
+    def unlisten(self, key: str, now: float) -> None:
+        """This tab stops listening to stream ``key``."""
+        if not self._left:
+            with self._guard(now):
+                self.streams.unlisten(key, now)
+
+    def source_event(self, run: int, event_id: Any, data: Any, now: float) -> None:
+        """The source run ``run`` (an ``OpenSource``) yielded ``(event_id, data)``; bad ones fail the run."""
+        if not self._left:
+            with self._guard(now):
+                self._wake(now)
+                self.streams.source_event(run, event_id, data, now)
+
+    def source_failed(self, run: int, error: BaseException, now: float, back_off: bool = True) -> None:
+        """The source run ``run`` raised ``error``; ``back_off=False`` for errors a retry cannot fix."""
+        if not self._left:
+            with self._guard(now):
+                self._wake(now)
+                self.streams.source_failed(run, error, now, back_off)
+
+    def source_ended(self, run: int, now: float) -> None:
+        """The source run ``run`` ended by itself (the server closed the stream)."""
+        if not self._left:
+            with self._guard(now):
+                self._wake(now)
+                self.streams.source_ended(run, now)
 
     def cancel(self, waiter: int, now: float) -> None:
         """The caller of execute ``waiter`` stopped waiting: it gets no outcome, and holds nothing."""
@@ -429,6 +490,7 @@ class MeshNode:
         if self._left:
             return
         with self._guard(now):
+            self.streams.leave(now)
             self.send(Bye(src=self.node_id, term=self.term, successor=self.successor if self.is_leader else None))
             if self._election is not None:
                 was_leader = self._election.role is Role.LEADER
@@ -586,6 +648,7 @@ class MeshNode:
     def _leader_changed(self, leader: str | None, now: float) -> None:
         self.emit(LeaderChanged(leader, leader == self.node_id))
         self.executes.on_leader_change(leader, now)
+        self.streams.on_leader_change(leader, now)
 
     def _wake(self, now: float) -> None:
         if self._election is not None:

@@ -55,6 +55,16 @@ __all__ = [
     "Sync",
     "SyncEntry",
     "SyncFailure",
+    "StreamListen",
+    "StreamEvent",
+    "StreamStatus",
+    "StreamOwner",
+    "EventId",
+    "MAX_STREAM_KEY",
+    "MAX_EVENT_ID",
+    "STREAM_STATUSES",
+    "OWNER_PHASES",
+    "check_event_id",
     "MESSAGE_TYPES",
     "MAX_COUNT",
     "MAX_MILLIS",
@@ -294,14 +304,81 @@ class Sync:
     sent: float | None = None  # the sender's wall clock (ms): the receiver adds the transit to ages
 
 
+# --- streams (core/streams.py) --------------------------------------------------------------
+
+EventId = str | int
+"""A stream event's ID as its source gave it: opaque text, or a non-negative int."""
+MAX_STREAM_KEY = 1024  # characters of a stream's key (as a flow key)
+MAX_EVENT_ID = 256  # characters of an event ID
+STREAM_STATUSES = ("reconnecting", "error")  # what a StreamStatus announces
+OWNER_PHASES = ("claim", "run", "release")  # what a StreamOwner announces
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamListen:
+    """The sender listens to ``stream`` (or stops); the last event it heard is ``seq``/``event_id``.
+
+    A listener repeats it every heartbeat: the tab running the source keeps it open while
+    some listener's last word is younger than its silence limit (``hidden``: the sender's
+    timers may be throttled).
+    """
+
+    TYPE: ClassVar[str] = "stream-listen"
+    src: str
+    stream: str
+    listening: bool
+    seq: int
+    event_id: EventId | None
+    hidden: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEvent:
+    """Event ``seq`` of ``stream``: its source's ``event_id`` and ``data``; ``to``: the latest, for new listeners."""
+
+    TYPE: ClassVar[str] = "stream-event"
+    src: str
+    stream: str
+    seq: int
+    event_id: EventId
+    data: Any
+    to: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamStatus:
+    """The source of ``stream`` failed: every tab shows the error, none reopens it for ``retry_in`` ms."""
+
+    TYPE: ClassVar[str] = "stream-status"
+    src: str
+    stream: str
+    status: str
+    error_type: str
+    message: str
+    retry_in: float
+    attempt: int
+    to: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamOwner:
+    """Peer-to-peer: the sender claims ``stream``'s source, runs it (repeated every heartbeat), or releases it."""
+
+    TYPE: ClassVar[str] = "stream-owner"
+    src: str
+    stream: str
+    phase: str
+    hidden: bool
+
+
 Message = (
     Hello | Election | Answer | Coordinator | Heartbeat | Bye | Alive | Request | Accept | Decline
-    | Result | Failure | Claim | Invalidate | Sync
+    | Result | Failure | Claim | Invalidate | Sync | StreamListen | StreamEvent | StreamStatus | StreamOwner
 )
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (Hello, Election, Answer, Coordinator, Heartbeat, Bye, Alive, Request, Accept, Decline,
-                Result, Failure, Claim, Invalidate, Sync)
+                Result, Failure, Claim, Invalidate, Sync, StreamListen, StreamEvent, StreamStatus, StreamOwner)
 }
 
 
@@ -420,6 +497,35 @@ def _json(value: Any, name: str) -> Any:
     return value
 
 
+def check_event_id(value: Any) -> bool:
+    """Whether ``value`` can be a stream event's ID: text of at most ``MAX_EVENT_ID`` characters,
+    or an int from 0 to ``MAX_COUNT`` (what a JS number holds exactly)."""
+    if isinstance(value, str):
+        return len(value) <= MAX_EVENT_ID and is_text(value)
+    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value <= MAX_COUNT
+
+
+def _event_id(value: Any, name: str) -> EventId:
+    if not check_event_id(value):
+        raise ProtocolError(f"bad-field:{name}")
+    return cast(EventId, value)
+
+
+def _stream_key(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_STREAM_KEY or not is_text(value):
+        raise ProtocolError(f"bad-field:{name}")
+    return value
+
+
+def _choice(*allowed: str) -> Any:
+    def choice(value: Any, name: str) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise ProtocolError(f"bad-field:{name}")
+        return value
+
+    return choice
+
+
 def _args(value: Any, name: str) -> list[Any]:
     if not isinstance(value, list):
         raise ProtocolError(f"bad-field:{name}")
@@ -505,11 +611,19 @@ _CHECKS: dict[str, Any] = {
     "locks": _flag,
     "successor": _optional(_node_id),
     "members": _members,
+    "stream": _stream_key,
+    "listening": _flag,
+    "seq": _count,
+    "event_id": _event_id,
+    "data": _json,
+    "status": _choice(*STREAM_STATUSES),
+    "phase": _choice(*OWNER_PHASES),
 }
 _CHECKS_BY_TYPE: dict[str, dict[str, Any]] = {
     name: {f.name: _CHECKS[f.name] for f in fields(cls)} for name, cls in MESSAGE_TYPES.items()
 }
 _CHECKS_BY_TYPE["invalidate"]["key"] = _optional(_text)
+_CHECKS_BY_TYPE["stream-listen"]["event_id"] = _optional(_event_id)
 _OPTIONAL_FIELDS = ("to", "sent", "successor")
 _ENVELOPE = frozenset({"proto", "v", "scope", "type"})
 

@@ -54,14 +54,18 @@ from ..core.effects import (
     EFFECT_TYPES,
     CacheUpdated,
     CancelCall,
+    CloseSource,
+    Deliver,
     FailureShared,
     LeaderChanged,
     MembersChanged,
+    OpenSource,
     Reject,
     Renamed,
     Resolve,
     Send,
     StartCall,
+    StreamChanged,
     WatchPeers,
 )
 from ..core.election import Role
@@ -72,6 +76,7 @@ from ..errors import MeshDisposedError, MeshError, ScopeChangedError
 from .calls import CallOutcome, CallServer, EchoServer
 from .clock import RESOLUTION, quantize
 from .records import ExecRecord
+from .streams import SimStreams
 from .tab import Tab
 from .text import describe_post, safe_repr
 
@@ -140,6 +145,9 @@ class VirtualNetwork:
 
     default_flows: tuple[str, ...] = ()
     """The flows a tab registers unless told otherwise."""
+    default_streams: tuple[str, ...] = ()
+    """The streams every tab's page has (registered with ``stream_grace``)."""
+    stream_grace: float = 5000.0
 
     def __init__(
         self,
@@ -186,7 +194,12 @@ class VirtualNetwork:
             Resolve: self._settle, Reject: self._settle, LeaderChanged: self._on_leader_changed,
             CacheUpdated: self._on_cache_updated, FailureShared: self._on_failure_shared,
             WatchPeers: self._on_watch_peers, MembersChanged: self._on_members_changed, Renamed: self._on_renamed,
+            OpenSource: lambda tab, e: self.streams.on_open(tab, e),
+            CloseSource: lambda tab, e: self.streams.on_close(tab, e),
+            Deliver: lambda tab, e: self.streams.on_deliver(tab, e),
+            StreamChanged: lambda tab, e: self.streams.on_changed(tab, e),
         })
+        self.streams = SimStreams(self)  # the stream server, its connections, the stream checks
 
     # --- scripting, by tab ID, at a virtual time ------------------------------------------
 
@@ -273,6 +286,14 @@ class VirtualNetwork:
         record = ExecRecord(tab_id, flow, tuple(args), cache_key(flow, tuple(args)), -1.0)
         self.at(at, lambda: self.execute_now(self.by_id[tab_id], record))
         return record
+
+    def listen(self, tab_id: str, stream: str, at: float | None = None) -> None:
+        """At ``at`` the tab starts listening to ``stream`` (one of ``default_streams``)."""
+        self.at(at, lambda: self.streams.listen_now(self.by_id[tab_id], stream))
+
+    def unlisten(self, tab_id: str, stream: str, at: float | None = None) -> None:
+        """At ``at`` the tab stops listening to ``stream``."""
+        self.at(at, lambda: self.streams.unlisten_now(self.by_id[tab_id], stream))
 
     def cancel(self, record: ExecRecord, at: float | None = None) -> None:
         """At ``at`` the caller of ``record`` stops waiting (``MeshNode.cancel``), if it still waits."""
@@ -632,6 +653,7 @@ class VirtualNetwork:
         tab.away = tab.frozen = False
         tab.frozen_spans[-1][1] = self.now
         self._leadership_dirty = True
+        self.streams.checks.resumed(tab)  # what the stream sent meanwhile is lost: a new start
         try:
             tab.node.set_frozen(False, self._local(tab))
             tab.node.set_hidden(tab.hidden, self._local(tab))  # it may have been shown meanwhile
@@ -1032,6 +1054,8 @@ class VirtualNetwork:
                         locks=self.locks)
         for flow in flows:
             node.register_flow(flow)
+        for stream in self.default_streams:
+            node.register_stream(stream, self.stream_grace)
         return node
 
     def _fresh_id(self) -> str:

@@ -98,6 +98,10 @@ class RandomScenario:
                 self.fault(rng.choices(self.kinds, self.weights)[0], rng.uniform(self.fault_start, quiet_at))
         for _ in range(rng.randint(3, 8 + self.tabs // 3)):
             self.execute_at(rng.uniform(0, quiet_at), False)
+        for _ in range(rng.randint(2, 4 + self.tabs // 2)):
+            self.toggle_listening_at(rng.uniform(0, quiet_at))
+        if self.kinds:
+            sim.streams.server.fail_rate = rng.choice((0.0, 0.05, 0.3))
         sim.at(quiet_at, self.end_the_faults)
         sim.run_until(quiet_at)
         sim.oracle.check_bounded("at the end of the fault phase")
@@ -120,6 +124,8 @@ class RandomScenario:
             self.execute_at(quiet_at + rng.uniform(0, quiet_span), True)
         for _ in range(rng.randint(0, 2)):
             self.burst_at(quiet_at + rng.uniform(0, quiet_span))
+        for _ in range(rng.randint(0, 3)):
+            self.toggle_listening_at(quiet_at + rng.uniform(0, quiet_span))
         # Run past every scripted action and the convergence bound; then on while an
         # execute is open, up to the bound of the fault phase's executes.
         sim.run_until(quiet_at + max(quiet_span + bounds.quiet_execute, usual_convergence) + beat)
@@ -137,6 +143,8 @@ class RandomScenario:
         sim = self.sim
         sim.oracle.check_bounded("at the end")
         sim.oracle.check_held("at the end")
+        if end_at >= self.quiet_at + self.config.max_error_backoff + 3 * self.beat:
+            sim.streams.check_flowing(2 * self.beat)  # every listener has (nearly) the latest event
         # j. members: a few heartbeats more with nothing failing, then who lists whom.
         sim.run_until(end_at + 3 * self.beat + sim.lock_delay[1] + 4 * self.delay_max)
         sim.oracle.check_members(self.quiet_at)
@@ -148,6 +156,7 @@ class RandomScenario:
         """The quiet phase starts: everything thaws and shows, the server is up."""
         sim = self.sim
         sim.set_server_down(False)
+        sim.streams.server.fail_rate = 0.0
         for tab in list(sim.open_tabs):
             if tab.away:
                 sim.come_back_now(tab)
@@ -175,6 +184,7 @@ class RandomScenario:
         if sim.oracle.settled_at == math.inf:
             if self.settled():
                 sim.oracle.settled_at = sim.now
+                sim.streams.checks.single_source = True  # from now on, one source per stream and scope
                 sim.log(None, "settled")
             else:
                 sim.at(sim.now + self.beat / 10, self.watch_settling)
@@ -229,6 +239,20 @@ class RandomScenario:
             candidates = [t for t in self.sim.open_tabs if not t.frozen and flow in t.flows]
             if candidates:
                 self.execute_in(self.rng.choice(candidates), flow, args, quiet)
+        self.sim.at(when, act)
+
+    def toggle_listening_at(self, when: float) -> None:
+        """At ``when`` a random running tab starts listening to the stream, or (now and then) stops."""
+        def act() -> None:
+            candidates = [t for t in self.sim.open_tabs if not t.frozen and not t.away]
+            if not candidates:
+                return
+            tab = self.rng.choice(candidates)
+            state = tab.node.streams.state("ticker")
+            if state is not None and state.listening and self.rng.random() < 0.4:
+                self.sim.streams.unlisten_now(tab, "ticker")
+            else:
+                self.sim.streams.listen_now(tab, "ticker")
         self.sim.at(when, act)
 
     def burst_at(self, when: float) -> None:

@@ -19,7 +19,8 @@ from pyodide.http import pyfetch
 from pyscript import document, window
 
 import pyflowmesh
-from pyflowmesh import FlowMesh, SharedFlowError, use_flow
+from pyflowmesh import FlowMesh, SharedFlowError, Stream, use_flow, use_stream
+from pyflowmesh.sources import event_source
 
 CHANNEL = "pyflowmesh-demo"
 # An inline crown: emoji fonts are not everywhere (headless Chromium on a server has none).
@@ -127,6 +128,11 @@ async def poll_server() -> None:
     except Exception:
         return
     el("api-calls").textContent = str(stats["calls"])
+    try:
+        feed = await (await pyfetch("./api/stream/stats")).json()
+        el("stream-connections").textContent = str(feed["sse_open"] + feed["ws_open"])
+    except Exception:
+        pass
     el("server-state").innerHTML = (
         '<span class="down">Failing: every call answers HTTP 503</span>' if stats["failing"]
         else '<span class="up">Healthy</span>'
@@ -172,6 +178,31 @@ def bind(button_id: str, action) -> None:
     el(button_id).addEventListener("click", proxy)
     el(button_id).disabled = False
 
+
+# --- the live feed: one EventSource for the whole mesh, held by the leader ----------------------
+live = use_stream(event_source("./api/stream"), mesh=mesh, key="live-feed")
+live_log: list[str] = []
+
+
+def render_live(stream: Stream) -> None:
+    status = el("live-status")
+    status.className = f"status {stream.status}"
+    status.textContent = stream.status + (f": {stream.error}" if stream.error else "")
+    if isinstance(stream.latest, dict) and "value" in stream.latest:
+        el("live-value").textContent = f"{stream.latest['value']:.2f}"
+
+
+async def follow_live() -> None:
+    async for event in live:  # every event from now on, in order: the log never skips one
+        source = "this tab" if mesh.is_leader else "the leader"
+        live_log.append(f"#{event.id}  {event.data.get('value', '?'):>7}  (via {source})")
+        del live_log[:-8]
+        el("live-log").textContent = "\n".join(reversed(live_log))
+
+
+live.subscribe(render_live)
+render_live(live)
+asyncio.ensure_future(follow_live())
 
 bind("execute", execute)
 bind("refresh", refresh)
