@@ -641,8 +641,9 @@ class MeshNode:
         self.emit(Renamed(new))
         if self._election is not None:
             self._election.rename(new, now)
-        if not self.is_leader:  # (a leader announces itself) the members learn the new ID now
-            self.send(Alive(src=new, locks=self.members.locks, hidden=self._hidden))
+        if not self.is_leader:  # (a leader announces itself) the members learn the new ID now, and
+            # answer it as a joiner: its twin's messages, which named it, were taken for its own.
+            self.send(Hello(src=new, locks=self.members.locks))
         self.executes.on_renamed(now)
 
     def _leader_changed(self, leader: str | None, now: float) -> None:
