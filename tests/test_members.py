@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from support import HEARTBEAT, Server, async_test, ends, leaders, open_tabs, settle, settled, until
+from support import HEARTBEAT, Server, async_test, ends, leaders, leading_node, open_tabs, settle, settled, until
 
 from pyflowmesh import FlowMesh, MeshChange, SharedFlowError, use_flow
 from pyflowmesh.core.config import MeshConfig
@@ -72,7 +72,7 @@ def test_mesh_change_says_who_joined_left_and_whether_this_tab_gained_or_lost_le
 
 
 def test_heartbeats_carry_the_members_and_the_successor_bounded_where_decoded() -> None:
-    node = _lone_leader("m", locks=True)
+    node = leading_node("m", locks=True)
     node.receive(_raw("hello", src="z", locks=True), 3000.0)
     node.receive(_raw("hello", src="a", locks=False), 3000.0)
     node.tick(4000.0)
@@ -300,16 +300,6 @@ def _raw(kind: str, **body: Any) -> str:
     from pyflowmesh.core.wire import PROTOCOL, VERSION
 
     return json.dumps({"proto": PROTOCOL, "v": VERSION, "type": kind, **body})
-
-
-def _lone_leader(node_id: str, locks: bool) -> MeshNode:
-    node = MeshNode(node_id, CONFIG, locks=locks)
-    node.start(0.0)
-    node.tick(1000.0)
-    node.tick(2000.0)
-    assert node.is_leader
-    node.take_effects()
-    return node
 
 
 def _sent(node: MeshNode, kind: type) -> list[Any]:
