@@ -65,8 +65,11 @@ def test_sim_config_timings_are_the_ones_these_tests_assume() -> None:
 # --- many random seeds ------------------------------------------------------------------------
 
 
-def test_a_thousand_seeds_of_up_to_50_tabs_hold_every_invariant() -> None:
-    summary = run_many(range(1000), max_tabs=50, strategy="both")
+def test_a_thousand_seeds_of_up_to_30_tabs_hold_every_invariant() -> None:
+    # 30 tabs, not 50: without Web Locks every follower says Alive once a heartbeat, so a seed's
+    # deliveries grow with the square of its tabs. Runs of 50 tabs and of 10,000 seeds are for
+    # `python -m pyflowmesh.simulation` (docs/benchmarks.md, the issues' notes), not for CI.
+    summary = run_many(range(1000), max_tabs=30, strategy="both")
     details = "\n".join(
         f"{report.summary()}\n" + "\n".join(f"    {v}" for v in report.violations[:5])
         for report in summary.failures[:20]
@@ -82,7 +85,7 @@ def test_a_thousand_seeds_of_up_to_50_tabs_hold_every_invariant() -> None:
     assert set(FAULT_KINDS) <= set(summary.faults)
     assert {f"flow-{kind}" for kind in simulation.PATHOLOGIES} <= set(summary.faults)
     assert summary.faults["hostile-post"] > 300 and summary.faults["long-outage-failures"] > 1000
-    assert summary.tabs_initial > 20 * 1000  # 2..50 tabs per seed, 26 on average
+    assert summary.tabs_initial > 13 * 1000  # 2..30 tabs per seed, 16 on average
     assert summary.outcomes["resolved"] > 10_000 and summary.outcomes["rejected"] > 100
     assert summary.elections > 1000 and summary.dropped > 0
     assert summary.convergence[0] > 0 and summary.settled_latency[0] > 0

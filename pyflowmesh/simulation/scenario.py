@@ -316,8 +316,10 @@ class RandomScenario:
                 return
             leader = rng.choice(leaders)
             successor = sim.by_id.get(leader.node.successor or "")
+            sim.faults["hand-over"] += 1
             sim.close_now(leader) if polite else sim.crash_now(leader)
             if both and successor is not None and successor.alive and len(sim.open_tabs) > 1:
+                sim.faults["hand-over with the successor"] += 1
                 sim.crash_now(successor)
         sim.at(when, act)
 
