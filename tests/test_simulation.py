@@ -118,7 +118,7 @@ def test_a_seed_reproduces_its_run_exactly() -> None:
 
 
 def _first_violation(kind: str, seeds: range, faults: tuple[str, ...] = OLD_KINDS,
-                     pathologies: tuple[str, ...] | None = None) -> int | None:
+                     pathologies: tuple[str, ...] | None = None, max_tabs: int = 50) -> int | None:
     """The first seed whose run (with these fault kinds and flow pathologies) breaks invariant ``kind``.
 
     The default kinds are the ones the core of 0.1.0 already withstood, so that what breaks
@@ -127,7 +127,8 @@ def _first_violation(kind: str, seeds: range, faults: tuple[str, ...] = OLD_KIND
     for seed in seeds:
         if seed % 20 in (9, 14):
             continue  # share_cache=False seeds: 0.1.0 fails them on its own (issue 8, item 7)
-        if any(v.kind == kind for v in run_plan(plan(seed, faults=faults, pathologies=pathologies)).violations):
+        if any(v.kind == kind for v in run_plan(plan(seed, max_tabs, faults=faults,
+                                                     pathologies=pathologies)).violations):
             return seed
     return None
 
@@ -545,7 +546,8 @@ def test_a_node_whose_timers_stop_in_the_bfcache_is_caught(monkeypatch: pytest.M
 
 def test_a_runtime_that_ignores_a_rename_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     _without_effect(monkeypatch, "Renamed")  # 0.1.0 never renames: both twins lead
-    assert _first_violation("convergence", range(20), faults=("twin-id",)) is not None
+    # Up to 12 tabs: in a large mesh a renamed tab's Hello under its new ID often hides the twins' clash.
+    assert _first_violation("convergence", range(20), faults=("twin-id",), max_tabs=12) is not None
 
 
 def test_a_decoder_that_trusts_the_wire_is_caught_by_hostile_posts(monkeypatch: pytest.MonkeyPatch) -> None:
