@@ -23,7 +23,7 @@ from pyflowmesh.core.executes import Executes
 from pyflowmesh.core.node import MeshNode
 from pyflowmesh.core.sharing import ResultSharing
 from pyflowmesh.core.stats import MeshStats
-from pyflowmesh.core.wire import MESSAGE_TYPES, Heartbeat, Message
+from pyflowmesh.core.wire import MESSAGE_TYPES, VERSION, Heartbeat, Message
 from pyflowmesh.errors import SharedFlowError
 from pyflowmesh.simulation import (
     FAULT_KINDS,
@@ -558,7 +558,7 @@ def test_a_decoder_that_trusts_the_wire_is_caught_by_hostile_posts(monkeypatch: 
             body = json.loads(raw)
         except (TypeError, ValueError, RecursionError):
             raise ProtocolError("not-json") from None
-        if not isinstance(body, dict) or body.get("proto") != "pyflowmesh" or body.get("v") != 1:
+        if not isinstance(body, dict) or body.get("proto") != "pyflowmesh" or body.get("v") != VERSION:
             raise ProtocolError("foreign")
         cls = MESSAGE_TYPES.get(body.get("type"))  # type: ignore[arg-type]
         if cls is None:
@@ -630,11 +630,11 @@ def test_hostile_posts_are_of_every_type_with_extreme_fields_and_reproducible() 
 @pytest.mark.parametrize("locks", [True, False])
 def test_a_leader_leaving_for_the_bfcache_is_replaced_and_rejoins_as_a_follower(locks: bool) -> None:
     sim = _mesh("abcz", locks=locks)
-    received = sim.node("z").stats.received
     sim.leave_for_bfcache("z", at=1200.0)
     sim.run_until(1200.0 + LOCK + 2 * ANSWER + 6 * DELAY)
     assert sim.leaders() == ["c"]  # z said Bye (and released its lock): c took over at once
     assert all(sim.node(i).leader == "c" for i in "ab")
+    received = sim.node("z").stats.received
     sim.run_until(5000.0)
     assert sim.node("z").stats.received == received  # nothing reaches a page in the bfcache
     sim.come_back("z", at=5000.0)
@@ -795,7 +795,10 @@ def test_a_value_crossing_scopes_is_caught(monkeypatch: pytest.MonkeyPatch) -> N
     sim.execute("a", "dashboard", (), at=1000.0)
     sim.run_until(1500.0)
     crossed = [v for v in sim.violations if v.kind == "cross-scope"]
-    assert crossed and "tab a (scope 'alice'" in crossed[0].message and "produced for scope 'bob'" in crossed[0].message
+    # Either tab may be the one that took the other scope's value, as the leader served it or cached it.
+    assert crossed and any(("tab a (scope 'alice'" in v.message and "produced for scope 'bob'" in v.message)
+                           or ("tab z (scope 'bob'" in v.message and "produced for scope 'alice'" in v.message)
+                           for v in crossed)
 
 
 def test_random_scenarios_catch_values_crossing_scopes(monkeypatch: pytest.MonkeyPatch) -> None:

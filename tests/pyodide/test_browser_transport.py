@@ -85,6 +85,11 @@ async def test_every_message_type_round_trips_through_the_real_channel(selenium_
             entries=[p.SyncEntry(key="k", value={"v": 1}, version=1, origin="b", age=3.0)],
             failures=[p.SyncFailure(key="k2", error_type="E", message="m", retry_in=10.0, attempt=2, origin="b")],
         ),
+        p.StreamListen(src="a", stream="prices", listening=True, seq=3, event_id="e-3", hidden=False),
+        p.StreamEvent(src="b", stream="prices", seq=4, event_id=4, data={"price": 1.5}),
+        p.StreamStatus(src="b", stream="prices", status="reconnecting", error_type="ConnectionError",
+                       message="503", retry_in=1000.0, attempt=1),
+        p.StreamOwner(src="a", stream="prices", phase="run", hidden=True),
     ]
     assert {type(m) for m in messages} == set(p.MESSAGE_TYPES.values())
     sender, receiver = js.BroadcastChannel.new("t-wire"), js.BroadcastChannel.new("t-wire")
