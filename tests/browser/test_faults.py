@@ -142,7 +142,7 @@ def test_the_lab_page_gives_promises_and_plain_data_and_without_mesh_every_tab_c
         }"""
     )
     assert probe == {"promise": True, "result": True, "state": True, "events": True,
-                     "missing": [False, "LookupError"], "bad": [False, "TypeError"], "proxies": 7}
+                     "missing": [False, "LookupError"], "bad": [False, "TypeError"], "proxies": 9}
     assert demo_server.calls == 1
 
     results = execute_together(tabs, "data", [("same",)] * 2)
