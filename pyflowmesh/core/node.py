@@ -65,21 +65,24 @@ def _random_suffix(node_id: str) -> str:
 _ADDRESSED = re.compile(r'(?:request|accept|decline|sync)","src":"(?:[^"\\]|\\.)*","dst":"((?:[^"\\]|\\.)*)"')
 
 
-def addressed_elsewhere(raw: Any, scope: str, node_id: str) -> bool:
-    """Whether ``raw`` is, in :func:`~.wire.encode`'s own layout, a message of ``scope`` addressed to a tab
-    other than ``node_id``: one that :meth:`MeshNode.handle` would drop unread.
+def addressed_elsewhere(raw: Any, head: str, me: str) -> bool:
+    """Whether ``raw`` is, in :func:`~.wire.encode`'s own layout, a message addressed to a tab other than
+    ``me``: one that :meth:`MeshNode.handle` would drop unread.
 
-    Only text laid out exactly as this version encodes is recognised (a linear-time match of its
-    head); anything else goes through the full decode, so a message can only be dropped here that
-    the full path would drop too.
+    ``head`` is :func:`~.wire.envelope_head` of the member's scope; ``me`` its ID as JSON text writes it
+    (:func:`_as_json_text`). Only text laid out exactly as this version encodes is recognised (a
+    linear-time match of its head); anything else goes through the full decode, so a message can
+    only be dropped here that the full path would drop too.
     """
-    if not isinstance(raw, str):
-        return False
-    head = envelope_head(scope)
-    if not raw.startswith(head):
+    if not isinstance(raw, str) or not raw.startswith(head):
         return False
     match = _ADDRESSED.match(raw, len(head))
-    return match is not None and match.group(1) != json.dumps(node_id, ensure_ascii=False)[1:-1]
+    return match is not None and match.group(1) != me
+
+
+def _as_json_text(node_id: str) -> str:
+    """``node_id`` as :func:`~.wire.encode` writes it between the quotes of a JSON string."""
+    return json.dumps(node_id, ensure_ascii=False)[1:-1]
 
 
 def _check_node_id(node_id: Any) -> str:
@@ -122,6 +125,9 @@ class MeshNode:
         self.config = config
         # What every message of this member carries, and every message it accepts must carry.
         self.scope_digest = scope_digest(config.channel, config.scope)
+        # What receive() recognises a message addressed to another tab by, computed once, not per message.
+        self._head = envelope_head(self.scope_digest)
+        self._me = _as_json_text(self.node_id)
         self.stats = MeshStats()
         self.cache = SharedCache(config.stale_time, config.max_entries)
         self._wall_clock = wall_clock
@@ -240,13 +246,13 @@ class MeshNode:
             if self._election is not None:
                 self._election.start(now)
             else:
-                self.send(Hello(src=self.node_id, locks=self.members.locks))
+                self._say_hello()
 
     def receive(self, raw: Any, now: float) -> None:
         """Take whatever arrived on the channel. Invalid data is counted and dropped, never raised."""
         if self._left:
             return
-        if addressed_elsewhere(raw, self.scope_digest, self.node_id):
+        if addressed_elsewhere(raw, self._head, self._me):
             # Requests to the leader and its answers reach every tab: 2(n - 1) messages an execute
             # that n - 2 tabs would decode only to drop. A count, no decode.
             self.stats.received += 1
@@ -297,7 +303,7 @@ class MeshNode:
                     self.executes.on_peer_gone(gone, now)
                     self.streams.on_peer_gone(gone, now)
             if now >= self._ping_due():
-                self.send(Alive(src=self.node_id, locks=self.members.locks, hidden=self._hidden))
+                self._say_alive()
             self.executes.tick(now)
             self.streams.tick(now)
 
@@ -307,8 +313,7 @@ class MeshNode:
             return
         with self._guard(now):
             self._wake(now)
-            if node_id != self.leader:  # the election drops a lost leader itself, and may wait for it
-                self.members.gone(node_id)
+            self._member_gone(node_id)
             if self._election is not None:
                 self._election.on_peer_gone(node_id, now)
             self.executes.on_peer_gone(node_id, now)
@@ -325,7 +330,7 @@ class MeshNode:
                 self._election.set_hidden(hidden, now)
             if changed and self._ping_due() < float("inf"):
                 # Whoever tracks this tab's silence allows a hidden tab longer: tell it now.
-                self.send(Alive(src=self.node_id, locks=self.members.locks, hidden=hidden))
+                self._say_alive()
             self.streams.set_hidden(hidden, now)
 
     def set_frozen(self, frozen: bool, now: float) -> None:
@@ -349,7 +354,7 @@ class MeshNode:
                 self._election.resume(now)
                 self.streams.resume(now)
             else:
-                self.send(Hello(src=self.node_id, locks=self.members.locks))
+                self._say_hello()
                 self.streams.resume(now)
 
     def register_flow(self, flow: str) -> None:
@@ -561,23 +566,36 @@ class MeshNode:
         """What ``message`` says about its sender's membership."""
         members, src = self.members, message.src
         if isinstance(message, Bye):
-            if src != self.leader:  # the election drops a lost leader itself, and may wait for it
-                members.gone(src)
+            self._member_gone(src)
         elif isinstance(message, Hello):
             members.heard(src, now, locks=message.locks)
             if self.role is Role.PEER:  # no leader lists the members: each tells the joiner itself
-                self.send(Alive(src=self.node_id, locks=members.locks, hidden=self._hidden))
+                self._say_alive()
         elif isinstance(message, Alive):
             members.heard(src, now, locks=message.locks, hidden=message.hidden)
         else:  # it spoke, so it lives (a follower's list is its leader's at the next heartbeat)
             members.heard(src, now)
+
+    def _member_gone(self, node_id: str) -> None:
+        """``node_id`` left or its lock was released. A lost leader is the election's to drop: it may
+        wait for the successor that leader named first."""
+        if node_id != self.leader:
+            self.members.gone(node_id)
 
     def _check_listed(self, message: Message) -> None:
         """A follower its leader does not list (the leader is new, or missed its Hello) says it is there."""
         if (isinstance(message, (Coordinator, Heartbeat)) and message.src == self.leader
                 and self.role is Role.FOLLOWER and len(message.members) < MAX_MEMBERS
                 and not any(entry.id == self.node_id for entry in message.members)):
-            self.send(Alive(src=self.node_id, locks=self.members.locks, hidden=self._hidden))
+            self._say_alive()
+
+    def _say_alive(self) -> None:
+        """Tell the members this tab is there, whether a Web Lock covers it, and whether it is hidden."""
+        self.send(Alive(src=self.node_id, locks=self.members.locks, hidden=self._hidden))
+
+    def _say_hello(self) -> None:
+        """Ask the mesh, as a joiner does, and say whether a Web Lock covers this tab."""
+        self.send(Hello(src=self.node_id, locks=self.members.locks))
 
     def _ping_due(self) -> float:
         """When this tab must say ``Alive`` (``inf``: a Web Lock, or its heartbeats, cover it)."""
@@ -637,13 +655,14 @@ class MeshNode:
         old = self.node_id
         new = _check_node_id(self._new_id(old))
         self.node_id = new
+        self._me = _as_json_text(new)
         self._former_ids = (*self._former_ids[-3:], old)  # what it produced under them is still its own
         self.emit(Renamed(new))
         if self._election is not None:
             self._election.rename(new, now)
         if not self.is_leader:  # (a leader announces itself) the members learn the new ID now, and
             # answer it as a joiner: its twin's messages, which named it, were taken for its own.
-            self.send(Hello(src=new, locks=self.members.locks))
+            self._say_hello()
         self.executes.on_renamed(now)
 
     def _leader_changed(self, leader: str | None, now: float) -> None:
