@@ -286,18 +286,16 @@ class BullyElection:
 
     def _announce(self, now: float) -> None:
         self._last_reassert = now
-        members = self.members
-        self._send(Coordinator(src=self.node_id, term=self.term, interval=self.config.heartbeat, hidden=self.hidden,
-                               locks=members.locks, successor=members.successor(), members=members.listing()))
-        self._mark_beat(now)
+        self._speak_as_leader(Coordinator, now)
 
     def _beat(self, now: float) -> None:
-        members = self.members
-        self._send(Heartbeat(src=self.node_id, term=self.term, interval=self.config.heartbeat, hidden=self.hidden,
-                             locks=members.locks, successor=members.successor(), members=members.listing()))
-        self._mark_beat(now)
+        self._speak_as_leader(Heartbeat, now)
 
-    def _mark_beat(self, now: float) -> None:
+    def _speak_as_leader(self, kind: type[Coordinator] | type[Heartbeat], now: float) -> None:
+        """Send what every leader message carries: term, pace, the members and the successor."""
+        members = self.members
+        self._send(kind(src=self.node_id, term=self.term, interval=self.config.heartbeat, hidden=self.hidden,
+                        locks=members.locks, successor=members.successor(), members=members.listing()))
         self._last_beat = now
         self._next_beat = now + self.config.heartbeat
         self.listed_version = self.members.version

@@ -157,8 +157,8 @@ class Members:
         # all have Web Locks or none): it says otherwise in its Hello or Alive.
         known = self._known[node_id] = _Known(self.locks if locks is None else locks, bool(hidden), now)
         self.version += 1
-        if self._next is not None and not self.covered(node_id) and self._limit(known) < self._next[0]:
-            self._next = (self._limit(known), node_id)
+        if self._next is not None and not self.covered(node_id):
+            self._next = min(self._next, (self._limit(known), node_id))
         return True
 
     def gone(self, node_id: str) -> bool:
