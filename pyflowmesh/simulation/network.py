@@ -53,6 +53,7 @@ from ..core.config import MeshConfig
 from ..core.effects import (
     EFFECT_TYPES,
     CacheUpdated,
+    CallRetrying,
     CancelCall,
     CloseSource,
     Deliver,
@@ -191,6 +192,7 @@ class VirtualNetwork:
         self._hung: dict[tuple[int, int], CallOutcome] = {}  # calls that never return
         self._handlers = every_effect({
             Send: self._on_send, StartCall: self._on_start_call, CancelCall: self._on_cancel_call,
+            CallRetrying: self._on_call_retrying,
             Resolve: self._settle, Reject: self._settle, LeaderChanged: self._on_leader_changed,
             CacheUpdated: self._on_cache_updated, FailureShared: self._on_failure_shared,
             WatchPeers: self._on_watch_peers, MembersChanged: self._on_members_changed, Renamed: self._on_renamed,
@@ -753,6 +755,12 @@ class VirtualNetwork:
             self._hung[(tab.index, effect.call_id)] = plan.outcome
         else:
             self._push(self.now + plan.duration, _CALL_DONE, tab, effect.call_id, plan.outcome)
+
+    def _on_call_retrying(self, tab: Tab, effect: CallRetrying) -> None:
+        """A failed attempt is retried (the flow's policy): the next StartCall comes after the delay."""
+        self.events["retries"] += 1
+        self.log(tab, f"attempt {effect.attempt}/{effect.max_attempts} of {effect.key} failed; "
+                      f"retry in {effect.delay:g}ms")
 
     def _on_cancel_call(self, tab: Tab, effect: CancelCall) -> None:
         """The node gave up on a call; the runtime cancels its task."""
