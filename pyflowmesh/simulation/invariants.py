@@ -315,6 +315,13 @@ class Oracle:
                 return ended + sim.lock_delay[1] + beat + 4 * delay
             return ended + config.silence_limit(beat, hidden) + 2 * beat + 4 * delay
 
+        def listed(viewer: Tab) -> set[str]:
+            try:
+                return set(viewer.node.members.ids())
+            except Exception as error:  # a member ID that is no str got in: the decoder let it through
+                self.violate("exception", f"tab {viewer.id}: its member list cannot be read: {error!r}")
+                return set()
+
         def check(viewer: Tab, listed: set[str], should: set[str]) -> None:
             for missing in sorted(should - listed - {viewer.id}):
                 self.violate("members", f"tab {viewer.id} ({viewer.node.role}) does not list the live member {missing}")
@@ -327,7 +334,7 @@ class Oracle:
             scope_mates = {t.id for t in live if t.digest == viewer.digest}
             node = viewer.node
             if config.strategy == "peer-to-peer":
-                check(viewer, set(node.members.ids()), scope_mates)
+                check(viewer, listed(viewer), scope_mates)
                 continue
             if not node.is_leader:
                 leader = by_id.get(node.leader or "")
@@ -335,7 +342,7 @@ class Oracle:
                     self.violate("members", f"tab {viewer.id} names {node.successor} its successor, its leader "
                                             f"{leader.id} {leader.node.successor}")
                 continue
-            check(viewer, set(node.members.ids()), scope_mates)
+            check(viewer, listed(viewer), scope_mates)
 
     def check_held(self, when: str) -> None:
         """No live tab holds in its cache a value the server produced for another scope (the effects
