@@ -48,9 +48,15 @@ async def test_five_tabs_and_three_attempts_make_at_most_three_calls_and_all_get
                       on_retry=lambda error, attempt, most: retried.append((str(error), attempt, most)))
              for tab in tabs]
     await settle(tabs)
+    seen: list[list[str]] = [[] for _ in flows]
+    for flow, statuses in zip(flows, seen, strict=True):
+        flow.subscribe(lambda f, statuses=statuses: statuses.append(f.status))
     results = await ends(asyncio.gather(*(flow.execute(1) for flow in flows)), "the executes")
     assert api.calls == 3
     assert all(result == {"args": [1], "call": 3} for result in results)
+    # every tab's subscribers saw it load through the retries and succeed, never an error between
+    assert all(statuses[0] == "loading" and statuses[-1] == "success" and "error" not in statuses
+               for statuses in seen), seen
     assert retried == [("attempt 1 failed", 1, 3), ("attempt 2 failed", 2, 3)]  # in the calling tab only
     assert sum(tab.stats.retries for tab in tabs) == 2
 
