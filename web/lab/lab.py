@@ -426,11 +426,33 @@ def js_post(raw: Any) -> None:
     poster.close()  # what it posted is on its way already
 
 
+# What render() will show, and whether a render is already scheduled.
+_shown: dict[str, Any] = {"last": None, "scheduled": False}
+RENDER_DELAY_MS = 250
+
+
 def render(last: dict[str, Any] | None = None) -> None:
+    """Show the state (and the last outcome) on the page, at most once per RENDER_DELAY_MS.
+
+    Rendering is for screenshots only. It used to run in the very listener or execute that
+    changed the state: a few ms of Python per change (json.dumps of the state, two DOM
+    writes), which on two cores shared by many tabs delayed the next tab's handling of the
+    same message, so the lab's own drawing showed in the hand-over and lag figures. Now it
+    runs in a browser task of its own, after the burst.
+    """
+    if last is not None:
+        _shown["last"] = last
+    if not _shown["scheduled"]:
+        _shown["scheduled"] = True
+        js.setTimeout(create_once_callable(_render_now), RENDER_DELAY_MS)
+
+
+def _render_now() -> None:
+    _shown["scheduled"] = False
     try:
         js.document.getElementById("state").textContent = json.dumps(state(), indent=1)
-        if last is not None:
-            js.document.getElementById("last").textContent = json.dumps(last, indent=1)[:4000]
+        if _shown["last"] is not None:
+            js.document.getElementById("last").textContent = json.dumps(_shown["last"], indent=1)[:4000]
     except Exception as error:  # rendering is for screenshots only; never break the lab
         js.console.warn(f"lab: render failed: {error!r}")
 
