@@ -579,9 +579,13 @@ class FlowMesh:
         """Carry out ``effects`` of ``node``, whose waiting executes are ``waiters``, one by one.
 
         A failure to carry out one (the channel closed under us) loses that one, never the
-        rest. A listener may switch the scope in the middle: the rest belongs to the old
+        rest. The page's listeners are told last: what the node posts (a new leader's
+        ``Coordinator``) leaves before any listener's code runs, however long that takes.
+        A listener may switch the scope in the middle: the rest belongs to the old
         scope and is dropped (its waiters were failed, its peers had a ``Bye``).
         """
+        if len(effects) > 1:
+            effects = sorted(effects, key=_told_last)  # stable: each group keeps its order
         for effect in effects:
             if node is not self._node:
                 break
@@ -753,6 +757,14 @@ class FlowMesh:
         if not self._disposed:
             self._node.set_frozen(frozen, self._now())
             self._flush()
+
+
+_LISTENER_EFFECTS = (LeaderChanged, MembersChanged, CacheUpdated, FailureShared)
+
+
+def _told_last(effect: Effect) -> bool:
+    """The sort key that puts the effects calling the page's listeners after the rest."""
+    return isinstance(effect, _LISTENER_EFFECTS)
 
 
 def _subscribe(listeners: list[Callable[..., None]], callback: Callable[..., None]) -> Callable[[], None]:

@@ -11,11 +11,12 @@ from support import HEARTBEAT, Server, async_test, ends, leaders, leading_node, 
 
 from pyflowmesh import FlowMesh, MeshChange, SharedFlowError, use_flow
 from pyflowmesh.core.config import MeshConfig
+from pyflowmesh.core.effects import LeaderChanged
 from pyflowmesh.core.members import Member, Members
 from pyflowmesh.core.node import MeshNode
 from pyflowmesh.core.stats import MeshStats
 from pyflowmesh.core.values import cache_key
-from pyflowmesh.core.wire import MAX_MEMBERS, Coordinator, Heartbeat, MemberEntry, decode
+from pyflowmesh.core.wire import MAX_MEMBERS, Coordinator, Election, Heartbeat, MemberEntry, decode, encode
 from pyflowmesh.simulation.network import VirtualNetwork
 from pyflowmesh.transports.memory import MemoryHub
 
@@ -125,6 +126,52 @@ def test_the_successor_takes_over_when_the_browser_hands_over_a_crashed_leaders_
     assert net.leader() == successor and net.converged()
     assert [type(m).__name__ for _, _, m in posts][:1] == ["Coordinator"]
     assert not any(type(m).__name__ == "Election" for _, _, m in posts)
+
+
+def _bye_of_the_leader(ids: list[str]) -> tuple[VirtualNetwork, str, str, str]:
+    """A settled mesh, its leader's Bye (encoded; the leader closed) and the successor it names."""
+    net = _mesh(ids, locks=True)
+    leader = net.leader()
+    assert leader is not None
+    successor = net.node(leader).successor
+    assert successor is not None
+    posts: list[Any] = []
+    net.posts = posts
+    at = net.now + 10
+    net.close(leader, at=at)
+    net.run_until(at + net.delay[0] / 2)  # the Bye is posted, and delivered to nobody yet
+    bye = next(message for _, src, message in posts if src == leader)
+    return net, leader, successor, encode(bye)
+
+
+def test_every_follower_follows_the_named_successor_on_the_bye_itself_before_its_coordinator() -> None:
+    net, leader, successor, bye = _bye_of_the_leader(["a", "b", "c", "d"])
+    follower = net.node(min(n for n in "abcd" if n not in (leader, successor)))
+    follower.take_effects()
+    follower.receive(bye, net.now)  # straight from the Bye: no post of the successor needed
+    assert follower.leader == successor and follower.role.value == "follower"
+    assert [e.leader for e in follower.take_effects() if isinstance(e, LeaderChanged)] == [successor]
+    took_over = net.node(successor)
+    took_over.take_effects()
+    took_over.receive(bye, net.now)  # from the old leader straight to itself: one leader change
+    assert took_over.is_leader
+    assert [e.leader for e in took_over.take_effects() if isinstance(e, LeaderChanged)] == [successor]
+
+
+def test_a_named_successor_that_never_confirms_itself_is_stood_against_after_the_wait() -> None:
+    net, leader, successor, bye = _bye_of_the_leader(["a", "b", "c", "d"])
+    follower = net.node(min(n for n in "abcd" if n not in (leader, successor)))
+    now = net.now
+    follower.receive(bye, now)
+    follower.take_effects()
+    assert follower.leader == successor
+    # No Coordinator comes (the successor is frozen): the follower stands at its staggered turn
+    # plus answer_timeout, the wait a joining tab gives the successor.
+    deadline = follower.next_deadline()
+    assert deadline is not None and deadline <= now + CONFIG.answer_timeout * 1.5
+    follower.tick(deadline)
+    assert follower.role.value == "candidate" and follower.leader is None
+    assert _sent(follower, Election)
 
 
 def test_a_leader_and_its_successor_crashing_together_fall_back_to_the_election() -> None:

@@ -94,7 +94,9 @@ def test_a_thousand_seeds_of_up_to_30_tabs_hold_every_invariant() -> None:
     assert summary.convergence[0] > 0 and summary.settled_latency[0] > 0
     # Scopes (issue 14): runs of one and of several scopes, switches, executes cut short by them.
     assert set(summary.scopes) == {"shared", "one named", "several"}
-    assert summary.faults["scope-switch"] > 500 and summary.events["scope rejoins (forget=True)"] > 50
+    # (A coverage floor, not a bound: the count moves with the protocol's timing; 50 once followers
+    # followed a named successor on its leader's Bye, 51+ before.)
+    assert summary.faults["scope-switch"] > 500 and summary.events["scope rejoins (forget=True)"] > 40
     assert summary.outcomes["scope-changed"] > 10 and summary.scope_checks > 100_000
 
 

@@ -26,8 +26,12 @@ The rules, in the order they matter:
   choose. When the leader's going is certain (its ``Bye``, or the browser handing
   over its Web Lock), that member announces itself at once, in a term above the
   leader's: a hand-over costs one post and no ``answer_timeout``. The other
-  followers wait ``answer_timeout`` for it before their staggered turn, so a
-  successor that is gone too costs one wait, then the election runs as before.
+  followers follow it at once, on the same news (the ``Bye`` names it; the lock
+  is handed to every watcher together), *provisionally*: they route to it, and
+  give it their staggered turn plus ``answer_timeout`` to confirm itself with its
+  ``Coordinator``; a successor that is gone too (its own lock, or no word in that
+  time) costs that wait, then they stand and the election runs as before. No
+  follower waits for a post of the successor to know whom to follow.
   Silence is not certain (the leader may only be slow), so it starts the election.
 * **Failure detection.** A follower presumes its leader dead after
   :meth:`MeshConfig.silence_limit` without a heartbeat (longer for a hidden leader,
@@ -124,6 +128,7 @@ class BullyElection:
         self.successor: str | None = None  # follower: who takes over from the leader (its heartbeats say)
         self.leader_locks = False  # follower: the leader holds a Web Lock this tab may watch
         self.awaiting: str | None = None  # joining: the named successor this tab waits for
+        self.provisional = False  # follower: follows a named successor that has not confirmed itself yet
         self.listed_version = -1  # leader: the members' version its last heartbeat listed
 
     # --- inputs -------------------------------------------------------------------------
@@ -156,7 +161,11 @@ class BullyElection:
         if self.role is Role.LEADER and now >= self._next_beat:
             self._beat(now)
         elif self.role is Role.FOLLOWER and now >= self._silence_deadline:
-            self._leader_lost(now)
+            if self.provisional:  # the named successor never confirmed itself: our turn to stand
+                self._set_leader(None, now)
+                self._stand(now)
+            else:
+                self._leader_lost(now)
         elif self.role is Role.JOINING and now >= self._phase_deadline:
             self._stand(now)
         elif self.role is Role.CANDIDATE and now >= self._phase_deadline:
@@ -316,16 +325,32 @@ class BullyElection:
         self.successor = None
         if lost is not None:
             self.members.gone(lost)
-        self._set_leader(None, now)
         if successor == self.node_id:
+            # Straight from the old leader to this tab: one leader change, not two (no "none"
+            # between them), so the Coordinator is not queued behind an extra round of listeners.
             self.stats.handovers += 1
             self._candidate_term = self.term + 1
             self._win(now)
             return
+        if successor is not None and successor != lost and successor in self.members:
+            self._adopt(successor, now)
+            return
+        self._set_leader(None, now)
         self._become(Role.JOINING)
         self._staggering = True
         self.awaiting = successor if successor is not None and successor != lost and successor in self.members else None
         self._phase_deadline = now + self._stagger() + (self.config.answer_timeout if self.awaiting else 0.0)
+
+    def _adopt(self, successor: str, now: float) -> None:
+        """Follow the named successor before it confirms itself; stand at our turn if it never does."""
+        self._become(Role.FOLLOWER)
+        self.provisional = True
+        self.awaiting = None
+        self._answered = self._posted = self._staggering = False
+        self.leader_locks = self.members.covered(successor)
+        # Until its Coordinator: our staggered turn plus answer_timeout, as a joining tab waits for it.
+        self._silence_deadline = now + self._stagger() + self.config.answer_timeout
+        self._set_leader(successor, now)
 
     def _stagger(self) -> float:
         return self.config.answer_timeout / 2 * (1 - _rank(self.node_id))
@@ -335,6 +360,7 @@ class BullyElection:
             self.stats.stepped_down += 1
         self._become(Role.FOLLOWER)
         self._answered = self._posted = self._staggering = False
+        self.provisional = False
         self.awaiting = None
         self.term = max(self.term, leader.term)
         self._leader_term = leader.term

@@ -4,7 +4,11 @@ Each member holds the lock :func:`~pyflowmesh.transports.base.lock_name` names
 (``pyflowmesh:<channel>:<node id>``, ``pyflowmesh:<channel>:<scope digest>:<node id>``
 in a scope) while it is a member; a follower queues for its leader's lock (the
 leader for each of its followers'), and the browser grants it the moment that
-tab closes or crashes. So a dead leader is replaced in milliseconds rather than
+tab closes or crashes. Watches ask for the lock in ``shared`` mode: the browser grants
+every waiting watcher together when the exclusive holder goes (exclusive watches would
+be granted one after another, each waiting for the previous watcher's tab to run its
+callback), and each reports the tab gone from inside its grant, not a task later.
+So a dead leader is replaced in milliseconds rather than
 after its heartbeats run out, a dead follower leaves the members as fast, and the
 long patience the mesh grants a hidden leader (whose timers the browser throttles)
 costs nothing when that tab dies. A watched lock that nobody holds or waits for
@@ -149,16 +153,17 @@ class WebLocks(PeerWatch):
             self._peer_released(node_id, watch)
             return
         watch.abort = js.AbortController.new()
-        options = to_js({"signal": watch.abort.signal}, dict_converter=js.Object.fromEntries)
+        options = to_js({"mode": "shared", "signal": watch.abort.signal}, dict_converter=js.Object.fromEntries)
         watch.granted = create_proxy(lambda lock: self._peer_released(node_id, watch))
         # An abort rejects the request; that is expected, hence the handler.
         js.navigator.locks.request(name, options, watch.granted).then(self._ignore, self._ignore)
 
     def _peer_released(self, node_id: str, watch: _Watch) -> None:
-        if self._open and self._watches.get(node_id) is watch:
-            asyncio.get_event_loop().call_soon(self._report_gone, node_id, watch)
-
-    def _report_gone(self, node_id: str, watch: _Watch) -> None:
-        if self._open and self._watches.get(node_id) is watch and self._gone is not None:
-            self.unwatch(node_id)  # granted once: the lock is ours until the callback returns
-            self._gone(node_id)
+        """Granted (or found free): report the tab gone now, in the grant's own callback."""
+        if not self._open or self._watches.get(node_id) is not watch or self._gone is None:
+            return
+        granted, watch.granted = watch.granted, None
+        if granted is not None:  # this very call runs in it: destroyed once the call has returned
+            asyncio.get_event_loop().call_soon(granted.destroy)
+        self.unwatch(node_id)  # granted once: the lock is ours until the callback returns
+        self._gone(node_id)

@@ -31,8 +31,10 @@ Query parameters (all optional; durations in milliseconds):
                     as Python got it (``start``), after the node took it in
                     (``received``: decode and protocol) and after its effects were
                     carried out (``flushed``: sends, futures resolved, listeners), with
-                    the message's ``type`` and ``key``; for the follower-lag benchmark
-                    (``bench/lag_bench.py``)
+                    the message's ``type`` and ``key``, and ``effects``: each effect's
+                    type and the stamp after it was carried out; a Web Lock's grant
+                    (another tab gone) is listed as a message of type ``peer_gone``;
+                    for the follower-lag and failover benchmarks
 ``stamps``          ``1`` (default); ``0``: the mesh gets no wall clock, so its messages
                     carry no ``sent`` stamp and it adds no transit to the ages it receives
                     nor declines a late request: a page of pyflowmesh 0.1.0, for comparisons
@@ -338,9 +340,18 @@ def js_seen() -> Any:
 
 TRACE = param("trace", "0") == "1"
 TRACE_LIMIT = 2000
-trace: list[tuple[float, float, float, Any]] = []  # (start, received, flushed, the raw data)
+trace: list[tuple[float, float, float, Any, list[Any]]] = []  # (start, received, flushed, the raw data, effects)
+applied: list[Any] = []  # [effect type, performance.now() when carried out] of the message being traced
 
 if TRACE and mesh is not None:
+    untraced_apply = mesh._apply
+
+    def traced_apply(effect: Any, waiters: Any, node: Any) -> None:
+        """FlowMesh._apply, noting when each effect was carried out."""
+        untraced_apply(effect, waiters, node)
+        applied.append([type(effect).__name__, js.performance.now()])
+
+    mesh._apply = traced_apply  # type: ignore[method-assign]
 
     def traced_on_message(data: Any) -> None:
         """FlowMesh._on_message, with a stamp after each of its two steps."""
@@ -350,23 +361,57 @@ if TRACE and mesh is not None:
             return
         mesh._node.receive(data, mesh._now())
         received = js.performance.now()
+        applied.clear()
         mesh._flush()
         if len(trace) < TRACE_LIMIT:
-            trace.append((start, received, js.performance.now(), data))
+            trace.append((start, received, js.performance.now(), data, list(applied)))
 
     mesh._on_message = traced_on_message  # type: ignore[method-assign]  # _Events calls it by name
+
+    def traced_on_peer_gone(node_id: str) -> None:
+        """FlowMesh._on_peer_gone (a Web Lock granted: that tab is gone), traced as a message would be."""
+        assert mesh is not None
+        start = js.performance.now()
+        if mesh._disposed:
+            return
+        mesh._node.peer_gone(node_id, mesh._now())
+        received = js.performance.now()
+        applied.clear()
+        mesh._flush()
+        if len(trace) < TRACE_LIMIT:
+            trace.append((start, received, js.performance.now(), json.dumps({"type": "peer_gone", "src": node_id}),
+                          list(applied)))
+
+    mesh._on_peer_gone = traced_on_peer_gone  # type: ignore[method-assign]
+
+
+gc_runs: list[list[float]] = []  # with ?trace=1: [generation, start, end] of each collection (performance.now())
+
+if TRACE:
+
+    def note_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_runs.append([info["generation"], js.performance.now(), 0.0])
+        elif gc_runs:
+            gc_runs[-1][2] = js.performance.now()
+        del gc_runs[:-200]
+
+    gc.callbacks.append(note_gc)
 
 
 def js_trace() -> Any:
     out = []
-    for start, received, flushed, data in trace:
+    for start, received, flushed, data, effects in trace:
         try:
             message = json.loads(data) if isinstance(data, str) else {}
         except ValueError:
             message = {}
         out.append({"start": start, "received": received, "flushed": flushed,
-                    "type": message.get("type"), "key": message.get("key"), "src": message.get("src")})
-    return to_js_data(out)
+                    "type": message.get("type"), "key": message.get("key"), "src": message.get("src"),
+                    "effects": effects})
+    for generation, start, end in gc_runs:
+        out.append({"start": start, "received": end, "flushed": end, "type": f"gc{generation}", "effects": []})
+    return to_js_data(sorted(out, key=lambda entry: entry["start"]))
 
 
 def js_set_wake(microtask: Any) -> None:
@@ -381,11 +426,33 @@ def js_post(raw: Any) -> None:
     poster.close()  # what it posted is on its way already
 
 
+# What render() will show, and whether a render is already scheduled.
+_shown: dict[str, Any] = {"last": None, "scheduled": False}
+RENDER_DELAY_MS = 250
+
+
 def render(last: dict[str, Any] | None = None) -> None:
+    """Show the state (and the last outcome) on the page, at most once per RENDER_DELAY_MS.
+
+    Rendering is for screenshots only. It used to run in the very listener or execute that
+    changed the state: a few ms of Python per change (json.dumps of the state, two DOM
+    writes), which on two cores shared by many tabs delayed the next tab's handling of the
+    same message, so the lab's own drawing showed in the hand-over and lag figures. Now it
+    runs in a browser task of its own, after the burst.
+    """
+    if last is not None:
+        _shown["last"] = last
+    if not _shown["scheduled"]:
+        _shown["scheduled"] = True
+        js.setTimeout(create_once_callable(_render_now), RENDER_DELAY_MS)
+
+
+def _render_now() -> None:
+    _shown["scheduled"] = False
     try:
         js.document.getElementById("state").textContent = json.dumps(state(), indent=1)
-        if last is not None:
-            js.document.getElementById("last").textContent = json.dumps(last, indent=1)[:4000]
+        if _shown["last"] is not None:
+            js.document.getElementById("last").textContent = json.dumps(_shown["last"], indent=1)[:4000]
     except Exception as error:  # rendering is for screenshots only; never break the lab
         js.console.warn(f"lab: render failed: {error!r}")
 
