@@ -249,3 +249,10 @@ def test_a_family_stream_is_adopted_on_listen_and_let_go_when_nobody_listens() -
     node.unlisten(key, 2.0)
     node.tick(3.0)
     assert key not in node.streams.registered  # back to its family: registered streams stay bounded
+
+
+def test_the_simulator_polls_the_family_the_runtime_registers() -> None:
+    from pyflowmesh.simulation.world import POLL_FAMILY, POLL_STREAMS
+
+    assert family_prefix("status") == POLL_FAMILY
+    assert (poll_stream_key("status", (1,)), poll_stream_key("status", ("a",))) == POLL_STREAMS
