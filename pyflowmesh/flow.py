@@ -23,8 +23,10 @@ from .core.effects import CallRetrying, Source
 from .core.policy import CallPolicy
 from .core.values import cache_key, check_flow_key, check_json, flow_key_for
 from .errors import CallTimeoutError, FlowCancelledError, FlowTimeoutError, ScopeChangedError
-from .mesh import FlowMesh, _members, _subscribe, member_key
+from .mesh import FlowMesh, _members, _mesh_for, _subscribe
 from .options import UNSET, FlowOptions
+from .persist import Persistence
+from .polling import Polling, StopReason
 
 __all__ = ["Flow", "FlowStatus", "use_flow"]
 
@@ -32,40 +34,7 @@ log = logging.getLogger("pyflowmesh")
 
 T = TypeVar("T")
 FlowStatus = Literal["idle", "loading", "success", "error"]
-
-def _mesh_for(options: Mapping[str, Any]) -> FlowMesh:
-    """The tab's member for these options: the existing one on that channel, or a new one."""
-    if not isinstance(options, Mapping):
-        raise TypeError(f"mesh= takes a dict of options or a FlowMesh, got {type(options).__name__}")
-    options = dict(options)
-    transport = options.pop("transport", None)
-    node_id = options.pop("node_id", None)
-    channel = options.get("channel")
-    if not isinstance(channel, str) or not channel:
-        raise ValueError("the mesh option 'channel' is required: the BroadcastChannel name, e.g. 'my-mesh'")
-    key = member_key(channel, transport)
-    existing = _members.get(key)
-    if existing is not None and not existing.disposed:
-        # The scope belongs to the tab's session, not to a flow: a flow that names none joins
-        # the member in whatever scope it is now (set_scope may have moved it since).
-        options.setdefault("scope", existing.scope)
-        wanted = existing.config.from_options(options)
-        if wanted.scope != existing.scope:
-            raise ValueError(
-                f"this tab's mesh member on channel {channel!r} is in another scope than this flow asks for; "
-                "a tab holds one scope's data per channel: switch every flow at once with "
-                "mesh.set_scope(...), or leave 'scope' out of this flow's options"
-            )
-        if wanted != existing.config:
-            raise ValueError(
-                f"this tab already has a mesh member on channel {channel!r} with other options "
-                f"({existing.config}); every flow on one channel shares one member, so give them the same options"
-            )
-        return existing
-    mesh = FlowMesh(transport=transport, node_id=node_id, **options)
-    _members[key] = mesh
-    return mesh
-
+FlowSource = Literal["call", "mesh", "cache", "storage"]
 
 def _call_each(functions: list[Callable[[], None]]) -> None:
     for function in functions:
@@ -86,7 +55,9 @@ class Flow(Generic[T]):
         error: the latest execute's exception, or ``None``.
         status: ``"idle"``, ``"loading"``, ``"success"`` or ``"error"``.
         source: where ``data`` came from: ``"call"`` (this tab called the function),
-            ``"mesh"`` (another tab's call) or ``"cache"``; ``None`` before any data.
+            ``"mesh"`` (another tab's call), ``"cache"``, or ``"storage"`` (``persist_key``:
+            kept from an earlier visit); ``None`` before any data.
+        stale: ``data`` came from the browser's storage and no newer data has arrived yet.
     """
 
     def __init__(self, function: Callable[..., Any], mesh: FlowMesh | None, key: str,
@@ -98,7 +69,8 @@ class Flow(Generic[T]):
         self.data: T | None = None
         self.error: BaseException | None = None
         self.status: FlowStatus = "idle"
-        self.source: Source | None = None
+        self.source: FlowSource | None = None
+        self.stale = False
         self._subscribers: list[Callable[[Flow[T]], None]] = []
         self._generation = 0
         self._local_calls: dict[str, asyncio.Future[Any]] = {}
@@ -112,10 +84,27 @@ class Flow(Generic[T]):
         self._queue: asyncio.Lock | None = None
         self._batch: _Batch | None = None
         self._last_start = -math.inf
+        # polling={...} (polling.py): one tab of the mesh polls; None without the option
+        self._polling = Polling(self, self.options.polling) if self.options.polling is not None else None
         if mesh is not None:
             mesh.register(key, function, self.options.call_policy(),
                           self.options.retry.should_retry if self.options.retry else None)
             mesh._bind_flow(self._reset_scope)
+        # persist_key=... (persist.py): the latest data kept in the browser, shown at once here
+        self._persist: Persistence | None = None
+        if self.options.persist_key is not None:
+            self._restore(self.options.persist_key)
+
+    def _restore(self, persist_key: str) -> None:
+        """Show the data an earlier visit stored, marked stale, and revalidate it once."""
+        mesh = self.mesh
+        persist = self._persist = Persistence(self.key, persist_key, self.options.persist_storage,
+                                              (lambda: mesh._node.scope_digest) if mesh is not None else str)
+        stored = persist.restore()
+        if stored is None:
+            return
+        self.data, self.status, self.source, self.stale = stored[1], "success", "storage", True
+        persist.revalidate(self)
 
     def __repr__(self) -> str:
         return f"<Flow {self.key!r} {self.status}>"
@@ -123,6 +112,17 @@ class Flow(Generic[T]):
     @property
     def loading(self) -> bool:
         return self.status == "loading"
+
+    @property
+    def polling(self) -> bool:
+        """Whether this flow polls: it has ``polling={...}``, has executed, and polling has not
+        stopped (``stop_if``, ``stop_on_error``: mesh-wide) nor been closed (``close()``)."""
+        return self._polling is not None and self._polling.active
+
+    @property
+    def polling_stopped(self) -> StopReason | None:
+        """Why polling stopped, mesh-wide: ``"stop_if"`` or ``"error"``; ``None`` while it goes on (or never began)."""
+        return self._polling.stopped if self._polling is not None else None
 
     async def execute(self, *args: Any) -> T:
         """Run the flow with ``args`` through the mesh and return its data.
@@ -207,6 +207,10 @@ class Flow(Generic[T]):
         key = cache_key(self.key, args)  # TypeError for arguments that are not JSON, before anything
         if self.mesh is not None and not options.mutation:
             self._follow(key)
+        if self._polling is not None:
+            self._polling.start(args)
+        if self._persist is not None:
+            self._persist.args = args
         before = (self.status, self.error, self.data, self.source)
         self._callback("on_start", args)
         optimistic = options.optimistic is not UNSET
@@ -319,7 +323,9 @@ class Flow(Generic[T]):
         return unsubscribe
 
     def close(self) -> None:
-        """Stop following the mesh for this flow's latest key (subscribers stay)."""
+        """Stop following the mesh for this flow's latest key (subscribers stay); stop polling here."""
+        if self._polling is not None:
+            self._polling.close()
         if self._unfollow_when_gone is not None:
             self._unfollow_when_gone.detach()
             self._unfollow_when_gone = None
@@ -353,6 +359,8 @@ class Flow(Generic[T]):
         """The mesh switched scope: forget everything of the old one and tell the subscribers."""
         self._generation += 1  # an execute still waiting in the old scope must change nothing
         self.close()  # the followed key was the old scope's; the next execute follows anew
+        if self._polling is not None:
+            self._polling.stopped = None  # a stop was the old scope's too
         self._set(data=None, error=None, status="idle", source=None)
 
     def _on_mesh_data(self, value: Any) -> None:
@@ -368,6 +376,10 @@ class Flow(Generic[T]):
     def _set(self, **changes: Any) -> None:
         for name, value in changes.items():
             setattr(self, name, value)
+        if "data" in changes and self.source != "storage":
+            self.stale = False
+            if self._persist is not None and self.status == "success":
+                self._persist.save(self.data)
         for callback in list(self._subscribers):
             try:
                 callback(self)

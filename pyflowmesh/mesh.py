@@ -18,7 +18,7 @@ import secrets
 import sys
 import time
 import weakref
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 
 from .core.cache import CacheEntry
@@ -46,6 +46,7 @@ from .core.policy import CallPolicy
 from .core.stats import MeshStats
 from .core.values import check_flow_key, check_json
 from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
+from .persist import forget_scope
 from .transports import Transport, default_transport
 
 __all__ = ["FlowMesh", "Waiter", "new_node_id"]
@@ -437,12 +438,11 @@ class FlowMesh:
 
         Args:
             scope: the new scope (a user or session ID), or ``None`` for the shared one.
-            forget: also delete what this device stores for the old scope. Nothing
-                is persisted yet (the Flow-options issue adds persistence, scoped
-                from its first version), so today it only decides what setting the
-                *current* scope again does: nothing without ``forget``, a full reset
-                with it. Pass ``forget=True`` on logout, so the code stays right
-                once persisted entries exist.
+            forget: also delete what this device stores for the old scope: every
+                entry a flow's ``persist_key`` kept for it, in ``localStorage`` and
+                ``sessionStorage`` (:func:`pyflowmesh.persist.forget_scope`). Setting
+                the *current* scope again is nothing without ``forget``, a full reset
+                with it. Pass ``forget=True`` on logout.
 
         Raises:
             TypeError, ValueError: an invalid scope (the message never quotes it) or
@@ -459,6 +459,8 @@ class FlowMesh:
         config = self.config.with_options(scope=scope)
         if config.scope == self.config.scope and not forget:
             return
+        if forget:
+            forget_scope(self._node.scope_digest)  # persist.py: every entry of the old scope on this device
         self._switching = True
         try:
             self._switch(config)
@@ -968,3 +970,37 @@ class _Events:
 
     def leaving(self) -> None:
         self._mesh.dispose()
+
+
+def _mesh_for(options: Mapping[str, Any]) -> FlowMesh:
+    """The tab's member for these options: the existing one on that channel, or a new one."""
+    if not isinstance(options, Mapping):
+        raise TypeError(f"mesh= takes a dict of options or a FlowMesh, got {type(options).__name__}")
+    options = dict(options)
+    transport = options.pop("transport", None)
+    node_id = options.pop("node_id", None)
+    channel = options.get("channel")
+    if not isinstance(channel, str) or not channel:
+        raise ValueError("the mesh option 'channel' is required: the BroadcastChannel name, e.g. 'my-mesh'")
+    key = member_key(channel, transport)
+    existing = _members.get(key)
+    if existing is not None and not existing.disposed:
+        # The scope belongs to the tab's session, not to a flow: a flow that names none joins
+        # the member in whatever scope it is now (set_scope may have moved it since).
+        options.setdefault("scope", existing.scope)
+        wanted = existing.config.from_options(options)
+        if wanted.scope != existing.scope:
+            raise ValueError(
+                f"this tab's mesh member on channel {channel!r} is in another scope than this flow asks for; "
+                "a tab holds one scope's data per channel: switch every flow at once with "
+                "mesh.set_scope(...), or leave 'scope' out of this flow's options"
+            )
+        if wanted != existing.config:
+            raise ValueError(
+                f"this tab already has a mesh member on channel {channel!r} with other options "
+                f"({existing.config}); every flow on one channel shares one member, so give them the same options"
+            )
+        return existing
+    mesh = FlowMesh(transport=transport, node_id=node_id, **options)
+    _members[key] = mesh
+    return mesh

@@ -32,8 +32,7 @@ from .core.node import MeshNode
 from .core.streams import DEFAULT_GRACE
 from .core.values import check_flow_key, flow_key_for
 from .errors import FlowInterruptedError
-from .flow import _mesh_for
-from .mesh import FlowMesh, _members, _subscribe
+from .mesh import FlowMesh, _members, _mesh_for, _subscribe
 
 __all__ = ["Stream", "StreamEvent", "StreamStatus", "Source", "use_stream"]
 
@@ -170,6 +169,8 @@ class _StreamDriver:
     def __init__(self, mesh: FlowMesh) -> None:
         self.mesh = mesh
         self.sources: dict[str, tuple[Source, float]] = {}
+        # prefix -> (make_source(key), grace): streams made per key, e.g. polling's one per arguments
+        self.families: dict[str, tuple[Callable[[str], Source], float]] = {}
         self.streams: dict[str, list[Stream]] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}  # run -> the task running the source
         self.private = False  # a member of its own (use_stream without mesh=): it goes with its last Stream
@@ -191,6 +192,20 @@ class _StreamDriver:
             )
         self.mesh._node.register_stream(key, grace)
         self.sources[key] = (source, grace)
+
+    def register_family(self, prefix: str, make_source: Callable[[str], Source], grace: float) -> None:
+        """Every stream whose key starts with ``prefix`` runs ``make_source(key)`` in this tab."""
+        self.mesh._node.register_stream_family(prefix, grace)
+        self.families[prefix] = (make_source, grace)
+
+    def source_for(self, key: str) -> Source:
+        registered = self.sources.get(key)
+        if registered is not None:
+            return registered[0]
+        for prefix, (make_source, _) in self.families.items():
+            if key.startswith(prefix):
+                return make_source(key)
+        raise LookupError(f"no source for stream {key!r} in this tab")
 
     def add(self, stream: Stream) -> None:
         siblings = self.streams.setdefault(stream.key, [])
@@ -242,6 +257,8 @@ class _StreamDriver:
         self.halt_sources()
         for key, (_, grace) in self.sources.items():
             node.register_stream(key, grace)
+        for prefix, (_, grace) in self.families.items():
+            node.register_stream_family(prefix, grace)
         for key, streams in self.streams.items():
             for stream in streams:
                 stream._reset()
@@ -271,7 +288,7 @@ class _StreamDriver:
         generator: Any = None
         failure: BaseException | None = None
         try:
-            source = self.sources[effect.stream][0]
+            source = self.source_for(effect.stream)
             generator = source(effect.resume)
             if not hasattr(generator, "__anext__"):
                 if hasattr(generator, "close") and hasattr(generator, "send"):

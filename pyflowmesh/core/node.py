@@ -403,6 +403,14 @@ class MeshNode:
         """
         self.streams.register(key, grace)
 
+    def register_stream_family(self, prefix: str, grace: float = 5000.0) -> None:
+        """This tab can run every stream whose key starts with ``prefix`` (polling: one per arguments).
+
+        Raises:
+            TypeError, ValueError: a bad prefix or grace, or too many families registered.
+        """
+        self.streams.register_family(prefix, grace)
+
     def listen(self, key: str, now: float) -> None:
         """This tab listens to stream ``key``: ``Deliver`` effects bring its events, ``StreamChanged`` its status.
 
@@ -411,7 +419,7 @@ class MeshNode:
             LookupError: ``key`` is not registered.
         """
         self._ensure_open()
-        if key not in self.streams.registered:
+        if not self.streams.adopt(key):
             raise LookupError(f"stream {key!r} is not registered in this tab")
         with self._guard(now):
             self._wake(now)

@@ -93,6 +93,7 @@ class StreamInfo:
     owns: bool = False  # peer-to-peer: this tab won the claim
     announce_at: float = math.inf  # when this peer-to-peer owner repeats its StreamOwner run
     catch_up: bool = False  # back from a freeze: the next event may skip some (it is the latest)
+    hidden_leases: set[str] = field(default_factory=set)  # listeners whose page said it is hidden
 
 
 class Streams:
@@ -102,6 +103,11 @@ class Streams:
         self._port = port
         self._config = config
         self.registered: dict[str, float] = {}  # key -> grace (ms)
+        # Families: every stream whose key starts with a prefix here can run in this tab (polling:
+        # one stream per flow and arguments). Such a stream is registered ("adopted") when this tab
+        # listens to it or hears a listener, and let go again once nobody listens and it is closed.
+        self.families: dict[str, float] = {}  # prefix -> grace (ms)
+        self._adopted: set[str] = set()
         self.streams: dict[str, StreamInfo] = {}
         self._runs: dict[int, str] = {}  # open source runs -> their stream
         self._next_run = 0
@@ -125,13 +131,55 @@ class Streams:
         self.registered[key] = float(grace)
         self._info(key)
 
+    def register_family(self, prefix: str, grace: float = DEFAULT_GRACE) -> None:
+        """This tab can run every stream whose key starts with ``prefix`` (its source is the
+        runtime's to build from the key); each is kept open ``grace`` ms after its last listener.
+
+        Raises:
+            TypeError, ValueError: a bad prefix or grace, or ``MAX_REGISTERED`` families already.
+        """
+        check_flow_key(prefix)
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= MAX_GRACE:
+            raise ValueError(f"a stream's grace must be a number of ms from 0 to {MAX_GRACE:g}, got {grace!r}")
+        if prefix not in self.families and len(self.families) >= MAX_REGISTERED:
+            raise ValueError(f"this tab has {MAX_REGISTERED} stream families registered already")
+        self.families[prefix] = float(grace)
+
+    def adopt(self, key: str) -> bool:
+        """Whether this tab can run ``key``: registered, or of a family (then registered now, if room)."""
+        if key in self.registered:
+            return True
+        if not self.families or not isinstance(key, str):
+            return False
+        grace = next((g for prefix, g in self.families.items() if key.startswith(prefix)), None)
+        if grace is None:
+            return False
+        if len(self.registered) >= MAX_REGISTERED:
+            return False  # full: the stream runs in another tab that has room, or waits for room here
+        self.registered[key] = grace
+        self._adopted.add(key)
+        self._info(key)
+        return True
+
+    def audience_hidden(self, key: str, now: float) -> bool:
+        """Whether every tab listening to ``key`` (this one included) has said its page is hidden."""
+        info = self.streams.get(key)
+        if info is None:
+            return False
+        if info.listening and not self._hidden:
+            return False
+        alive = [node for node, until in info.leases.items() if until > now]
+        if not alive and not info.listening:
+            return False
+        return all(node in info.hidden_leases for node in alive)
+
     def listen(self, key: str, now: float) -> None:
         """This tab listens to ``key``: deliver its latest event at once, then every new one.
 
         Raises:
-            LookupError: ``key`` is not registered in this tab.
+            LookupError: ``key`` is not registered in this tab (nor of a registered family).
         """
-        if key not in self.registered:
+        if not self.adopt(key):
             raise LookupError(f"stream {key!r} is not registered in this tab")
         info = self._info(key)
         if info.listening:
@@ -324,9 +372,17 @@ class Streams:
         self._heard(info, message.seq, message.event_id, text, now, latest=message.to is not None)
 
     def _on_listen(self, message: StreamListen, now: float) -> None:
+        if message.listening:
+            self.adopt(message.stream)
         info = self.streams.get(message.stream)
         if info is None or info.key not in self.registered:
             return  # only a tab that can run the stream needs its listeners
+        if message.hidden:
+            if len(info.hidden_leases) >= MAX_LEASES:
+                info.hidden_leases &= set(info.leases)
+            info.hidden_leases.add(message.src)
+        else:
+            info.hidden_leases.discard(message.src)
         if message.listening:
             if message.src not in info.leases and len(info.leases) >= MAX_LEASES:
                 info.leases = {k: t for k, t in info.leases.items() if t > now}
@@ -358,6 +414,8 @@ class Streams:
             self._changed(info)
 
     def _on_owner(self, message: StreamOwner, now: float) -> None:
+        if message.phase != "release":
+            self.adopt(message.stream)
         info = self.streams.get(message.stream)
         if info is None or info.key not in self.registered or not self._peer:
             return
@@ -415,6 +473,7 @@ class Streams:
         if not self._owning(info):
             self._close(info, now)
             info.idle_since = None
+            self._let_go(info)
             return
         if self._wanted(info):
             info.idle_since = None
@@ -435,6 +494,16 @@ class Streams:
                 info.owns = False
                 info.announce_at = math.inf
                 self._announce(info, "release", now)
+            self._let_go(info)
+
+    def _let_go(self, info: StreamInfo) -> None:
+        """An adopted stream nobody listens to and this tab does not run goes back to its family
+        (what it heard stays, as for any stream heard): the registered streams stay bounded."""
+        if (info.key in self._adopted and not info.listening and not info.leases and info.run is None
+                and not info.owns and info.claim_until is None):
+            self._adopted.discard(info.key)
+            self.registered.pop(info.key, None)
+            info.hidden_leases.clear()
 
     def _open(self, info: StreamInfo, now: float) -> None:
         self._next_run += 1

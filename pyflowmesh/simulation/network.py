@@ -165,6 +165,8 @@ class VirtualNetwork:
     default_streams: tuple[str, ...] = ()
     """The streams every tab's page has (registered with ``stream_grace``)."""
     stream_grace: float = 5000.0
+    # Stream families every page has (polling: a stream per flow and arguments), with no grace
+    default_stream_families: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -1091,6 +1093,8 @@ class VirtualNetwork:
             node.register_flow(flow, self.policies.get(flow))
         for stream in self.default_streams:
             node.register_stream(stream, self.stream_grace)
+        for prefix in self.default_stream_families:
+            node.register_stream_family(prefix, 0.0)
         return node
 
     def _fresh_id(self) -> str:

@@ -30,7 +30,7 @@ from .plan import FAULT_KINDS, FAULT_WEIGHTS, RunPlan
 from .records import Bounds, ExecRecord
 from .report import SimulationReport
 from .tab import Tab
-from .world import Simulation
+from .world import POLL_STREAMS, Simulation
 
 __all__ = ["RandomScenario", "run", "run_plan"]
 
@@ -243,17 +243,20 @@ class RandomScenario:
         self.sim.at(when, act)
 
     def toggle_listening_at(self, when: float) -> None:
-        """At ``when`` a random running tab starts listening to the stream, or (now and then) stops."""
+        """At ``when`` a random running tab starts listening to a stream (the ticker or a polled flow's),
+        or (now and then) stops."""
         def act() -> None:
             candidates = [t for t in self.sim.open_tabs if not t.frozen and not t.away]
             if not candidates:
                 return
             tab = self.rng.choice(candidates)
-            state = tab.node.streams.state("ticker")
+            # the ticker, or a polled flow (a stream family: one poller per flow and arguments)
+            stream = self.rng.choice(("ticker", "ticker", *POLL_STREAMS))
+            state = tab.node.streams.state(stream)
             if state is not None and state.listening and self.rng.random() < 0.4:
-                self.sim.streams.unlisten_now(tab, "ticker")
+                self.sim.streams.unlisten_now(tab, stream)
             else:
-                self.sim.streams.listen_now(tab, "ticker")
+                self.sim.streams.listen_now(tab, stream)
         self.sim.at(when, act)
 
     def burst_at(self, when: float) -> None:

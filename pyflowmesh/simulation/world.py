@@ -26,6 +26,10 @@ from .tab import Tab
 __all__ = ["Simulation"]
 
 
+POLL_FAMILY = "pyflowmesh.poll:6:status"
+POLL_STREAMS = (POLL_FAMILY + "[1]", POLL_FAMILY + '["a"]')
+
+
 class Simulation(VirtualNetwork):
     """Tabs of the simulated page, a channel, a server and Web Locks in virtual time, checked as they run.
 
@@ -37,6 +41,10 @@ class Simulation(VirtualNetwork):
     default_flows = tuple(FLOWS)
     default_streams = ("ticker",)  # every page has one stream (simulation/streams.py serves it)
     stream_grace = 3000.0
+    # Flow "status" polled (pyflowmesh.polling.family_prefix("status"), written out: the simulator
+    # uses only the core): each (flow, arguments) polled is a stream of this family, adopted by
+    # whichever tab runs it. The "stream-sources" check makes it one poller per flow and arguments.
+    default_stream_families = (POLL_FAMILY,)
 
     def __init__(
         self,
