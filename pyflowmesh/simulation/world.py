@@ -112,6 +112,9 @@ class Simulation(VirtualNetwork):
 
     def _on_cache_updated(self, tab: Tab, effect: CacheUpdated) -> None:
         self.oracle.check_cached(tab, effect)
+        latest = tab.latest.get(effect.key)
+        if latest is not None and latest.end is not None:  # a Flow takes a newer result while not loading
+            tab.shown[effect.key] = effect.value
 
     def _caller_mutates(self, value: dict[str, Any]) -> None:
         """With pathologies, now and then a page mutates the data an execute returned (in place)."""
