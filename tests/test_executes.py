@@ -561,20 +561,23 @@ def test_a_result_of_a_call_that_began_before_the_invalidation_is_neither_cached
     route_sends(mutator, [follower], 3301.0)
     waiter = follower.submit("f", (1,), 3302.0)
     follower.take_effects()
-    stale = Result(src=leader.node_id, key="f[1]", value={"v": "stale"}, version=10**12, origin=leader.node_id, age=0.0, shared=True,
-                   started=at - 1)  # a call the leader began before it heard of the mutation
+    src = origin = leader.node_id
+    stale = Result(src=src, key="f[1]", value={"v": "stale"}, version=2 * 10**12, origin=origin, age=0.0,
+                   shared=True, started=at - 1)  # a call the leader began before it heard of the mutation
     follower.receive(encode(stale), 3303.0)
     assert follower.get_cached("f[1]", 3303.0) is None
     assert not [e for e in follower.take_effects() if isinstance(e, Resolve)]
-    unknown = Result(src=leader.node_id, key="f[1]", value={"v": "?"}, version=10**12 + 1, origin=leader.node_id, age=0.0, shared=True)
+    unknown = Result(src=src, key="f[1]", value={"v": "?"}, version=2 * 10**12 + 1, origin=origin, age=0.0,
+                     shared=True)
     follower.receive(encode(unknown), 3304.0)  # when its call began is unknown: not taken either
     assert follower.get_cached("f[1]", 3304.0) is None
-    fresh = Result(src=leader.node_id, key="f[1]", value={"v": "new"}, version=10**12 + 2, origin=leader.node_id, age=0.0, shared=True,
-                   started=at + 1)
+    fresh = Result(src=src, key="f[1]", value={"v": "new"}, version=2 * 10**12 + 2, origin=origin, age=0.0,
+                   shared=True, started=at + 1)
     follower.receive(encode(fresh), 3305.0)
     assert follower.get_cached("f[1]", 3305.0) == {"v": "new"}
     assert Resolve(waiter, '{"v":"new"}', "mesh") in follower.take_effects()
-    other = Result(src=leader.node_id, key="g[1]", value=1, version=10**12, origin=leader.node_id, age=0.0, shared=True, started=at - 1)
+    other = Result(src=src, key="g[1]", value=1, version=2 * 10**12, origin=origin, age=0.0, shared=True,
+                   started=at - 1)
     follower.receive(encode(other), 3306.0)  # another flow's result is not concerned
     assert follower.get_cached("g[1]", 3306.0) == 1
 
