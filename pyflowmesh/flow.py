@@ -235,8 +235,8 @@ class Flow(Generic[T]):
                 self._set(status="error", error=error, **rollback)
             if not isinstance(error, ScopeChangedError):  # not a failure: the page switched scope
                 log.warning("pyflowmesh: flow %r failed: %s: %s", self.key, type(error).__name__, error)
-            self._callback("on_error", error)
-            self._callback("on_settled", None, error)
+                self._callback("on_error", error)
+                self._callback("on_settled", None, error)
             raise
         finally:
             self._running.discard(task)

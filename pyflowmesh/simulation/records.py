@@ -31,6 +31,7 @@ class ExecRecord:
     bad_args: bool = False  # its arguments are not fit to share: a TypeError from execute is expected
     tab_index: int = -1
     refetch: bool = False  # the page executed it again because a mutation invalidated its flow
+    digest: str | None = None  # the scope digest of its tab when it started
     on_end: Callable[[ExecRecord], None] | None = field(default=None, repr=False, compare=False)
     sent_args: str = field(default="", repr=False)  # the arguments as JSON when the execute started
 
