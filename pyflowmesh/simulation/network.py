@@ -557,6 +557,20 @@ class VirtualNetwork:
             self._exception(tab, f"cancel(waiter {record.waiter} of {record.key!r})")
         self._after_input(tab)
 
+    def invalidate_flows_now(self, tab: Tab, flows: Sequence[str]) -> bool:
+        """A mutation of the tab's page succeeded: ``FlowMesh.invalidate_flows(flows)``, if its page
+        runs (not closed, frozen or in the bfcache). Returns whether it did."""
+        if not tab.alive or tab.frozen or tab.away:
+            return False
+        self.events["mutations"] += 1
+        self.log(tab, f"invalidate flows {', '.join(flows)}")
+        try:
+            tab.node.invalidate_flows(flows, self._local(tab))
+        except BaseException:
+            self._exception(tab, f"invalidate_flows({list(flows)!r})")
+        self._after_input(tab)
+        return True
+
     def crash_now(self, tab: Tab) -> None:
         """The tab vanishes without a word."""
         if not tab.alive:

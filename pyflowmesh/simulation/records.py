@@ -45,7 +45,7 @@ class Violation:
     """An invariant that did not hold."""
 
     # convergence, execute, duplicate-call, backoff, blocked, sync, cache, value, cross-scope,
-    # exception, internal-error, effect, cancel, bounded, leftover
+    # exception, internal-error, effect, cancel, bounded, leftover, retries, lost-invalidation
     kind: str
     time: float
     message: str
