@@ -211,7 +211,8 @@ class Oracle:
                                       f"{source}, not what the server returned ({produced[:120]}): a caller or a flow "
                                       "mutated an object the mesh shares")
         if (source == "mesh" and world.now >= self.settled_at and config.share_cache
-                and age + self.freshness_slack < config.stale_time):
+                and age + self.freshness_slack < config.stale_time
+                and not self.predates_mutation(record.key, tab.digest, call)):
             entry = next((e for e in tab.node.cache.held() if e.key == record.key), None)
             if entry is None or entry.value != value:
                 self.violate("cache", f"tab {tab.id} got {safe_repr(value)} from the mesh but caches "
@@ -375,6 +376,13 @@ class Oracle:
                                      f"(latest execute {latest.start:.1f}..{latest.end:.1f}, {latest.outcome}), "
                                      f"but tab {mutation.tab} invalidated {flow!r} at {mutation.time:.1f} after "
                                      f"call {mutation.last_call}")
+
+    def predates_mutation(self, key: str, digest: str, call: Any) -> bool:
+        """Whether call number ``call`` of ``key`` started before a mutation of its flow in scope ``digest``:
+        its result reaches only the executes that waited for it, no cache takes it."""
+        return isinstance(call, int) and any(
+            m.digest == digest and call <= m.last_call and any(key_of_flow(key, f) for f in m.flows)
+            for m in self.server.mutations)
 
     def mutated_between(self, key: str, digest: str, first: int, second: int) -> bool:
         """Whether a mutation of ``key``'s flow in scope ``digest`` came between calls number ``first`` and
