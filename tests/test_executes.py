@@ -548,6 +548,27 @@ def test_a_refetch_that_reaches_the_leader_before_the_invalidation_is_not_served
     assert Resolve(mutator_waiter, '{"v":"new"}', "mesh") in mutator.take_effects()
 
 
+def test_a_call_that_began_after_the_mutation_but_before_its_tab_heard_of_it_is_the_refetch() -> None:
+    from pyflowmesh.core.effects import FlowsInvalidated, Resolve, Send, StartCall
+
+    clock, leader, follower, mutator = _three_tabs()
+    clock.wall += 100
+    mutator.invalidate_flows(["f"], 3300.0)
+    invalidation = next(e for e in mutator.take_effects() if isinstance(e, Send))
+    clock.wall += 5
+    first = leader.submit("f", (2,), 3305.0)  # the leader calls after the save, not knowing of it yet
+    (call,) = [e for e in leader.take_effects() if isinstance(e, StartCall)]
+    leader.receive(invalidation.data, 3306.0)
+    assert FlowsInvalidated(("f",)) in leader.take_effects()
+    refetch = leader.submit("f", (2,), 3307.0)  # what the leader's page shows of f is fetched again...
+    assert not [e for e in leader.take_effects() if isinstance(e, StartCall)]  # ...by the call already running
+    clock.wall += 20
+    leader.call_succeeded(call.call_id, {"v": "new"}, 3320.0)
+    assert leader.get_cached("f[2]", 3320.0) == {"v": "new"}
+    resolved = {e.waiter for e in leader.take_effects() if isinstance(e, Resolve)}
+    assert resolved == {first, refetch} and leader.stats.calls == 2  # f[1] before, f[2] once
+
+
 def test_a_result_of_a_call_that_began_before_the_invalidation_is_neither_cached_nor_taken_by_a_refetch() -> None:
     from support import route_sends
 

@@ -312,8 +312,10 @@ class Executes:
             self._apply_flows((flow,), min(after, self._wall(now)))
 
     def _apply_flows(self, flows: Iterable[str], at: float) -> None:
-        """Apply an invalidation of ``flows`` at ``at``: drop their keys, supersede their calls, and
-        say so (``FlowsInvalidated``). A flow already invalidated at ``at`` or later is left alone."""
+        """Apply an invalidation of ``flows`` at ``at``: drop their keys, supersede their calls that
+        began before ``at`` (one that began later, before this tab heard of it, already fetches the
+        new data: refetches join it), and say so (``FlowsInvalidated``). A flow already invalidated
+        at ``at`` or later is left alone."""
         applied = tuple(flow for flow in flows if at > self.invalidated_at(flow))
         if not applied:
             return
@@ -327,6 +329,8 @@ class Executes:
                 self._cache.invalidate(entry.key)
                 self._claims.forget(entry.key)
         for pending in [p for p in self.table.by_key.values() if p.flow in applied]:
+            if pending.phase is Phase.CALLING and pending.started is not None and pending.started > at:
+                continue  # its call began after the mutation (before this tab heard of it): it is the refetch
             self._claims.forget(pending.key)
             self._supersede(pending)
         self._port.emit(FlowsInvalidated(applied))
