@@ -384,6 +384,13 @@ class Oracle:
             m.digest == digest and call <= m.last_call and any(key_of_flow(key, f) for f in m.flows)
             for m in self.server.mutations)
 
+    def met_mutation(self, record: ExecRecord) -> bool:
+        """Whether a mutation of the execute's flow in its scope came while it waited: the call it
+        waited on may have been superseded, and it waits for the next one."""
+        end = record.end if record.end is not None else math.inf
+        return any(m.digest == record.digest and record.flow in m.flows
+                   and record.start - self.world.delay[1] <= m.time <= end for m in self.server.mutations)
+
     def mutated_between(self, key: str, digest: str, first: int, second: int) -> bool:
         """Whether a mutation of ``key``'s flow in scope ``digest`` came between calls number ``first`` and
         ``second``: the later call is the refetch it asks for, no duplicate."""
@@ -499,8 +506,7 @@ class Oracle:
                 continue
             if not any(a <= start and b >= end for a, b in self.converged_spans):
                 continue
-            if any(m.digest == record.digest and record.flow in m.flows and start - self.world.delay[1] <= m.time <= end
-                   for m in server.mutations):
+            if self.met_mutation(record):
                 continue  # a mutation superseded its call: the refetch is a call of its own
             policy = sim.policies.get(record.flow)
             most = policy.max_attempts if policy is not None else 1
@@ -566,6 +572,8 @@ class Oracle:
                 since = joined_at.get(record.tab)
                 if since is not None and record.start - since < join_allowance:
                     limit += join_allowance
+                if self.met_mutation(record):
+                    limit += bounds.quiet_execute  # its call was superseded: the next one answers it
                 max_quiet = max(max_quiet, record.end - record.start)
             if record.end > limit:
                 violations.append(Violation(

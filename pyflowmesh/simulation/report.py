@@ -70,7 +70,8 @@ class SimulationReport:
        execute still runs (a refetch loading) or was cancelled, an error shown, forged values. Two
        calls of a key with a mutation of its flow between them are no duplicate (c), a failing
        execute a mutation of its flow met is not held to ``max_attempts`` (k), and the result of a
-       call that began before a mutation reaches the executes that waited for it but no cache.
+       call that began before a mutation reaches the executes that waited for it but no cache; an
+       execute a mutation of its flow met may wait for one more call (b: ``quiet_execute`` more).
     j. Members (checked a few heartbeats after the end, nothing failing meanwhile): every
        live tab is a member as its leader sees it (peer-to-peer: as every live tab of its
        scope sees it); no tab lists a member that ended longer ago than the end of a tab
