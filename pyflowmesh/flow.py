@@ -75,6 +75,7 @@ class Flow(Generic[T]):
         self._generation = 0
         self._local_calls: dict[str, asyncio.Future[Any]] = {}
         self._followed: str | None = None
+        self._followed_args: tuple[Any, ...] = ()
         self._unfollow_when_gone: weakref.finalize[Any, Any] | None = None
         self._unfollow: list[Callable[[], None]] = []
         # Executes of this flow in progress in this tab (their inner tasks), and the ones
@@ -206,7 +207,7 @@ class Flow(Generic[T]):
         generation = self._generation
         key = cache_key(self.key, args)  # TypeError for arguments that are not JSON, before anything
         if self.mesh is not None and not options.mutation:
-            self._follow(key)
+            self._follow(key, args)
         if self._polling is not None:
             self._polling.start(args)
         if self._persist is not None:
@@ -253,6 +254,8 @@ class Flow(Generic[T]):
     async def _call_through(self, key: str, args: tuple[Any, ...]) -> tuple[Any, Source]:
         """The execute's data and where it came from: the mesh, or this tab alone."""
         mesh = self.mesh
+        if self.options.mutation:
+            return await self._mutate(args), "call"
         if mesh is None:
             return await self._run_locally(args), "call"
         off = mesh.on_retry(key, self._on_retry) if self.options.on_retry is not None else None
@@ -261,6 +264,31 @@ class Flow(Generic[T]):
         finally:
             if off is not None:
                 off()
+
+    async def _mutate(self, args: tuple[Any, ...]) -> Any:
+        """A mutation: this tab calls the function, every time (two saves are two intents: never
+        shared, never cached, with the flow's retries and timeout); on success every tab drops
+        every key of the flows it ``invalidates`` and refetches what it shows of them, once for
+        the whole mesh (see the README's "Mutations")."""
+        value = await self._call(args)
+        mesh = self.mesh
+        if mesh is not None and self.options.invalidates and not mesh.disposed:
+            mesh.invalidate_flows(self.options.invalidates)
+        return value
+
+    def _on_invalidated(self) -> None:
+        """A mutation (here or in another tab) invalidated this flow: execute the followed key again.
+
+        Every tab following the flow does; the leader serves them all with one call. The
+        refetch is an execute of the flow like any other (``loading``, then the new data;
+        its ``on_*`` callbacks run), and it runs even while an older execute loads: that
+        one's call may have begun before the mutation, so its data must not be the last word.
+        """
+        if self._followed is None or self.mesh is None or self.mesh.disposed:
+            return
+        args = self._followed_args
+        task = asyncio.ensure_future(self._run(args))
+        task.add_done_callback(_retrieve)
 
     def _optimistic(self, args: tuple[Any, ...]) -> Any:
         optimistic = self.options.optimistic
@@ -334,11 +362,12 @@ class Flow(Generic[T]):
         self._unfollow = []
         self._followed = None
 
-    def _follow(self, key: str) -> None:
+    def _follow(self, key: str, args: tuple[Any, ...] = ()) -> None:
         if key == self._followed or self.mesh is None:
             return
         self.close()
         self._followed = key
+        self._followed_args = args
         # The mesh holds the flow weakly (see subscribe): a dropped flow stops following.
         me = weakref.ref(self)
 
@@ -352,7 +381,13 @@ class Flow(Generic[T]):
             if flow is not None:
                 flow._on_mesh_error(error)
 
-        self._unfollow = [self.mesh.on_cache_update(key, on_data), self.mesh.on_error(key, on_error)]
+        def on_invalidated(_flow: str) -> None:
+            flow = me()
+            if flow is not None:
+                flow._on_invalidated()
+
+        self._unfollow = [self.mesh.on_cache_update(key, on_data), self.mesh.on_error(key, on_error),
+                          self.mesh.on_invalidate(self.key, on_invalidated)]
         self._unfollow_when_gone = weakref.finalize(self, _call_each, list(self._unfollow))
 
     def _reset_scope(self) -> None:
@@ -502,6 +537,12 @@ def _takes_two(callback: Callable[..., Any]) -> bool:
         return False
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """A refetch's outcome is in the flow's ``data``/``error`` (and was logged): only retrieve it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _log_failure(key: str, name: str, task: asyncio.Future[Any]) -> None:

@@ -30,6 +30,7 @@ from .core.effects import (
     CancelCall,
     Effect,
     FailureShared,
+    FlowsInvalidated,
     LeaderChanged,
     MembersChanged,
     Reject,
@@ -151,6 +152,7 @@ class FlowMesh:
         # at most one entry per key someone listens to now (a Flow follows one key at a time).
         self._cache_listeners: dict[str, list[Callable[[Any], None]]] = {}
         self._error_listeners: dict[str, list[Callable[[BaseException], None]]] = {}
+        self._invalidation_listeners: dict[str, list[Callable[[str], None]]] = {}  # per flow key
         self._leader_listeners: list[Callable[[str | None], None]] = []
         self._calls: dict[int, asyncio.Task[None]] = {}  # call_id -> the task running the flow
         self._scope_listeners: list[Callable[[str | None], None]] = []
@@ -272,6 +274,28 @@ class FlowMesh:
         self._check_open()
         self._node.invalidate(key, self._now())
         self._flush()
+
+    def invalidate_flows(self, flows: Iterable[str]) -> None:
+        """Drop every key of ``flows`` (every argument variant) in every tab: a mutation succeeded.
+
+        Each tab's flows that follow a key of one of them execute it again, and the mesh
+        serves all those refetches with one call (see the README's "Mutations").
+
+        Raises:
+            TypeError, ValueError: not a list of 1 to 64 flow keys.
+        """
+        self._check_open()
+        self._node.invalidate_flows(flows, self._now())
+        self._flush()
+
+    def on_invalidate(self, flow: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(flow)`` whenever every key of the flow ``flow`` was invalidated (a mutation,
+        in this tab or another).
+
+        Returns:
+            A function that unsubscribes.
+        """
+        return _subscribe_key(self._invalidation_listeners, flow, callback)
 
     def on_cache_update(self, key: str, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback(data)`` whenever a new result for ``key`` arrives from any tab.
@@ -628,6 +652,9 @@ class FlowMesh:
             self._tell(self._cache_listeners.get(effect.key, ()), lambda: effect.value, node)
         elif isinstance(effect, FailureShared):
             self._tell(self._error_listeners.get(effect.key, ()), lambda: effect.error, node)
+        elif isinstance(effect, FlowsInvalidated):
+            for flow in effect.flows:
+                self._tell(self._invalidation_listeners.get(flow, ()), functools.partial(str, flow), node)
         elif isinstance(effect, LeaderChanged):
             self._tell(self._leader_listeners, lambda: effect.leader, node)
         elif isinstance(effect, WatchPeers):

@@ -472,3 +472,153 @@ def test_a_failure_with_a_lone_surrogate_in_its_message_still_rejects_every_wait
     # Its Sync has the back-off.
     node.receive(r'{"proto":"pyflowmesh","v":2,"type":"hello","src":"joiner","locks":false}', 600.0)
     assert any(type(e).__name__ == "Send" and e.message.TYPE == "sync" for e in node.take_effects())
+
+
+# --- invalidating whole flows (mutations) --------------------------------------------------------
+
+
+def _three_tabs() -> tuple[Any, MeshNode, MeshNode, MeshNode]:
+    """Three tabs of flow ``f`` sharing a wall clock: the leader (holding ``f[1]``), a follower, a mutating tab."""
+    from support import WallClock, clocked_node, route_sends
+
+    from pyflowmesh.core.effects import Resolve, StartCall
+
+    clock = WallClock()
+    leader, follower, mutator = (clocked_node(name, clock) for name in ("l", "f", "m"))
+    nodes = [leader, follower, mutator]
+    for node in nodes:
+        node.start(0.0)
+    for now in (1000.0, 2000.0, 3000.0):
+        for node in nodes:
+            node.tick(now)
+        for node in nodes:
+            route_sends(node, [n for n in nodes if n is not node], now)
+    assert leader.is_leader or follower.is_leader or mutator.is_leader
+    leader_node = next(n for n in nodes if n.is_leader)
+    others = [n for n in nodes if n is not leader_node]
+    waiter = leader_node.submit("f", (1,), 3100.0)
+    call = next(e for e in leader_node.take_effects() if isinstance(e, StartCall))
+    clock.wall += 10
+    leader_node.call_succeeded(call.call_id, {"v": "old"}, 3110.0)
+    resolved = route_sends(leader_node, others, 3110.0)
+    assert any(isinstance(e, Resolve) and e.waiter == waiter for e in resolved)
+    return clock, leader_node, others[0], others[1]
+
+
+def test_a_refetch_that_reaches_the_leader_before_the_invalidation_is_not_served_the_old_entry() -> None:
+    from support import route_sends
+
+    from pyflowmesh.core.effects import FlowsInvalidated, Resolve, Send, StartCall
+    from pyflowmesh.core.wire import Invalidate, Request, decode
+
+    clock, leader, follower, mutator = _three_tabs()
+    assert follower.get_cached("f[1]", 3200.0) == {"v": "old"}
+    clock.wall += 100
+    mutator.invalidate_flows(["f"], 3300.0)
+    sent = [e for e in mutator.take_effects()]
+    invalidation = next(e for e in sent if isinstance(e, Send))
+    assert decode(invalidation.data) == Invalidate(src=mutator.node_id, key=None, flows=["f"], at=clock.wall)
+    assert FlowsInvalidated(("f",)) in sent  # the mutating tab refetches too
+    follower.receive(invalidation.data, 3301.0)  # the follower hears it first ...
+    assert FlowsInvalidated(("f",)) in follower.take_effects()
+    assert follower.get_cached("f[1]", 3301.0) is None
+    waiter = follower.submit("f", (1,), 3302.0)  # ... and refetches what it shows
+    request = next(e for e in follower.take_effects() if isinstance(e, Send))
+    assert decode(request.data).after == clock.wall  # type: ignore[union-attr]
+    assert isinstance(decode(request.data), Request)
+    clock.wall += 5
+    leader.receive(request.data, 3305.0)  # ... and the leader hears the request before the invalidation
+    effects = leader.take_effects()
+    calls = [e for e in effects if isinstance(e, StartCall)]
+    assert len(calls) == 1, "the old entry must not answer a request that follows the invalidation"
+    assert FlowsInvalidated(("f",)) in effects  # the leader's own flows refetch too
+    assert leader.get_cached("f[1]", 3305.0) is None
+    leader.receive(invalidation.data, 3306.0)  # the invalidation arrives late: applied already
+    assert not [e for e in leader.take_effects() if isinstance(e, FlowsInvalidated)]
+    mutator_waiter = mutator.submit("f", (1,), 3307.0)  # the mutating tab's refetch joins the same call
+    for effect in mutator.take_effects():
+        if isinstance(effect, Send):
+            leader.receive(effect.data, 3308.0)
+    assert not [e for e in leader.take_effects() if isinstance(e, StartCall)]
+    clock.wall += 20
+    leader.call_succeeded(calls[0].call_id, {"v": "new"}, 3320.0)  # not superseded by the late invalidation
+    assert leader.get_cached("f[1]", 3320.0) == {"v": "new"}
+    route_sends(leader, [follower, mutator], 3321.0)
+    assert Resolve(waiter, '{"v":"new"}', "mesh") in follower.take_effects()
+    assert Resolve(mutator_waiter, '{"v":"new"}', "mesh") in mutator.take_effects()
+
+
+def test_a_call_that_began_after_the_mutation_but_before_its_tab_heard_of_it_is_the_refetch() -> None:
+    from pyflowmesh.core.effects import FlowsInvalidated, Resolve, Send, StartCall
+
+    clock, leader, follower, mutator = _three_tabs()
+    clock.wall += 100
+    mutator.invalidate_flows(["f"], 3300.0)
+    invalidation = next(e for e in mutator.take_effects() if isinstance(e, Send))
+    clock.wall += 5
+    first = leader.submit("f", (2,), 3305.0)  # the leader calls after the save, not knowing of it yet
+    (call,) = [e for e in leader.take_effects() if isinstance(e, StartCall)]
+    leader.receive(invalidation.data, 3306.0)
+    assert FlowsInvalidated(("f",)) in leader.take_effects()
+    refetch = leader.submit("f", (2,), 3307.0)  # what the leader's page shows of f is fetched again...
+    assert not [e for e in leader.take_effects() if isinstance(e, StartCall)]  # ...by the call already running
+    clock.wall += 20
+    leader.call_succeeded(call.call_id, {"v": "new"}, 3320.0)
+    assert leader.get_cached("f[2]", 3320.0) == {"v": "new"}
+    resolved = {e.waiter for e in leader.take_effects() if isinstance(e, Resolve)}
+    assert resolved == {first, refetch} and leader.stats.calls == 2  # f[1] before, f[2] once
+
+
+def test_a_result_of_a_call_that_began_before_the_invalidation_is_neither_cached_nor_taken_by_a_refetch() -> None:
+    from support import route_sends
+
+    from pyflowmesh.core.effects import Resolve
+    from pyflowmesh.core.wire import Result, encode
+
+    clock, leader, follower, mutator = _three_tabs()
+    clock.wall += 100
+    at = clock.wall
+    mutator.invalidate_flows(["f"], 3300.0)
+    route_sends(mutator, [follower], 3301.0)
+    waiter = follower.submit("f", (1,), 3302.0)
+    follower.take_effects()
+    src = origin = leader.node_id
+    stale = Result(src=src, key="f[1]", value={"v": "stale"}, version=2 * 10**12, origin=origin, age=0.0,
+                   shared=True, started=at - 1)  # a call the leader began before it heard of the mutation
+    follower.receive(encode(stale), 3303.0)
+    assert follower.get_cached("f[1]", 3303.0) is None
+    assert not [e for e in follower.take_effects() if isinstance(e, Resolve)]
+    unknown = Result(src=src, key="f[1]", value={"v": "?"}, version=2 * 10**12 + 1, origin=origin, age=0.0,
+                     shared=True)
+    follower.receive(encode(unknown), 3304.0)  # when its call began is unknown: not taken either
+    assert follower.get_cached("f[1]", 3304.0) is None
+    fresh = Result(src=src, key="f[1]", value={"v": "new"}, version=2 * 10**12 + 2, origin=origin, age=0.0,
+                   shared=True, started=at + 1)
+    follower.receive(encode(fresh), 3305.0)
+    assert follower.get_cached("f[1]", 3305.0) == {"v": "new"}
+    assert Resolve(waiter, '{"v":"new"}', "mesh") in follower.take_effects()
+    other = Result(src=src, key="g[1]", value=1, version=2 * 10**12, origin=origin, age=0.0, shared=True,
+                   started=at - 1)
+    follower.receive(encode(other), 3306.0)  # another flow's result is not concerned
+    assert follower.get_cached("g[1]", 3306.0) == 1
+
+
+def test_invalidating_a_flow_drops_every_variant_and_no_key_of_a_flow_it_is_a_prefix_of() -> None:
+    node = leading_node()
+    for key in ("f", "f[1]", 'f["a",{"b":2}]', "fx", "fx[1]", "f[1][]", "f]"):
+        node.share_result(key, 1, 3000.0)
+    node.take_effects()
+    node.invalidate_flows(["f"], 3001.0)
+    assert sorted(e.key for e in node.cache.held()) == ["f[1][]", "f]", "fx", "fx[1]"]
+
+
+@pytest.mark.parametrize("flows", ["f", [], [""], [1], ["x" * 2000], [f"f{i}" for i in range(65)], None])
+def test_invalidate_flows_refuses_what_is_not_a_list_of_flow_keys_before_anything_changes(flows: Any) -> None:
+    node = leading_node()
+    node.share_result("f", 1, 3000.0)
+    node.take_effects()
+    with pytest.raises((TypeError, ValueError)):
+        node.invalidate_flows(flows, 3001.0)
+    assert node.get_cached("f", 3001.0) == 1
+    assert not node.take_effects()
+    assert node.stats.internal_errors == 0

@@ -82,13 +82,18 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "stream": st.text(min_size=1, max_size=40), "listening": st.booleans(), "seq": counts,
     "event_id": st.text(max_size=40) | counts, "data": json_values,
     "status": st.sampled_from(["reconnecting", "error"]), "phase": st.sampled_from(["claim", "run", "release"]),
+    "at": walls, "after": walls, "started": walls,
+    "flows": st.none() | st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=4),
 }
 
 
 def message_strategy(cls: type, **overrides: st.SearchStrategy[Any]) -> st.SearchStrategy[Message]:
     strategies = {f.name: overrides.get(f.name, FIELDS[f.name]) for f in fields(cls)}
-    if cls.TYPE == "invalidate":  # type: ignore[attr-defined]
+    if cls.TYPE == "invalidate":  # type: ignore[attr-defined]  # a key, or flows (with their time)
         strategies["key"] = overrides.get("key", st.none() | texts)
+        flows = {**strategies, "key": st.none(), "flows": FIELDS["flows"].filter(bool)}
+        strategies["flows"] = st.none()
+        return st.builds(cls, **strategies) | st.builds(cls, **flows)
     if cls.TYPE == "stream-listen":  # type: ignore[attr-defined]
         strategies["event_id"] = overrides.get("event_id", st.none() | FIELDS["event_id"])
     return st.builds(cls, **strategies)
@@ -112,6 +117,7 @@ def test_every_message_type_round_trips(kind: str) -> None:
 # --- invalid data -------------------------------------------------------------------------------
 
 _ID_FIELDS = {"src", "dst", "origin", "successor"}
+OPTIONAL_FIELDS = ("to", "sent", "successor", "flows", "at", "after", "started")  # may be left out
 _COUNT_FIELDS = {"term", "req", "version", "attempt", "seq"}
 _MILLIS_FIELDS = {"interval", "age", "retry_in", "sent"}
 _FLAG_FIELDS = {"hidden", "shared", "running", "locks", "listening"}
@@ -170,6 +176,13 @@ def _bad_value(name: str, kind: str) -> st.SearchStrategy[Any]:
             [{k: v for k, v in record.items() if k != "key"}], [{**record, "origin": ""}],
             [{**record, "key": 5}],
         ])
+    if name in ("at", "after", "started"):  # optional wall-clock stamps
+        return (st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False) | st.integers(max_value=-1)
+                | st.floats(min_value=2.0**53 * 1.001, allow_nan=False) | st.booleans() | st.text() | st.just({}))
+    if name == "flows":
+        return st.sampled_from([
+            "f", 3, {}, [], [""], [1], [None], ["\ud800"], ["x" * 1025], ["f"] * 65, [["f"]],
+        ])
     raise AssertionError(f"no bad values for field {name!r}")
 
 
@@ -178,7 +191,7 @@ def corrupted_messages(draw: st.DrawFn, kind: str | None = None) -> str:
     """A valid message (of ``kind``), encoded, then broken in one way: a field, the header, or the text."""
     message = draw(messages if kind is None else message_strategy(MESSAGE_TYPES[kind]))
     body: dict[str, Any] = {"proto": PROTOCOL, "v": VERSION, "type": message.TYPE, **asdict(message)}
-    for optional in ("to", "sent", "successor"):
+    for optional in OPTIONAL_FIELDS:
         if body.get(optional, 0) is None and draw(st.booleans()):
             del body[optional]
     names = [f.name for f in fields(message)]
@@ -188,7 +201,7 @@ def corrupted_messages(draw: st.DrawFn, kind: str | None = None) -> str:
         name = draw(st.sampled_from(names))
         body[name] = draw(_bad_value(name, message.TYPE))
     elif how == "missing":
-        required = [n for n in names if n not in ("to", "sent", "successor")]
+        required = [n for n in names if n not in OPTIONAL_FIELDS]
         name = draw(st.sampled_from(required + ["proto", "v", "type"]))
         del body[name]
     elif how == "extra":

@@ -17,7 +17,7 @@ from pyflowmesh import simulation
 from pyflowmesh.core import node as node_module
 from pyflowmesh.core.backoff import SharedBackoff
 from pyflowmesh.core.claims import PeerClaims
-from pyflowmesh.core.effects import CancelCall, Reject, Resolve, StartCall
+from pyflowmesh.core.effects import CancelCall, FlowsInvalidated, Reject, Resolve, StartCall
 from pyflowmesh.core.election import BullyElection, Role
 from pyflowmesh.core.executes import Executes
 from pyflowmesh.core.node import MeshNode
@@ -407,6 +407,33 @@ def test_followers_that_stop_waiting_during_retries_are_caught(monkeypatch: pyte
 
     monkeypatch.setattr(LeaderRequests, "on_accept", impatient)
     assert _first_violation("retries", range(60), faults=("flaky",), max_tabs=12) is not None
+
+
+@pytest.mark.parametrize("strategy", ["leader-follower", "peer-to-peer"])
+def test_a_mutation_refreshes_every_tab_showing_the_flow_with_one_call(strategy: str) -> None:
+    sim = _mesh("bkmz", strategy=strategy)
+    _executes(sim, "bkmz", "dashboard", (), at=1100.0)
+    sim.run_until(1500.0)
+    assert len(sim.calls_of("dashboard")) == 1
+    tab = sim.by_id["k"]  # a follower saves; its invalidation reaches every tab
+    sim.at(1600.0, lambda: sim.mutate_now(tab, ("dashboard",)))
+    sim.run_until(1600.0 + CALL + 10 * DELAY)
+    assert len(sim.calls_of("dashboard", since=1600.0)) == 1  # every tab refetched: one call for the mesh
+    (mutation,) = sim.server.mutations
+    shown = [sim.by_id[i].shown["dashboard"] for i in "bkmz"]
+    assert all(value["call"] > mutation.last_call for value in shown), shown
+    assert sum(r.refetch for r in sim.execs) == 4
+    report = sim.oracle.judge(sim.oracle.bounds(CALL, DELAY), 0.0, sim.now)
+    sim.oracle.check_invalidations()
+    assert not report.violations, report.violations
+
+
+def test_followers_that_drop_an_invalidation_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Their caches drop the flow, but their pages never hear of it (no FlowsInvalidated), so nothing
+    # refetches what they show: the data from before the save stays on screen.
+    _filter_effects(monkeypatch, lambda node, effects: effects if node.is_leader
+                    else [e for e in effects if not isinstance(e, FlowsInvalidated)])
+    assert _first_violation("lost-invalidation", range(40)) is not None
 
 
 def test_followers_get_data_with_one_call_when_their_leader_lacks_the_flow() -> None:

@@ -15,7 +15,7 @@ from pyflowmesh.core import wire as p
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.node import MeshNode
 from pyflowmesh.core.values import check_json
-from pyflowmesh.core.wire import ProtocolError, decode
+from pyflowmesh.core.wire import ProtocolError, decode, encode
 from pyflowmesh.transports.memory import MemoryHub
 
 
@@ -276,3 +276,21 @@ def test_a_member_counts_a_deep_message_as_dropped() -> None:
         mesh.dispose()
 
     asyncio.run(run())
+
+
+def test_an_invalidation_of_flows_and_the_stamps_that_order_calls_after_it_round_trip_and_are_bounded() -> None:
+    from pyflowmesh.core.wire import MAX_INVALIDATED_FLOWS, Invalidate, Request, Result
+
+    for message in (Invalidate(src="a", key=None, flows=["dashboard", "user"], at=1.7e12),
+                    Request(src="a", dst="b", req=1, key="f[1]", flow="f", args=[1], after=1.7e12),
+                    Result(src="a", key="f", value=1, version=1, origin="a", age=0.0, shared=True, started=1.7e12)):
+        assert decode(encode(message)) == message
+    legacy = '{"proto":"pyflowmesh","v":2,"type":"invalidate","src":"a","key":"k"}'
+    assert decode(legacy) == Invalidate(src="a", key="k")
+    head = '{"proto":"pyflowmesh","v":2,"type":"invalidate","src":"a",'
+    for body in ('"key":"k","flows":["f"]}', '"key":null,"flows":[]}', '"key":null,"flows":["x"],"at":-1}',
+                 '"key":null,"flows":["' + "f" * 1025 + '"]}',
+                 '"key":null,"flows":' + json.dumps(["f"] * (MAX_INVALIDATED_FLOWS + 1)) + "}",
+                 '"key":null,"flows":["f"],"at":1e300}'):
+        with pytest.raises(ProtocolError):
+            decode(head + body)

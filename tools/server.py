@@ -19,16 +19,21 @@ back/forward cache set ``server.cache_control = "no-cache"``: ``no-store`` keeps
 
 The API lets tests see how often "the backend" was really called:
 
-- ``GET  /api/data?key=...&delay_ms=N`` -> ``{"value", "calls", "args", "user"}``;
+- ``GET  /api/data?key=...&delay_ms=N`` -> ``{"value", "calls", "args", "user", "counter"}``;
   counts every call (failed ones too); sleeps ``delay_ms`` first (max 30 s).
   ``user`` is the value of the ``user`` cookie when the request arrived (``null``
   without one): the server answers as whoever is "logged in", as a real one does
   with a session cookie that every tab of the browser shares.
   In failure mode it answers HTTP 503 with ``{"error", "calls", "args", "user"}``.
-- ``GET  /api/stats``  -> ``{"calls": n, "failing": bool}``
+  ``counter`` is the value ``/api/increment`` changes (the data a mutation makes old).
+- ``POST /api/increment`` -> ``{"counter", "increments"}``: a mutation (the demo's
+  "Increment" button): the counter goes up by one; not counted in ``calls``. In failure
+  mode it answers HTTP 503 and changes nothing.
+- ``GET  /api/stats``  -> ``{"calls": n, "failing": bool, "counter": n, "increments": n}``
 - ``POST /api/fail``   -> switch failure mode: query ``?on=1``/``?on=0`` or a
   body ``on=1`` / ``{"on": true}``; no value means on. Answers the stats.
-- ``POST /api/reset``  -> counter to 0 and failure mode off. Answers the stats.
+- ``POST /api/reset``  -> the call count, the counter and the increments to 0, failure mode
+  off. Answers the stats.
 
 And a live feed for shared streams (``use_stream``), the same events on two transports:
 
@@ -213,11 +218,23 @@ class ApiState:
         self._lock = threading.Lock()
         self.calls = 0
         self.failing = False
+        self.counter = 0  # what /api/increment changes and /api/data reports
+        self.increments = 0  # successful increments (a mutation each)
 
-    def next_call(self) -> tuple[int, bool]:
+    def next_call(self) -> tuple[int, bool, int]:
+        """Count a data call: its number, whether it fails, and the counter it reports."""
         with self._lock:
             self.calls += 1
-            return self.calls, self.failing
+            return self.calls, self.failing, self.counter
+
+    def increment(self) -> dict[str, Any] | None:
+        """The counter goes up by one (``None``, and no change, in failure mode)."""
+        with self._lock:
+            if self.failing:
+                return None
+            self.counter += 1
+            self.increments += 1
+            return {"counter": self.counter, "increments": self.increments}
 
     def set_failing(self, on: bool) -> None:
         with self._lock:
@@ -227,10 +244,13 @@ class ApiState:
         with self._lock:
             self.calls = 0
             self.failing = False
+            self.counter = 0
+            self.increments = 0
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"calls": self.calls, "failing": self.failing}
+            return {"calls": self.calls, "failing": self.failing, "counter": self.counter,
+                    "increments": self.increments}
 
 
 def _truthy(value: Any) -> bool:
@@ -336,6 +356,12 @@ class Handler(SimpleHTTPRequestHandler):
         elif url.path == "/api/reset":
             api.reset()
             self._send_json(HTTPStatus.OK, api.stats())
+        elif url.path == "/api/increment":
+            done = api.increment()
+            if done is None:
+                self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "service unavailable (failure mode is on)"})
+            else:
+                self._send_json(HTTPStatus.OK, done)
         else:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {url.path}"})
 
@@ -388,7 +414,7 @@ class Handler(SimpleHTTPRequestHandler):
         args = {k: v[-1] if len(v) == 1 else v for k, v in query.items()}
         if path == "/api/data":
             user = self._cookie("user")
-            calls, failing = api.next_call()
+            calls, failing, counter = api.next_call()
             try:
                 delay_ms = float(query.get("delay_ms", ["0"])[-1])
             except ValueError:
@@ -403,7 +429,8 @@ class Handler(SimpleHTTPRequestHandler):
                 return
             value = args.get("value", f"data-{calls}")
             self._send_json(
-                HTTPStatus.OK, {"value": value, "calls": calls, "args": args, "user": user, "time": time.time()}
+                HTTPStatus.OK,
+                {"value": value, "calls": calls, "args": args, "user": user, "time": time.time(), "counter": counter},
             )
         elif path == "/api/stats":
             self._send_json(HTTPStatus.OK, api.stats())

@@ -17,7 +17,7 @@ from .wire import Message
 
 __all__ = [
     "Effect", "Send", "StartCall", "CancelCall", "CallRetrying", "Resolve", "Reject", "LeaderChanged", "CacheUpdated",
-    "FailureShared",
+    "FailureShared", "FlowsInvalidated",
     "WatchPeers", "MembersChanged", "Renamed", "Source", "EFFECT_TYPES",
     "OpenSource", "CloseSource", "Deliver", "StreamChanged", "StreamState", "STREAM_EFFECT_TYPES",
 ]
@@ -205,14 +205,26 @@ class StreamChanged:
     error: BaseException | None
 
 
+@dataclass(frozen=True, slots=True)
+class FlowsInvalidated:
+    """Every key of ``flows`` was invalidated (a mutation succeeded, here or in another tab).
+
+    Carried out by refetching what this tab shows of those flows: a runtime's flows that
+    follow a key of one of them execute it again. Every following tab does, and the
+    leader serves them all with one call (``Request.after``).
+    """
+
+    flows: tuple[str, ...]
+
+
 Effect = (
     Send | StartCall | CancelCall | CallRetrying | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared
-    | WatchPeers | MembersChanged | Renamed | OpenSource | CloseSource | Deliver | StreamChanged
+    | FlowsInvalidated | WatchPeers | MembersChanged | Renamed | OpenSource | CloseSource | Deliver | StreamChanged
 )
 STREAM_EFFECT_TYPES: tuple[type, ...] = (OpenSource, CloseSource, Deliver, StreamChanged)
 """The effects of streams (``core/streams.py``); the runtime hands them to ``stream.py``."""
 EFFECT_TYPES: tuple[type, ...] = (
-    Send, StartCall, CancelCall, CallRetrying, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeers,
-    MembersChanged, Renamed, *STREAM_EFFECT_TYPES,
+    Send, StartCall, CancelCall, CallRetrying, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared,
+    FlowsInvalidated, WatchPeers, MembersChanged, Renamed, *STREAM_EFFECT_TYPES,
 )
 """Every effect type: a driver checks it handles each (an effect nobody carries out is a silent bug)."""

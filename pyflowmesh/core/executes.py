@@ -18,7 +18,9 @@ given changes nothing the mesh shares.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import CallTimeoutError, FlowTimeoutError, MessageTooLarge, shared_error
@@ -26,16 +28,18 @@ from .backoff import MAX_ERROR_TEXT, MAX_ERROR_TYPE, Backoff, SharedBackoff
 from .cache import SharedCache
 from .claims import ClaimBook, PeerClaims
 from .config import MeshConfig
-from .effects import CallRetrying, CancelCall, FailureShared, Reject, Resolve, Source, StartCall
+from .effects import CallRetrying, CancelCall, FailureShared, FlowsInvalidated, Reject, Resolve, Source, StartCall
 from .election import Role
 from .pending import ANY_WAIT, NEVER, WAITING_ON_LEADER, Pending, PendingTable, Phase
 from .port import Port
 from .requests import LeaderRequests
 from .sharing import ResultSharing, describe
-from .values import cache_key, check_json, dump_json, is_text, load_json
+from .values import MAX_FLOW_KEY, cache_key, check_flow_key, check_json, dump_json, is_text, key_of_flow, load_json
 from .wire import (
     MAX_COUNT,
+    MAX_INVALIDATED_FLOWS,
     MAX_MILLIS,
+    MAX_WALL,
     Accept,
     Bye,
     Claim,
@@ -58,6 +62,9 @@ __all__ = ["Executes", "MIN_RECORDS", "RECORDS_PER_ENTRY"]
 # it, the claim expiring first, or the oldest record, is forgotten.
 MIN_RECORDS = 64
 RECORDS_PER_ENTRY = 4
+# A call this tab starts after applying an invalidation at ``at`` is stamped at least this much
+# later (ms): ``started > at`` must hold even when the wall clock has not moved on since.
+AFTER_INVALIDATION = 0.001
 
 
 class Executes:
@@ -77,6 +84,9 @@ class Executes:
         self._peer = PeerClaims(port, config, self.table, claims, self._sharing, self)
         self._requests = LeaderRequests(port, config, self.table, self.registered, cache, backoff, claims,
                                         self._sharing, self)
+        # Per flow, the latest invalidation of it this tab applied (wall ms): see invalidate_flows.
+        self._invalidated: OrderedDict[str, float] = OrderedDict()
+        self._max_invalidated = max(MIN_RECORDS, RECORDS_PER_ENTRY * config.max_entries)
 
     # --- executes ----------------------------------------------------------------------
 
@@ -174,7 +184,7 @@ class Executes:
                 f"the value shared for {key!r} does not fit in one message of max_message_bytes "
                 f"({self._config.max_message_bytes})"
             )
-        self._publish(key, data, now, requesters=set())
+        self._publish(key, data, now, set(), self._wall(now))  # produced now
         pending = self.table.by_key.get(key)
         if pending is not None and pending.phase is not Phase.CALLING:
             self.finish(pending, now, data=data, source="call")
@@ -225,6 +235,106 @@ class Executes:
             if self._exceeds_limit(len(key), functools.partial(Invalidate, src="x" * 128, key=key)):
                 raise MessageTooLarge(f"the key {key[:40]!r}... does not fit in one message")
 
+    # --- invalidating whole flows (mutations) ------------------------------------------------
+
+    def invalidate_flows(self, flows: Iterable[str], now: float) -> tuple[str, ...]:
+        """Drop every key of ``flows`` (every argument variant) here and in every tab, as of now.
+
+        A mutation succeeded: from now on, for those flows, each tab stores, serves and waits
+        only for results of calls that started after this moment (its wall clock: the tabs
+        of a browser share it), and a call in progress is superseded. Each tab emits
+        ``FlowsInvalidated``, so that what it shows of them is fetched again; the leader
+        serves all those requests with one call, even one that arrives before this
+        ``Invalidate``: the request says which invalidation it follows (``after``) and the
+        leader applies it first.
+
+        Returns:
+            The flows, checked, without repeats.
+
+        Raises (before any state changes):
+            TypeError, ValueError: ``flows`` is not an iterable of flow keys (1 to
+                ``MAX_INVALIDATED_FLOWS`` of them).
+            MessageTooLarge: they do not fit in one message.
+        """
+        checked = self.check_flows(flows)
+        at = self._wall(now)
+        self._apply_flows(checked, at)
+        self._port.send(Invalidate(src=self._port.me(), key=None, flows=list(checked), at=at))
+        return checked
+
+    def check_flows(self, flows: Any) -> tuple[str, ...]:
+        """``flows`` as a tuple of distinct flow keys an Invalidate can carry, or a TypeError/ValueError."""
+        if isinstance(flows, (str, bytes)) or not isinstance(flows, Iterable):
+            raise TypeError(f"invalidates takes a list of flow keys, got {flows!r}")
+        checked = tuple(dict.fromkeys(check_flow_key(flow) for flow in flows))
+        if not 1 <= len(checked) <= MAX_INVALIDATED_FLOWS:
+            raise ValueError(f"invalidates takes 1 to {MAX_INVALIDATED_FLOWS} flow keys, got {len(checked)}")
+        probe = functools.partial(Invalidate, src="x" * 128, key=None, flows=list(checked), at=MAX_WALL)
+        if self._exceeds_limit(sum(map(len, checked)) + 4 * len(checked), probe):
+            raise MessageTooLarge("the flow keys to invalidate do not fit in one message")
+        return checked
+
+    def invalidated_at(self, flow: str) -> float:
+        """When this tab last applied an invalidation of ``flow`` (wall ms), or ``-inf``."""
+        return self._invalidated.get(flow, -math.inf)
+
+    def fresh(self, key: str, started: float | None) -> bool:
+        """Whether a result of ``key`` whose call started at ``started`` postdates this tab's
+        latest invalidation of the key's flow (``None``: unknown, fresh only if there was none)."""
+        if not self._invalidated:
+            return True
+        bound = self._invalidated_at_key(key)
+        return bound == -math.inf or (started is not None and started > bound)
+
+    def started_bound(self, key: str) -> float | None:
+        """No call behind a fresh entry of ``key`` here started before this: the entries of a flow
+        are dropped at its invalidation and only results of later calls enter (see ``fresh``)."""
+        bound = self._invalidated_at_key(key) if self._invalidated else -math.inf
+        return None if bound == -math.inf else min(MAX_WALL, bound + AFTER_INVALIDATION)
+
+    def _invalidated_at_key(self, key: str) -> float:
+        at = -math.inf
+        for flow, when in self._invalidated.items():
+            if when > at and key_of_flow(key, flow):
+                at = when
+        return at
+
+    def _wall(self, now: float) -> float:
+        """This tab's wall clock (ms) for invalidations; its monotonic clock when it has none."""
+        wall = self._port.wall()
+        return min(max(0.0, now if wall is None else wall), MAX_WALL)
+
+    def _catch_up(self, flow: str, after: float, now: float) -> None:
+        """A request follows an invalidation of ``flow`` at ``after`` this tab may not have heard of
+        yet (it comes from another tab, on another path): apply it first, so that neither the cache
+        nor a call that started before it answers. Applying it again later changes nothing."""
+        if 0 < len(flow) <= MAX_FLOW_KEY and is_text(flow):
+            self._apply_flows((flow,), min(after, self._wall(now)))
+
+    def _apply_flows(self, flows: Iterable[str], at: float) -> None:
+        """Apply an invalidation of ``flows`` at ``at``: drop their keys, supersede their calls that
+        began before ``at`` (one that began later, before this tab heard of it, already fetches the
+        new data: refetches join it), and say so (``FlowsInvalidated``). A flow already invalidated
+        at ``at`` or later is left alone."""
+        applied = tuple(flow for flow in flows if at > self.invalidated_at(flow))
+        if not applied:
+            return
+        for flow in applied:
+            self._invalidated[flow] = at
+            self._invalidated.move_to_end(flow)
+        while len(self._invalidated) > self._max_invalidated:
+            self._invalidated.popitem(last=False)  # the least recent: a page invalidating this many flows at once
+        for entry in self._cache.held():
+            if any(key_of_flow(entry.key, flow) for flow in applied):
+                self._cache.invalidate(entry.key)
+                self._claims.forget(entry.key)
+        for pending in [p for p in self.table.by_key.values() if p.flow in applied]:
+            if pending.phase is Phase.CALLING and pending.started is not None and pending.started > at:
+                continue  # its call began after the mutation (before this tab heard of it): it is the refetch
+            self._claims.forget(pending.key)
+            self._supersede(pending)
+        self._port.emit(FlowsInvalidated(applied))
+
     # --- call outcomes -----------------------------------------------------------------
 
     def call_succeeded(self, call_id: int, value: Any, now: float) -> None:
@@ -243,9 +353,10 @@ class Executes:
                 if pending.requesters:  # they asked before the invalidation: they get this, no cache does
                     self._port.send(Result(src=self._port.me(), key=pending.key, value=load_json(data), version=0,
                                            origin=self._port.me(), age=0.0, shared=False,
-                                           to=sorted(pending.requesters), sent=self._port.wall()))
+                                           to=sorted(pending.requesters), sent=self._port.wall(),
+                                           started=pending.started))
             else:
-                self._publish(pending.key, data, now, pending.requesters)
+                self._publish(pending.key, data, now, pending.requesters, pending.started)
             self.finish(pending, now, data=data, source="call")
         except Exception as error:  # a bug must fail only the waiters of this call
             self._port.internal_error(error)
@@ -376,6 +487,8 @@ class Executes:
 
     def on_message(self, message: Message, now: float) -> None:
         if isinstance(message, Request):
+            if message.after is not None and message.dst == self._port.me():
+                self._catch_up(message.flow, message.after, now)
             self._requests.on_request(message, now)
         elif isinstance(message, Accept):
             self._requests.on_accept(message, now)
@@ -391,7 +504,11 @@ class Executes:
         elif isinstance(message, Claim):
             self._peer.on_claim(message, now)
         elif isinstance(message, Invalidate):
-            self._drop_cached(message.key)
+            if message.flows is not None:
+                at = self._wall(now)  # it happened before it arrived: a later stamp is not believed
+                self._apply_flows(message.flows, at if message.at is None else min(message.at, at))
+            else:
+                self._drop_cached(message.key)
         elif isinstance(message, Sync):
             self._sharing.on_sync(message, now)
         elif isinstance(message, Hello):
@@ -403,21 +520,26 @@ class Executes:
         if message.to is not None and self._port.me() not in message.to:
             self._peer.owner_done(message.key, message, now)
             return
-        self._claims.forget(message.key)
-        self._backoff.succeeded(message.key)
+        started = message.started
+        fresh = self.fresh(message.key, started)
+        if fresh:
+            self._claims.forget(message.key)
+            self._backoff.succeeded(message.key)
         data = dump_json(message.value)
         if message.shared and self._config.share_cache:
             self._sharing.store(message.key, data, message.version, message.origin,
-                                message.age + self._port.transit(message.sent), now)
+                                message.age + self._port.transit(message.sent), now, started)
         pending = self.table.by_key.get(message.key)
         if pending is None or pending.phase is Phase.CALLING:
             return  # our own call, if any, still publishes its result when it ends
+        if pending.after != -math.inf and (started is None or started <= pending.after):
+            return  # a call older than the invalidation this wait follows: it waits for a newer one
         unserved = pending.requesters - set(message.to) if message.to is not None else set()
         self.finish(pending, now, data=data, source="mesh")
         if unserved:
             self._port.send(Result(src=self._port.me(), key=message.key, value=message.value,
                                    version=message.version, origin=message.origin, age=message.age,
-                                   shared=message.shared, to=sorted(unserved), sent=message.sent))
+                                   shared=message.shared, to=sorted(unserved), sent=message.sent, started=started))
 
     def _on_failure(self, message: Failure, now: float) -> None:
         if message.to is not None and self._port.me() not in message.to:
@@ -446,6 +568,7 @@ class Executes:
     def route(self, pending: Pending, now: float) -> None:
         """Decide who serves ``pending``: a live claim, this tab, the leader, or a claim of ours."""
         port = self._port
+        pending.after = max(pending.after, self.invalidated_at(pending.flow))
         claim = self._claims.live(pending.key, now, port.me())
         role = port.role()
         if now >= pending.patience:
@@ -479,6 +602,7 @@ class Executes:
             pending.waiters += pending.later
             pending.later, pending.invalidated = [], False
         pending.call_id = self.table.new_id()
+        pending.started = max(self._wall(now), self.invalidated_at(pending.flow) + AFTER_INVALIDATION)
         pending.attempt, pending.retry_at = 1, NEVER
         pending.call_deadline = now + pending.budget  # every attempt together (the flow's timeout)
         self.table.enter(pending, Phase.CALLING, self._calling_deadline(pending, now), self._port.me())
@@ -576,9 +700,9 @@ class Executes:
                                     shared=False, to=sorted(pending.requesters)))
         self.finish(pending, now, error=error)
 
-    def _publish(self, key: str, data: str, now: float, requesters: set[str]) -> None:
+    def _publish(self, key: str, data: str, now: float, requesters: set[str], started: float | None) -> None:
         self._claims.forget(key)
-        self._sharing.publish(key, data, now, requesters)
+        self._sharing.publish(key, data, now, requesters, started)
 
     def _drop_cached(self, key: str | None) -> None:
         """Drop ``key`` (or every key) from the cache, and supersede calls of it already running.
@@ -589,11 +713,15 @@ class Executes:
         """
         self._cache.invalidate(key)
         for pending in [p for p in self.table.by_key.values() if key in (None, p.key)]:
-            if pending.phase is Phase.CALLING:
-                self.table.drop(pending)
-                pending.superseded = True
-            else:  # waiting on another tab's call, which may be superseded too: later executes ask anew
-                pending.invalidated = True
+            self._supersede(pending)
+
+    def _supersede(self, pending: Pending) -> None:
+        """``pending``'s key was invalidated: executes from now on wait for a call that begins later."""
+        if pending.phase is Phase.CALLING:
+            self.table.drop(pending)
+            pending.superseded = True
+        else:  # waiting on another tab's call, which may be superseded too: later executes ask anew
+            pending.invalidated = True
 
     # --- checks of what a caller gives -------------------------------------------------------
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -513,6 +513,25 @@ class MeshNode:
         self.executes.check_invalidate(key)  # TypeError before anything changes
         with self._guard(now):
             self.executes.invalidate(key, now)
+
+    def invalidate_flows(self, flows: Iterable[str], now: float) -> tuple[str, ...]:
+        """A mutation succeeded: drop every key of ``flows`` (every argument variant) in every tab.
+
+        Every tab (this one included) emits ``FlowsInvalidated`` so that what it shows of
+        those flows is fetched again, and the mesh serves those refetches with one call:
+        see :meth:`Executes.invalidate_flows`.
+
+        Returns:
+            The flows invalidated (checked, without repeats).
+
+        Raises (before any state changes):
+            TypeError, ValueError: not 1 to ``MAX_INVALIDATED_FLOWS`` flow keys; ``MessageTooLarge``.
+        """
+        self._ensure_open()
+        checked = self.executes.check_flows(flows)
+        with self._guard(now):
+            self.executes.invalidate_flows(checked, now)
+        return checked
 
     def leave(self, now: float, error: BaseException | None = None) -> None:
         """Leave the mesh: say ``Bye`` so a successor is elected at once, fail local waiters.

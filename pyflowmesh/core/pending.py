@@ -75,6 +75,10 @@ class Pending:
     claimed: bool = False  # this tab announced a claim for the key
     superseded: bool = False  # invalidated while its call ran: it answers only who already waited
     invalidated: bool = False  # invalidated while it waited: executes after that wait for a new call
+    # The latest invalidation of its flow (wall ms) this wait must postdate: only a result of a
+    # call that started after it answers (``-inf``: none); a request carries it (``after``).
+    after: float = -NEVER
+    started: float | None = None  # when this tab's call began (wall ms, after every invalidation known)
     waiters: list[int] = field(default_factory=list)
     later: list[int] = field(default_factory=list)  # executes that came after the invalidation
     requesters: set[str] = field(default_factory=set)
@@ -146,6 +150,13 @@ class Router(Protocol):
 
     def fall_back(self, pending: Pending, now: float) -> None:
         """The leader cannot serve ``pending``: follow a live claim, or claim it."""
+
+    def fresh(self, key: str, started: float | None) -> bool:
+        """Whether a result of ``key`` from a call that started at ``started`` postdates every
+        invalidation of the key's flow this tab applied (``None``: when it started is unknown)."""
+
+    def started_bound(self, key: str) -> float | None:
+        """A time before which no call behind this tab's fresh entry of ``key`` started, if known."""
 
     def finish(self, pending: Pending, now: float, *, data: str | None = None, error: BaseException | None = None,
                source: Source = "mesh", renew: bool = True) -> None:

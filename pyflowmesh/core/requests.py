@@ -10,6 +10,8 @@ the leader change, a waiting request follows the new one (``Executes``).
 
 from __future__ import annotations
 
+import math
+
 from .backoff import SharedBackoff
 from .cache import SharedCache
 from .claims import ClaimBook
@@ -49,7 +51,8 @@ class LeaderRequests:
         pending.req = self._table.new_id()
         self._table.enter(pending, Phase.REQUESTED, now + self._config.effective_request_timeout, leader)
         self._port.send(Request(src=self._port.me(), dst=leader, req=pending.req, key=pending.key, flow=pending.flow,
-                                args=load_json(pending.args_json), sent=self._port.wall()))
+                                args=load_json(pending.args_json), sent=self._port.wall(),
+                                after=None if pending.after == -math.inf else pending.after))
 
     def on_accept(self, message: Accept, now: float) -> None:
         pending = self._table.by_key.get(message.key)

@@ -53,17 +53,20 @@ class ResultSharing:
 
     # --- this tab's outcomes ---------------------------------------------------------------
 
-    def publish(self, key: str, data: str, now: float, requesters: set[str]) -> None:
-        """Store a result this tab produced under a new version, and tell the tabs that need it."""
+    def publish(self, key: str, data: str, now: float, requesters: set[str], started: float | None) -> None:
+        """Store a result this tab produced under a new version, and tell the tabs that need it.
+
+        ``started``: when its call began (wall ms), for the tabs that invalidated the key's flow.
+        """
         port = self._port
         version = self._cache.next_version(key, port.wall())
         shared = self._config.share_cache
         self._backoff.succeeded(key)
-        self.store(key, data, version, port.me(), 0.0, now)
+        self.store(key, data, version, port.me(), 0.0, now, started)
         if shared or requesters:
             sent = port.send(Result(src=port.me(), key=key, value=load_json(data), version=version,
                                     origin=port.me(), age=0.0, shared=shared,
-                                    to=None if shared else sorted(requesters), sent=port.wall()))
+                                    to=None if shared else sorted(requesters), sent=port.wall(), started=started))
             if not sent:  # too large for the channel: the other tabs must not wait for it
                 error = MessageTooLarge(f"the result of {key!r} exceeds max_message_bytes "
                                         f"({self._config.max_message_bytes})")
@@ -88,10 +91,18 @@ class ResultSharing:
                               attempt=attempt, shared=shared and back_off, to=None if shared else sorted(requesters)))
         port.emit(FailureShared(key, error))
 
-    def store(self, key: str, data: str, version: int, origin: str, age: float, now: float) -> None:
-        """Offer a result to the cache (the newest version wins); say so if it entered."""
+    def store(self, key: str, data: str, version: int, origin: str, age: float, now: float,
+              started: float | None) -> None:
+        """Offer a result to the cache (the newest version wins); say so if it entered.
+
+        A result of a call that did not start after this tab's latest invalidation of the
+        key's flow is refused: it may predate the mutation (see ``Router.fresh``).
+        """
         if version > MAX_ADOPTED_VERSION:
             self._port.stats.drop("version-range")  # our next version of the key could not be sent
+            return
+        if not self._router.fresh(key, started):
+            self._port.stats.drop("invalidated")  # a call older than the flow's invalidation made it
             return
         if self._cache.offer(key, data, version, origin, age, now):
             self._port.emit(CacheUpdated(key, data, origin))
@@ -114,7 +125,8 @@ class ResultSharing:
         port, shared = self._port, self._config.share_cache
         size = port.send(Result(src=port.me(), key=entry.key, value=entry.value, version=entry.version,
                                 origin=entry.origin, age=entry.age(now), shared=shared,
-                                to=None if shared else [asker], sent=port.wall()))
+                                to=None if shared else [asker], sent=port.wall(),
+                                started=self._router.started_bound(entry.key)))
         if size:
             self._serve_tokens -= size
         else:  # as when it was produced: the asker gets the error instead of calling again
@@ -176,7 +188,7 @@ class ResultSharing:
         if self._config.share_cache:
             for entry in message.entries:
                 data = dump_json(entry.value)
-                self.store(entry.key, data, entry.version, entry.origin, entry.age + transit, now)
+                self.store(entry.key, data, entry.version, entry.origin, entry.age + transit, now, None)
                 pending = self._table.by_key.get(entry.key)
                 if pending is not None and pending.phase is not Phase.CALLING and self._cache.get(entry.key, now):
                     self._router.finish(pending, now, data=data, source="mesh")

@@ -24,6 +24,7 @@ __all__ = [
     "check_flow_key",
     "MAX_FLOW_KEY",
     "cache_key",
+    "key_of_flow",
     "dump_json",
     "load_json",
 ]
@@ -156,3 +157,23 @@ def cache_key(flow: str, args: tuple[Any, ...] | list[Any]) -> str:
     if args:
         return flow + dump_json(list(args))
     return flow + "[]" if flow.endswith("]") else flow
+
+
+def key_of_flow(key: str, flow: str) -> bool:
+    """Whether ``key`` is a cache key of ``flow`` (with any arguments): what invalidating a flow drops.
+
+    Exactly the keys :func:`cache_key` makes for ``flow``: ``flow`` itself (``flow[]`` for a
+    flow ending with ``]``) or ``flow`` followed by a non-empty canonical JSON array. So
+    flow ``"dash"`` owns ``dash`` and ``dash[1]`` but not ``dashboard`` or ``dashboard[1]``,
+    and flow ``"user"`` does not own ``user[1][]`` (the key of flow ``"user[1]"``).
+    """
+    if key == cache_key(flow, ()):
+        return True
+    if len(key) <= len(flow) + 2 or not key.startswith(flow) or key[len(flow)] != "[":
+        return False
+    rest = key[len(flow):]
+    try:
+        args = load_json(rest)
+    except ValueError:
+        return False
+    return isinstance(args, list) and bool(args) and dump_json(args) == rest

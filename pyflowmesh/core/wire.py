@@ -29,7 +29,7 @@ from itertools import accumulate
 from typing import Any, ClassVar, cast
 
 from ..errors import ProtocolError
-from .values import MAX_DEPTH, check_json, is_text
+from .values import MAX_DEPTH, MAX_FLOW_KEY, check_json, is_text
 
 __all__ = [
     "PROTOCOL",
@@ -68,6 +68,7 @@ __all__ = [
     "check_event_id",
     "MESSAGE_TYPES",
     "MAX_COUNT",
+    "MAX_INVALIDATED_FLOWS",
     "MAX_MILLIS",
     "MIN_INTERVAL",
     "MAX_INTERVAL",
@@ -192,6 +193,9 @@ class Request:
     flow: str
     args: list[Any]
     sent: float | None = None  # the sender's wall clock (ms): a request that waited too long is stale
+    # The latest invalidation of ``flow`` the sender applied (its ``at``): a result from a call that
+    # started before it must not answer; a leader that has not heard of it applies it first.
+    after: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,6 +253,9 @@ class Result:
     shared: bool
     to: list[str] | None = None
     sent: float | None = None  # the sender's wall clock (ms): the receiver adds the transit to ``age``
+    # When the call that produced it started, or later (wall clock, ms): a tab that applied an
+    # invalidation of the key's flow at ``at`` takes the result only if ``started > at``.
+    started: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -278,11 +285,19 @@ class Claim:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Invalidate:
-    """Drop ``key`` (or, with ``None``, every entry) from every tab's cache."""
+    """Drop ``key`` (or, with ``None``, every entry) from every tab's cache.
+
+    With ``flows`` (then ``key`` is ``None``): drop every key of those flows, every argument
+    variant, as of ``at`` (the sender's wall clock, ms): a mutation succeeded. A tab that
+    applied it serves and stores, for those flows, only results of calls that started
+    after ``at`` (``Result.started``), and says so when it asks the leader (``Request.after``).
+    """
 
     TYPE: ClassVar[str] = "invalidate"
     src: str
     key: str | None
+    flows: list[str] | None = None  # at most MAX_INVALIDATED_FLOWS flow keys
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -466,6 +481,7 @@ MAX_COUNT = 2**53
 MAX_MILLIS = 86_400_000.0  # a day: no duration the protocol sends (retry_in, age) is longer
 MIN_INTERVAL, MAX_INTERVAL = 10.0, 600_000.0  # the heartbeats MeshConfig allows
 MAX_WALL = float(2**53)
+MAX_INVALIDATED_FLOWS = 64  # flow keys one Invalidate may name
 
 
 def _node_id(value: Any, name: str) -> str:
@@ -562,6 +578,16 @@ def _ids(value: Any, name: str) -> list[str]:
     return [_node_id(item, name) for item in value]
 
 
+def _flows(value: Any, name: str) -> list[str]:
+    """Flow keys an Invalidate names: at most MAX_INVALIDATED_FLOWS, each as ``check_flow_key`` allows."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_INVALIDATED_FLOWS:
+        raise ProtocolError(f"bad-field:{name}")
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > MAX_FLOW_KEY or not is_text(item):
+            raise ProtocolError(f"bad-field:{name}")
+    return value
+
+
 def _records(cls: type, checks: dict[str, Any]) -> Any:
     def records(value: Any, name: str) -> list[Any]:
         if not isinstance(value, list):
@@ -634,13 +660,17 @@ _CHECKS: dict[str, Any] = {
     "data": _json,
     "status": _choice(*STREAM_STATUSES),
     "phase": _choice(*OWNER_PHASES),
+    "flows": _optional(_flows),
+    "at": _optional(_number(0.0, MAX_WALL)),
+    "after": _optional(_number(0.0, MAX_WALL)),
+    "started": _optional(_number(0.0, MAX_WALL)),
 }
 _CHECKS_BY_TYPE: dict[str, dict[str, Any]] = {
     name: {f.name: _CHECKS[f.name] for f in fields(cls)} for name, cls in MESSAGE_TYPES.items()
 }
 _CHECKS_BY_TYPE["invalidate"]["key"] = _optional(_text)
 _CHECKS_BY_TYPE["stream-listen"]["event_id"] = _optional(_event_id)
-_OPTIONAL_FIELDS = ("to", "sent", "successor")
+_OPTIONAL_FIELDS = ("to", "sent", "successor", "flows", "at", "after", "started")
 _ENVELOPE = frozenset({"proto", "v", "scope", "type"})
 
 
@@ -724,6 +754,8 @@ def decode(raw: Any, max_bytes: int = 1 << 20, scope: str = "") -> Message:
     for name in checks:
         if name not in values and name not in _OPTIONAL_FIELDS:
             raise ProtocolError(f"bad-field:{name}")
+    if values.get("flows") is not None and values.get("key") is not None:
+        raise ProtocolError("bad-field:flows")  # an Invalidate names a key or flows, not both
     return cast(Message, cls(**values))
 
 

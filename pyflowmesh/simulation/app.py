@@ -7,7 +7,7 @@ import json
 import math
 import random
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.config import MeshConfig
 from ..core.effects import StartCall
@@ -19,7 +19,7 @@ from .tab import Tab
 
 __all__ = [
     "FLOWS", "OPTIONAL_FLOW", "PATHOLOGIES", "PATHOLOGY_WEIGHTS", "SCOPES", "FlowCancelled", "NotJSON", "Server",
-    "ServerDown", "sim_config", "page_policies",
+    "ServerDown", "sim_config", "page_policies", "MUTATIONS", "MutationLog",
 ]
 
 # The flows of the simulated page, with the arguments executes draw from: 6 cache keys.
@@ -30,6 +30,10 @@ FLOWS: dict[str, tuple[tuple[Any, ...], ...]] = {
     # Mutable arguments: a flow that mutates what it got must change nothing the mesh shares.
     "search": (([1, 2],), ({"q": "mesh", "tags": ["a"]},)),
 }
+# What the page's mutations invalidate (``use_flow(save, mutation=True, invalidates=[...])``), drawn per mutation.
+MUTATIONS: tuple[tuple[str, ...], ...] = (
+    ("dashboard",), ("dashboard",), ("user",), ("dashboard", "user"), ("report",), ("search", "dashboard"),
+)
 OPTIONAL_FLOW = "report"  # some tabs (an older page) lack it: their leader declines it
 # The scopes of the random runs: few, so that several tabs share each (None: the shared scope).
 SCOPES: tuple[str | None, ...] = (None, "s0", "s1")
@@ -112,6 +116,19 @@ CallLog = tuple[float, str, bool, int, float, str, int, float]
 the key, the scope digest it was called for, the tab's index, since when the tab was in that scope)."""
 
 
+class MutationLog(NamedTuple):
+    """A mutation as the server logs it: its save succeeded, then its tab invalidated ``flows`` at
+    ``time`` in the scope ``digest``. ``last_call`` is the server's call count just before: a
+    call numbered above it started after the invalidation, so its data includes the save."""
+
+    time: float
+    tab: str
+    tab_index: int
+    flows: tuple[str, ...]
+    last_call: int
+    digest: str
+
+
 class Server:
     """The API behind the page's flows: every call's outcome and duration, and a log of them all.
 
@@ -132,6 +149,8 @@ class Server:
         self.keys_down: set[str] = set()  # keys whose endpoint is down (a long outage of one key)
         self.flaky: dict[str, int] = {}  # key -> how many of its next calls fail ("flaky" fault)
         self.call_count = 0
+        self.saves = 0  # mutations the server carried out (a save: no flow call, no call number)
+        self.mutations: list[MutationLog] = []  # the saves whose tab then invalidated their flows
         self.calls: dict[str, list[CallLog]] = defaultdict(list)
         # Call ends reported to tabs: (time, True unless it failed with a back-off, scope digest)
         self.ends: dict[str, list[tuple[float, bool, str]]] = defaultdict(list)

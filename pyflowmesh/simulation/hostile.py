@@ -111,6 +111,16 @@ def hostile_message(rng: random.Random, live: Sequence[str], keys: Sequence[tupl
         if name == "members":
             many = rng.choice((3, 3, 3, 300))  # 300: past MAX_MEMBERS, dropped where decoded
             return [{"id": node_id(), "locks": rng.random() < 0.5} for _ in range(rng.randint(0, many))]
+        if name == "flows":  # an Invalidate of whole flows (a forged mutation), or of one key (None)
+            r = rng.random()
+            if r < 0.4:
+                return None
+            if r < 0.85:
+                return rng.sample([f for f, _ in keys], rng.randint(1, 2))
+            return rng.choice(([], [""], ["x" * 300], [7], [flow] * 100, [f"f{i}" for i in range(100)], flow))
+        if name in ("at", "after", "started"):  # wall-clock times: absent, extreme, or plausible
+            r = rng.random()
+            return None if r < 0.3 else millis() if r < 0.7 else rng.choice((0.0, 2.0**53, 2.0**53 + 1, 1e15))
         if name == "failures":
             return [{"key": key, "error_type": "Forged", "message": text(), "retry_in": millis(),
                      "attempt": count(), "origin": node_id()} for _ in range(rng.randint(0, 3))]
@@ -119,7 +129,9 @@ def hostile_message(rng: random.Random, live: Sequence[str], keys: Sequence[tupl
     body: dict[str, Any] = {"proto": PROTOCOL, "v": VERSION, **({"scope": scope} if scope else {}), "type": kind}
     for f in dataclasses.fields(cls):
         body[f.name] = field_value(f.name)
-    for name in ("to", "successor"):
+    if kind == "invalidate" and isinstance(body.get("flows"), list) and rng.random() < 0.9:
+        body["key"] = None  # an Invalidate names flows or a key, not both
+    for name in ("to", "successor", "flows", "at", "after", "started"):
         if body.get(name, 0) is None:
             del body[name]
     raw = json.dumps(body, ensure_ascii=rng.random() < 0.5)

@@ -20,6 +20,7 @@ from .. import errors
 from ..core.effects import CacheUpdated
 from ..core.election import Role
 from ..core.node import MeshNode
+from ..core.values import key_of_flow
 from ..errors import SharedFlowError
 from .app import Server
 from .clock import RESOLUTION
@@ -210,7 +211,8 @@ class Oracle:
                                       f"{source}, not what the server returned ({produced[:120]}): a caller or a flow "
                                       "mutated an object the mesh shares")
         if (source == "mesh" and world.now >= self.settled_at and config.share_cache
-                and age + self.freshness_slack < config.stale_time):
+                and age + self.freshness_slack < config.stale_time
+                and not self.predates_mutation(record.key, tab.digest, call)):
             entry = next((e for e in tab.node.cache.held() if e.key == record.key), None)
             if entry is None or entry.value != value:
                 self.violate("cache", f"tab {tab.id} got {safe_repr(value)} from the mesh but caches "
@@ -344,6 +346,57 @@ class Oracle:
                 continue
             check(viewer, listed(viewer), scope_mates)
 
+    def check_invalidations(self) -> None:
+        """l. No lost invalidation: after a mutation, every live tab of its scope (there since before
+        it, and neither frozen nor in the bfcache since) shows, of each invalidated flow it follows,
+        data of a call that started after the invalidation (numbered above the server's count then).
+        Excused: a followed key whose latest execute still runs (a refetch loading), was cancelled, or
+        shows an error, and forged values."""
+        world = self.world
+        for mutation in self.server.mutations:
+            for tab in world.open_tabs:
+                if tab.digest != mutation.digest or tab.scope_since is None or tab.scope_since > mutation.time:
+                    continue  # another scope's mesh, or it joined this one later
+                if any(end >= mutation.time for _, end in tab.frozen_spans):
+                    continue  # frozen or in the bfcache since: its page ran nothing meanwhile
+                for flow in mutation.flows:
+                    followed = tab.follows.get(flow)
+                    if followed is None:
+                        continue
+                    key = followed[0]
+                    latest = tab.latest.get(key)
+                    if latest is None or latest.end is None or latest.cancelled:
+                        continue
+                    shown = tab.shown.get(key)
+                    if not isinstance(shown, dict) or "forged" in shown:
+                        continue
+                    call = shown.get("call")
+                    if isinstance(call, int) and call <= mutation.last_call:
+                        self.violate("lost-invalidation", f"tab {tab.id} shows {key!r} of call {call} "
+                                     f"(latest execute {latest.start:.1f}..{latest.end:.1f}, {latest.outcome}), "
+                                     f"but tab {mutation.tab} invalidated {flow!r} at {mutation.time:.1f} after "
+                                     f"call {mutation.last_call}")
+
+    def predates_mutation(self, key: str, digest: str, call: Any) -> bool:
+        """Whether call number ``call`` of ``key`` started before a mutation of its flow in scope ``digest``:
+        its result reaches only the executes that waited for it, no cache takes it."""
+        return isinstance(call, int) and any(
+            m.digest == digest and call <= m.last_call and any(key_of_flow(key, f) for f in m.flows)
+            for m in self.server.mutations)
+
+    def met_mutation(self, record: ExecRecord) -> bool:
+        """Whether a mutation of the execute's flow in its scope came while it waited: the call it
+        waited on may have been superseded, and it waits for the next one."""
+        end = record.end if record.end is not None else math.inf
+        return any(m.digest == record.digest and record.flow in m.flows
+                   and record.start - self.world.delay[1] <= m.time <= end for m in self.server.mutations)
+
+    def mutated_between(self, key: str, digest: str, first: int, second: int) -> bool:
+        """Whether a mutation of ``key``'s flow in scope ``digest`` came between calls number ``first`` and
+        ``second``: the later call is the refetch it asks for, no duplicate."""
+        return any(m.digest == digest and first <= m.last_call < second and any(key_of_flow(key, f) for f in m.flows)
+                   for m in self.server.mutations)
+
     def check_held(self, when: str) -> None:
         """No live tab holds in its cache a value the server produced for another scope (the effects
         checked what entered; this checks what stayed, including what a scope switch left behind)."""
@@ -453,6 +506,8 @@ class Oracle:
                 continue
             if not any(a <= start and b >= end for a, b in self.converged_spans):
                 continue
+            if self.met_mutation(record):
+                continue  # a mutation superseded its call: the refetch is a call of its own
             policy = sim.policies.get(record.flow)
             most = policy.max_attempts if policy is not None else 1
             calls = [c for c in server.calls.get(record.key, ()) if start <= c[0] <= end and c[5] == record.digest]
@@ -517,6 +572,8 @@ class Oracle:
                 since = joined_at.get(record.tab)
                 if since is not None and record.start - since < join_allowance:
                     limit += join_allowance
+                if self.met_mutation(record):
+                    limit += bounds.quiet_execute  # its call was superseded: the next one answers it
                 max_quiet = max(max_quiet, record.end - record.start)
             if record.end > limit:
                 violations.append(Violation(
@@ -544,6 +601,8 @@ class Oracle:
             for first, second in (pair for group in by_scope.values() for pair in zip(group, group[1:], strict=False)):
                 if second[0] - first[0] >= config.stale_time or first[3] in server.given_up:
                     continue  # (a call given up produced nothing: nobody waited on it any more, or it timed out)
+                if self.mutated_between(key, second[5], first[3], second[3]):
+                    continue  # a mutation came between: the second call is its refetch
                 first_end = server.produced.get(first[3], math.inf) + 2 * delay_max
                 if concurrent_only and second[4] > first_end:
                     continue

@@ -58,6 +58,7 @@ from ..core.effects import (
     CloseSource,
     Deliver,
     FailureShared,
+    FlowsInvalidated,
     LeaderChanged,
     MembersChanged,
     OpenSource,
@@ -215,6 +216,7 @@ class VirtualNetwork:
             CallRetrying: self._on_call_retrying,
             Resolve: self._settle, Reject: self._settle, LeaderChanged: self._on_leader_changed,
             CacheUpdated: self._on_cache_updated, FailureShared: self._on_failure_shared,
+            FlowsInvalidated: self._on_flows_invalidated,
             WatchPeers: self._on_watch_peers, MembersChanged: self._on_members_changed, Renamed: self._on_renamed,
             OpenSource: lambda tab, e: self.streams.on_open(tab, e),
             CloseSource: lambda tab, e: self.streams.on_close(tab, e),
@@ -534,6 +536,9 @@ class VirtualNetwork:
             record.outcome, record.end = "raised", self.now
         else:
             tab.waiters[record.waiter] = record
+            if not record.bad_args:
+                tab.follows[record.flow] = (record.key, record.args)
+                tab.latest[record.key] = record
         self._after_input(tab)
 
     def cancel_now(self, record: ExecRecord) -> None:
@@ -553,6 +558,20 @@ class VirtualNetwork:
         except BaseException:
             self._exception(tab, f"cancel(waiter {record.waiter} of {record.key!r})")
         self._after_input(tab)
+
+    def invalidate_flows_now(self, tab: Tab, flows: Sequence[str]) -> bool:
+        """A mutation of the tab's page succeeded: ``FlowMesh.invalidate_flows(flows)``, if its page
+        runs (not closed, frozen or in the bfcache). Returns whether it did."""
+        if not tab.alive or tab.frozen or tab.away:
+            return False
+        self.events["mutations"] += 1
+        self.log(tab, f"invalidate flows {', '.join(flows)}")
+        try:
+            tab.node.invalidate_flows(flows, self._local(tab))
+        except BaseException:
+            self._exception(tab, f"invalidate_flows({list(flows)!r})")
+        self._after_input(tab)
+        return True
 
     def crash_now(self, tab: Tab) -> None:
         """The tab vanishes without a word."""
@@ -611,6 +630,7 @@ class VirtualNetwork:
             del self._running[call]
             self._hung.pop(call, None)
         tab.node = self._make_node(old.node_id, config, tab.flows)
+        tab.follows, tab.latest, tab.shown, tab.invalidated = {}, {}, {}, {}  # the flows are reset
         tab.switches += 1
         tab.scope_since = self.now
         tab.fresh = True  # it has known no leader of its new scope yet
@@ -816,6 +836,8 @@ class VirtualNetwork:
                                          f"{effect.waiter}")
             return
         record.end = self.now
+        if tab.latest.get(record.key) is record:  # what the page shows of the key (Flow: the latest execute)
+            tab.shown[record.key] = effect.value if isinstance(effect, Resolve) else effect.error
         if isinstance(effect, Resolve):
             value = effect.value
             record.outcome, record.source, record.value = "resolved", effect.source, value
@@ -842,6 +864,18 @@ class VirtualNetwork:
 
     def _on_cache_updated(self, tab: Tab, effect: CacheUpdated) -> None:
         """The runtime tells ``on_cache_update`` listeners; a virtual tab has none."""
+
+    def _on_flows_invalidated(self, tab: Tab, effect: FlowsInvalidated) -> None:
+        """A mutation invalidated ``effect.flows``: the page's flows following a key of them (its
+        latest execute of each flow, see ``Tab.follows``) execute it again, as ``Flow`` does."""
+        self.events["flows invalidated"] += 1
+        for flow in effect.flows:
+            tab.invalidated[flow] = self.now
+            followed = tab.follows.get(flow)
+            if followed is not None:
+                self.events["refetches"] += 1
+                key, args = followed
+                self.execute_now(tab, ExecRecord(tab.id, flow, args, key, self.now, refetch=True))
 
     def _on_failure_shared(self, tab: Tab, effect: FailureShared) -> None:
         """The runtime tells ``on_error`` listeners; a virtual tab has none."""

@@ -62,6 +62,16 @@ class SimulationReport:
        saw at most its flow's ``max_attempts`` calls of its key in its scope: the calling tab
        retries, every other tab waits, only the last failure is shared (``retries``). And no tab
        retries past its flow's ``max_attempts`` (``retry``, checked as it happens).
+    l. No lost invalidation: after a mutation (a save, then its tab's ``invalidate_flows``), by the
+       end of the quiet phase every live tab of its scope that was there before it, and was neither
+       frozen nor in the bfcache since, shows of each invalidated flow it follows (the key of its
+       latest execute) data of a call that started after the invalidation: numbered above the
+       server's call count when it was made (``lost-invalidation``). Excused: a key whose latest
+       execute still runs (a refetch loading) or was cancelled, an error shown, forged values. Two
+       calls of a key with a mutation of its flow between them are no duplicate (c), a failing
+       execute a mutation of its flow met is not held to ``max_attempts`` (k), and the result of a
+       call that began before a mutation reaches the executes that waited for it but no cache; an
+       execute a mutation of its flow met may wait for one more call (b: ``quiet_execute`` more).
     j. Members (checked a few heartbeats after the end, nothing failing meanwhile): every
        live tab is a member as its leader sees it (peer-to-peer: as every live tab of its
        scope sees it); no tab lists a member that ended longer ago than the end of a tab

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..core.election import Role
 from ..core.values import cache_key
 from ..core.wire import VERSION
-from .app import FLOWS, OPTIONAL_FLOW, PATHOLOGIES, PATHOLOGY_WEIGHTS, SCOPES, NotJSON, sim_config
+from .app import FLOWS, MUTATIONS, OPTIONAL_FLOW, PATHOLOGIES, PATHOLOGY_WEIGHTS, SCOPES, NotJSON, sim_config
 from .clock import quantize
 from .hostile import deep, hostile_message
 from .long_outage import long_outage
@@ -72,6 +73,9 @@ class RandomScenario:
         self.keys = [(flow, args) for flow, choices in FLOWS.items() for args in choices]
         self.cancel_rate = 0.0  # how often a caller stops waiting ("cancel" fault)
         self.long_outage_seed: int | None = None  # the seed of the "long-outage" fault's run of its own
+        # Mutations (a save, then the tab invalidates flows) are drawn from a generator of their own,
+        # so that a run is the same as without them up to its first mutation.
+        self.mutation_rng = random.Random(f"pyflowmesh-mutations-{sim.seed}")
         # A claim whose owner vanished lingers in the other tabs until its patience (the
         # visible silence limit) runs out: at most that long after the faults.
         self.claims_expired = self.quiet_at + config.silence_limit(config.heartbeat, False)
@@ -102,6 +106,8 @@ class RandomScenario:
             self.toggle_listening_at(rng.uniform(0, quiet_at))
         if self.kinds:
             sim.streams.server.fail_rate = rng.choice((0.0, 0.05, 0.3))
+        for _ in range(self.mutation_rng.randint(0, 2)):
+            self.mutate_at(self.mutation_rng.uniform(0, quiet_at))
         sim.at(quiet_at, self.end_the_faults)
         sim.run_until(quiet_at)
         sim.oracle.check_bounded("at the end of the fault phase")
@@ -126,8 +132,10 @@ class RandomScenario:
             self.burst_at(quiet_at + rng.uniform(0, quiet_span))
         for _ in range(rng.randint(0, 3)):
             self.toggle_listening_at(quiet_at + rng.uniform(0, quiet_span))
+        for _ in range(self.mutation_rng.randint(0, 2)):
+            self.mutate_at(quiet_at + self.mutation_rng.uniform(0, quiet_span))
         # Run past every scripted action and the convergence bound; then on while an
-        # execute is open, up to the bound of the fault phase's executes.
+        # execute is open (a mutation's refetches too), up to the bound of the fault phase's executes.
         sim.run_until(quiet_at + max(quiet_span + bounds.quiet_execute, usual_convergence) + beat)
         converge_by = quiet_at + bounds.convergence + beat
         leader_follower = self.config.strategy == "leader-follower"
@@ -143,6 +151,7 @@ class RandomScenario:
         sim = self.sim
         sim.oracle.check_bounded("at the end")
         sim.oracle.check_held("at the end")
+        sim.oracle.check_invalidations()  # l. what every tab shows of a mutated flow includes the save
         if end_at >= self.quiet_at + self.config.max_error_backoff + 3 * self.beat:
             sim.streams.check_flowing(2 * self.beat)  # every listener has (nearly) the latest event
         # j. members: a few heartbeats more with nothing failing, then who lists whom.
@@ -258,6 +267,25 @@ class RandomScenario:
             else:
                 self.sim.streams.listen_now(tab, stream)
         self.sim.at(when, act)
+
+    def mutate_at(self, when: float) -> None:
+        """At ``when`` a random running tab saves (a mutation: the server changes data, unless it is
+        down); once the save returns, the tab invalidates the flows it changed, if its page still runs
+        in the same scope (``use_flow(save, mutation=True, invalidates=[...])``)."""
+        sim, rng = self.sim, self.mutation_rng
+        flows = rng.choice(MUTATIONS)
+        duration = quantize(rng.uniform(*sim.call_duration))
+
+        def save() -> None:
+            candidates = [t for t in sim.open_tabs if not t.frozen and not t.away]
+            if not candidates:
+                return
+            tab = rng.choice(candidates)
+            node = tab.node
+            sim.log(tab, f"save (invalidates {', '.join(flows)})")
+            if sim.save():
+                sim.at(sim.now + duration, lambda: sim.mutate_now(tab, flows) if tab.node is node else None)
+        sim.at(when, save)
 
     def burst_at(self, when: float) -> None:
         """Several tabs execute one key within a few claim windows of each other; sometimes a tab

@@ -24,7 +24,7 @@ class Tab:
         "throttle_base", "throttle_period", "backlog", "gen", "tick_at", "last_local",
         "start_time", "end_time", "watching", "last_to", "waiters", "fresh", "ended_by",
         "died_hidden", "frozen_spans", "away", "cancelled_waiters", "cancelled_calls",
-        "started_calls", "scope_since", "switches",
+        "started_calls", "scope_since", "switches", "follows", "latest", "shown", "invalidated",
     )
 
     def __init__(self, index: int, node_id: str, node: MeshNode, offset: float, flows: tuple[str, ...]) -> None:
@@ -58,6 +58,13 @@ class Tab:
         self.started_calls: dict[int, str] = {}  # call_id -> key
         self.scope_since: float | None = None  # when its node joined its current scope
         self.switches = 0  # scope switches made
+        # The page's flows, as Flow objects would show them: per flow, the key of its latest
+        # execute (the one it follows) and its arguments; per key, the latest execute and what
+        # the page shows (a value, or the error); per flow, when a mutation last invalidated it.
+        self.follows: dict[str, tuple[str, tuple[Any, ...]]] = {}
+        self.latest: dict[str, ExecRecord] = {}
+        self.shown: dict[str, Any] = {}
+        self.invalidated: dict[str, float] = {}
 
     @property
     def scope(self) -> str | None:

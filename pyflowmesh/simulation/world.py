@@ -16,7 +16,7 @@ from typing import Any
 from ..core.config import MeshConfig
 from ..core.effects import CacheUpdated
 from ..core.policy import CallPolicy
-from .app import FLOWS, Server, page_policies
+from .app import FLOWS, MutationLog, Server, page_policies
 from .calls import CallOutcome
 from .invariants import Oracle
 from .network import VirtualNetwork
@@ -79,6 +79,21 @@ class Simulation(VirtualNetwork):
         self.streams.server.down = down
         self.log(None, f"server {'down' if down else 'up'}")
 
+    def save(self) -> bool:
+        """A mutation's save reaches the server: it succeeds unless the server is down."""
+        if self.server.down:
+            self.events["mutations failed"] += 1
+            return False
+        self.server.saves += 1
+        return True
+
+    def mutate_now(self, tab: Tab, flows: tuple[str, ...]) -> None:
+        """A mutation's save succeeded: the tab invalidates ``flows`` in every tab of its scope
+        (``Flow._mutate`` calls ``FlowMesh.invalidate_flows``), noting the server's call count first."""
+        count, digest = self.server.call_count, tab.digest
+        if self.invalidate_flows_now(tab, flows):
+            self.server.mutations.append(MutationLog(self.now, tab.id, tab.index, flows, count, digest))
+
     def calls_of(self, key: str, since: float = -math.inf) -> list[float]:
         """Start times of the server calls of ``key`` since ``since``."""
         return self.server.calls_of(key, since)
@@ -127,6 +142,9 @@ class Simulation(VirtualNetwork):
 
     def _on_cache_updated(self, tab: Tab, effect: CacheUpdated) -> None:
         self.oracle.check_cached(tab, effect)
+        latest = tab.latest.get(effect.key)
+        if latest is not None and latest.end is not None:  # a Flow takes a newer result while not loading
+            tab.shown[effect.key] = effect.value
 
     def _caller_mutates(self, value: dict[str, Any]) -> None:
         """With pathologies, now and then a page mutates the data an execute returned (in place)."""

@@ -109,3 +109,28 @@ def test_the_live_feed_panel_holds_one_connection_and_its_log_survives_the_leade
     assert feed.stats()["sse_opened"] == 2
     wait_all(rest, "document.getElementById('stream-connections').textContent === '1'")
     assert sum("Leader" in page.text_content("#role") for page in rest) == 1
+
+
+def test_an_increment_in_one_tab_refreshes_every_tabs_dashboard_with_one_call(open_tabs, demo_server):
+    tabs = open_tabs(3, DEMO)
+    wait_all(tabs, f"{STATE}.status === 'success' && {STATE}.data.counter === 0")
+    assert demo_server.calls == 1
+    wait_all(tabs, f"{STATE}.leader_id !== null")
+    leader_id = state(tabs[0])["leader_id"]
+    wait_all(tabs, f"{STATE}.leader_id === {json.dumps(leader_id)}")  # every tab agrees on it
+    follower = next(page for page in tabs if not state(page)["leader"])
+
+    follower.evaluate("document.getElementById('increment').click()")  # a mutation in a follower
+    wait_all(tabs, f"{STATE}.status === 'success' && {STATE}.data.counter === 1")
+    assert state(follower)["increment"]["status"] == "success"
+    stats = demo_server.stats()
+    assert stats["increments"] == 1  # the mutation is never deduplicated: called once, where it ran
+    assert stats["calls"] == 2, f"{stats['calls'] - 1} dashboard calls for 3 tabs' refetches"
+    assert len({state(page)["data"]["api_call"] for page in tabs}) == 1  # every tab shows that one call
+    wait_all(tabs, "document.getElementById('counter').textContent === '1'")
+
+    # A second increment, from another tab: two saves are two calls, and one more dashboard call.
+    other = next(page for page in tabs if page is not follower)
+    other.evaluate("document.getElementById('increment').click()")
+    wait_all(tabs, f"{STATE}.status === 'success' && {STATE}.data.counter === 2")
+    assert demo_server.stats()["increments"] == 2 and demo_server.calls == 3

@@ -5,6 +5,10 @@ API..."); the followers wait for its result ("Waiting cache..."). The server's
 call counter shows that five tabs cost one call, and its failure switch shows an
 outage reaching every tab at once.
 
+"Increment" is a mutation: this tab alone POSTs to the server (never deduplicated), then
+the flow ``dashboard`` is invalidated in every tab, and the tabs showing it refetch it,
+with one call for the whole mesh: every tab's counter goes up.
+
 The "tabs this tab knows" list is the mesh's own: ``mesh.members``, redrawn by
 ``mesh.on_change`` whenever a tab joins or leaves or the crown moves.
 """
@@ -46,13 +50,25 @@ async def fetch_dashboard() -> dict:
         body = await response.json()
         if not response.ok:
             raise ConnectionError(f"HTTP {response.status}: {body.get('error', 'server error')}")
-        return {"value": body["value"], "api_call": body["calls"], "fetched_by": mesh.node_id,
-                "at": time.strftime("%H:%M:%S")}
+        return {"value": body["value"], "api_call": body["calls"], "counter": body["counter"],
+                "fetched_by": mesh.node_id, "at": time.strftime("%H:%M:%S")}
     finally:
         fetching_here = False
 
 
 flow = use_flow(fetch_dashboard, mesh=mesh, key="dashboard")
+
+
+async def increment_counter() -> dict:
+    """A mutation: the server's counter goes up. Called in this tab, every time."""
+    response = await pyfetch("./api/increment", method="POST")
+    body = await response.json()
+    if not response.ok:
+        raise ConnectionError(f"HTTP {response.status}: {body.get('error', 'server error')}")
+    return body
+
+
+increment = use_flow(increment_counter, mesh=mesh, key="increment", mutation=True, invalidates=["dashboard"])
 
 
 def el(element_id: str):
@@ -77,6 +93,7 @@ def render(*_: object) -> None:
         status.textContent = flow.status
     status.className = f"status {flow.status}"
     if flow.data is not None:
+        el("counter").textContent = str(flow.data.get("counter", "…"))
         el("data").textContent = json.dumps(flow.data, indent=2)
         where = {
             "call": "fetched here (this tab called the API)",
@@ -84,6 +101,12 @@ def render(*_: object) -> None:
             "cache": f"served from the shared cache (fetched by tab {flow.data.get('fetched_by')})",
         }
         el("source").textContent = "Data " + where.get(flow.source or "", "")
+    if increment.status == "loading":
+        el("increment-status").textContent = "Saving…"
+    elif increment.status == "error":
+        el("increment-status").textContent = f"Save failed: {increment.error}"
+    elif increment.status == "success":
+        el("increment-status").textContent = f"Saved here (counter {increment.data['counter']}); every tab refetches"
     stats = mesh.stats
     el("stats").textContent = (
         f"messages sent {stats.sent}, received {stats.received}, dropped {stats.dropped}; "
@@ -100,6 +123,10 @@ def state() -> dict:
         "error": None if flow.error is None else f"{type(flow.error).__name__}: {flow.error}",
         "stats": mesh.stats.as_dict(), "version": pyflowmesh.__version__, "peers": mesh.peers,
         "members": [[m.node_id, m.role] for m in mesh.members],
+        "increment": {
+            "status": increment.status, "data": increment.data,
+            "error": None if increment.error is None else f"{type(increment.error).__name__}: {increment.error}",
+        },
     }
 
 
@@ -115,6 +142,13 @@ async def execute() -> None:
 async def refresh() -> None:
     flow.invalidate()
     await execute()
+
+
+async def save_increment() -> None:
+    try:
+        await increment.execute()
+    except Exception as error:
+        js.console.error(f"pyflowmesh demo: the increment failed: {type(error).__name__}: {error}")
 
 
 async def set_server_failing(on: bool) -> None:
@@ -206,9 +240,11 @@ asyncio.ensure_future(follow_live())
 
 bind("execute", execute)
 bind("refresh", refresh)
+bind("increment", save_increment)
 bind("fail", lambda: set_server_failing(True))
 bind("recover", lambda: set_server_failing(False))
 flow.subscribe(render)
+increment.subscribe(render)
 mesh.on_leader_change(render)
 mesh.on_change(render_tabs)
 render_tabs()
