@@ -237,3 +237,26 @@ def test_cache_still_orders_results_of_one_freshness_window_by_version() -> None
     cache.invalidate("k")
     assert not cache.offer("k", '"v2"', 2, "a", 10.0, now=4500.0)  # a late copy cannot come back
     assert cache.get("k", 4500.0) is None
+
+
+def test_an_entry_keeps_when_its_call_started_so_an_answer_from_the_cache_can_say_it() -> None:
+    from pyflowmesh.core.effects import Send
+    from pyflowmesh.core.wire import Request, Result, encode
+    from support import WallClock, clocked_node
+
+    clock = WallClock()
+    producer = clocked_node("z", clock)
+    producer.start(0.0)
+    producer.tick(1000.0)
+    producer.tick(2000.0)
+    waiter = producer.submit("f", (), 2000.0)
+    (call,) = [e for e in producer.take_effects() if type(e).__name__ == "StartCall"]
+    started = clock.wall
+    clock.wall += 50
+    producer.call_succeeded(call.call_id, {"v": 1}, 2050.0)
+    producer.take_effects()
+    assert waiter and producer.cache.get("f", 2050.0).started == started
+    # a tab asks for it later: the answer from the cache says when its call began
+    producer.receive(encode(Request(src="a", dst="z", req=1, key="f", flow="f", args=[], sent=clock.wall)), 2100.0)
+    (answer,) = [e.message for e in producer.take_effects() if isinstance(e, Send) and isinstance(e.message, Result)]
+    assert answer.started == started

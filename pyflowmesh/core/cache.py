@@ -35,6 +35,7 @@ class CacheEntry:
     version: int
     origin: str
     stored_at: float
+    started: float | None = None  # when the call behind it began (wall ms), where known (Result.started)
 
     @property
     def value(self) -> Any:
@@ -143,8 +144,12 @@ class SharedCache:
             version = max(version, int(wall))
         return min(MAX_VERSION, version)
 
-    def offer(self, key: str, data: str, version: int, origin: str, age: float, now: float) -> bool:
-        """Store a result (``data``: its canonical JSON) unless it is stale or not newer than what this tab knows."""
+    def offer(self, key: str, data: str, version: int, origin: str, age: float, now: float,
+              started: float | None = None) -> bool:
+        """Store a result (``data``: its canonical JSON) unless it is stale or not newer than what this tab knows.
+
+        ``started``: when its call began (wall ms), if known; answers from the cache pass it on.
+        """
         if self.clock < version <= MAX_VERSION // 2:
             self.clock = version
         if age >= self.stale_time:
@@ -161,7 +166,7 @@ class SharedCache:
             return False
         self._high[key] = (version, origin, produced)
         self._high.move_to_end(key)
-        self._entries[key] = CacheEntry(key, data, version, origin, produced)
+        self._entries[key] = CacheEntry(key, data, version, origin, produced, started)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

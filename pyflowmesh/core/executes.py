@@ -350,11 +350,13 @@ class Executes:
                 self._fail(pending, TypeError(describe(error)), now, back_off=False)
                 return
             if pending.superseded:
-                if pending.requesters:  # they asked before the invalidation: they get this, no cache does
+                # Who waited before the invalidation gets this, no cache does: the tabs that asked, and
+                # (a claim's followers are anonymous) every tab, unshared, when this tab claimed the key.
+                if pending.requesters or pending.claimed:
                     self._port.send(Result(src=self._port.me(), key=pending.key, value=load_json(data), version=0,
                                            origin=self._port.me(), age=0.0, shared=False,
-                                           to=sorted(pending.requesters), sent=self._port.wall(),
-                                           started=pending.started))
+                                           to=None if pending.claimed else sorted(pending.requesters),
+                                           sent=self._port.wall(), started=pending.started))
             else:
                 self._publish(pending.key, data, now, pending.requesters, pending.started)
             self.finish(pending, now, data=data, source="call")
@@ -522,8 +524,10 @@ class Executes:
             return
         started = message.started
         fresh = self.fresh(message.key, started)
+        claim = self._claims.get(message.key)
+        if fresh or (claim is not None and claim.owner == message.src):
+            self._claims.forget(message.key)  # served (or its owner's call ended, if before the invalidation)
         if fresh:
-            self._claims.forget(message.key)
             self._backoff.succeeded(message.key)
         data = dump_json(message.value)
         if message.shared and self._config.share_cache:
@@ -533,7 +537,15 @@ class Executes:
         if pending is None or pending.phase is Phase.CALLING:
             return  # our own call, if any, still publishes its result when it ends
         if pending.after != -math.inf and (started is None or started <= pending.after):
-            return  # a call older than the invalidation this wait follows: it waits for a newer one
+            # A call older than the invalidation this wait follows: it waits for a newer one. If that
+            # was the answer of the tab it asked (a producer that has not heard of the invalidation),
+            # or the end of the claim it followed, nobody will: it is served anew at once, not at its
+            # patience.
+            if message.to is not None and message.src == pending.target and pending.phase in WAITING_ON_LEADER:
+                self.fall_back(pending, now)
+            elif pending.phase is Phase.FOLLOWING_CLAIM and pending.target == message.src:
+                self.route(pending, now)  # the claim it followed ended with that older call
+            return
         unserved = pending.requesters - set(message.to) if message.to is not None else set()
         self.finish(pending, now, data=data, source="mesh")
         if unserved:
@@ -693,11 +705,11 @@ class Executes:
         if not pending.superseded:
             self._claims.forget(pending.key)
             self._sharing.publish_failure(pending.key, error, now, pending.requesters, back_off)
-        elif pending.requesters:  # a call nobody waits on but who asked before the invalidation
+        elif pending.requesters or pending.claimed:  # who waited on it before the invalidation (as above)
             self._port.send(Failure(src=self._port.me(), key=pending.key,
                                     error_type=type(error).__name__[:MAX_ERROR_TYPE],
                                     message=describe(error)[:MAX_ERROR_TEXT], retry_in=0.0, attempt=1,
-                                    shared=False, to=sorted(pending.requesters)))
+                                    shared=False, to=None if pending.claimed else sorted(pending.requesters)))
         self.finish(pending, now, error=error)
 
     def _publish(self, key: str, data: str, now: float, requesters: set[str], started: float | None) -> None:

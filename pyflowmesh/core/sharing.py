@@ -104,7 +104,7 @@ class ResultSharing:
         if not self._router.fresh(key, started):
             self._port.stats.drop("invalidated")  # a call older than the flow's invalidation made it
             return
-        if self._cache.offer(key, data, version, origin, age, now):
+        if self._cache.offer(key, data, version, origin, age, now, started):
             self._port.emit(CacheUpdated(key, data, origin))
 
     # --- answers from the cache ------------------------------------------------------------
@@ -126,7 +126,8 @@ class ResultSharing:
         size = port.send(Result(src=port.me(), key=entry.key, value=entry.value, version=entry.version,
                                 origin=entry.origin, age=entry.age(now), shared=shared,
                                 to=None if shared else [asker], sent=port.wall(),
-                                started=self._router.started_bound(entry.key)))
+                                started=entry.started if entry.started is not None
+                                else self._router.started_bound(entry.key)))
         if size:
             self._serve_tokens -= size
         else:  # as when it was produced: the asker gets the error instead of calling again
