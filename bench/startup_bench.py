@@ -248,9 +248,10 @@ def run(trees: dict[str, Path], *, trials: int = 5, tabs: int = 4, import_trials
                 "simulation_installed": imports[0]["simulation_installed"],
                 "new_modules": imports[0]["new_modules"],
             },
-            "first": _summary(runs["first"]),
             "trials": runs,
         }
+        if runs["first"]:
+            entry["first"] = _summary(runs["first"])
         if runs["warm"]:
             entry["warm"] = _summary(runs["warm"])
         out["trees"][name] = entry
