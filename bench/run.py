@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import browser_bench, election_before, sim_bench
+from . import browser_bench, election_before, sim_bench, startup_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "browser"):
         log("browser: real Chromium tabs of the lab page (web/lab/), with the mesh and without it")
         results["browser"] = browser_bench.run_all(quick=args.quick, log=log)
+        log("browser: cold start of 4 lab tabs at once and import pyflowmesh (bench/startup_bench.py)")
+        results["startup"] = startup_bench.run({"this": ROOT}, trials=2 if args.quick else 5, tabs=4,
+                                               import_trials=2 if args.quick else 5, log=log)["trees"]["this"]
 
     results["wall_s"] = time.monotonic() - t0
     results["machine"]["load_avg_at_end"] = os.getloadavg()

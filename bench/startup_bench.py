@@ -223,7 +223,7 @@ def run(trees: dict[str, Path], *, trials: int = 5, tabs: int = 4, import_trials
         browser = playwright.chromium.launch(executable_path=chromium, args=args)
         stack.callback(browser.close)
         out["chromium"] = browser.version
-        for i in range(import_trials):
+        for _ in range(import_trials):
             for name in trees:
                 raw[name]["import"].append(import_trial(browser, urls[name]))
         for i in range(trials):

@@ -13,8 +13,8 @@ From the plain wheel in ``dist/`` (``py3-none-any``, sources, for PyPI) this wri
 - without ``pyflowmesh/simulation/`` (the simulator), ``pyflowmesh/testing.py`` and
   ``pyflowmesh/transports/memory.py`` (the in-memory transport of CPython tests and the
   simulator): nothing a page imports reaches them (:data:`EXCLUDE`);
-- ``*.dist-info``: the plain wheel's ``METADATA`` without its description (the README), a ``WHEEL`` with the new tag, a new
-  ``RECORD``.
+- ``*.dist-info``: the plain wheel's ``METADATA`` without its description (the README), a
+  ``WHEEL`` with the new tag, a new ``RECORD``.
 
 Entries are stored deflated at level 9 with fixed timestamps, so the same sources give the
 same file. Prints the new wheel's path. Standard library and ``node`` only.
