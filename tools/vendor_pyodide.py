@@ -120,7 +120,7 @@ def check_pins(packages: dict[str, PackageSpec], specs: list[str]) -> list[str]:
 
 def is_in_place(folder: Path, entry: PackageSpec) -> bool:
     path = folder / entry.file_name
-    return path.is_file() and sha256_of(path) == entry.sha256
+    return path.is_file() and sha256_of(path) == str(entry.sha256)
 
 
 def provide(lock: PyodideLockSpec, keys: list[str], folder: Path) -> None:
