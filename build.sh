@@ -26,8 +26,12 @@ PYODIDE_LOCK_SPEC="pyodide-lock[wheel]==0.2.1"
 PYTEST_SPEC="pytest>=8.4,<9"       # pytest-pyodide 0.59.2 breaks under pytest 9
 PYTEST_PYODIDE_SPEC="pytest-pyodide==0.59.2"
 PLAYWRIGHT_SPEC="playwright>=1.65,<1.66"
+WEBSOCKETS_SPEC="websockets>=14,<18"  # the test server's WebSocket endpoint (demo, tests, bench)
 HYPOTHESIS_SPEC="hypothesis>=6.100,<7"
 MATPLOTLIB_SPEC="matplotlib>=3.8,<4"  # bench only: the plot
+# bench only: the anchor of the failover figures, bundled for web/lab/bc.html with esbuild.
+BROADCAST_CHANNEL_SPEC="broadcast-channel@7.4.0"
+ESBUILD_SPEC="esbuild@0.28.2"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 # ---------------------------------------------------------------------------
 
@@ -198,7 +202,7 @@ venv_install() {
 # only this; test and bench add their tools to the same .venv.
 ensure_build_venv() {
     make_venv
-    venv_current build pyodide_lock "$PYODIDE_LOCK_SPEC" && return
+    venv_current build "pyodide_lock, websockets" "$PYODIDE_LOCK_SPEC" "$WEBSOCKETS_SPEC" && return
     if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then
         # pyodide-lock 0.2 declares Python >= 3.12. On 3.11, 0.1.2 (its last release for 3.11)
         # cannot read Pyodide 314's lock (it requires info.version and refuses the "tool" field),
@@ -206,13 +210,13 @@ ensure_build_venv() {
         # 3.11 it goes in past its Requires-Python, alone; the install below adds its dependencies.
         "$VENV/bin/python" -m pip install --quiet --no-deps --ignore-requires-python "$PYODIDE_LOCK_SPEC"
     fi
-    venv_install build "$PYODIDE_LOCK_SPEC"
+    venv_install build "$PYODIDE_LOCK_SPEC" "$WEBSOCKETS_SPEC"
 }
 
 # ensure_venv: .venv with the test tools and pyflowmesh (editable). test and bench share it;
 # bench adds its own extras with venv_install bench ...
 ensure_venv() {
-    local specs=("$PYTEST_SPEC" "$PYTEST_PYODIDE_SPEC" "$PLAYWRIGHT_SPEC" "$HYPOTHESIS_SPEC" -e .)
+    local specs=("$PYTEST_SPEC" "$PYTEST_PYODIDE_SPEC" "$PLAYWRIGHT_SPEC" "$HYPOTHESIS_SPEC" "$WEBSOCKETS_SPEC" -e .)
     make_venv
     # pyflowmesh has no dependencies, so "-e ." installs just itself, editable.
     venv_current "" pyflowmesh "${specs[@]}" || venv_install "" "${specs[@]}"
@@ -291,6 +295,32 @@ do_test() {
 
 # ---- bench -----------------------------------------------------------------------
 
+# bundle_broadcast_channel: npm's broadcast-channel, bundled by esbuild (both from npm, installed
+# under .cache/bench-npm/) into web/vendor/broadcast-channel/bc.js for web/lab/bc.html, unless
+# the stamp there names the same versions and the same entry (bench/js/bc_entry.mjs).
+bundle_broadcast_channel() {
+    local dest="$WEB/vendor/broadcast-channel" work="$CACHE/bench-npm" want
+    want="$BROADCAST_CHANNEL_SPEC $ESBUILD_SPEC $(sha256sum bench/js/bc_entry.mjs | cut -d' ' -f1)"
+    if [[ -s "$dest/bc.js" && -f "$dest/.stamp" && "$(cat "$dest/.stamp")" == "$want" ]]; then
+        log "$BROADCAST_CHANNEL_SPEC already bundled in ${dest#"$ROOT"/}"
+        return
+    fi
+    command -v npm >/dev/null || die "npm is required (the bench bundles broadcast-channel from the npm registry)"
+    mkdir -p "$work" "$dest"
+    [[ -f "$work/package.json" ]] || echo '{"name": "pyflowmesh-bench-npm", "private": true}' >"$work/package.json"
+    if [[ ! -x "$work/node_modules/.bin/esbuild" || ! -f "$work/node_modules/broadcast-channel/package.json" \
+          || "$(cat "$work/.installed" 2>/dev/null)" != "$BROADCAST_CHANNEL_SPEC $ESBUILD_SPEC" ]]; then
+        log "npm install $BROADCAST_CHANNEL_SPEC $ESBUILD_SPEC (into ${work#"$ROOT"/})"
+        (cd "$work" && npm install --silent --save-exact "$BROADCAST_CHANNEL_SPEC" "$ESBUILD_SPEC")
+        echo "$BROADCAST_CHANNEL_SPEC $ESBUILD_SPEC" >"$work/.installed"
+    fi
+    cp bench/js/bc_entry.mjs "$work/bc_entry.mjs"
+    (cd "$work" && node_modules/.bin/esbuild bc_entry.mjs --bundle --format=iife --platform=browser \
+        --target=es2020 --log-level=warning --outfile="$dest/bc.js")
+    echo "$want" >"$dest/.stamp"
+    log "bundled $BROADCAST_CHANNEL_SPEC into ${dest#"$ROOT"/}/bc.js ($(wc -c <"$dest/bc.js") bytes)"
+}
+
 do_bench() {
     local t0
     t0="$(now)"
@@ -298,6 +328,7 @@ do_bench() {
     ensure_venv
     venv_current bench matplotlib "$MATPLOTLIB_SPEC" || venv_install bench "$MATPLOTLIB_SPEC"
     do_build
+    bundle_broadcast_channel
     # --soak (anywhere in the options) makes bench.run run bench.soak instead.
     log "bench: python -m bench.run $*"
     "$VENV/bin/python" -m bench.run "$@"
@@ -316,8 +347,9 @@ do_demo() {
         esac
     done
     do_build
-    log "demo at http://127.0.0.1:${port}/ (lab: /lab/, smoke page: /lab/smoke.html; API: /api/data, /api/stats); Ctrl-C stops it"
-    exec "$PYTHON" tools/server.py --host 127.0.0.1 --port "$port"
+    log "demo at http://127.0.0.1:${port}/ (lab: /lab/, smoke page: /lab/smoke.html; API: /api/data, /api/stats;"
+    log "live feed: /api/stream (SSE), its WebSocket in /api/stream/stats); Ctrl-C stops it"
+    exec "$VENV/bin/python" tools/server.py --host 127.0.0.1 --port "$port"  # .venv: it has websockets
 }
 
 cmd="${1:-help}"

@@ -137,8 +137,9 @@ def process_usage(pids: list[int]) -> dict[str, Any]:
 class Harness:
     """tools/server.py in this process and one headless Chromium, for every part of the bench."""
 
-    def __init__(self, log: Log = print) -> None:
+    def __init__(self, log: Log = print, args: list[str] | None = None) -> None:
         self.log = log
+        self.args = CHROMIUM_ARGS if args is None else args  # the command line Chromium gets
         self._stack = contextlib.ExitStack()
         self.server: Any = None
         self.browser: Any = None
@@ -160,7 +161,7 @@ class Harness:
         from playwright.sync_api import sync_playwright
 
         playwright = self._stack.enter_context(sync_playwright())
-        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=self.args)
         self._stack.callback(self.browser.close)
         return self
 

@@ -82,7 +82,10 @@ def render(results: dict[str, Any], png: str) -> str:
                 "depend on it.", ""]
     out += _browser_calls(b)
     out += _browser_failover(b)
+    out += _failover_vs_bc(results.get("failover_vs_bc"))
+    out += _lag(results.get("lag"))
     out += _browser_idle(b)
+    out += _streams(results.get("streams") or {})
     out += _sim(sim)
     out += _size_import(b)
     out += _startup(results.get("startup"))
@@ -188,6 +191,100 @@ def _browser_failover(b: dict[str, Any]) -> list[str]:
         "",
         f"The closing tab's `pagehide` was seen by the others in {sum(1 for p in pagehide if p)} of "
         f"{len(pagehide)} polite closes.",
+        "",
+    ]
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _config_label(config: dict[str, Any]) -> str:
+    return f"pyflowmesh, heartbeat {config['heartbeat_ms']:g} ms, Web Locks {'on' if config['locks'] else 'off'}"
+
+
+def _failover_vs_bc(data: dict[str, Any] | None) -> list[str]:
+    """Failover beside the anchor, broadcast-channel's LeaderElection, measured in the same run."""
+    head = "## 3b. Failover beside the anchor: broadcast-channel 7.4.0's LeaderElection"
+    if not data or not data.get("configs"):
+        return [head, "", "Not measured in this run.", ""]
+    rows = []
+    for config in data["configs"]:
+        anchor = data["anchor"].get(f"locks{int(config['locks'])}") or {}
+        for mode, label in (("close", "polite close"), ("crash", "crash")):
+            mine, theirs = config[f"{mode}_all_follow"], anchor.get(f"{mode}_all_follow") or {}
+            ratios = config["ratios"][mode]
+            rows.append([f"{_config_label(config)}: {label}", mine["n"], f"{_f(mine['p50'])} / {_f(mine['p95'])}",
+                         f"{_f(theirs.get('p50'))} / {_f(theirs.get('p95'))}",
+                         f"{_x(ratios['p50'])} / {_x(ratios['p95'])}",
+                         config[f"{mode}_failed"] + anchor.get(f"{mode}_failed", 0)])
+    return [
+        head,
+        "",
+        f"{data['tabs']} tabs each, {data['trials']} polite closes and {data['trials']} crashes per "
+        "pyflowmesh configuration, each followed by a trial of the same kind of broadcast-channel 7.4.0 "
+        "(npm, bundled by `./build.sh bench` with esbuild; `web/lab/bc.html`: `createLeaderElection` on its "
+        "native method, with Web Locks where pyflowmesh has them, its message election without), whose tabs "
+        "stay open in the same browser throughout: both run under the same load. The time runs from the "
+        "Playwright call that closes or crashes the leader's tab to the moment the last survivor follows "
+        "one new leader (for broadcast-channel: the new leader's lock granted, and each other survivor "
+        "receiving its leader `tell`). Ratio: pyflowmesh / broadcast-channel (below 1: pyflowmesh is "
+        "faster).",
+        "",
+        *_table(["trigger", "trials", "pyflowmesh p50 / p95 (ms)", "broadcast-channel p50 / p95 (ms)",
+                 "ratio p50 / p95", "no single leader"], rows),
+        "",
+    ]
+
+
+def _lag(data: dict[str, Any] | None) -> list[str]:
+    """The follower lag beside the floor (the raw channel between the same tabs)."""
+    head = "## 3c. Follower lag beside the floor: the raw BroadcastChannel"
+    if not data or not data.get("sizes"):
+        return [head, "", "Not measured in this run.", ""]
+    rows, parts = [], []
+    for row in data["sizes"]:
+        raw, lag, was = row["raw"], row["lag"], row.get("lag_task_wake") or {}
+        was_ratio = was["p50"] / raw["p50"] if was.get("p50") is not None and raw["p50"] else None
+        shadow = row.get("raw_behind_result") or {}
+        rows.append([row["tabs"], f"{_f(raw['p50'], 2)} / {_f(raw['p95'], 2)}",
+                     f"{_f(shadow.get('p50'), 2)} / {_f(shadow.get('p95'), 2)}",
+                     f"{_f(lag['p50'], 2)} / {_f(lag['p95'], 2)}", f"{_x(row['ratio_p50'])} / {_x(row['ratio_p95'])}",
+                     f"{_f(was.get('p50'), 2)} / {_f(was.get('p95'), 2)}", _x(was_ratio), lag["n"]])
+        for label, source in (("now", row["parts"]), ("before", row.get("parts_task_wake") or {})):
+            parts.append([row["tabs"], label, *(_f((source.get(name) or {}).get("p50"), 2)
+                                                for name in ("channel", "to_python", "receive", "effects", "resume"))])
+    return [
+        head,
+        "",
+        f"One set of lab tabs grows through {', '.join(str(r['tabs']) for r in data['sizes'])} tabs. The floor: "
+        "tiny JS posts (a timestamp) from the leader's tab on a channel of their own, stamped on arrival by a "
+        "JS listener in every other tab. The follower lag: every tab executes one flow with a new argument at "
+        f"one instant; the leader calls the API (which answers after {data['delay_ms']} ms) and posts the "
+        "`Result`; lag = the follower's execute resuming with the value - the leader's page posting that "
+        "`Result` (its `BroadcastChannel.prototype.postMessage`, stamped). All on the browser's common clock "
+        "(`timeOrigin + performance.now()`, 0.1 ms resolution). Ratio: lag / floor (the raw channel between "
+        "rounds). *Right behind the Result*: the same tiny post, sent by the leader's page just after each "
+        "`Result`, on a channel of its own; not a floor: it reaches a follower's listener only once that "
+        "tab's main thread is free again, so it shows how long a `Result` keeps a follower busy (the "
+        "member's Python, the resumed execute, the lab's own rendering). Rounds alternate, in "
+        "the same tabs, between the waiting execute waking in a microtask of the message that resolved it "
+        "(`pyflowmesh.mesh.WAKE_IN_MICROTASK`, now the default) and *before*: in a browser task of its own "
+        "(asyncio's `call_soon` in Pyodide's WebLoop, as pyflowmesh did until this change).",
+        "",
+        *_table(["tabs", "raw channel p50 / p95 (ms)", "raw, right behind the Result (ms)",
+                 "follower lag p50 / p95 (ms)", "ratio p50 / p95",
+                 "before: lag p50 / p95 (ms)", "before: ratio p50", "lag samples"], rows),
+        "",
+        "Where a follower's lag goes (p50 of each part, ms; `lab.py`'s `?trace=1`): *channel*, the post to "
+        "its arrival in the follower's page (a passive JS listener); *to Python*, that arrival to the "
+        "member's handler running in Python; *receive*, the node taking the message in (decode, protocol); "
+        "*effects*, carrying out what it queued (the waiter's future resolved, listeners, the timer); "
+        "*resume*, the future resolved to the awaiting execute running again (before: asyncio's `call_soon`, "
+        "in Pyodide's WebLoop a `MessageChannel` post, a browser task of its own, no `setTimeout` clamp; now "
+        "a microtask of the same task).",
+        "",
+        *_table(["tabs", "wake-up", "channel", "to Python", "receive", "effects", "resume"], parts),
         "",
     ]
 
@@ -428,6 +525,42 @@ def _poor(results: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def _streams(streams: dict[str, Any]) -> list[str]:
+    """The section on shared live streams (bench/stream_bench.py), if measured."""
+    if not streams.get("mesh"):
+        return []
+    direct = {row["tabs"]: row for row in streams.get("direct") or []}
+    rows = []
+    for row in streams["mesh"]:
+        d = direct.get(row["tabs"], {})
+        lag, floor = row.get("follower_lag_ms") or {}, row.get("broadcast_channel_ms") or {}
+        rows.append([row["tabs"], d.get("connections_opened"), d.get("tabs_receiving"), d.get("events_sent"),
+                     row["connections_opened"], row["tabs_receiving"], row["events_sent"],
+                     f"{_f(lag.get('p50'), 1)} / {_f(lag.get('p95'), 1)} / {_f(lag.get('max'), 1)}" if lag else "",
+                     f"{_f(floor.get('p50'), 1)} / {_f(floor.get('p95'), 1)} / {_f(floor.get('max'), 1)}"
+                     if floor else ""])
+    settings = streams.get("settings") or {}
+    crashes = streams.get("leader_crash") or []
+    return [
+        "## Shared live streams",
+        "",
+        f"`/lab/stream.html` tabs listening to the test server's SSE feed ({1 / settings.get('period_s', 0.1):g} "
+        f"events a second) for {_f(settings.get('seconds'))} s each, without the mesh (each tab its own "
+        "`EventSource`) and with it (one tab holds the connection). Lag: from the leader delivering an event "
+        "to a follower delivering it (ms, p50 / p95 / max), beside the raw BroadcastChannel time between "
+        "the same tabs in the same run.",
+        "",
+        *_table(["tabs", "connections without", "tabs receiving without", "events sent without",
+                 "connections with", "tabs receiving with", "events sent with", "follower lag",
+                 "BroadcastChannel"], rows),
+        "",
+        "After the leader's renderer is killed: "
+        + "; ".join(f"{c['tabs']} tabs, {_f(c['max_gap_ms'])} ms without an event, {c['connections_opened']} "
+                    f"connections in all, {c['ids_lost_or_doubled']} ids lost or doubled" for c in crashes) + ".",
+        "",
+    ]
+
+
 def summary(results: dict[str, Any]) -> str:
     """The console summary: the headline figures, one per line."""
     lines = ["==================== pyflowmesh bench summary ===================="]
@@ -448,12 +581,30 @@ def summary(results: dict[str, Any]) -> str:
             lines.append(f"failover ({label}, heartbeat {data['heartbeat_ms']:g} ms): polite close p50/p95 "
                          f"{_f(data['close_all_follow']['p50'])}/{_f(data['close_all_follow']['p95'])} ms, crash "
                          f"{_f(data['crash_all_follow']['p50'])}/{_f(data['crash_all_follow']['p95'])} ms")
+    vs = results.get("failover_vs_bc") or {}
+    for config in vs.get("configs") or []:
+        anchor = (vs.get("anchor") or {}).get(f"locks{int(config['locks'])}") or {}
+        lines.append(f"failover vs broadcast-channel ({_config_label(config)}): " + "; ".join(
+            f"{mode} p50/p95 {_f(config[f'{mode}_all_follow']['p50'])}/{_f(config[f'{mode}_all_follow']['p95'])} ms "
+            f"against {_f((anchor.get(f'{mode}_all_follow') or {}).get('p50'))}/"
+            f"{_f((anchor.get(f'{mode}_all_follow') or {}).get('p95'))} ms ({_x(config['ratios'][mode]['p50'])} p50)"
+            for mode in ("close", "crash")))
+    for row in (results.get("lag") or {}).get("sizes") or []:
+        lag = row["lag"]
+        lines.append(f"follower lag {row['tabs']:3d} tabs: p50/p95 {_f(lag['p50'], 2)}/{_f(lag['p95'], 2)} "
+                     f"ms against the raw channel's {_f(row['raw']['p50'], 2)}/{_f(row['raw']['p95'], 2)} ms "
+                     f"({_x(row['ratio_p50'])} p50)")
     for key, label in (("calls_mesh", "with the mesh   "), ("calls_direct", "without the mesh")):
         idle = (b.get(key) or {}).get("idle")
         if idle:
             lines.append(f"idle {idle['tabs']} tabs {label}: {_f(idle['posts_per_min'], 1)} posts/min, main thread "
                          f"{_f(idle['task_ms_per_tab_min'], 1)} ms CPU per tab-minute, whole browser "
                          f"{_f(idle['browser_cpu_ms_per_tab_min'])} ms per tab-minute")
+    for row in (results.get("streams") or {}).get("mesh") or []:
+        lag = row.get("follower_lag_ms") or {}
+        lines.append(f"streams {row['tabs']:3d} tabs: {row['connections_opened']} connection(s) with the mesh; "
+                     f"follower lag p50/p95/max {_f(lag.get('p50'), 1)}/{_f(lag.get('p95'), 1)}/"
+                     f"{_f(lag.get('max'), 1)} ms")
     imp = b.get("import")
     if imp:
         lines.append(f"size: wheel {imp['wheel_bytes'] / 1024:.1f} KiB; import pyflowmesh in Pyodide p50 "

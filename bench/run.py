@@ -6,7 +6,14 @@ Runs, in this order, and prints each figure as it comes:
    (pure CPython), and the project simulator's throughput; :mod:`bench.election_before`:
    the same elections with the election as it was before staggered candidacy;
 2. :mod:`bench.browser_bench`: real Chromium tabs of the lab page (``web/lab/``), with the mesh
-   and without it (API calls, follower latency, idle cost, failover, import time).
+   and without it (API calls, follower latency, idle cost, failover, import time);
+3. :mod:`bench.failover_bench`: failover side by side with the anchor, npm's broadcast-channel
+   (``web/lab/bc.html``), trials interleaved, with the ratios;
+4. :mod:`bench.lag_bench`: the follower lag of a shared result beside the floor, the raw
+   BroadcastChannel one-way time between the same tabs, and where the lag goes.
+5. :mod:`bench.stream_bench`: shared live streams in real tabs against the test server's SSE
+   feed (connections and events for 1 to 20 tabs with and without the mesh, follower lag beside
+   the raw BroadcastChannel time, the gap after a leader crash).
 
 Then writes ``bench-results/results.json`` (everything, machine-readable),
 ``bench-results/benchmarks.png`` (:mod:`bench.plot`) and, unless ``--quick`` or
@@ -16,8 +23,8 @@ Then writes ``bench-results/results.json`` (everything, machine-readable),
 ``--soak`` runs the soak instead (:mod:`bench.soak`: memory of tabs that stay open
 while keys and tabs churn, over MemoryHub, in the simulator and in Chromium); the
 options after it are the soak's (``--quick``, ``--only hub|sim|browser``,
-``--baseline REV``, ``--no-docs``). ``--only sim`` / ``--only browser`` re-measures one part and
-keeps the other from the last results file.
+``--baseline REV``, ``--no-docs``). ``--only sim|browser|failover|lag`` re-measures one part and
+keeps the others from the last results file.
 
 A benchmark, not a test: it never fails on a time. It exits non-zero only when it
 cannot measure at all (no build, no browser).
@@ -36,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import browser_bench, election_before, sim_bench, startup_bench
+from . import browser_bench, election_before, failover_bench, lag_bench, sim_bench, startup_bench, stream_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
@@ -99,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="fewer tabs (up to 5), rounds and trials; tabs 10 and 100 in the simulator; "
                              "results only in bench-results/ (docs untouched)")
-    parser.add_argument("--only", choices=("sim", "browser"),
-                        help="measure one part; the other comes from the last bench-results/results.json")
+    parser.add_argument("--only", choices=("sim", "browser", "failover", "lag"),
+                        help="measure one part; the others come from the last bench-results/results.json")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md and .png")
     args = parser.parse_args(argv)
 
@@ -131,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         log("browser: cold start of 4 lab tabs at once and import pyflowmesh (bench/startup_bench.py)")
         results["startup"] = startup_bench.run({"this": ROOT}, trials=2 if args.quick else 5, tabs=4,
                                                import_trials=2 if args.quick else 5, log=log)["trees"]["this"]
+        log("browser: shared live streams (web/lab/stream.html) against the test server's SSE feed")
+        with browser_bench.Harness(log) as harness:
+            results["streams"] = stream_bench.run_streams(harness, quick=args.quick, log=log)
+    if args.only in (None, "failover"):
+        log("browser: failover side by side with broadcast-channel 7.4.0 (web/lab/bc.html), trials interleaved")
+        results["failover_vs_bc"] = failover_bench.run(quick=args.quick, log=log)
+    if args.only in (None, "lag"):
+        log("browser: follower lag beside the raw BroadcastChannel one-way time between the same tabs")
+        results["lag"] = lag_bench.run(quick=args.quick, log=log)
 
     results["wall_s"] = time.monotonic() - t0
     results["machine"]["load_avg_at_end"] = os.getloadavg()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.config import MeshConfig
+from .core.members import Member, MeshChange
 from .core.stats import MeshStats
 from .core.wire import VERSION as PROTOCOL_VERSION
 from .errors import (
@@ -34,10 +35,12 @@ from .errors import (
 if TYPE_CHECKING:
     from .flow import Flow, FlowStatus, use_flow
     from .mesh import FlowMesh
+    from .stream import Stream, StreamEvent, StreamStatus, use_stream
 
 # The asyncio runtime loads on first use, so that importing the sans-I/O core
 # (``pyflowmesh.core``) never imports asyncio.
-_RUNTIME = {"FlowMesh": "mesh", "use_flow": "flow", "Flow": "flow", "FlowStatus": "flow"}
+_RUNTIME = {"FlowMesh": "mesh", "use_flow": "flow", "Flow": "flow", "FlowStatus": "flow",
+            "use_stream": "stream", "Stream": "stream", "StreamEvent": "stream", "StreamStatus": "stream"}
 
 
 def __getattr__(name: str) -> Any:
@@ -61,8 +64,14 @@ __all__ = [
     "use_flow",
     "Flow",
     "FlowStatus",
+    "use_stream",
+    "Stream",
+    "StreamEvent",
+    "StreamStatus",
     "MeshConfig",
     "MeshStats",
+    "Member",
+    "MeshChange",
     "MeshError",
     "MeshDisposedError",
     "ScopeChangedError",

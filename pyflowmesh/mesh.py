@@ -10,6 +10,7 @@ of waiting executes, listeners.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
@@ -17,32 +18,35 @@ import secrets
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from .core.cache import CacheEntry
 from .core.config import MeshConfig
 from .core.effects import (
+    STREAM_EFFECT_TYPES,
     CacheUpdated,
     CancelCall,
     Effect,
     FailureShared,
     LeaderChanged,
+    MembersChanged,
     Reject,
     Renamed,
     Resolve,
     Send,
     Source,
     StartCall,
-    WatchPeer,
+    WatchPeers,
 )
+from .core.members import Member, MeshChange
 from .core.node import MeshNode
 from .core.stats import MeshStats
 from .core.values import check_flow_key, check_json
 from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
 from .transports import Transport, default_transport
 
-__all__ = ["FlowMesh", "new_node_id"]
+__all__ = ["FlowMesh", "Waiter", "new_node_id"]
 
 log = logging.getLogger("pyflowmesh")
 
@@ -128,12 +132,14 @@ class FlowMesh:
         self.config = MeshConfig.from_options(options)
         self.node_id = node_id or new_node_id()
         self._loop = _event_loop()
-        self._node = MeshNode(self.node_id, self.config, wall_clock=_wall_clock)
         self._errors_logged: dict[int, int] = {}  # internal errors logged, for the current node
         self._transport_given = transport is not None
         self._transport = transport if transport is not None else default_transport(use_locks=self.config.use_locks)
+        self._node = self._new_node(self.node_id, self.config)
+        self._members: tuple[Member, ...] = ()  # as the last MembersChanged said
+        self._change_listeners: list[Callable[[MeshChange], None]] = []
         self._flows: dict[str, FlowFunction] = {}
-        self._waiters: dict[int, asyncio.Future[tuple[Any, Source]]] = {}
+        self._waiters: dict[int, Waiter] = {}
         # Per key, its listeners; a key's entry goes with its last listener, so both hold
         # at most one entry per key someone listens to now (a Flow follows one key at a time).
         self._cache_listeners: dict[str, list[Callable[[Any], None]]] = {}
@@ -149,6 +155,7 @@ class FlowMesh:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._disposed = False
+        self._streams: Any = None  # stream.py's driver of this member's streams, once it has one
         self._transport.set_scope(self._node.scope_digest)
         self._transport.open(self.config.channel, self.node_id, _Events(self))
         self._node.start(self._now())
@@ -173,6 +180,26 @@ class FlowMesh:
     def leader_id(self) -> str | None:
         """The leader's node ID as this tab knows it, or ``None``."""
         return self._node.leader
+
+    @property
+    def peers(self) -> int:
+        """How many other live tabs are in the mesh (AsyncFlowState's ``FlowMesh.peers``)."""
+        return self._node.peers
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        """Every live member with its ID and role, this tab included (``is_self``), highest ID first.
+
+        Joins show within one message, polite leaves at once; a crashed tab leaves when
+        the browser releases its Web Lock (milliseconds), or without Web Locks after
+        the silence a leader is allowed (2.5 heartbeats; longer for a hidden tab).
+        """
+        return self._node.member_list()
+
+    @property
+    def successor(self) -> str | None:
+        """The member that takes over at once when the leader goes (``None``: an election decides)."""
+        return self._node.successor
 
     @property
     def role(self) -> str:
@@ -262,6 +289,50 @@ class FlowMesh:
         """Call ``callback(leader_id)`` whenever this tab's view of the leader changes."""
         return _subscribe(self._leader_listeners, callback)
 
+    def on_change(self, callback: Callable[[MeshChange], None]) -> Callable[[], None]:
+        """Call ``callback(change)`` whenever members join or leave, or leadership moves.
+
+        ``change`` is a :class:`~pyflowmesh.core.members.MeshChange`: the members now,
+        who joined and left, the leader, and ``leadership`` (``"gained"``/``"lost"``) when
+        this tab's own leadership changed: the "lost leadership" event a tab that did
+        leader-only work (a socket, a poll) needs.
+
+        Returns:
+            A function that unsubscribes.
+        """
+        return _subscribe(self._change_listeners, callback)
+
+    def share_error(self, key: str, error: BaseException) -> None:
+        """Fail every tab's waiting executes of ``key`` with ``error``, and start its shared back-off.
+
+        AsyncFlowState's ``shareError``: each tab's ``on_error`` listeners of ``key`` get
+        it (this tab's get ``error`` itself, the others a :class:`SharedFlowError`), and
+        executes of ``key`` in any tab wait out the back-off instead of calling.
+
+        Raises:
+            TypeError: ``error`` is not an exception.
+        """
+        self._check_open()
+        self._node.share_error(key, error, self._now())
+        self._flush()
+
+    # The seed's (TypeScript) method names, for pages ported from AsyncFlowState.
+    def shareResult(self, key: str, data: Any) -> None:  # noqa: N802
+        """:meth:`share_result` under its TypeScript name."""
+        self.share_result(key, data)
+
+    def shareError(self, key: str, error: BaseException) -> None:  # noqa: N802
+        """:meth:`share_error` under its TypeScript name."""
+        self.share_error(key, error)
+
+    def getCached(self, key: str) -> Any:  # noqa: N802
+        """:meth:`get_cached` under its TypeScript name."""
+        return self.get_cached(key)
+
+    def onCacheUpdate(self, key: str, callback: Callable[[Any], None]) -> Callable[[], None]:  # noqa: N802
+        """:meth:`on_cache_update` under its TypeScript name."""
+        return self.on_cache_update(key, callback)
+
     def on_scope_change(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         """Call ``callback(scope)`` inside :meth:`set_scope`, once every flow of the old scope is reset.
 
@@ -298,13 +369,13 @@ class FlowMesh:
         self._check_open()
         if key not in self._flows:
             raise LookupError(f"no flow {key!r} is registered on channel {self.channel!r}")
-        future: asyncio.Future[tuple[Any, Source]] = self._loop.create_future()
+        future = Waiter(self._loop, _wake_soon if WAKE_IN_MICROTASK else None)
         node = self._node
         waiter = node.submit(key, args, self._now())  # TypeError for non-JSON arguments
         self._waiters[waiter] = future
         self._flush()
         try:
-            result = await future
+            result: tuple[Any, Source] = await future
         except asyncio.CancelledError:
             # The caller gave up (task cancelled, wait_for timed out): the node forgets this
             # waiter; a shared call goes on for whoever else waits on it.
@@ -379,9 +450,11 @@ class FlowMesh:
             return
         self.config = config
         # The same ID: the digest in every envelope and lock keeps the two scopes apart.
-        self._node = MeshNode(old.node_id, config, wall_clock=_wall_clock)
+        self._node = self._new_node(old.node_id, config)
         for key in self._flows:
             self._node.register_flow(key)
+        if self._streams is not None:
+            self._streams.rejoin(self._node)
         self._transport.set_scope(self._node.scope_digest)
         now = self._now()
         if self._hidden:
@@ -427,6 +500,8 @@ class FlowMesh:
         for task in list(self._calls.values()):
             task.cancel()
         self._calls.clear()
+        if self._streams is not None:
+            self._streams.halt()  # sources stop, every Stream closes, its iterations end
         for future in self._waiters.values():
             if not future.done():
                 future.set_exception(MeshDisposedError("the mesh member was disposed while this execute waited"))
@@ -442,6 +517,10 @@ class FlowMesh:
 
     def _now(self) -> float:
         return self._loop.time() * 1000.0
+
+    def _new_node(self, node_id: str, config: MeshConfig) -> MeshNode:
+        # With a peer watch (Web Locks), the members learn of this tab's end from its lock.
+        return MeshNode(node_id, config, wall_clock=_wall_clock, locks=self._transport.peers is not None)
 
     def _check_open(self) -> None:
         if self._disposed:
@@ -464,7 +543,7 @@ class FlowMesh:
                       exc_info=(type(error), error, error.__traceback__) if error is not None else None)
 
     def _carry_out(
-        self, effects: list[Effect], waiters: dict[int, asyncio.Future[tuple[Any, Source]]], node: MeshNode
+        self, effects: list[Effect], waiters: dict[int, Waiter], node: MeshNode
     ) -> None:
         """Carry out ``effects`` of ``node``, whose waiting executes are ``waiters``, one by one.
 
@@ -487,7 +566,7 @@ class FlowMesh:
                 break
             self._notify(callback, value())
 
-    def _apply(self, effect: object, waiters: dict[int, asyncio.Future[tuple[Any, Source]]], node: MeshNode) -> None:
+    def _apply(self, effect: object, waiters: dict[int, Waiter], node: MeshNode) -> None:
         if isinstance(effect, Send):
             self._transport.post(effect.data)
         elif isinstance(effect, StartCall):
@@ -512,14 +591,20 @@ class FlowMesh:
             self._tell(self._error_listeners.get(effect.key, ()), lambda: effect.error, node)
         elif isinstance(effect, LeaderChanged):
             self._tell(self._leader_listeners, lambda: effect.leader, node)
-        elif isinstance(effect, WatchPeer):
+        elif isinstance(effect, WatchPeers):
             if not self._disposed:
-                self._transport.watch(effect.node_id)
+                self._transport.watch(effect.node_ids)
+        elif isinstance(effect, MembersChanged):
+            change = MeshChange.between(self._members, effect.members)
+            self._members = effect.members
+            self._tell(self._change_listeners, lambda: change, node)
         elif isinstance(effect, Renamed):
             log.warning("pyflowmesh: another tab used this tab's ID on %r; now %s", self.channel, effect.node_id)
             self.node_id = effect.node_id
             if not self._disposed:
                 self._transport.rename(effect.node_id)
+        elif isinstance(effect, STREAM_EFFECT_TYPES) and self._streams is not None:
+            self._streams.apply(effect, node)  # stream.py: sources as tasks, events to the Streams
         else:
             raise TypeError(f"FlowMesh does not know the effect {effect!r}")
 
@@ -638,6 +723,159 @@ def _subscribe_key(
             del registry[key]
 
     return off
+
+
+# --- what a waiting execute awaits ----------------------------------------------------------
+
+# In the browser, a waiting execute wakes up in a JS microtask of the task that resolved it (the
+# BroadcastChannel message that brought the result), instead of a task of its own. Pyodide's
+# WebLoop runs every call_soon as a separate browser task (a MessageChannel post: no setTimeout
+# clamp, but the tab's other tasks, and under CPU contention the OS, come first): measured in 10
+# tabs on two busy cores, that hop was the largest part of a follower's lag (bench/lag_bench.py).
+# False: the asyncio way (loop.call_soon), as in CPython; the lab's ?wake=task sets it, to compare.
+WAKE_IN_MICROTASK = True
+
+
+def _microtask_scheduler() -> Callable[[Callable[[], None]], None] | None:
+    """``queueMicrotask`` of the page or worker, under Pyodide; ``None`` elsewhere."""
+    if sys.platform != "emscripten":
+        return None
+    try:
+        import js  # type: ignore[import-not-found]
+        from pyodide.ffi import create_once_callable  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    queue = getattr(js, "queueMicrotask", None)
+    if queue is None:
+        return None
+
+    def schedule(callback: Callable[[], None]) -> None:
+        queue(create_once_callable(callback))
+
+    return schedule
+
+
+_microtask = _microtask_scheduler()
+
+
+def _wake_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], future: Waiter,
+               context: contextvars.Context | None) -> None:
+    """Run ``callback(future)`` in a microtask where there is one, else with ``loop.call_soon``."""
+    if _microtask is None:
+        loop.call_soon(callback, future, context=context)
+        return
+
+    def run() -> None:
+        if asyncio.current_task(loop) is not None:  # a task is mid-step (a suspended stack): wait our turn
+            loop.call_soon(callback, future, context=context)
+            return
+        if asyncio.events._get_running_loop() is not loop:
+            asyncio.events._set_running_loop(loop)
+        try:
+            if context is None:
+                callback(future)
+            else:
+                context.run(callback, future)
+        except Exception as error:
+            loop.call_exception_handler({"message": "pyflowmesh: waking an execute failed", "exception": error})
+
+    _microtask(run)
+
+
+class Waiter:
+    """What a waiting execute awaits: a future in the protocol ``asyncio.Task`` speaks to any
+    future (``_asyncio_future_blocking``, ``get_loop``, ``add_done_callback``, ``result``,
+    ``cancel``), whose awaiting task is woken by ``wake`` once it is resolved (see
+    :data:`WAKE_IN_MICROTASK`). With ``wake=None``, or when cancelled, it wakes the task
+    with ``loop.call_soon``, as an ``asyncio.Future`` does.
+    """
+
+    _asyncio_future_blocking = False
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wake: Callable[..., None] | None = None) -> None:
+        self._loop = loop
+        self._wake = wake
+        self._done = False
+        self._cancelled: str | None | bool = False
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._callbacks: list[tuple[Callable[[Waiter], None], contextvars.Context | None]] = []
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return self._cancelled is not False
+
+    def result(self) -> Any:
+        if self._cancelled is not False:
+            raise asyncio.CancelledError(*(() if self._cancelled is True else (self._cancelled,)))
+        if not self._done:
+            raise asyncio.InvalidStateError("the execute is still waiting")
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        if self._cancelled is not False or not self._done:
+            self.result()  # raises CancelledError or InvalidStateError
+        return self._exception
+
+    def add_done_callback(self, callback: Callable[[Waiter], None], *,
+                          context: contextvars.Context | None = None) -> None:
+        if self._done:
+            self._loop.call_soon(callback, self, context=context)
+        else:
+            self._callbacks.append((callback, context))
+
+    def remove_done_callback(self, callback: Callable[[Waiter], None]) -> int:
+        kept = [(c, x) for c, x in self._callbacks if c != callback]
+        removed, self._callbacks = len(self._callbacks) - len(kept), kept
+        return removed
+
+    def set_result(self, value: Any) -> None:
+        self._settle()
+        self._result = value
+        self._call_back(self._wake)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._settle()
+        self._exception = error
+        self._call_back(self._wake)
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        self._cancelled = True if msg is None else msg
+        self._call_back(None)
+        return True
+
+    def _settle(self) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the execute was already resolved")
+        self._done = True
+
+    def _call_back(self, wake: Callable[..., None] | None) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback, context in callbacks:
+            if wake is None:
+                self._loop.call_soon(callback, self, context=context)
+            else:
+                wake(self._loop, callback, self, context)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self._done:
+            self._asyncio_future_blocking = True
+            yield self
+        if not self._done:
+            raise RuntimeError("await wasn't used with future")
+        return self.result()
+
+    __iter__ = __await__
 
 
 class _Events:

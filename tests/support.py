@@ -103,17 +103,17 @@ class WallClock:
         return self.wall
 
 
-def clocked_node(node_id: str, clock: WallClock, **options: Any) -> MeshNode:
+def clocked_node(node_id: str, clock: WallClock, locks: bool = False, **options: Any) -> MeshNode:
     """A node of channel ``c`` (heartbeat 1000 ms unless given) with flow ``f`` and the wall clock ``clock``."""
     config = MeshConfig.from_options({"channel": "c", "heartbeat": 1000, **options})
-    node = MeshNode(node_id, config, wall_clock=clock)
+    node = MeshNode(node_id, config, wall_clock=clock, locks=locks)
     node.register_flow("f")
     return node
 
 
-def leading_node(**options: Any) -> MeshNode:
-    """A lone node that stood and won (heartbeat 1000 ms)."""
-    node = clocked_node("m", WallClock(), **options)
+def leading_node(node_id: str = "m", locks: bool = False, **options: Any) -> MeshNode:
+    """A lone node that stood and won (heartbeat 1000 ms); ``locks``: its driver watches Web Locks."""
+    node = clocked_node(node_id, WallClock(), locks, **options)
     node.start(0.0)
     node.tick(1000.0)
     node.tick(2000.0)

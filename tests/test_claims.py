@@ -55,7 +55,7 @@ def test_a_tab_claims_then_yields_to_a_higher_claim_heard_within_its_window() ->
     node.submit("f", (), 10.0)
     assert Claim(src="m", key="f", running=False) in _sent(node)
     assert node.phase("f") is Phase.CLAIMING
-    node.receive('{"proto":"pyflowmesh","v":1,"type":"claim","src":"z","key":"f","running":false}', 15.0)
+    node.receive('{"proto":"pyflowmesh","v":2,"type":"claim","src":"z","key":"f","running":false}', 15.0)
     assert node.phase("f") is Phase.FOLLOWING_CLAIM
     node.tick(10.0 + CONFIG.claim_window)  # our window ends: we follow z, we do not call
     assert not [e for e in node.take_effects() if type(e).__name__ == "StartCall"]
@@ -67,11 +67,11 @@ def test_a_lower_claim_is_answered_and_a_running_call_says_it_runs() -> None:
     node.start(0.0)
     node.submit("f", (), 10.0)
     node.take_effects()
-    node.receive('{"proto":"pyflowmesh","v":1,"type":"claim","src":"a","key":"f","running":false}', 15.0)
+    node.receive('{"proto":"pyflowmesh","v":2,"type":"claim","src":"a","key":"f","running":false}', 15.0)
     assert _sent(node) == [Claim(src="m", key="f", running=False)]  # a may have missed ours
     node.tick(10.0 + CONFIG.claim_window)  # our window ends: we call
     node.take_effects()
-    node.receive('{"proto":"pyflowmesh","v":1,"type":"claim","src":"b","key":"f","running":false}', 30.0)
+    node.receive('{"proto":"pyflowmesh","v":2,"type":"claim","src":"b","key":"f","running":false}', 30.0)
     assert _sent(node) == [Claim(src="m", key="f", running=True)]
 
 
@@ -80,7 +80,7 @@ def test_the_producer_of_a_fresh_entry_answers_a_claim_with_it() -> None:
     node.start(0.0)
     node.share_result("f", {"v": 1}, 10.0)
     node.take_effects()
-    node.receive('{"proto":"pyflowmesh","v":1,"type":"claim","src":"a","key":"f","running":false}', 20.0)
+    node.receive('{"proto":"pyflowmesh","v":2,"type":"claim","src":"a","key":"f","running":false}', 20.0)
     (answer,) = _sent(node)
     assert isinstance(answer, Result) and answer.key == "f" and answer.value == {"v": 1} and answer.origin == "m"
 

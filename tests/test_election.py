@@ -45,7 +45,7 @@ def test_a_ghost_leader_with_an_absurd_interval_is_followed_only_a_few_heartbeat
         tabs = open_tabs(hub, 3)
         await settle(tabs)
         ghost = {"proto": PROTOCOL, "v": VERSION, "type": "coordinator", "src": "~ghost", "term": 10**9,
-                 "interval": 600_000, "hidden": hidden}
+                 "interval": 600_000, "hidden": hidden, "locks": False, "members": []}
         hub.post(json.dumps(ghost))
         await until(lambda: all(t.leader_id == "~ghost" for t in tabs), what="the ghost followed")
         await until(lambda: settled(tabs) and all(t.leader_id != "~ghost" for t in tabs),

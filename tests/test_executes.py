@@ -249,7 +249,7 @@ async def test_no_input_leaves_a_waiter_without_an_outcome_when_the_leader_is_a_
     tabs = open_tabs(hub, 2)
     flows = [use_flow(server.fetch, tab, key="g") for tab in tabs]
     await settle(tabs)
-    post(hub, type="coordinator", src="~ghost", term=10**15, interval=600_000, hidden=False)
+    post(hub, type="coordinator", src="~ghost", term=10**15, interval=600_000, hidden=False, locks=False, members=[])
     await asyncio.sleep(0.01)
     assert all(t.leader_id == "~ghost" for t in tabs)
     result = await ends(flows[0].execute(), "an execute while a ghost leads", limit=5)
@@ -465,5 +465,6 @@ def test_a_failure_with_a_lone_surrogate_in_its_message_still_rejects_every_wait
         ("Reject", waiter, error)]
     failure = next(e.message for e in effects if type(e).__name__ == "Send" and e.message.TYPE == "failure")
     assert failure.message == "no such file: report-\\udcff.csv"
-    node.receive(r'{"proto":"pyflowmesh","v":1,"type":"hello","src":"joiner"}', 600.0)  # its Sync has the back-off
+    # Its Sync has the back-off.
+    node.receive(r'{"proto":"pyflowmesh","v":2,"type":"hello","src":"joiner","locks":false}', 600.0)
     assert any(type(e).__name__ == "Send" and e.message.TYPE == "sync" for e in node.take_effects())

@@ -192,9 +192,9 @@ async def test_garbage_on_the_channel_is_counted_and_ignored() -> None:
     garbage = [
         "not json", "[1,2]", "{}", 42, None, {"proto": "pyflowmesh"}, b"bytes",
         json.dumps({"proto": "pyflowmesh", "v": 999, "type": "coordinator", "src": "zzzz", "term": 99}),
-        json.dumps({"proto": "pyflowmesh", "v": 1, "type": "coordinator", "src": "zzzz", "term": "99",
+        json.dumps({"proto": "pyflowmesh", "v": 2, "type": "coordinator", "src": "zzzz", "term": "99",
                     "interval": 1, "hidden": False}),
-        json.dumps({"proto": "pyflowmesh", "v": 1, "type": "no-such-type", "src": "x"}),
+        json.dumps({"proto": "pyflowmesh", "v": 2, "type": "no-such-type", "src": "x"}),
         "x" * (2 << 20),
     ]
     for raw in garbage:

@@ -32,6 +32,7 @@ from pyflowmesh.core.wire import (
     VERSION,
     Accept,
     Coordinator,
+    MemberEntry,
     Message,
     ProtocolError,
     Request,
@@ -67,6 +68,7 @@ json_values = st.recursive(
 entries = st.builds(SyncEntry, key=texts, value=json_values, version=counts, origin=node_ids, age=millis)
 failures = st.builds(SyncFailure, key=texts, error_type=texts, message=texts, retry_in=millis, attempt=counts,
                      origin=node_ids)
+members = st.builds(MemberEntry, id=node_ids, locks=st.booleans())
 FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "src": node_ids, "dst": node_ids, "origin": node_ids,
     "term": counts, "req": counts, "version": counts, "attempt": counts,
@@ -76,6 +78,10 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "value": json_values, "args": st.lists(json_values, max_size=4),
     "to": st.none() | st.lists(node_ids, max_size=4),
     "entries": st.lists(entries, max_size=3), "failures": st.lists(failures, max_size=3),
+    "locks": st.booleans(), "successor": st.none() | node_ids, "members": st.lists(members, max_size=4),
+    "stream": st.text(min_size=1, max_size=40), "listening": st.booleans(), "seq": counts,
+    "event_id": st.text(max_size=40) | counts, "data": json_values,
+    "status": st.sampled_from(["reconnecting", "error"]), "phase": st.sampled_from(["claim", "run", "release"]),
 }
 
 
@@ -83,6 +89,8 @@ def message_strategy(cls: type, **overrides: st.SearchStrategy[Any]) -> st.Searc
     strategies = {f.name: overrides.get(f.name, FIELDS[f.name]) for f in fields(cls)}
     if cls.TYPE == "invalidate":  # type: ignore[attr-defined]
         strategies["key"] = overrides.get("key", st.none() | texts)
+    if cls.TYPE == "stream-listen":  # type: ignore[attr-defined]
+        strategies["event_id"] = overrides.get("event_id", st.none() | FIELDS["event_id"])
     return st.builds(cls, **strategies)
 
 
@@ -103,10 +111,10 @@ def test_every_message_type_round_trips(kind: str) -> None:
 
 # --- invalid data -------------------------------------------------------------------------------
 
-_ID_FIELDS = {"src", "dst", "origin"}
-_COUNT_FIELDS = {"term", "req", "version", "attempt"}
+_ID_FIELDS = {"src", "dst", "origin", "successor"}
+_COUNT_FIELDS = {"term", "req", "version", "attempt", "seq"}
 _MILLIS_FIELDS = {"interval", "age", "retry_in", "sent"}
-_FLAG_FIELDS = {"hidden", "shared", "running"}
+_FLAG_FIELDS = {"hidden", "shared", "running", "locks", "listening"}
 _TEXT_FIELDS = {"key", "flow", "reason", "error_type", "message"}
 _not_str = (st.integers() | st.floats(allow_nan=False) | st.booleans() | st.lists(st.integers(), max_size=2)
             | st.just({}))
@@ -115,7 +123,8 @@ _not_str = (st.integers() | st.floats(allow_nan=False) | st.booleans() | st.list
 def _bad_value(name: str, kind: str) -> st.SearchStrategy[Any]:
     """Values field ``name`` of a ``kind`` message must never accept."""
     if name in _ID_FIELDS:
-        return _not_str | st.none() | st.just("") | st.text(min_size=129, max_size=200) | st.just("\ud800")
+        bad_id = _not_str | st.just("") | st.text(min_size=129, max_size=200) | st.just("\ud800")
+        return bad_id if name == "successor" else bad_id | st.none()
     if name in _COUNT_FIELDS:
         return (st.integers(max_value=-1) | st.integers(min_value=2**53 + 1)
                 | st.floats(allow_nan=False).filter(lambda x: x != int(x) if math.isfinite(x) else True)
@@ -134,10 +143,24 @@ def _bad_value(name: str, kind: str) -> st.SearchStrategy[Any]:
         return bad if kind == "invalidate" else bad | st.none()
     if name == "args":
         return st.none() | st.integers() | st.text() | st.dictionaries(st.text(), st.integers(), max_size=2)
-    if name == "value":
+    if name == "stream":
+        return _not_str | st.none() | st.just("") | st.text(min_size=1025, max_size=1100) | st.just("\ud800")
+    if name == "event_id":
+        bad = (st.integers(max_value=-1) | st.integers(min_value=2**53 + 1) | st.floats(allow_nan=False)
+               | st.booleans() | st.text(min_size=257, max_size=300) | st.just("x\udfff") | st.just([1]) | st.just({}))
+        return bad if kind == "stream-listen" else bad | st.none()
+    if name in ("status", "phase"):
+        return st.none() | st.integers() | st.just("open") | st.just("") | st.just(["run"])
+    if name in ("value", "data"):
         return st.just(math.nan) | st.just(math.inf) | st.just({"deep": "\ud800"})
     if name == "to":
         return st.text() | st.integers() | st.just({}) | st.just([""]) | st.just([1]) | st.just(["a", None])
+    if name == "members":
+        member = {"id": "a", "locks": True}
+        return st.sampled_from([
+            None, {}, "x", 3, [1], [None], [{}], [{**member, "extra": 1}], [{"id": "a"}], [{**member, "id": ""}],
+            [{**member, "locks": 1}], [member] * 257,
+        ])
     if name in ("entries", "failures"):
         record = {"entries": {"key": "k", "value": 1, "version": 1, "origin": "o", "age": 0},
                   "failures": {"key": "k", "error_type": "E", "message": "m", "retry_in": 1, "attempt": 1,
@@ -155,7 +178,7 @@ def corrupted_messages(draw: st.DrawFn, kind: str | None = None) -> str:
     """A valid message (of ``kind``), encoded, then broken in one way: a field, the header, or the text."""
     message = draw(messages if kind is None else message_strategy(MESSAGE_TYPES[kind]))
     body: dict[str, Any] = {"proto": PROTOCOL, "v": VERSION, "type": message.TYPE, **asdict(message)}
-    for optional in ("to", "sent"):
+    for optional in ("to", "sent", "successor"):
         if body.get(optional, 0) is None and draw(st.booleans()):
             del body[optional]
     names = [f.name for f in fields(message)]
@@ -165,7 +188,7 @@ def corrupted_messages(draw: st.DrawFn, kind: str | None = None) -> str:
         name = draw(st.sampled_from(names))
         body[name] = draw(_bad_value(name, message.TYPE))
     elif how == "missing":
-        required = [n for n in names if n not in ("to", "sent")]
+        required = [n for n in names if n not in ("to", "sent", "successor")]
         name = draw(st.sampled_from(required + ["proto", "v", "type"]))
         del body[name]
     elif how == "extra":
@@ -173,8 +196,8 @@ def corrupted_messages(draw: st.DrawFn, kind: str | None = None) -> str:
         body[name] = draw(json_values)
     elif how == "proto":
         body["proto"] = draw(st.text().filter(lambda p: p != PROTOCOL) | st.none() | st.integers())
-    elif how == "version":  # another version of the page (1.0 is 1 in JSON: excluded)
-        body["v"] = draw(st.sampled_from([0, 2, 3, 99, -1, "1", None, True, [1]]))
+    elif how == "version":  # another version of the page (2.0 is 2 in JSON: excluded)
+        body["v"] = draw(st.sampled_from([0, 1, VERSION + 1, 99, -1, str(VERSION), None, True, [VERSION]]))
     elif how == "type":
         body["type"] = draw(st.text().filter(lambda t: t not in MESSAGE_TYPES) | st.none() | st.integers())
     elif how == "not-object":
@@ -200,7 +223,7 @@ foreign_data = st.one_of(
     st.binary(),  # not text at all
     st.integers() | st.none() | st.lists(st.integers(), max_size=3),
     messages.map(lambda m: {"proto": PROTOCOL, "v": VERSION, "type": m.TYPE, **asdict(m)}),  # a dict, not text
-    st.integers(MAX_BYTES + 1, 4 * MAX_BYTES).map(lambda n: '{"proto":"pyflowmesh","v":1,"type":"hello","src":"'
+    st.integers(MAX_BYTES + 1, 4 * MAX_BYTES).map(lambda n: '{"proto":"pyflowmesh","v":2,"type":"hello","src":"'
                                                   + "x" * n + '"}'),  # huge
     st.integers(100, 5000).map(lambda n: "[" * n + "]" * n),  # deeply nested
 )

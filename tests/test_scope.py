@@ -179,7 +179,8 @@ def test_the_envelope_names_a_digest_and_refuses_other_scopes() -> None:
     assert len(alice) == 16 and alice != bob and scope_digest("c", None) == ""
     assert scope_digest("other", "alice") != alice  # per channel
     assert scope_digest("ab", "c") != scope_digest("a", "bc")  # the channel's end is not ambiguous
-    assert encode(Hello(src="n")) == '{"proto":"pyflowmesh","v":1,"type":"hello","src":"n"}'  # shared: unchanged
+    # The shared scope: no scope field, as before scopes.
+    assert encode(Hello(src="n")) == '{"proto":"pyflowmesh","v":2,"type":"hello","src":"n","locks":false}'
     scoped = encode(Hello(src="n"), alice)
     assert decode(scoped, scope=alice) == Hello(src="n")
     for raw, scope in ((scoped, bob), (scoped, ""), (encode(Hello(src="n")), alice)):

@@ -53,7 +53,7 @@ def test_numbers_from_the_wire_are_bounded_where_they_are_decoded(kind: str, fie
 
 
 def test_an_int_too_long_for_str_is_dropped_not_raised() -> None:
-    raw = '{"proto":"pyflowmesh","v":1,"type":"election","src":"a","term":' + "9" * 5000 + "}"
+    raw = '{"proto":"pyflowmesh","v":2,"type":"election","src":"a","term":' + "9" * 5000 + "}"
     assert reason(raw) == "not-json"  # CPython and Pyodide refuse to parse more than 4,300 digits
 
 
@@ -68,7 +68,7 @@ def test_drop_reasons_stay_few_whatever_field_names_a_sender_invents() -> None:
 
 
 def test_the_size_limit_counts_utf8_bytes_as_the_sender_does() -> None:
-    text = body("hello", src="é" * 100)  # 100 characters, 200 bytes
+    text = body("hello", src="é" * 100, locks=False)  # 100 characters, 200 bytes
     assert len(text.encode()) == len(text) + 100
     with pytest.raises(p.ProtocolError, match="too-large"):
         p.decode(text, max_bytes=len(text) + 50)
@@ -97,7 +97,7 @@ async def test_a_forged_term_near_the_limit_still_lets_one_leader_form() -> None
     await settle(tabs)
     for term in (2**53, 2**53 - 1, p.MAX_COUNT - 2**31):
         hub.post(body("coordinator", src="zzzz", term=term, interval=100, hidden=False))
-    hub.post('{"proto":"pyflowmesh","v":1,"type":"election","src":"zzzz","term":' + "9" * 5000 + "}")
+    hub.post('{"proto":"pyflowmesh","v":2,"type":"election","src":"zzzz","term":' + "9" * 5000 + "}")
     await until(lambda: all(t.leader_id != "zzzz" for t in tabs) and len({t.leader_id for t in tabs}) == 1
                 and any(t.is_leader for t in tabs), limit=5, what="one real leader after the forged terms")
     for tab in tabs:
@@ -114,7 +114,10 @@ def test_a_node_never_raises_on_any_forged_message_type() -> None:
                "error_type": "E", "message": "m", "retry_in": p.MAX_MILLIS, "attempt": p.MAX_COUNT, "running": True,
                "entries": [{"key": "k", "value": 1, "version": p.MAX_COUNT, "origin": "z", "age": 0}],
                "failures": [{"key": "k", "error_type": "E", "message": "m", "retry_in": p.MAX_MILLIS,
-                             "attempt": p.MAX_COUNT, "origin": "z"}], "sent": 0}
+                             "attempt": p.MAX_COUNT, "origin": "z"}], "sent": 0, "locks": True,
+               "successor": "m", "members": [{"id": f"n{i:03d}", "locks": i % 2 == 0} for i in range(p.MAX_MEMBERS)],
+               "stream": "k", "listening": True, "seq": p.MAX_COUNT, "event_id": p.MAX_COUNT,
+               "data": [10**299], "status": "error", "phase": "run"}
     for kind, cls in p.MESSAGE_TYPES.items():
         names = {f for f in cls.__dataclass_fields__}
         node.receive(body(kind, **{k: v for k, v in extreme.items() if k in names}), 50.0)
@@ -184,10 +187,10 @@ def test_a_forged_result_version_at_the_wire_maximum_leaves_the_leaders_next_res
 @pytest.mark.parametrize(
     "raw",
     [
-        r'{"proto":"pyflowmesh","v":1,"type":"hello","src":"\ud800x"}',
-        r'{"proto":"pyflowmesh","v":1,"type":"request","src":"\udfff","dst":"me","req":1,"key":"g","flow":"g","args":[]}',
-        r'{"proto":"pyflowmesh","v":1,"type":"request","src":"a","dst":"me","req":1,"key":"\ud800","flow":"f","args":[]}',
-        r'{"proto":"pyflowmesh","v":1,"type":"result","src":"a","key":"k","value":{"\ud800":1},"version":9,'
+        r'{"proto":"pyflowmesh","v":2,"type":"hello","src":"\ud800x"}',
+        r'{"proto":"pyflowmesh","v":2,"type":"request","src":"\udfff","dst":"me","req":1,"key":"g","flow":"g","args":[]}',
+        r'{"proto":"pyflowmesh","v":2,"type":"request","src":"a","dst":"me","req":1,"key":"\ud800","flow":"f","args":[]}',
+        r'{"proto":"pyflowmesh","v":2,"type":"result","src":"a","key":"k","value":{"\ud800":1},"version":9,'
         r'"origin":"a","age":0,"shared":true}',
     ],
 )
@@ -218,7 +221,7 @@ def _deepest_value() -> list:
         "[" * 100_000,
         "[" * 10_000 + "]" * 10_000,
         '{"a":' * 50_000 + "1" + "}" * 50_000,
-        '{"proto":"pyflowmesh","v":1,"type":"hello","src":"x","deep":' + "[" * 5000 + "]" * 5000 + "}",
+        '{"proto":"pyflowmesh","v":2,"type":"hello","src":"x","deep":' + "[" * 5000 + "]" * 5000 + "}",
     ],
     ids=["unclosed-lists", "lists", "objects", "inside-a-message"],
 )

@@ -35,17 +35,36 @@ The API lets tests see how often "the backend" was really called:
   body ``on=1`` / ``{"on": true}``; no value means on. Answers the stats.
 - ``POST /api/reset``  -> counter to 0 and failure mode off. Answers the stats.
 
+And a live feed for shared streams (``use_stream``), the same events on two transports:
+
+- ``GET  /api/stream?lastEventId=N``: server-sent events (``text/event-stream``), one per
+  ``period`` (1 s by default; tests set ``server.feed.period``): ``id: <n>`` and ``data: {"id", "value", "time"}``. The
+  resume point is the ``lastEventId`` query parameter (what ``EventSource`` cannot put in a
+  header on a new connection) or the ``Last-Event-ID`` header: the connection starts with
+  event ``N + 1`` (replaying what was produced since, up to ``REPLAY`` events); without
+  one, with the latest event.
+- ``ws://<host>:<ws_port>/stream?lastEventId=N``: the same events over a real WebSocket
+  server (the ``websockets`` package), one text message ``{"id", "data"}`` each.
+- ``GET  /api/stream/stats`` -> ``{"sse_open", "ws_open", "sse_opened", "ws_opened",
+  "events_sent", "latest", "resumes", "down", "ws_url"}``: open connections now, ever
+  opened, events written, and the resume points asked for (the last 100).
+- ``POST /api/stream/down?on=1|0``: drop every stream connection and refuse new ones
+  (HTTP 503; the WebSocket closes at once) until ``on=0``: a restarting server.
+- ``POST /api/stream/reset``: the counters of connections opened, events sent and resumes
+  to 0 (the open connections stay, and stay counted).
+
 Run it: ``python3 tools/server.py [--host 127.0.0.1] [--port 8000]`` (``./build.sh demo``
 builds first, then runs it).
 From tests: ``server, thread = start_server("127.0.0.1", 0)``; then
-``server.url``, ``server.api.calls``, ``server.api.reset()``, and finally
-``stop_server(server, thread)``.
+``server.url``, ``server.api.calls``, ``server.api.reset()``, ``server.feed`` (the
+stream counters), ``server.ws_url``, and finally ``stop_server(server, thread)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import threading
@@ -79,6 +98,117 @@ MIME_TYPES = {
     ".png": "image/png",
     ".ico": "image/x-icon",
 }
+
+
+REPLAY = 10_000  # events a resuming connection may ask to have replayed
+
+
+class StreamFeed:
+    """The live feed: event ``n`` is produced at ``start + n * period``; connections counted."""
+
+    def __init__(self, period: float = 1.0) -> None:
+        self.period = period
+        self.start = time.monotonic()
+        self.lock = threading.Lock()
+        self.down = False
+        self.generation = 0  # bumped when the feed goes down: open connections end
+        self.sse_open = self.ws_open = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Counters to 0; the open connections stay counted (they end by themselves later)."""
+        with self.lock:
+            self.sse_opened = self.ws_opened = 0
+            self.events_sent = 0
+            self.resumes: list[Any] = []
+
+    def latest(self) -> int:
+        return int((time.monotonic() - self.start) / self.period)
+
+    def event(self, n: int) -> dict[str, Any]:
+        return {"id": n, "value": round(100 + 10 * math.sin(n / 10), 2), "time": self.start + n * self.period}
+
+    def first_id(self, resume: str | None) -> int:
+        """The first event a connection resuming from ``resume`` gets (``None``: the latest)."""
+        latest = self.latest()
+        if resume is None or resume == "":
+            return max(1, latest)
+        try:
+            after = int(resume)
+        except ValueError:
+            return max(1, latest)
+        return max(after + 1, latest - REPLAY + 1, 1)
+
+    def opened(self, kind: str, resume: str | None) -> int:
+        with self.lock:
+            setattr(self, f"{kind}_opened", getattr(self, f"{kind}_opened") + 1)
+            setattr(self, f"{kind}_open", getattr(self, f"{kind}_open") + 1)
+            self.resumes = [*self.resumes[-99:], resume]
+            return self.generation
+
+    def closed(self, kind: str) -> None:
+        with self.lock:
+            setattr(self, f"{kind}_open", getattr(self, f"{kind}_open") - 1)
+
+    def sent(self) -> None:
+        with self.lock:
+            self.events_sent += 1
+
+    def set_down(self, down: bool) -> None:
+        with self.lock:
+            self.down = down
+            if down:
+                self.generation += 1
+
+    def events(self, first: int, generation: int) -> Any:
+        """Yield events ``first``, ``first + 1``, ... as they are produced, until the feed goes down."""
+        n = first
+        while self.generation == generation and not self.down:
+            if n <= self.latest():
+                yield self.event(n)
+                n += 1
+            else:
+                time.sleep(max(0.0, min(0.05, self.start + n * self.period - time.monotonic())))
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {"sse_open": self.sse_open, "ws_open": self.ws_open, "sse_opened": self.sse_opened,
+                    "ws_opened": self.ws_opened, "events_sent": self.events_sent, "latest": self.latest(),
+                    "resumes": list(self.resumes), "down": self.down}
+
+
+def start_websocket_server(feed: StreamFeed, host: str, port: int = 0) -> Any:
+    """The feed's WebSocket endpoint (``/stream``) on its own port, from the ``websockets`` package;
+    ``None`` if that is not installed. Its ``serve_forever`` runs in a daemon thread."""
+    try:
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.server import serve
+    except ImportError:
+        return None
+
+    def handler(connection: Any) -> None:
+        url = urlsplit(connection.request.path)
+        if url.path != "/stream":
+            connection.close(4004, "no such stream")
+            return
+        if feed.down:
+            connection.close(1013, "the feed is down")
+            return
+        resume = parse_qs(url.query).get("lastEventId", [None])[-1]
+        generation = feed.opened("ws", resume)
+        try:
+            for event in feed.events(feed.first_id(resume), generation):
+                connection.send(json.dumps({"id": event["id"], "data": event}))
+                feed.sent()
+            connection.close(1012, "the feed restarts")
+        except ConnectionClosed:
+            pass
+        finally:
+            feed.closed("ws")
+
+    server = serve(handler, host, port)
+    threading.Thread(target=server.serve_forever, name="pyflowmesh-ws-server", daemon=True).start()
+    return server
 
 
 class ApiState:
@@ -161,6 +291,8 @@ class Handler(SimpleHTTPRequestHandler):
         body = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if urlsplit(self.path).path.startswith("/api/stream"):
+            self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
@@ -190,6 +322,14 @@ class Handler(SimpleHTTPRequestHandler):
         query = parse_qs(url.query)
         body = self._read_body()
         api = self.server.api
+        if url.path == "/api/stream/down":
+            self.server.feed.set_down(_truthy(query.get("on", ["1"])[-1]))
+            self._send_json(HTTPStatus.OK, self._stream_stats())
+            return
+        if url.path == "/api/stream/reset":
+            self.server.feed.reset()
+            self._send_json(HTTPStatus.OK, self._stream_stats())
+            return
         if url.path == "/api/fail":
             on: Any = True
             if "on" in query:
@@ -220,8 +360,43 @@ class Handler(SimpleHTTPRequestHandler):
         morsel = jar.get(name)
         return None if morsel is None else morsel.value
 
+    def _stream_stats(self) -> dict[str, Any]:
+        return {**self.server.feed.stats(), "ws_url": self.server.ws_url}
+
+    def _sse(self, query: dict[str, list[str]]) -> None:
+        """Server-sent events from the resume point, until the client goes or the feed goes down."""
+        feed = self.server.feed
+        if feed.down:
+            self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the feed is down"})
+            return
+        resume = query.get("lastEventId", [None])[-1] or self.headers.get("Last-Event-ID")
+        generation = feed.opened("sse", resume)
+        self.close_connection = True  # the body has no length: it ends with the connection
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.send_header("Access-Control-Allow-Origin", "*")  # the Pyodide tests' pages live elsewhere
+            self.end_headers()
+            self.wfile.write(b"retry: 600000\n\n")  # the mesh reconnects, with its shared back-off
+            self.wfile.flush()
+            for event in feed.events(feed.first_id(resume), generation):
+                self.wfile.write(f"id: {event['id']}\ndata: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+                feed.sent()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        finally:
+            feed.closed("sse")
+
     def _api_get(self, path: str, query: dict[str, list[str]]) -> None:
         api = self.server.api
+        if path == "/api/stream" and self.command == "GET":
+            self._sse(query)
+            return
+        if path == "/api/stream/stats":
+            self._send_json(HTTPStatus.OK, self._stream_stats())
+            return
         args = {k: v[-1] if len(v) == 1 else v for k, v in query.items()}
         if path == "/api/data":
             user = self._cookie("user")
@@ -256,11 +431,21 @@ class DemoServer(ThreadingHTTPServer):
         handler = type("BoundHandler", (Handler,), {"server_directory": Path(directory)})
         super().__init__(address, handler)
         self.api = ApiState()
+        self.feed = StreamFeed()
+        self.ws_server: Any = None  # start_server / main start it: start_websocket_server
         # "no-store" keeps a rebuilt wheel from being served stale; it also keeps every page
         # out of the back/forward cache, so the bfcache tests switch to "no-cache" (revalidate).
         self.cache_control = "no-store"
         self.verbose = verbose
         self.directory = Path(directory)
+
+    @property
+    def ws_url(self) -> str | None:
+        """The feed's WebSocket endpoint, ``ws://host:port/stream`` (``None`` without ``websockets``)."""
+        if self.ws_server is None:
+            return None
+        host, port = self.ws_server.socket.getsockname()[:2]
+        return f"ws://{host}:{port}/stream"
 
     @property
     def url(self) -> str:
@@ -277,12 +462,16 @@ def start_server(
 ) -> tuple[DemoServer, threading.Thread]:
     """Start the server in a daemon thread; port 0 picks a free port (see ``server.url``)."""
     server = DemoServer((host, port), Path(directory), verbose=verbose)
+    server.ws_server = start_websocket_server(server.feed, host)
     thread = threading.Thread(target=server.serve_forever, name="pyflowmesh-demo-server", daemon=True)
     thread.start()
     return server, thread
 
 
 def stop_server(server: DemoServer, thread: threading.Thread | None = None) -> None:
+    server.feed.set_down(True)  # open streams end
+    if server.ws_server is not None:
+        server.ws_server.shutdown()
     server.shutdown()
     server.server_close()
     if thread is not None:
@@ -297,9 +486,14 @@ def main(argv: list[str] | None = None) -> int:
         "--directory", default=str(WEB_DIR), help="the site folder (default: web/; its demo/ is served at /)"
     )
     parser.add_argument("--quiet", action="store_true", help="no access log")
+    parser.add_argument("--ws-port", type=int, default=int(os.environ.get("WS_PORT", "0")),
+                        help="the port of the feed's WebSocket endpoint (default: a free one)")
     args = parser.parse_args(argv)
     server = DemoServer((args.host, args.port), Path(args.directory), verbose=not args.quiet)
+    server.ws_server = start_websocket_server(server.feed, args.host, args.ws_port)
     print(f"pyflowmesh demo: serving {server.directory} at {server.url}/", flush=True)
+    print(f"pyflowmesh demo: live feed at {server.url}/api/stream (SSE) and "
+          f"{server.ws_url or '(no WebSocket: pip install websockets)'}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 from .backoff import digest
 from .config import MeshConfig
-from .effects import WatchPeer
-from .election import Role
 from .pending import Pending, PendingTable, Phase, Router
 from .port import Port
 from .sharing import ResultSharing
@@ -96,9 +94,8 @@ class PeerClaims:
 
     def follow(self, pending: Pending, claim: ClaimRecord, now: float) -> None:
         """Wait for the owner of ``claim`` to share its outcome."""
+        # Peer-to-peer, the owner is a member this tab watches (its Web Lock tells if it dies).
         self._table.enter(pending, Phase.FOLLOWING_CLAIM, claim.expires, claim.owner)
-        if self._port.role() is Role.PEER:  # no leader to watch: watch the owner (its Web Lock tells if it dies)
-            self._port.emit(WatchPeer(claim.owner))
         if not (self._config.share_cache and self._config.share_errors):
             # Nothing is broadcast: the owner answers by name the tabs that asked it.
             pending.req = self._table.new_id()

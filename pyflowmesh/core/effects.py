@@ -3,7 +3,7 @@
 The core never performs I/O: every method of :class:`~pyflowmesh.core.node.MeshNode`
 queues effects, and the runtime (asyncio in a tab, or the simulator) carries them
 out and reports back: a ``StartCall`` comes back as ``call_succeeded`` or
-``call_failed``, a ``WatchPeer`` as ``peer_gone`` when that tab disappears.
+``call_failed``, a watched peer (``WatchPeers``) as ``peer_gone`` when that tab disappears.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .members import Member
 from .values import load_json
 from .wire import Message
 
 __all__ = [
     "Effect", "Send", "StartCall", "CancelCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared",
-    "WatchPeer", "Renamed", "Source", "EFFECT_TYPES",
+    "WatchPeers", "MembersChanged", "Renamed", "Source", "EFFECT_TYPES",
+    "OpenSource", "CloseSource", "Deliver", "StreamChanged", "StreamState", "STREAM_EFFECT_TYPES",
 ]
 
 Source = Literal["call", "mesh", "cache"]
@@ -109,10 +111,21 @@ class FailureShared:
 
 
 @dataclass(frozen=True, slots=True)
-class WatchPeer:
-    """Report ``peer_gone(node_id)`` if that tab disappears (``None``: stop watching)."""
+class WatchPeers:
+    """Watch exactly these tabs from now on: report ``peer_gone(node_id)`` when one disappears.
 
-    node_id: str | None
+    The whole set each time (empty: watch nothing); a tab that holds no lock, or is
+    gone already, is reported gone at once.
+    """
+
+    node_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MembersChanged:
+    """The live members as this tab sees them changed: IDs joined or left, or their roles."""
+
+    members: tuple[Member, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +135,68 @@ class Renamed:
     node_id: str
 
 
+StreamState = Literal["connecting", "open", "reconnecting", "closed", "error"]
+"""What a listening tab shows of a stream (``"closed"``: this tab stopped listening)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSource:
+    """Start the source of ``stream`` from ``resume`` (the last event ID the mesh saw, or ``None``).
+
+    Report what it yields with ``source_event(run, ...)``, an exception with
+    ``source_failed(run, ...)`` and its end with ``source_ended(run, ...)``, until a
+    ``CloseSource`` of ``run``.
+    """
+
+    stream: str
+    run: int
+    resume: str | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSource:
+    """Stop the source run ``run`` of ``stream``; anything it reports later is ignored."""
+
+    stream: str
+    run: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Give event ``seq`` of ``stream`` to this tab's listeners, once, in order.
+
+    ``latest``: it is the latest event, given to a listener that has just started (earlier
+    events it missed are not replayed). ``value`` is a fresh copy at each access.
+    """
+
+    stream: str
+    seq: int
+    event_id: str | int
+    data: str
+    latest: bool
+
+    @property
+    def value(self) -> Any:
+        return load_json(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChanged:
+    """This tab's listeners of ``stream`` see ``status`` and ``error`` (``None`` when it is well)."""
+
+    stream: str
+    status: StreamState
+    error: BaseException | None
+
+
 Effect = (
-    Send | StartCall | CancelCall | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared | WatchPeer
-    | Renamed
+    Send | StartCall | CancelCall | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared | WatchPeers
+    | MembersChanged | Renamed | OpenSource | CloseSource | Deliver | StreamChanged
 )
+STREAM_EFFECT_TYPES: tuple[type, ...] = (OpenSource, CloseSource, Deliver, StreamChanged)
+"""The effects of streams (``core/streams.py``); the runtime hands them to ``stream.py``."""
 EFFECT_TYPES: tuple[type, ...] = (
-    Send, StartCall, CancelCall, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeer, Renamed,
+    Send, StartCall, CancelCall, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeers,
+    MembersChanged, Renamed, *STREAM_EFFECT_TYPES,
 )
 """Every effect type: a driver checks it handles each (an effect nobody carries out is a silent bug)."""

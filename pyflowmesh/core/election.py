@@ -21,6 +21,14 @@ The rules, in the order they matter:
   down, and one that hears a lesser one reasserts itself, so any split brain (a
   frozen leader thawing next to its successor, two candidates that missed each
   other) ends with one leader.
+* **A named successor.** The leader names, in every heartbeat, the member that
+  takes over from it: the highest ID it knows, the member a Bully election would
+  choose. When the leader's going is certain (its ``Bye``, or the browser handing
+  over its Web Lock), that member announces itself at once, in a term above the
+  leader's: a hand-over costs one post and no ``answer_timeout``. The other
+  followers wait ``answer_timeout`` for it before their staggered turn, so a
+  successor that is gone too costs one wait, then the election runs as before.
+  Silence is not certain (the leader may only be slow), so it starts the election.
 * **Failure detection.** A follower presumes its leader dead after
   :meth:`MeshConfig.silence_limit` without a heartbeat (longer for a hidden leader,
   whose timers the browser throttles), at once on its ``Bye``, or at once when the
@@ -36,6 +44,7 @@ from dataclasses import replace
 from enum import Enum
 
 from .config import MeshConfig
+from .members import Members
 from .stats import MeshStats
 from .wire import MAX_COUNT, Answer, Bye, Coordinator, Election, Heartbeat, Hello, Message
 
@@ -71,7 +80,8 @@ TRANSITIONS: dict[Role, frozenset[Role]] = {
     Role.JOINING: frozenset({Role.CANDIDATE, Role.WAITING, Role.FOLLOWER, Role.LEFT}),
     Role.CANDIDATE: frozenset({Role.LEADER, Role.WAITING, Role.FOLLOWER, Role.JOINING, Role.LEFT}),
     Role.WAITING: frozenset({Role.CANDIDATE, Role.FOLLOWER, Role.JOINING, Role.LEFT}),
-    Role.FOLLOWER: frozenset({Role.JOINING, Role.CANDIDATE, Role.WAITING, Role.LEFT}),
+    # FOLLOWER -> LEADER: the named successor takes over when its leader is certainly gone.
+    Role.FOLLOWER: frozenset({Role.JOINING, Role.CANDIDATE, Role.WAITING, Role.LEADER, Role.LEFT}),
     Role.LEADER: frozenset({Role.FOLLOWER, Role.JOINING, Role.LEFT}),
     Role.PEER: frozenset(),
     Role.LEFT: frozenset(),
@@ -89,10 +99,12 @@ class BullyElection:
         stats: MeshStats,
         send: Callable[[Message], object],
         on_leader_change: Callable[[str | None, float], None],
+        members: Members | None = None,
     ) -> None:
         self.node_id = node_id
         self.config = config
         self.stats = stats
+        self.members = members if members is not None else Members(config, stats, locks=False)
         self._send = send
         self._on_leader_change = on_leader_change
         self.role = Role.JOINING
@@ -109,6 +121,10 @@ class BullyElection:
         self._next_beat = _NEVER  # leader: when the next heartbeat is due
         self._last_beat = 0.0  # leader: when it last showed its followers it is alive
         self._last_reassert = -_NEVER
+        self.successor: str | None = None  # follower: who takes over from the leader (its heartbeats say)
+        self.leader_locks = False  # follower: the leader holds a Web Lock this tab may watch
+        self.awaiting: str | None = None  # joining: the named successor this tab waits for
+        self.listed_version = -1  # leader: the members' version its last heartbeat listed
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -164,12 +180,25 @@ class BullyElection:
             if self.role is Role.LEADER:
                 self._announce(now)  # always: the newcomer may have missed any earlier one
         elif isinstance(message, Bye):
+            if message.src == self.leader and message.successor is not None:
+                self.successor = message.successor  # its latest word on who takes over
             self.on_peer_gone(message.src, now)
 
     def on_peer_gone(self, node_id: str, now: float) -> None:
         """The tab ``node_id`` left or crashed (Bye, or the browser released its lock)."""
         if node_id == self.leader and self.role is Role.FOLLOWER:
-            self._leader_lost(now)
+            self._leader_lost(now, certain=True)
+        elif node_id == self.awaiting and self.role is Role.JOINING:
+            # The successor we waited for is gone too: stand at our turn, without the wait.
+            self.awaiting = None
+            self._phase_deadline = now + self._stagger()
+        elif node_id == self.successor:
+            self.successor = None  # the leader names another in its next heartbeat
+
+    def relist(self, now: float) -> None:
+        """A leader whose members changed tells its followers now, not at its next heartbeat."""
+        if self.role is Role.LEADER and self.members.version != self.listed_version:
+            self._beat(now)
 
     def set_hidden(self, hidden: bool, now: float) -> None:
         """The page became hidden or visible; a leader tells its followers at once."""
@@ -227,8 +256,9 @@ class BullyElection:
 
     def _join(self, now: float) -> None:
         self._become(Role.JOINING)
+        self.awaiting = None
         self._phase_deadline = now + self.config.answer_timeout
-        self._send(Hello(src=self.node_id))
+        self._send(Hello(src=self.node_id, locks=self.members.locks))
 
     def _stand(self, now: float) -> None:
         self.stats.elections += 1
@@ -237,6 +267,7 @@ class BullyElection:
         self._answered = False
         self._posted = True
         self._staggering = False
+        self.awaiting = None
         self._phase_deadline = now + self.config.answer_timeout
         self._send(Election(src=self.node_id, term=self._candidate_term))
 
@@ -255,38 +286,63 @@ class BullyElection:
 
     def _announce(self, now: float) -> None:
         self._last_reassert = now
-        self._send(Coordinator(src=self.node_id, term=self.term, interval=self.config.heartbeat, hidden=self.hidden))
-        self._mark_beat(now)
+        self._speak_as_leader(Coordinator, now)
 
     def _beat(self, now: float) -> None:
-        self._send(Heartbeat(src=self.node_id, term=self.term, interval=self.config.heartbeat, hidden=self.hidden))
-        self._mark_beat(now)
+        self._speak_as_leader(Heartbeat, now)
 
-    def _mark_beat(self, now: float) -> None:
+    def _speak_as_leader(self, kind: type[Coordinator] | type[Heartbeat], now: float) -> None:
+        """Send what every leader message carries: term, pace, the members and the successor."""
+        members = self.members
+        self._send(kind(src=self.node_id, term=self.term, interval=self.config.heartbeat, hidden=self.hidden,
+                        locks=members.locks, successor=members.successor(), members=members.listing()))
         self._last_beat = now
         self._next_beat = now + self.config.heartbeat
+        self.listed_version = self.members.version
 
     def _reassert(self, now: float) -> None:
         # One announcement answers a whole burst of candidates; they all hear it.
         if now - self._last_reassert >= self.config.answer_timeout / 4:
             self._announce(now)
 
-    def _leader_lost(self, now: float) -> None:
-        """Stand after our turn: the higher a tab's ID, the sooner (see *Staggered candidacy*)."""
+    def _leader_lost(self, now: float, certain: bool = False) -> None:
+        """The leader is gone (``certain``: it said ``Bye`` or its lock was released) or silent.
+
+        The named successor takes over at once when the loss is certain; every other
+        tab stands after its turn (see *Staggered candidacy*), waiting for the named
+        successor first.
+        """
+        lost, successor = self.leader, self.successor if certain else None
+        self.successor = None
+        if lost is not None:
+            self.members.gone(lost)
         self._set_leader(None, now)
+        if successor == self.node_id:
+            self.stats.handovers += 1
+            self._candidate_term = self.term + 1
+            self._win(now)
+            return
         self._become(Role.JOINING)
         self._staggering = True
-        self._phase_deadline = now + self.config.answer_timeout / 2 * (1 - _rank(self.node_id))
+        self.awaiting = successor if successor is not None and successor != lost and successor in self.members else None
+        self._phase_deadline = now + self._stagger() + (self.config.answer_timeout if self.awaiting else 0.0)
 
-    def _follow(self, leader: str, term: int, interval: float, hidden: bool, now: float) -> None:
+    def _stagger(self) -> float:
+        return self.config.answer_timeout / 2 * (1 - _rank(self.node_id))
+
+    def _follow(self, leader: Coordinator | Heartbeat, now: float) -> None:
         if self.role is Role.LEADER:
             self.stats.stepped_down += 1
         self._become(Role.FOLLOWER)
         self._answered = self._posted = self._staggering = False
-        self.term = max(self.term, term)
-        self._leader_term = term
-        self._silence_deadline = now + self.config.silence_limit(interval, hidden)
-        self._set_leader(leader, now)
+        self.awaiting = None
+        self.term = max(self.term, leader.term)
+        self._leader_term = leader.term
+        self._silence_deadline = now + self.config.silence_limit(leader.interval, leader.hidden)
+        self.successor = leader.successor
+        self.leader_locks = leader.locks
+        self.members.adopt(leader.members, leader.src, leader.locks, self.node_id, now)
+        self._set_leader(leader.src, now)
 
     def _set_leader(self, leader: str | None, now: float) -> None:
         if leader != self.leader:
@@ -312,19 +368,19 @@ class BullyElection:
             return
         if self.role is Role.LEADER:
             if claim > (self.term, self.node_id):
-                self._follow(message.src, message.term, message.interval, message.hidden, now)
+                self._follow(message, now)
             else:
                 self._reassert(now)  # the other one steps down when it hears us
             return
         if self.role is Role.FOLLOWER and self.leader is not None:
             if message.src == self.leader or claim > (self._leader_term, self.leader):
-                self._follow(message.src, message.term, message.interval, message.hidden, now)
+                self._follow(message, now)
             return  # a lesser claimant: our leader reasserts itself and it steps down
         # Joining, standing or waiting: a leader of a current term is live, and sticky
         # leadership says follow it, even where our ID is higher (we may be a thawed
         # or rejoining tab whose backlog still holds the election that chose it).
         if message.term >= self.term or self.role is Role.WAITING:
-            self._follow(message.src, message.term, message.interval, message.hidden, now)
+            self._follow(message, now)
 
     def _on_election(self, message: Election, now: float) -> None:
         if self.role is Role.LEADER:

@@ -149,6 +149,35 @@ class Executes:
         if pending is not None and pending.phase is not Phase.CALLING:
             self.finish(pending, now, data=data, source="call")
 
+    def share_error(self, key: str, error: BaseException, now: float) -> None:
+        """Offer a failure produced outside any flow (``FlowMesh.share_error``), as a failed call would be.
+
+        Every tab's waiters of ``key`` and its ``on_error`` listeners get it, and the
+        key's shared back-off starts (with ``share_errors``; else only this tab's
+        waiters and the tabs that asked it for ``key`` hear of it). This tab's waiters
+        fail at once even while its own call of ``key`` runs (that call still shares
+        its result when it ends); another tab running a call of ``key`` keeps waiting
+        for it, as for any failure heard from the mesh.
+
+        Raises (before any state changes):
+            TypeError: ``error`` is not an exception, or ``key`` is not text.
+        """
+        self._check_key(key)
+        if not isinstance(error, BaseException):
+            raise TypeError(f"share_error takes an exception for {key!r}, got {type(error).__name__}")
+        pending = self.table.by_key.get(key)
+        self._claims.forget(key)
+        self._sharing.publish_failure(key, error, now, pending.requesters if pending is not None else set(), True)
+        if pending is None:
+            return
+        if pending.phase is not Phase.CALLING:
+            self.finish(pending, now, error=error)
+            return
+        for waiter in pending.waiters:  # the call runs on for the tabs that asked for it, and the cache
+            self.table.by_waiter.pop(waiter, None)
+            self._port.emit(Reject(waiter, error))
+        pending.waiters = []
+
     def invalidate(self, key: str | None, now: float) -> None:
         """Drop ``key`` (or everything) here and in every tab.
 

@@ -32,6 +32,8 @@ class MeshStats:
             at most ``MAX_DROP_REASONS`` reasons, and ``MAX_DETAILS_PER_KIND`` details
             per kind (``"extra-field:<name>"`` ...): a peer inventing field names cannot grow it.
         elections: elections this tab started.
+        handovers: times this tab took over at once as its leader's named successor.
+        members_unlisted: tabs heard but not listed as members, the list being full (MAX_MEMBERS).
         leader_changes: times this tab's view of the leader changed.
         calls: calls of flow functions made in this tab.
         failed_calls: of those, the ones that raised.
@@ -56,6 +58,8 @@ class MeshStats:
     drop_reasons: Counter[str] = field(default_factory=Counter)  # at most MAX_DROP_REASONS keys
     other_scope: int = 0
     elections: int = 0
+    handovers: int = 0
+    members_unlisted: int = 0
     leader_changes: int = 0
     calls: int = 0
     failed_calls: int = 0

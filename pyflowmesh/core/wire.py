@@ -42,6 +42,9 @@ __all__ = [
     "Coordinator",
     "Heartbeat",
     "Bye",
+    "Alive",
+    "MemberEntry",
+    "MAX_MEMBERS",
     "Request",
     "Accept",
     "Decline",
@@ -52,27 +55,54 @@ __all__ = [
     "Sync",
     "SyncEntry",
     "SyncFailure",
+    "StreamListen",
+    "StreamEvent",
+    "StreamStatus",
+    "StreamOwner",
+    "EventId",
+    "MAX_STREAM_KEY",
+    "MAX_EVENT_ID",
+    "STREAM_STATUSES",
+    "OWNER_PHASES",
+    "check_event_id",
     "MESSAGE_TYPES",
     "MAX_COUNT",
     "MAX_MILLIS",
     "MIN_INTERVAL",
     "MAX_INTERVAL",
     "encode",
+    "envelope_head",
     "decode",
     "scope_digest",
 ]
 
 PROTOCOL = "pyflowmesh"
-VERSION = 1
+# 2: members and a named successor (0.2). A page of another version is another mesh.
+VERSION = 2
+# The most members a leader lists in one heartbeat (the highest IDs: the successor is among them).
+MAX_MEMBERS = 256
 _MAX_ID = 128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hello:
-    """A tab joined: the leader (or, peer-to-peer, every tab) answers with what it knows."""
+    """A tab joined: the leader (or, peer-to-peer, every tab) answers with what it knows.
+
+    ``locks``: the sender holds a Web Lock the others can watch, so it never needs to
+    say it is alive (the browser tells when its tab goes).
+    """
 
     TYPE: ClassVar[str] = "hello"
     src: str
+    locks: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberEntry:
+    """One member in a leader's list: its ID, and whether it holds a Web Lock others can watch."""
+
+    id: str
+    locks: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,33 +125,58 @@ class Answer:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Coordinator:
-    """The sender is the leader of ``term``: newly elected, or reasserting itself."""
+    """The sender is the leader of ``term``: newly elected, or reasserting itself.
+
+    Like a :class:`Heartbeat`, it lists the members and names the ``successor``.
+    """
 
     TYPE: ClassVar[str] = "coordinator"
     src: str
     term: int
     interval: float
     hidden: bool
+    locks: bool = False
+    successor: str | None = None
+    members: list[MemberEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Heartbeat:
-    """The leader is alive; ``interval`` and ``hidden`` tell followers how long to wait for the next."""
+    """The leader is alive; ``interval`` and ``hidden`` tell followers how long to wait for the next.
+
+    ``members``: the other live members the leader knows (at most :data:`MAX_MEMBERS`),
+    ``successor``: the one that takes over when the leader goes (the highest ID, the
+    Bully outcome), ``locks``: the leader holds a Web Lock its followers can watch.
+    """
 
     TYPE: ClassVar[str] = "heartbeat"
     src: str
     term: int
     interval: float
     hidden: bool
+    locks: bool = False
+    successor: str | None = None
+    members: list[MemberEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bye:
-    """The sender leaves the mesh (dispose, page hidden for good): re-elect or re-claim at once."""
+    """The sender leaves the mesh (dispose, page frozen or cached): its ``successor`` takes over at once."""
 
     TYPE: ClassVar[str] = "bye"
     src: str
     term: int
+    successor: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alive:
+    """A member no Web Lock covers is still there (sent once a heartbeat when it sent nothing else)."""
+
+    TYPE: ClassVar[str] = "alive"
+    src: str
+    locks: bool
+    hidden: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,14 +304,81 @@ class Sync:
     sent: float | None = None  # the sender's wall clock (ms): the receiver adds the transit to ages
 
 
+# --- streams (core/streams.py) --------------------------------------------------------------
+
+EventId = str | int
+"""A stream event's ID as its source gave it: opaque text, or a non-negative int."""
+MAX_STREAM_KEY = 1024  # characters of a stream's key (as a flow key)
+MAX_EVENT_ID = 256  # characters of an event ID
+STREAM_STATUSES = ("reconnecting", "error")  # what a StreamStatus announces
+OWNER_PHASES = ("claim", "run", "release")  # what a StreamOwner announces
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamListen:
+    """The sender listens to ``stream`` (or stops); the last event it heard is ``seq``/``event_id``.
+
+    A listener repeats it every heartbeat: the tab running the source keeps it open while
+    some listener's last word is younger than its silence limit (``hidden``: the sender's
+    timers may be throttled).
+    """
+
+    TYPE: ClassVar[str] = "stream-listen"
+    src: str
+    stream: str
+    listening: bool
+    seq: int
+    event_id: EventId | None
+    hidden: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEvent:
+    """Event ``seq`` of ``stream``: its source's ``event_id`` and ``data``; ``to``: the latest, for new listeners."""
+
+    TYPE: ClassVar[str] = "stream-event"
+    src: str
+    stream: str
+    seq: int
+    event_id: EventId
+    data: Any
+    to: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamStatus:
+    """The source of ``stream`` failed: every tab shows the error, none reopens it for ``retry_in`` ms."""
+
+    TYPE: ClassVar[str] = "stream-status"
+    src: str
+    stream: str
+    status: str
+    error_type: str
+    message: str
+    retry_in: float
+    attempt: int
+    to: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamOwner:
+    """Peer-to-peer: the sender claims ``stream``'s source, runs it (repeated every heartbeat), or releases it."""
+
+    TYPE: ClassVar[str] = "stream-owner"
+    src: str
+    stream: str
+    phase: str
+    hidden: bool
+
+
 Message = (
-    Hello | Election | Answer | Coordinator | Heartbeat | Bye | Request | Accept | Decline
-    | Result | Failure | Claim | Invalidate | Sync
+    Hello | Election | Answer | Coordinator | Heartbeat | Bye | Alive | Request | Accept | Decline
+    | Result | Failure | Claim | Invalidate | Sync | StreamListen | StreamEvent | StreamStatus | StreamOwner
 )
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
-    for cls in (Hello, Election, Answer, Coordinator, Heartbeat, Bye, Request, Accept, Decline,
-                Result, Failure, Claim, Invalidate, Sync)
+    for cls in (Hello, Election, Answer, Coordinator, Heartbeat, Bye, Alive, Request, Accept, Decline,
+                Result, Failure, Claim, Invalidate, Sync, StreamListen, StreamEvent, StreamStatus, StreamOwner)
 }
 
 
@@ -280,6 +402,12 @@ def scope_digest(channel: str, scope: str | None) -> str:
     # The channel's length first: no other pair of channel and scope gives the same bytes.
     data = b"pyflowmesh-scope\0%d:" % len(name) + name + scope.encode("utf-8", "surrogatepass")
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def envelope_head(scope: str = "") -> str:
+    """How :func:`encode` starts every message of ``scope`` (a :func:`scope_digest`), up to the type's name."""
+    scoped = f'"scope":"{scope}",' if _check_scope_digest(scope) else ""
+    return f'{{"proto":"{PROTOCOL}","v":{VERSION},{scoped}"type":"'
 
 
 def _check_scope_digest(scope: str) -> str:
@@ -369,6 +497,35 @@ def _json(value: Any, name: str) -> Any:
     return value
 
 
+def check_event_id(value: Any) -> bool:
+    """Whether ``value`` can be a stream event's ID: text of at most ``MAX_EVENT_ID`` characters,
+    or an int from 0 to ``MAX_COUNT`` (what a JS number holds exactly)."""
+    if isinstance(value, str):
+        return len(value) <= MAX_EVENT_ID and is_text(value)
+    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value <= MAX_COUNT
+
+
+def _event_id(value: Any, name: str) -> EventId:
+    if not check_event_id(value):
+        raise ProtocolError(f"bad-field:{name}")
+    return cast(EventId, value)
+
+
+def _stream_key(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_STREAM_KEY or not is_text(value):
+        raise ProtocolError(f"bad-field:{name}")
+    return value
+
+
+def _choice(*allowed: str) -> Any:
+    def choice(value: Any, name: str) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise ProtocolError(f"bad-field:{name}")
+        return value
+
+    return choice
+
+
 def _args(value: Any, name: str) -> list[Any]:
     if not isinstance(value, list):
         raise ProtocolError(f"bad-field:{name}")
@@ -405,6 +562,23 @@ def _record(cls: type, checks: dict[str, Any], item: Any, name: str) -> Any:
 
 
 _ENTRY = {"key": _text, "value": _json, "version": _count, "origin": _node_id, "age": _millis}
+def _members(value: Any, name: str) -> list[MemberEntry]:
+    """A leader's list of members: at most MAX_MEMBERS records of exactly ``id`` and ``locks``.
+
+    Checked by hand rather than by :func:`_records`: every heartbeat carries one, to every tab.
+    """
+    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
+        raise ProtocolError(f"bad-field:{name}")
+    entries = []
+    for item in value:
+        if not isinstance(item, dict) or len(item) != 2 or "id" not in item or "locks" not in item:
+            raise ProtocolError(f"bad-field:{name}")
+        locks = item["locks"]
+        if locks is not True and locks is not False:
+            raise ProtocolError(f"bad-field:{name}.locks")
+        entries.append(MemberEntry(id=_node_id(item["id"], f"{name}.id"), locks=locks))
+    return entries
+
 _FAILURE = {"key": _text, "error_type": _text, "message": _text, "retry_in": _millis,
             "attempt": _count, "origin": _node_id}
 
@@ -434,12 +608,23 @@ _CHECKS: dict[str, Any] = {
     "entries": _records(SyncEntry, _ENTRY),
     "failures": _records(SyncFailure, _FAILURE),
     "sent": _optional(_number(0.0, MAX_WALL)),
+    "locks": _flag,
+    "successor": _optional(_node_id),
+    "members": _members,
+    "stream": _stream_key,
+    "listening": _flag,
+    "seq": _count,
+    "event_id": _event_id,
+    "data": _json,
+    "status": _choice(*STREAM_STATUSES),
+    "phase": _choice(*OWNER_PHASES),
 }
 _CHECKS_BY_TYPE: dict[str, dict[str, Any]] = {
     name: {f.name: _CHECKS[f.name] for f in fields(cls)} for name, cls in MESSAGE_TYPES.items()
 }
 _CHECKS_BY_TYPE["invalidate"]["key"] = _optional(_text)
-_OPTIONAL_FIELDS = ("to", "sent")
+_CHECKS_BY_TYPE["stream-listen"]["event_id"] = _optional(_event_id)
+_OPTIONAL_FIELDS = ("to", "sent", "successor")
 _ENVELOPE = frozenset({"proto", "v", "scope", "type"})
 
 

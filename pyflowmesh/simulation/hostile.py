@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.values import cache_key
-from ..core.wire import MESSAGE_TYPES
+from ..core.wire import MESSAGE_TYPES, PROTOCOL, VERSION
 
 __all__ = ["deep", "hostile_message"]
 
@@ -104,16 +104,24 @@ def hostile_message(rng: random.Random, live: Sequence[str], keys: Sequence[tupl
         if name == "entries":
             return [{"key": key, "value": value(), "version": count(), "origin": node_id(), "age": millis()}
                     for _ in range(rng.randint(0, 3))]
+        if name == "locks":
+            return rng.random() < 0.5 if rng.random() < 0.95 else "yes"
+        if name == "successor":
+            return node_id() if rng.random() < 0.8 else None
+        if name == "members":
+            many = rng.choice((3, 3, 3, 300))  # 300: past MAX_MEMBERS, dropped where decoded
+            return [{"id": node_id(), "locks": rng.random() < 0.5} for _ in range(rng.randint(0, many))]
         if name == "failures":
             return [{"key": key, "error_type": "Forged", "message": text(), "retry_in": millis(),
                      "attempt": count(), "origin": node_id()} for _ in range(rng.randint(0, 3))]
         return count()
 
-    body: dict[str, Any] = {"proto": "pyflowmesh", "v": 1, **({"scope": scope} if scope else {}), "type": kind}
+    body: dict[str, Any] = {"proto": PROTOCOL, "v": VERSION, **({"scope": scope} if scope else {}), "type": kind}
     for f in dataclasses.fields(cls):
         body[f.name] = field_value(f.name)
-    if body.get("to", 0) is None:
-        del body["to"]
+    for name in ("to", "successor"):
+        if body.get(name, 0) is None:
+            del body[name]
     raw = json.dumps(body, ensure_ascii=rng.random() < 0.5)
     while _BIG_JSON in raw:  # json.dumps cannot write these ints; the text can
         raw = raw.replace(_BIG_JSON, "9" * rng.choice(_DIGITS), 1)

@@ -19,7 +19,7 @@ What it models:
   page); after every input a tick is armed at ``node.next_deadline()`` (a stale tick is
   ignored by a generation number; one that finds its deadline moved later re-arms).
   A hidden tab's timers fire on a throttling grid (up to once a minute, as Chrome's).
-* **Web Locks** (``locks``): a tab watching a peer (``WatchPeer``) gets ``peer_gone``
+* **Web Locks** (``locks``): a tab watching a peer (``WatchPeers``) gets ``peer_gone``
   ``lock_delay`` after that peer crashes, closes or leaves for the back/forward cache (at
   once if it is gone already). Locks are named by (scope digest, ID), as the browser
   transport names them; a frozen tab keeps its lock.
@@ -54,14 +54,19 @@ from ..core.effects import (
     EFFECT_TYPES,
     CacheUpdated,
     CancelCall,
+    CloseSource,
+    Deliver,
     FailureShared,
     LeaderChanged,
+    MembersChanged,
+    OpenSource,
     Reject,
     Renamed,
     Resolve,
     Send,
     StartCall,
-    WatchPeer,
+    StreamChanged,
+    WatchPeers,
 )
 from ..core.election import Role
 from ..core.node import MeshNode
@@ -71,6 +76,7 @@ from ..errors import MeshDisposedError, MeshError, ScopeChangedError
 from .calls import CallOutcome, CallServer, EchoServer
 from .clock import RESOLUTION, quantize
 from .records import ExecRecord
+from .streams import SimStreams
 from .tab import Tab
 from .text import describe_post, safe_repr
 
@@ -139,6 +145,9 @@ class VirtualNetwork:
 
     default_flows: tuple[str, ...] = ()
     """The flows a tab registers unless told otherwise."""
+    default_streams: tuple[str, ...] = ()
+    """The streams every tab's page has (registered with ``stream_grace``)."""
+    stream_grace: float = 5000.0
 
     def __init__(
         self,
@@ -184,8 +193,13 @@ class VirtualNetwork:
             Send: self._on_send, StartCall: self._on_start_call, CancelCall: self._on_cancel_call,
             Resolve: self._settle, Reject: self._settle, LeaderChanged: self._on_leader_changed,
             CacheUpdated: self._on_cache_updated, FailureShared: self._on_failure_shared,
-            WatchPeer: self._on_watch_peer, Renamed: self._on_renamed,
+            WatchPeers: self._on_watch_peers, MembersChanged: self._on_members_changed, Renamed: self._on_renamed,
+            OpenSource: lambda tab, e: self.streams.on_open(tab, e),
+            CloseSource: lambda tab, e: self.streams.on_close(tab, e),
+            Deliver: lambda tab, e: self.streams.on_deliver(tab, e),
+            StreamChanged: lambda tab, e: self.streams.on_changed(tab, e),
         })
+        self.streams = SimStreams(self)  # the stream server, its connections, the stream checks
 
     # --- scripting, by tab ID, at a virtual time ------------------------------------------
 
@@ -273,6 +287,14 @@ class VirtualNetwork:
         self.at(at, lambda: self.execute_now(self.by_id[tab_id], record))
         return record
 
+    def listen(self, tab_id: str, stream: str, at: float | None = None) -> None:
+        """At ``at`` the tab starts listening to ``stream`` (one of ``default_streams``)."""
+        self.at(at, lambda: self.streams.listen_now(self.by_id[tab_id], stream))
+
+    def unlisten(self, tab_id: str, stream: str, at: float | None = None) -> None:
+        """At ``at`` the tab stops listening to ``stream``."""
+        self.at(at, lambda: self.streams.unlisten_now(self.by_id[tab_id], stream))
+
     def cancel(self, record: ExecRecord, at: float | None = None) -> None:
         """At ``at`` the caller of ``record`` stops waiting (``MeshNode.cancel``), if it still waits."""
         self.at(at, lambda: self.cancel_now(record))
@@ -357,8 +379,9 @@ class VirtualNetwork:
                     continue
                 self._call_done(tab, a, b)
             elif kind == _PEER_GONE:
-                if not tab.alive or b is not tab.node:
-                    continue  # (a watch of the node before a scope switch: the transport stopped it)
+                if not tab.alive or b is not tab.node or a not in tab.watching:
+                    continue  # a watch stopped before it was granted (or one of the node before a scope switch)
+                tab.watching.discard(a)  # a lock request is granted once
                 if tab.frozen:
                     tab.backlog.append((_PEER_GONE, a, b))
                     continue
@@ -568,7 +591,7 @@ class VirtualNetwork:
         tab.switches += 1
         tab.scope_since = self.now
         tab.fresh = True  # it has known no leader of its new scope yet
-        tab.watching = None
+        tab.watching = set()
         self._leadership_dirty = True
         if tab.digest != old_digest:  # the transport re-takes its lock only for another scope
             self._release_lock(old_digest, tab.id)
@@ -630,6 +653,7 @@ class VirtualNetwork:
         tab.away = tab.frozen = False
         tab.frozen_spans[-1][1] = self.now
         self._leadership_dirty = True
+        self.streams.checks.resumed(tab)  # what the stream sent meanwhile is lost: a new start
         try:
             tab.node.set_frozen(False, self._local(tab))
             tab.node.set_hidden(tab.hidden, self._local(tab))  # it may have been shown meanwhile
@@ -788,17 +812,18 @@ class VirtualNetwork:
     def _on_failure_shared(self, tab: Tab, effect: FailureShared) -> None:
         """The runtime tells ``on_error`` listeners; a virtual tab has none."""
 
-    def _on_watch_peer(self, tab: Tab, effect: WatchPeer) -> None:
-        """Queue for the Web Lock of the peer, in the tab's scope (the lock's name has both)."""
-        node_id = effect.node_id
+    def _on_watch_peers(self, tab: Tab, effect: WatchPeers) -> None:
+        """Queue for the Web Locks of the peers, in the tab's scope (a lock's name has both)."""
         if not self.locks:
             return
-        tab.watching = node_id
-        if node_id is None:
-            return
-        if not self._lock_held(tab.digest, node_id):
-            # Nobody holds that lock (the tab is gone, or in another scope now): granted at once.
-            self._push(self.now + self._delay(), _PEER_GONE, tab, node_id, tab.node)
+        before, tab.watching = tab.watching, set(effect.node_ids)
+        for node_id in sorted(tab.watching - before):
+            if not self._lock_held(tab.digest, node_id):
+                # Nobody holds that lock (the tab is gone, or in another scope now): granted at once.
+                self._push(self.now + self._delay(), _PEER_GONE, tab, node_id, tab.node)
+
+    def _on_members_changed(self, tab: Tab, effect: MembersChanged) -> None:
+        """The runtime tells ``on_change`` listeners; a virtual tab has none."""
 
     def _on_renamed(self, tab: Tab, effect: Renamed) -> None:
         """The node took a new ID (another tab had its own); the runtime re-keys its lock."""
@@ -938,7 +963,7 @@ class VirtualNetwork:
             return
         low, high = self.lock_delay
         for other in self._live:
-            if other.watching == node_id and other.node.scope_digest == digest:
+            if node_id in other.watching and other.node.scope_digest == digest:
                 self._push(self.now + quantize(self.rng.uniform(low, high)), _PEER_GONE, other, node_id, other.node)
 
     def _reschedule(self, tab: Tab, force: bool = False) -> None:
@@ -1025,9 +1050,12 @@ class VirtualNetwork:
     def _make_node(self, node_id: str, config: MeshConfig, flows: tuple[str, ...]) -> MeshNode:
         """A tab's node with its flows registered (at its opening, and at each scope switch)."""
         # Every tab of one browser shares the wall clock: the network's virtual time.
-        node = MeshNode(node_id, config, new_id=lambda old: self._fresh_id(), wall_clock=lambda: self.now)
+        node = MeshNode(node_id, config, new_id=lambda old: self._fresh_id(), wall_clock=lambda: self.now,
+                        locks=self.locks)
         for flow in flows:
             node.register_flow(flow)
+        for stream in self.default_streams:
+            node.register_stream(stream, self.stream_grace)
         return node
 
     def _fresh_id(self) -> str:

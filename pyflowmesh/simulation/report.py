@@ -55,6 +55,11 @@ class SimulationReport:
        with ``ScopeChangedError`` (``scope-changed``), and no outcome of a call started before
        the switch reaches the new node. Convergence (a), duplicate calls (c), back-offs (e)
        and sync are checked per scope: each scope is a mesh of its own.
+    j. Members (checked a few heartbeats after the end, nothing failing meanwhile): every
+       live tab is a member as its leader sees it (peer-to-peer: as every live tab of its
+       scope sees it); no tab lists a member that ended longer ago than the end of a tab
+       can take to be noticed (its lock, or its silence: 2.5 heartbeats, ``hidden_timeout``
+       if it died hidden), forged IDs included; every follower names its leader's successor.
     Also: at the end no live tab has pending flows, calls or waiters.
     """
 

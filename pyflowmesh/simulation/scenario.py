@@ -21,6 +21,7 @@ from typing import Any
 
 from ..core.election import Role
 from ..core.values import cache_key
+from ..core.wire import VERSION
 from .app import FLOWS, OPTIONAL_FLOW, PATHOLOGIES, PATHOLOGY_WEIGHTS, SCOPES, NotJSON, sim_config
 from .clock import quantize
 from .hostile import deep, hostile_message
@@ -34,8 +35,9 @@ from .world import Simulation
 __all__ = ["RandomScenario", "run", "run_plan"]
 
 NOISE = (
-    '{"proto":"pyflowmesh","v":2,"type":"heartbeat","src":"future","term":99,"interval":1000,"hidden":false}',
-    '{"proto":"pyflowmesh","v":1,"type":"coordinator","src":"x","term":"99"}',
+    f'{{"proto":"pyflowmesh","v":{VERSION + 1},"type":"heartbeat","src":"future","term":99,"interval":1000,'
+    '"hidden":false}',
+    f'{{"proto":"pyflowmesh","v":{VERSION},"type":"coordinator","src":"x","term":"99"}}',
     '{"hello": "world"}', "not json at all", '[1,2,3]',
 )
 """What a foreign script, or another version of the page, posts on the channel ("noise")."""
@@ -96,6 +98,10 @@ class RandomScenario:
                 self.fault(rng.choices(self.kinds, self.weights)[0], rng.uniform(self.fault_start, quiet_at))
         for _ in range(rng.randint(3, 8 + self.tabs // 3)):
             self.execute_at(rng.uniform(0, quiet_at), False)
+        for _ in range(rng.randint(2, 4 + self.tabs // 2)):
+            self.toggle_listening_at(rng.uniform(0, quiet_at))
+        if self.kinds:
+            sim.streams.server.fail_rate = rng.choice((0.0, 0.05, 0.3))
         sim.at(quiet_at, self.end_the_faults)
         sim.run_until(quiet_at)
         sim.oracle.check_bounded("at the end of the fault phase")
@@ -118,6 +124,8 @@ class RandomScenario:
             self.execute_at(quiet_at + rng.uniform(0, quiet_span), True)
         for _ in range(rng.randint(0, 2)):
             self.burst_at(quiet_at + rng.uniform(0, quiet_span))
+        for _ in range(rng.randint(0, 3)):
+            self.toggle_listening_at(quiet_at + rng.uniform(0, quiet_span))
         # Run past every scripted action and the convergence bound; then on while an
         # execute is open, up to the bound of the fault phase's executes.
         sim.run_until(quiet_at + max(quiet_span + bounds.quiet_execute, usual_convergence) + beat)
@@ -135,6 +143,11 @@ class RandomScenario:
         sim = self.sim
         sim.oracle.check_bounded("at the end")
         sim.oracle.check_held("at the end")
+        if end_at >= self.quiet_at + self.config.max_error_backoff + 3 * self.beat:
+            sim.streams.check_flowing(2 * self.beat)  # every listener has (nearly) the latest event
+        # j. members: a few heartbeats more with nothing failing, then who lists whom.
+        sim.run_until(end_at + 3 * self.beat + sim.lock_delay[1] + 4 * self.delay_max)
+        sim.oracle.check_members(self.quiet_at)
         if self.long_outage_seed is not None:
             sim.violations.extend(long_outage(self.long_outage_seed, self.config.strategy, sim.locks, sim))
         return sim.oracle.judge(bounds, self.quiet_at, end_at)
@@ -143,6 +156,7 @@ class RandomScenario:
         """The quiet phase starts: everything thaws and shows, the server is up."""
         sim = self.sim
         sim.set_server_down(False)
+        sim.streams.server.fail_rate = 0.0
         for tab in list(sim.open_tabs):
             if tab.away:
                 sim.come_back_now(tab)
@@ -170,6 +184,7 @@ class RandomScenario:
         if sim.oracle.settled_at == math.inf:
             if self.settled():
                 sim.oracle.settled_at = sim.now
+                sim.streams.checks.single_source = True  # from now on, one source per stream and scope
                 sim.log(None, "settled")
             else:
                 sim.at(sim.now + self.beat / 10, self.watch_settling)
@@ -226,6 +241,20 @@ class RandomScenario:
                 self.execute_in(self.rng.choice(candidates), flow, args, quiet)
         self.sim.at(when, act)
 
+    def toggle_listening_at(self, when: float) -> None:
+        """At ``when`` a random running tab starts listening to the stream, or (now and then) stops."""
+        def act() -> None:
+            candidates = [t for t in self.sim.open_tabs if not t.frozen and not t.away]
+            if not candidates:
+                return
+            tab = self.rng.choice(candidates)
+            state = tab.node.streams.state("ticker")
+            if state is not None and state.listening and self.rng.random() < 0.4:
+                self.sim.streams.unlisten_now(tab, "ticker")
+            else:
+                self.sim.streams.listen_now(tab, "ticker")
+        self.sim.at(when, act)
+
     def burst_at(self, when: float) -> None:
         """Several tabs execute one key within a few claim windows of each other; sometimes a tab
         joins meanwhile and executes it too, a few ms after it hears the mesh."""
@@ -275,6 +304,24 @@ class RandomScenario:
             if tab:
                 self.sim.crash_now(tab)
         self.sim.at(when, act)
+
+    def hand_over(self, when: float, prefer_leader: bool) -> None:
+        """The leader closes or crashes; half the time its named successor crashes with it."""
+        sim, rng = self.sim, self.rng
+        polite, both = rng.random() < 0.5, rng.random() < 0.5
+
+        def act() -> None:
+            leaders = [t for t in sim.open_tabs if t.node.role is Role.LEADER and not t.frozen]
+            if not leaders or len(sim.open_tabs) <= 1:
+                return
+            leader = rng.choice(leaders)
+            successor = sim.by_id.get(leader.node.successor or "")
+            sim.faults["hand-over"] += 1
+            sim.close_now(leader) if polite else sim.crash_now(leader)
+            if both and successor is not None and successor.alive and len(sim.open_tabs) > 1:
+                sim.faults["hand-over with the successor"] += 1
+                sim.crash_now(successor)
+        sim.at(when, act)
 
     def close_a_tab(self, when: float, prefer_leader: bool) -> None:
         def act() -> None:
@@ -435,7 +482,7 @@ class RandomScenario:
         "join": open_a_tab, "outage": take_the_server_down, "noise": post_noise,
         "pathological": make_flows_misbehave, "hostile": post_hostile_messages, "cancel": let_callers_cancel,
         "bfcache": send_a_tab_to_the_bfcache, "twin-id": open_a_twin, "bad-args": execute_bad_arguments,
-        "long-outage": plan_a_long_outage, "scope-switch": switch_scopes,
+        "long-outage": plan_a_long_outage, "scope-switch": switch_scopes, "hand-over": hand_over,
     }
 
 

@@ -45,7 +45,7 @@ class Tab:
         self.last_local = -math.inf  # its clock never goes back
         self.start_time: float | None = None
         self.end_time: float | None = None
-        self.watching: str | None = None  # the peer whose Web Lock it waits for
+        self.watching: set[str] = set()  # the peers whose Web Locks it waits for
         self.last_to: dict[int, float] = {}  # receiver index -> arrival of its last post there (FIFO)
         self.waiters: dict[int, ExecRecord] = {}  # its open executes, by waiter ID
         self.fresh = True  # has not yet known any leader (leader-follower)

@@ -33,6 +33,8 @@ class Simulation(VirtualNetwork):
     """
 
     default_flows = tuple(FLOWS)
+    default_streams = ("ticker",)  # every page has one stream (simulation/streams.py serves it)
+    stream_grace = 3000.0
 
     def __init__(
         self,
@@ -61,6 +63,7 @@ class Simulation(VirtualNetwork):
     def set_server_down(self, down: bool) -> None:
         """The server goes down or comes back, now."""
         self.server.set_down(down, self.now)
+        self.streams.server.down = down
         self.log(None, f"server {'down' if down else 'up'}")
 
     def calls_of(self, key: str, since: float = -math.inf) -> list[float]:

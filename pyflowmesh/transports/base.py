@@ -22,7 +22,7 @@ browser's pieces and the in-memory ones for CPython are the examples.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 __all__ = [
@@ -94,11 +94,14 @@ class PeerWatch(ABC):
 
     @abstractmethod
     def watch(self, node_id: str, scope: str) -> None:
-        """Report ``gone(node_id)`` once the lock of ``node_id`` in ``scope`` is free (stops watching another)."""
+        """Report ``gone(node_id)`` once the lock of ``node_id`` in ``scope`` is free (at once if nobody holds it).
+
+        Watches add up: each lasts until reported or :meth:`unwatch` ed.
+        """
 
     @abstractmethod
-    def unwatch(self) -> None:
-        """Stop watching. Harmless when not watching."""
+    def unwatch(self, node_id: str | None = None) -> None:
+        """Stop watching ``node_id`` (``None``: every tab). Harmless when not watching it."""
 
     @abstractmethod
     def close(self) -> None:
@@ -188,7 +191,7 @@ class Transport:
         self._name = ""
         self._node_id = ""
         self._scope = ""
-        self._watching: str | None = None
+        self._watching: frozenset[str] = frozenset()
         self._open = False
         self._cached = False  # in the back/forward cache: no channel, no lock
 
@@ -225,13 +228,17 @@ class Transport:
             self.sent += 1
             self.channel.post(data)
 
-    def watch(self, node_id: str | None) -> None:
-        """Report ``peer_gone(node_id)`` when that tab disappears; ``None`` stops watching."""
-        if node_id == self._watching or not self._open:
+    def watch(self, node_ids: Collection[str]) -> None:
+        """Report ``peer_gone(node_id)`` when one of these tabs disappears; stop watching any other."""
+        wanted = frozenset(node_ids)
+        if wanted == self._watching or not self._open or self._cached:  # cached: no lock, no watch
             return
-        self._unwatch()
-        self._watching = node_id
-        if node_id is not None and self.peers is not None:
+        before, self._watching = self._watching, wanted
+        if self.peers is None:
+            return
+        for node_id in before - wanted:
+            self.peers.unwatch(node_id)
+        for node_id in sorted(wanted - before):
             self.peers.watch(node_id, self._scope)
 
     def rename(self, node_id: str) -> None:
@@ -273,7 +280,7 @@ class Transport:
     # --- what the pieces report -----------------------------------------------------------
 
     def _unwatch(self) -> None:
-        self._watching = None
+        self._watching = frozenset()
         if self.peers is not None:
             self.peers.unwatch()
 
@@ -282,7 +289,7 @@ class Transport:
             self._events.message(data)
 
     def _on_gone(self, node_id: str) -> None:
-        if self._open and self._watching == node_id and self._events is not None:
+        if self._open and node_id in self._watching and self._events is not None:
             self._events.peer_gone(node_id)
 
     def _on_visibility(self, hidden: bool) -> None:

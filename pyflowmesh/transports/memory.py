@@ -107,7 +107,7 @@ class MemoryHub:
     def _released(self, holder: MemoryLocks, node_id: str, scope: str) -> None:
         """The lock of ``node_id`` in ``scope`` is free: the watchers of that lock learn the tab is gone."""
         for other in list(self._locks.get(holder.channel, [])):
-            if other is not holder and other.watching == (node_id, scope):
+            if other is not holder and (node_id, scope) in other.watching:
                 other._report_gone(node_id)
 
 
@@ -150,7 +150,7 @@ class MemoryChannel(Channel):
 
 
 class MemoryLocks(PeerWatch):
-    """One simulated tab's locks on a :class:`MemoryHub`: its own, held by ID and scope, and the one it watches.
+    """One simulated tab's locks on a :class:`MemoryHub`: its own, held by ID and scope, and the ones it watches.
 
     Like a Web Lock request, watching a lock nobody holds reports its tab gone at once.
     """
@@ -159,7 +159,7 @@ class MemoryLocks(PeerWatch):
         self.hub = hub
         self.channel = ""
         self.held: tuple[str, str] | None = None  # (node ID, scope digest) of the lock it holds
-        self.watching: tuple[str, str] | None = None  # (node ID, scope digest) of the lock it waits for
+        self.watching: set[tuple[str, str]] = set()  # (node ID, scope digest) of each lock it waits for
         self._gone: Callable[[str], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open = False
@@ -181,12 +181,15 @@ class MemoryLocks(PeerWatch):
             self.hub._released(self, node_id, scope)
 
     def watch(self, node_id: str, scope: str) -> None:
-        self.watching = (node_id, scope)
+        self.watching.add((node_id, scope))
         if not self.hub.holds_lock(self.channel, scope, node_id):
             self._report_gone(node_id)  # like a lock request granted at once: nobody holds it
 
-    def unwatch(self) -> None:
-        self.watching = None
+    def unwatch(self, node_id: str | None = None) -> None:
+        if node_id is None:
+            self.watching.clear()
+        else:
+            self.watching = {watched for watched in self.watching if watched[0] != node_id}
 
     def close(self) -> None:
         if self._open:
@@ -202,7 +205,8 @@ class MemoryLocks(PeerWatch):
             self._loop.call_soon(self._gone_now, node_id)
 
     def _gone_now(self, node_id: str) -> None:
-        if self._open and self._gone is not None and self.watching is not None and self.watching[0] == node_id:
+        if self._open and self._gone is not None and any(watched[0] == node_id for watched in self.watching):
+            self.unwatch(node_id)  # a lock request is granted once
             self._gone(node_id)
 
 

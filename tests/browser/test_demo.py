@@ -7,6 +7,7 @@ the page. Heartbeat 1 s (query parameter) keeps the protocol's bounds short.
 from __future__ import annotations
 
 import json
+import time
 
 STATE = "window.pyflowmesh_state"
 DEMO = "/index.html?heartbeat=1000&delay_ms=300"
@@ -70,3 +71,41 @@ def test_an_outage_reaches_every_tab_and_a_refresh_reaches_every_tab(open_tabs, 
     tabs[2].click("#refresh")
     wait_all(tabs, f"{STATE}.status === 'success' && {STATE}.data.api_call === 3")
     assert demo_server.calls == 3
+
+
+def wait_for_open(feed, count: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while feed.stats()["sse_open"] != count:
+        assert time.monotonic() < deadline, f"the server has {feed.stats()['sse_open']} streams open, not {count}"
+        time.sleep(0.1)
+
+
+def live_ids(page) -> list[int]:
+    """The event ids in the demo's live log, oldest first."""
+    lines = page.text_content("#live-log").splitlines()
+    return [int(line.split()[0][1:]) for line in reversed(lines) if line.startswith("#")]
+
+
+def test_the_live_feed_panel_holds_one_connection_and_its_log_survives_the_leader_closing(open_tabs, demo_server):
+    feed = demo_server.server.feed
+    feed.reset()
+    tabs = open_tabs(3, DEMO)
+    wait_all(tabs, "document.getElementById('live-log').textContent.startsWith('#')")
+    wait_for_open(feed, 1)  # earlier tests' tabs closed theirs while these booted
+    assert feed.stats()["sse_opened"] == 1
+    wait_all(tabs, f"{STATE}.leader_id !== null")
+    leader_id = state(tabs[0])["leader_id"]
+    wait_all(tabs, f"{STATE}.leader_id === {json.dumps(leader_id)}")  # every tab agrees on it
+    leader = next(page for page in tabs if state(page)["node_id"] == leader_id)
+    rest = [page for page in tabs if page is not leader]
+    before = {id(page): live_ids(page)[-1] for page in rest}
+    leader.close()  # the crown moves; the new leader reopens the feed from the last event id
+    for page in rest:
+        newest = "Number(document.getElementById('live-log').textContent.split(/\\s/)[0].slice(1))"
+        page.wait_for_function(f"{newest} > {before[id(page)] + 3}", timeout=30_000)  # the log spans the close
+        ids = live_ids(page)
+        assert ids == list(range(ids[0], ids[0] + len(ids))), f"the log skipped or repeated an event: {ids}"
+    wait_for_open(feed, 1)  # earlier tests' tabs closed theirs while these booted
+    assert feed.stats()["sse_opened"] == 2
+    wait_all(rest, "document.getElementById('stream-connections').textContent === '1'")
+    assert sum("Leader" in page.text_content("#role") for page in rest) == 1

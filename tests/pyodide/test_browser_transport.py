@@ -57,12 +57,15 @@ async def test_every_message_type_round_trips_through_the_real_channel(selenium_
     from pyflowmesh.core import wire as p
 
     messages = [
-        p.Hello(src="a"),
+        p.Hello(src="a", locks=True),
         p.Election(src="a", term=3),
         p.Answer(src="b", term=3),
-        p.Coordinator(src="b", term=4, interval=5000.0, hidden=False),
-        p.Heartbeat(src="b", term=4, interval=5000.0, hidden=True),
-        p.Bye(src="b", term=4),
+        p.Coordinator(src="b", term=4, interval=5000.0, hidden=False, locks=True, successor="a",
+                      members=[p.MemberEntry(id="a", locks=True)]),
+        p.Heartbeat(src="b", term=4, interval=5000.0, hidden=True, locks=False, successor=None,
+                    members=[p.MemberEntry(id="c", locks=False), p.MemberEntry(id="a", locks=True)]),
+        p.Bye(src="b", term=4, successor="a"),
+        p.Alive(src="c", locks=False, hidden=True),
         p.Request(src="a", dst="b", req=7, key='f[1,"x"]', flow="f", args=[1, "x"]),
         p.Accept(src="b", dst="a", req=7, key="k"),
         p.Decline(src="b", dst="a", req=7, key="k", reason="unknown-flow"),
@@ -82,6 +85,11 @@ async def test_every_message_type_round_trips_through_the_real_channel(selenium_
             entries=[p.SyncEntry(key="k", value={"v": 1}, version=1, origin="b", age=3.0)],
             failures=[p.SyncFailure(key="k2", error_type="E", message="m", retry_in=10.0, attempt=2, origin="b")],
         ),
+        p.StreamListen(src="a", stream="prices", listening=True, seq=3, event_id="e-3", hidden=False),
+        p.StreamEvent(src="b", stream="prices", seq=4, event_id=4, data={"price": 1.5}),
+        p.StreamStatus(src="b", stream="prices", status="reconnecting", error_type="ConnectionError",
+                       message="503", retry_in=1000.0, attempt=1),
+        p.StreamOwner(src="a", stream="prices", phase="run", hidden=True),
     ]
     assert {type(m) for m in messages} == set(p.MESSAGE_TYPES.values())
     sender, receiver = js.BroadcastChannel.new("t-wire"), js.BroadcastChannel.new("t-wire")
@@ -336,3 +344,50 @@ async def test_without_a_document_the_default_has_no_lifecycle_and_says_so_once(
         await asyncio.sleep(0.01)
     assert member.is_leader
     member.dispose()
+
+
+@run_in_pyodide
+async def test_web_locks_tell_every_tab_of_a_crashed_follower_and_hand_a_crashed_leader_to_its_successor(
+    selenium_mesh,
+):
+    """Three members in one page, each with its own channel and Web Locks (no page lifecycle, so they
+    are three tabs to each other). A heartbeat of a minute: silence cannot be what tells them.
+
+    A follower vanishes without a Bye (its lock is released, as when its tab crashes): the leader's
+    watch on its lock tells the leader at once, and the leader's next heartbeat the other follower.
+    Then the leader vanishes: the browser hands its lock to the successor it named, which takes
+    over in one post, with no election.
+    """
+    import asyncio
+
+    from pyflowmesh import FlowMesh
+    from pyflowmesh.transports import Transport
+    from pyflowmesh.transports.broadcast_channel import BroadcastChannel
+    from pyflowmesh.transports.web_locks import WebLocks
+
+    async def until(condition, what):
+        for _ in range(300):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"gave up waiting for {what}")
+
+    def crash(mesh):  # what MemoryHub.crash does: no Bye, no timers, the lock released
+        mesh._halt()
+        mesh.transport.close()
+
+    tabs = [FlowMesh("t-members", heartbeat=60_000, transport=Transport(BroadcastChannel(), WebLocks()))
+            for _ in range(3)]
+    await until(lambda: all(t.peers == 2 for t in tabs) and sum(t.is_leader for t in tabs) == 1, "3 members")
+    leader = next(t for t in tabs if t.is_leader)
+    follower = next(t for t in tabs if not t.is_leader and t.node_id != leader.successor)
+    successor = next(t for t in tabs if t.node_id == leader.successor)
+    assert follower.successor == successor.node_id and successor.successor == successor.node_id
+    await asyncio.sleep(0.1)  # let the leader's watches of its followers' locks be placed
+    crash(follower)
+    await until(lambda: leader.peers == 1 and successor.peers == 1, "the crashed follower to leave")
+    assert [m.node_id for m in successor.members] == sorted([leader.node_id, successor.node_id], reverse=True)
+    crash(leader)
+    await until(lambda: successor.is_leader, "the successor to take over")
+    assert successor.stats.handovers == 1 and successor.peers == 0
+    successor.dispose()

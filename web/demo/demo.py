@@ -5,9 +5,8 @@ API..."); the followers wait for its result ("Waiting cache..."). The server's
 call counter shows that five tabs cost one call, and its failure switch shows an
 outage reaching every tab at once.
 
-The "tabs this tab knows" list comes from a small presence channel of this demo
-(each tab says who it is every second), since the mesh itself only talks when
-it has something to say.
+The "tabs this tab knows" list is the mesh's own: ``mesh.members``, redrawn by
+``mesh.on_change`` whenever a tab joins or leaves or the crown moves.
 """
 
 import asyncio
@@ -20,7 +19,8 @@ from pyodide.http import pyfetch
 from pyscript import document, window
 
 import pyflowmesh
-from pyflowmesh import FlowMesh, SharedFlowError, use_flow
+from pyflowmesh import FlowMesh, SharedFlowError, Stream, use_flow, use_stream
+from pyflowmesh.sources import event_source
 
 CHANNEL = "pyflowmesh-demo"
 # An inline crown: emoji fonts are not everywhere (headless Chromium on a server has none).
@@ -98,7 +98,8 @@ def state() -> dict:
         "node_id": mesh.node_id, "role": mesh.role, "leader": mesh.is_leader, "leader_id": mesh.leader_id,
         "term": mesh.term, "status": flow.status, "source": flow.source, "data": flow.data,
         "error": None if flow.error is None else f"{type(flow.error).__name__}: {flow.error}",
-        "stats": mesh.stats.as_dict(), "version": pyflowmesh.__version__,
+        "stats": mesh.stats.as_dict(), "version": pyflowmesh.__version__, "peers": mesh.peers,
+        "members": [[m.node_id, m.role] for m in mesh.members],
     }
 
 
@@ -127,54 +128,42 @@ async def poll_server() -> None:
     except Exception:
         return
     el("api-calls").textContent = str(stats["calls"])
+    try:
+        feed = await (await pyfetch("./api/stream/stats")).json()
+        el("stream-connections").textContent = str(feed["sse_open"] + feed["ws_open"])
+    except Exception:
+        pass
     el("server-state").innerHTML = (
         '<span class="down">Failing: every call answers HTTP 503</span>' if stats["failing"]
         else '<span class="up">Healthy</span>'
     )
 
 
-# --- presence, for the "tabs this tab knows" list --------------------------------------------
-presence = js.BroadcastChannel.new(CHANNEL + "-presence")
-seen: dict[str, tuple[float, str]] = {}
+# --- the "tabs this tab knows" list: the mesh's members --------------------------------------
 
 
-def on_presence(event) -> None:
-    try:
-        info = json.loads(event.data)
-        seen[info["id"]] = (time.monotonic(), info["role"])
-    except Exception:
-        pass
-
-
-def render_tabs() -> None:
-    now = time.monotonic()
-    for node, (at, _) in list(seen.items()):
-        if now - at > 3.5:
-            del seen[node]
-    rows = [(mesh.node_id, mesh.role, True)] + [(n, r, False) for n, (_, r) in sorted(seen.items())]
+def render_tabs(change=None) -> None:
+    members = mesh.members
     el("tabs").innerHTML = "".join(
-        f'<li class="{"self" if me else ""}">{CROWN + " " if role == "leader" else ""}<code>{n}</code> '
-        f'{role}{" (this tab)" if me else ""}</li>'
-        for n, role, me in rows
+        f'<li class="{"self" if m.is_self else ""}">{CROWN + " " if m.role == "leader" else ""}'
+        f'<code>{m.node_id}</code> {m.role}{" (this tab)" if m.is_self else ""}</li>'
+        for m in members
     )
-    el("tab-count").textContent = str(len(rows))
+    el("tab-count").textContent = str(len(members))
 
 
 async def heartbeat_loop() -> None:
     while not mesh.disposed:
-        presence.postMessage(json.dumps({"id": mesh.node_id, "role": mesh.role}))
         render_tabs()
         render()
         await poll_server()
         await asyncio.sleep(1)
 
 
-proxies = [create_proxy(on_presence)]
-presence.addEventListener("message", proxies[0])
+proxies = []
 
 
 def on_pagehide(event) -> None:
-    presence.close()
     for proxy in proxies:
         proxy.destroy()
 
@@ -190,12 +179,39 @@ def bind(button_id: str, action) -> None:
     el(button_id).disabled = False
 
 
+# --- the live feed: one EventSource for the whole mesh, held by the leader ----------------------
+live = use_stream(event_source("./api/stream"), mesh=mesh, key="live-feed")
+live_log: list[str] = []
+
+
+def render_live(stream: Stream) -> None:
+    status = el("live-status")
+    status.className = f"status {stream.status}"
+    status.textContent = stream.status + (f": {stream.error}" if stream.error else "")
+    if isinstance(stream.latest, dict) and "value" in stream.latest:
+        el("live-value").textContent = f"{stream.latest['value']:.2f}"
+
+
+async def follow_live() -> None:
+    async for event in live:  # every event from now on, in order: the log never skips one
+        source = "this tab" if mesh.is_leader else "the leader"
+        live_log.append(f"#{event.id}  {event.data.get('value', '?'):>7}  (via {source})")
+        del live_log[:-8]
+        el("live-log").textContent = "\n".join(reversed(live_log))
+
+
+live.subscribe(render_live)
+render_live(live)
+asyncio.ensure_future(follow_live())
+
 bind("execute", execute)
 bind("refresh", refresh)
 bind("fail", lambda: set_server_failing(True))
 bind("recover", lambda: set_server_failing(False))
 flow.subscribe(render)
 mesh.on_leader_change(render)
+mesh.on_change(render_tabs)
+render_tabs()
 render()
 el("app").dataset.ready = "true"
 window.pyflowmesh_ready = True

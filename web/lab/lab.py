@@ -26,6 +26,13 @@ Query parameters (all optional; durations in milliseconds):
                     deploy" of the page, which must form its own mesh
 ``scope``           the mesh's ``scope`` (whose data the tab holds; default none: the
                     shared scope)
+``trace``           ``0`` (default); ``1``: ``pfm.trace()`` lists, for each message that
+                    reached the mesh (up to 2,000), ``performance.now()`` stamps taken
+                    as Python got it (``start``), after the node took it in
+                    (``received``: decode and protocol) and after its effects were
+                    carried out (``flushed``: sends, futures resolved, listeners), with
+                    the message's ``type`` and ``key``; for the follower-lag benchmark
+                    (``bench/lag_bench.py``)
 ``stamps``          ``1`` (default); ``0``: the mesh gets no wall clock, so its messages
                     carry no ``sent`` stamp and it adds no transit to the ages it receives
                     nor declines a late request: a page of pyflowmesh 0.1.0, for comparisons
@@ -60,6 +67,11 @@ and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
 * ``events()``: this tab's view of the leader over time: ``{leader, role, term, at,
   wall}`` per change (``at``: ``performance.now()``, ``wall``: ``Date.now()``); the
   first entry is the start.
+* ``trace()``: with ``?trace=1``, the stamps of the messages that reached the mesh (see
+  ``trace`` above); else ``[]``.
+* ``set_wake(microtask)``: sets ``pyflowmesh.mesh.WAKE_IN_MICROTASK`` for the executes that
+  start from now on (``false``: each waiting execute wakes in a task of its own, as asyncio's
+  ``call_soon`` does; the follower-lag benchmark compares both in the same tabs).
 * ``post(raw)``: puts ``raw`` (any structured-clone value) on the mesh's channel from
   this page through a separate ``BroadcastChannel``, as a foreign script would.
 
@@ -75,7 +87,7 @@ thenable ``PyodideFuture`` PyProxy, again not a ``Promise``. JS ``null`` arrives
 Python as ``pyodide.ffi.jsnull`` (neither ``None`` nor a ``JsProxy``). So ``pfm``
 returns only JS values: ``execute`` builds a ``js.Promise`` whose executor is a
 ``create_once_callable`` (destroyed after its one call) and resolves it from an
-asyncio task with an object made by ``JSON.parse``; the seven functions of ``pfm``
+asyncio task with an object made by ``JSON.parse``; the nine functions of ``pfm``
 are the page's only long-lived PyProxies besides the mesh's own
 (``window.lab_proxies`` counts them).
 """
@@ -200,6 +212,7 @@ def state() -> dict[str, Any]:
         "term": mesh.term, "stats": mesh.stats.as_dict(), "disposed": mesh.disposed,
         "live_proxies": getattr(transport, "live_proxies", None), "transport_sent": getattr(transport, "sent", None),
         "hidden": js.document.visibilityState == "hidden", "mesh": True, "scope": mesh.scope,
+        "peers": mesh.peers, "successor": mesh.successor, "members": [[m.node_id, m.role] for m in mesh.members],
         "protocol_version": pyflowmesh.core.wire.VERSION,
         "config": {**{k: v for k, v in options.items()}, "flows": FLOW_KEYS, "delay_ms": DELAY_MS,
                    "stamps": mesh._node.wall() is not None,
@@ -324,6 +337,45 @@ def js_seen() -> Any:
     return to_js_data(seen)
 
 
+# --- optional stamps of each message's way through this tab's member (?trace=1) ---------------
+
+TRACE = param("trace", "0") == "1"
+TRACE_LIMIT = 2000
+trace: list[tuple[float, float, float, Any]] = []  # (start, received, flushed, the raw data)
+
+if TRACE and mesh is not None:
+
+    def traced_on_message(data: Any) -> None:
+        """FlowMesh._on_message, with a stamp after each of its two steps."""
+        assert mesh is not None
+        start = js.performance.now()
+        if mesh._disposed:
+            return
+        mesh._node.receive(data, mesh._now())
+        received = js.performance.now()
+        mesh._flush()
+        if len(trace) < TRACE_LIMIT:
+            trace.append((start, received, js.performance.now(), data))
+
+    mesh._on_message = traced_on_message  # type: ignore[method-assign]  # _Events calls it by name
+
+
+def js_trace() -> Any:
+    out = []
+    for start, received, flushed, data in trace:
+        try:
+            message = json.loads(data) if isinstance(data, str) else {}
+        except ValueError:
+            message = {}
+        out.append({"start": start, "received": received, "flushed": flushed,
+                    "type": message.get("type"), "key": message.get("key"), "src": message.get("src")})
+    return to_js_data(out)
+
+
+def js_set_wake(microtask: Any) -> None:
+    pyflowmesh.mesh.WAKE_IN_MICROTASK = bool(from_js(microtask))
+
+
 def js_post(raw: Any) -> None:
     # A second object, so the mesh's channel receives what it posts; opened per post, since
     # an open channel that a message reaches evicts the page from the back/forward cache.
@@ -344,7 +396,8 @@ def render(last: dict[str, Any] | None = None) -> None:
 api = js.Object.new()
 lab_proxies = []
 for name, function in (("execute", js_execute), ("state", js_state), ("dispose", js_dispose),
-                       ("events", js_events), ("post", js_post), ("set_scope", js_set_scope), ("seen", js_seen)):
+                       ("events", js_events), ("post", js_post), ("set_scope", js_set_scope), ("seen", js_seen),
+                       ("trace", js_trace), ("set_wake", js_set_wake)):
     proxy = create_proxy(function)  # lives as long as the page: window.pfm is the lab's interface
     lab_proxies.append(proxy)
     setattr(api, name, proxy)

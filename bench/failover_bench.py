@@ -1,0 +1,266 @@
+"""Failover side by side with broadcast-channel, the anchor: pyflowmesh's lab tabs and npm's
+broadcast-channel 7.4.0 (``createLeaderElection``) in the same browser, trials interleaved.
+
+The anchor's page is ``web/lab/bc.html`` (``window.bcl``), which loads the bundle that
+``./build.sh bench`` makes (``web/vendor/broadcast-channel/bc.js``). With Web Locks the
+library's elector is a lock: the tab holding it leads; when its tab goes, the browser
+gives the lock to the next tab waiting, which becomes leader and posts a leader "tell"
+with its token. The other tabs know the new leader when that tell reaches them.
+
+A trial is :func:`bench.browser_bench._failover_trial` for pyflowmesh and
+:func:`_bc_trial` for the anchor: the leader's tab is closed politely (``page.close()``,
+its ``pagehide`` runs) or crashes (``chrome://crash``); the clock starts just before that
+call (the browser's clock); ``all_follow_ms`` is when the last survivor followed one
+new leader (for the anchor: the new leader's own moment of becoming leader, and each
+other survivor's receipt of its tell), ``elected_ms`` when the new leader knew it.
+After each trial a fresh tab replaces the dead one. For each pyflowmesh configuration
+(Web Locks on and off, each heartbeat), its tabs are opened and its trials alternate
+with trials of the anchor, whose tabs stay open throughout: the two always run
+under the same load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from typing import Any
+
+from .browser_bench import ROOT, Harness, Log, _failover_trial, describe, time_origin
+
+BC_READY_JS = "window.bcl_ready === true"
+BC_PAGE = "lab/bc.html"
+BUNDLE = ROOT / "web/vendor/broadcast-channel/bc.js"
+
+
+def open_bc_tabs(h: Harness, context: Any, n: int, query: str, timeout_s: float = 60.0) -> list[Any]:
+    """Open n tabs of the anchor's page; wait until each made its elector."""
+    pages = []
+    for _ in range(n):
+        page = context.new_page()
+        page.goto(h.url(f"/{BC_PAGE}?{query}"), wait_until="domcontentloaded")
+        pages.append(page)
+    for page in pages:
+        page.wait_for_function(BC_READY_JS, timeout=timeout_s * 1000)
+    return pages
+
+
+def bc_wait_leader(pages: list[Any], timeout_s: float = 30.0) -> str:
+    """Wait until exactly one of the anchor's tabs leads; return its token.
+
+    (A tab that joined under a sitting leader does not know its token: with Web Locks
+    the library tells the leader's token only when a tab takes the lead.)
+    """
+    deadline = time.monotonic() + timeout_s
+    states: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        states = [page.evaluate("bcl.state()") for page in pages]
+        leaders = [s["node_id"] for s in states if s["role"] == "leader"]
+        if len(leaders) == 1:
+            return str(leaders[0])
+        time.sleep(0.05)
+    raise RuntimeError("broadcast-channel's tabs did not settle on one leader: "
+                       + ", ".join(f"{s['node_id']}:{s['role']}" for s in states))
+
+
+def _bc_trial(pages: list[Any], mode: str, rng: random.Random, timeout_s: float) -> dict[str, Any]:
+    time.sleep(rng.uniform(0.0, 0.5))
+    states = [page.evaluate("bcl.state()") for page in pages]
+    old = next(s["node_id"] for s in states if s["role"] == "leader")
+    leader_page = pages[[s["node_id"] for s in states].index(old)]
+    survivors = [p for p in pages if p is not leader_page]
+    origins = [time_origin(p) for p in survivors]
+    marks = [len(p.evaluate("bcl.events()")) for p in survivors]
+    t0 = time.time() * 1000
+    if mode == "close":
+        leader_page.close()
+    else:
+        with contextlib.suppress(Exception):
+            leader_page.goto("chrome://crash", timeout=5000)
+    deadline = time.monotonic() + timeout_s
+    result: dict[str, Any] = {"mode": mode, "old_leader": old, "elected_ms": None, "all_follow_ms": None,
+                              "_dead_page": leader_page}
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        try:
+            states = [p.evaluate("bcl.state()") for p in survivors]
+        except Exception as error:  # a survivor died with the leader (a shared renderer)
+            result["error"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            break
+        leaders = [s["node_id"] for s in states if s["role"] == "leader"]
+        if len(leaders) == 1 and leaders[0] != old and all(s["leader_id"] == leaders[0] for s in states):
+            new = leaders[0]
+            times: list[float] = []
+            for page, origin, mark in zip(survivors, origins, marks, strict=True):
+                events = page.evaluate("bcl.events()")[mark:]
+                adopted = next((e for e in events if e["leader"] == new), None)
+                if adopted is not None:
+                    times.append(origin + adopted["at"] - t0)
+            if len(times) == len(survivors):
+                new_page = survivors[[s["node_id"] for s in states].index(new)]
+                result.update(new_leader=new, all_follow_ms=max(times), elected_ms=times[survivors.index(new_page)])
+            break
+    return result
+
+
+class _Group:
+    """One set of tabs (pyflowmesh's lab or the anchor's page) and its trials."""
+
+    def __init__(self, h: Harness, name: str, *, anchor: bool, query: str, tabs: int, heartbeat: float,
+                 locks: bool) -> None:
+        self.h, self.name, self.anchor, self.query, self.tabs = h, name, anchor, query, tabs
+        self.heartbeat, self.locks = heartbeat, locks
+        self.context = h.browser.new_context()
+        self.pages: list[Any] = []
+        self.trials: dict[str, list[dict[str, Any]]] = {"close": [], "crash": []}
+        self.rng = random.Random(f"failover-{name}")
+        self.refill()
+
+    def refill(self) -> None:
+        missing = self.tabs - len(self.pages)
+        if missing > 0:
+            if self.anchor:
+                self.pages += open_bc_tabs(self.h, self.context, missing, self.query)
+            else:
+                self.pages += self.h.open_tabs(self.context, missing, self.query)[0]
+        if self.anchor:
+            bc_wait_leader(self.pages)
+        else:
+            self.h.wait_converged(self.pages)
+
+    def trial(self, mode: str) -> dict[str, Any]:
+        if self.anchor:
+            result = _bc_trial(self.pages, mode, self.rng, timeout_s=10.0 if self.locks else 30.0)
+        else:
+            result = _failover_trial(self.h, self.pages, mode, self.heartbeat, self.rng)
+        dead = result.pop("_dead_page")
+        with contextlib.suppress(Exception):
+            if not dead.is_closed():
+                dead.close()
+        self.pages = [p for p in self.pages if p is not dead]
+        if "error" in result:  # a survivor died too: start this group's tabs afresh
+            for page in self.pages:
+                with contextlib.suppress(Exception):
+                    page.close()
+            self.pages = []
+        self.trials[mode].append(result)
+        self.refill()
+        time.sleep(0.3)
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "anchor": self.anchor, "locks": self.locks,
+                               "heartbeat_ms": None if self.anchor else self.heartbeat, "tabs": self.tabs,
+                               **self.trials}
+        for mode in ("close", "crash"):
+            good = [t for t in self.trials[mode] if t["all_follow_ms"] is not None]
+            out[f"{mode}_all_follow"] = describe([t["all_follow_ms"] for t in good])
+            out[f"{mode}_elected"] = describe([t["elected_ms"] for t in good])
+            out[f"{mode}_failed"] = len(self.trials[mode]) - len(good)
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.context.close()
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def bench_failover_vs_bc(h: Harness, *, trials: int, tabs: int, heartbeats: tuple[float, ...],
+                         locks: tuple[bool, ...] = (True, False), anchor_without_locks: bool = True) -> dict[str, Any]:
+    """pyflowmesh's failover in each configuration, each trial followed by one of the anchor's.
+
+    Per pyflowmesh configuration (``locks`` x ``heartbeats``), ``trials`` polite closes
+    and ``trials`` crashes, alternating; after each, a trial of the anchor of the same
+    mode (the anchor with Web Locks after a pyflowmesh trial with them, else the anchor
+    without them, if ``anchor_without_locks``). Returns per configuration its figures and
+    the anchor's, and ``ratios``: pyflowmesh's p50 / the anchor's p50 (and p95 / p95).
+    """
+    if not BUNDLE.is_file():
+        raise RuntimeError(f"missing {BUNDLE.relative_to(ROOT)}: run ./build.sh bench (it bundles broadcast-channel)")
+    anchors: dict[bool, _Group] = {}
+    out: dict[str, Any] = {"tabs": tabs, "trials": trials, "configs": [], "anchor": {}}
+    try:
+        for use_locks in locks:
+            if use_locks or anchor_without_locks:
+                anchors[use_locks] = _Group(h, f"bc-locks{int(use_locks)}", anchor=True,
+                                            query=f"channel=bench-bc-{int(use_locks)}&locks={int(use_locks)}",
+                                            tabs=tabs, heartbeat=0.0, locks=use_locks)
+        for use_locks in locks:
+            anchor = anchors.get(use_locks)
+            for heartbeat in heartbeats:
+                name = f"pfm-locks{int(use_locks)}-hb{heartbeat:g}"
+                group = _Group(h, name, anchor=False, tabs=tabs, heartbeat=heartbeat, locks=use_locks,
+                               query=f"channel=bench-{name}&heartbeat={heartbeat:g}&locks={int(use_locks)}")
+                try:
+                    for trial in range(2 * trials):
+                        mode = "close" if trial % 2 == 0 else "crash"
+                        mine = group.trial(mode)
+                        theirs = anchor.trial(mode) if anchor is not None else None
+                        h.log(f"failover {name} {mode}: pyflowmesh {_ms(mine['all_follow_ms'])}"
+                              + (f", broadcast-channel {_ms(theirs['all_follow_ms'])}" if theirs else ""))
+                    summary = group.summary()
+                finally:
+                    group.close()
+                out["configs"].append(summary)
+        for use_locks, anchor in anchors.items():
+            out["anchor"][f"locks{int(use_locks)}"] = anchor.summary()
+    finally:
+        for anchor in anchors.values():
+            anchor.close()
+    for config in out["configs"]:
+        anchor_summary = out["anchor"].get(f"locks{int(config['locks'])}")
+        config["ratios"] = {}
+        for mode in ("close", "crash"):
+            mine = config[f"{mode}_all_follow"]
+            theirs = anchor_summary[f"{mode}_all_follow"] if anchor_summary else {}
+            config["ratios"][mode] = {"p50": ratio(mine["p50"], theirs.get("p50")),
+                                      "p95": ratio(mine["p95"], theirs.get("p95"))}
+        h.log(f"failover {config['name']} ({tabs} tabs, {trials} trials each): "
+              + "; ".join(f"{mode} p50/p95 {_ms(config[f'{mode}_all_follow']['p50'])}/"
+                          f"{_ms(config[f'{mode}_all_follow']['p95'])}"
+                          f" (x{_x(config['ratios'][mode]['p50'])} of broadcast-channel)"
+                          for mode in ("close", "crash")))
+    for key, anchor_summary in out["anchor"].items():
+        h.log(f"failover broadcast-channel {key}: "
+              + "; ".join(f"{mode} p50/p95 {_ms(anchor_summary[f'{mode}_all_follow']['p50'])}/"
+                          f"{_ms(anchor_summary[f'{mode}_all_follow']['p95'])}" for mode in ("close", "crash")))
+    return out
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def run(*, quick: bool = False, log: Log = print, harness: Harness | None = None) -> dict[str, Any]:
+    """The side-by-side failover with the settings of a full (or ``quick``) run."""
+    trials, tabs = (2, 3) if quick else (10, 4)
+    heartbeats = (1000.0,) if quick else (1000.0, 5000.0)
+    with contextlib.ExitStack() as stack:
+        h = harness if harness is not None else stack.enter_context(Harness(log, args=_chromium_args()))
+        result = bench_failover_vs_bc(h, trials=trials, tabs=tabs, heartbeats=heartbeats)
+    return {"settings": {"trials": trials, "tabs": tabs, "heartbeats": heartbeats}, **result}
+
+
+def _chromium_args() -> list[str]:
+    """tests/chromium_args.py's command line (the allocation samplers off: see there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pyflowmesh_chromium_args", ROOT / "tests/chromium_args.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.chromium_args())
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=1, default=str))
