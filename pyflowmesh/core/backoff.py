@@ -11,10 +11,10 @@ than a bounded number of records or bytes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 from ..errors import SharedFlowError, shared_error
 from .config import MeshConfig
+from .structs import dataclass  # @dataclass without its cost at import
 from .wire import SyncFailure
 
 __all__ = ["Backoff", "SharedBackoff", "digest", "MAX_ATTEMPT", "MAX_ERROR_TEXT", "MAX_ERROR_TYPE",

@@ -24,11 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields
 from itertools import accumulate
 from typing import Any, ClassVar, cast
 
 from ..errors import ProtocolError
+from .structs import dataclass  # @dataclass without its cost at import
 from .values import MAX_DEPTH, check_json, is_text
 
 __all__ = [
