@@ -5,10 +5,10 @@
 // Every *.py under <source dir> gets a *.pyc beside it, compiled inside Pyodide (so the
 // magic number and the bytecode are those of the Python that the browser runs, whatever
 // python3 the build machine has), with an unchecked-hash header (no timestamp: the same
-// sources give the same bytes). The docstrings of modules and functions are left out (the
-// browser never shows them) and those of classes cut to their first line (a dataclass
-// without one computes its signature for __doc__ at import). Asserts stay, and the line tables
-// (tracebacks keep their line numbers). tools/browser_wheel.py runs this and packs the
+// sources give the same bytes). Docstrings are left out (the browser never shows them), and
+// so are the column tables (PEP 657's carets under the failing expression, as with
+// `python -X no_debug_ranges`: about a quarter of the bytecode); asserts and line numbers stay,
+// so tracebacks still name every line. tools/browser_wheel.py runs this and packs the
 // .pyc files, without the sources, into the browser's wheel. Prints one line of JSON:
 // {"python": "3.14.2", "tag": "cp314", "files": N}.
 import path from "node:path";
@@ -24,7 +24,7 @@ const { loadPyodide } = await import(pathToFileURL(path.join(indexURL, "pyodide.
 const pyodide = await loadPyodide({ indexURL, stdout: () => {}, stderr: (line) => console.error(line) });
 pyodide.mountNodeFS("/src", path.resolve(sourceDir));
 const result = pyodide.runPython(`
-import ast, importlib.util, json, pathlib, sys
+import ast, importlib.util, json, pathlib, sys, types
 from importlib._bootstrap_external import _code_to_hash_pyc
 
 def without_docstrings(tree):
@@ -33,17 +33,44 @@ def without_docstrings(tree):
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \\
                     and isinstance(first.value.value, str):
-                if isinstance(node, ast.ClassDef):
-                    first.value.value = first.value.value.strip().split("\\n", 1)[0]
-                else:
-                    node.body = node.body[1:] or [ast.copy_location(ast.Pass(), first)]
+                node.body = node.body[1:] or [ast.copy_location(ast.Pass(), first)]
     return tree
+
+def varint(value):
+    out = bytearray()
+    while value >= 64:
+        out.append(0x40 | (value & 63))
+        value >>= 6
+    out.append(value)
+    return out
+
+def without_columns(code):
+    # The location table in its "line only" form (Objects/locations.md: code 13, a signed
+    # line delta; code 15: no location), entries of at most 8 code units, as -X
+    # no_debug_ranges writes it. co_lines() must come out the same.
+    consts = tuple(without_columns(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    table, line = bytearray(), code.co_firstlineno
+    for start, end, lineno in code.co_lines():
+        units = (end - start) // 2
+        while units > 0:
+            length = min(units, 8)
+            if lineno is None:
+                table.append(0x80 | 15 << 3 | length - 1)
+            else:
+                delta = lineno - line
+                table.append(0x80 | 13 << 3 | length - 1)
+                table += varint((-delta) << 1 | 1 if delta < 0 else delta << 1)
+                line = lineno
+            units -= length
+    new = code.replace(co_consts=consts, co_linetable=bytes(table))
+    assert list(new.co_lines()) == list(code.co_lines()), code
+    return new
 
 files = 0
 for source in sorted(pathlib.Path("/src").rglob("*.py")):
     relative = str(source.relative_to("/src"))
     data = source.read_bytes()
-    code = compile(without_docstrings(ast.parse(data, relative)), relative, "exec", dont_inherit=True)
+    code = without_columns(compile(without_docstrings(ast.parse(data, relative)), relative, "exec", dont_inherit=True))
     source.with_suffix(".pyc").write_bytes(
         _code_to_hash_pyc(code, importlib.util.source_hash(data), checked=False))
     files += 1
