@@ -18,7 +18,7 @@
 * :func:`bench_import`: ``import pyflowmesh`` (and the runtime and browser transports it
   loads on first use) in a fresh page, with the package installed as the lab page installs
   it (the config's ``packages`` through micropip, or the loader's ``pyflowmesh_wheel``),
-  timed in Python; and the bytes of the wheel the browser downloads.
+  timed in Python; and the bytes of the wheel (or bundle) the browser downloads.
 
 ``trees``: each is a checkout whose ``web/`` is built and whose ``tools/server.py`` serves it
 (so a snapshot of an earlier build can be measured beside this one, trials interleaved).
@@ -49,7 +49,7 @@ TAB_JS = """() => {
   const marks = {};
   for (const m of performance.getEntriesByType("mark")) marks[m.name] = m.startTime;
   const resources = performance.getEntriesByType("resource")
-    .filter((r) => /\\.(whl|wasm|zip|mjs|tar|tgz)$/.test(r.name) || r.name.endsWith("pyscript.json"))
+    .filter((r) => /\\.(whl|wasm|zip|mjs|tar|tgz|gz)$/.test(r.name) || r.name.endsWith("pyscript.json"))
     .map((r) => ({ name: r.name.split("/").pop(), start: r.startTime, end: r.responseEnd,
                    transfer: r.transferSize, encoded: r.encodedBodySize, decoded: r.decodedBodySize }));
   return { origin, marks, resources, ready_ms: window.pyflowmesh_ready_ms, events: window.pfm.events(),
@@ -183,7 +183,7 @@ import importlib.util
  "sourceless": pyflowmesh.__file__.endswith(".pyc"),
  "simulation_installed": importlib.util.find_spec("pyflowmesh.simulation") is not None,
  "new_modules": sorted(set(sys.modules) - before)}`).toJs({ dict_converter: Object.fromEntries });
-  const wheels = performance.getEntriesByType("resource").filter((r) => /\\.whl$/.test(r.name))
+  const wheels = performance.getEntriesByType("resource").filter((r) => /\\.(whl|tar\\.gz)$/.test(r.name))
     .map((r) => ({ name: r.name.split("/").pop(), bytes: r.encodedBodySize }));
   return { boot_ms: t1 - t0, install_ms: t2 - t1, installed, wheels, ...inner };
 }"""

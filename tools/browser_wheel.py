@@ -17,7 +17,12 @@ From the plain wheel in ``dist/`` (``py3-none-any``, sources, for PyPI) this wri
   ``WHEEL`` with the new tag, a new ``RECORD``.
 
 Entries are stored deflated at level 9 with fixed timestamps, so the same sources give the
-same file. Prints the new wheel's path. Standard library and ``node`` only.
+same file. Beside the wheel, the same files as one gzip'd tar (``<wheel name minus
+.whl>.tar.gz``, the *bundle*): what pages download. A zip compresses each file on its own;
+one stream over all of them shares the names and the code that recur between modules (117 KB
+against 138 KB here), and Pyodide unpacks either (``pyodide.unpackArchive``). The wheel
+stays for Pyodide's lock file (``loadPackage``). Prints the new wheel's path. Standard
+library and ``node`` only.
 
     python3 tools/browser_wheel.py dist/pyflowmesh-0.1.0-py3-none-any.whl web/wheels \\
         --pyodide web/vendor/pyodide
@@ -27,11 +32,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
+import io
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -72,7 +80,7 @@ def build(wheel: Path, out: Path, pyodide: Path) -> Path:
     record = [_record_line(n, data) for n, data in files.items()] + [f"{dist_info}/RECORD,,"]
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob(f"{name}-*-cp*-none-any.whl"):
+    for old in [*out.glob(f"{name}-*-cp*-none-any.whl"), *out.glob(f"{name}-*-cp*-none-any.tar.gz")]:
         old.unlink()
     target = out / f"{name}-{version}-{tag}.whl"
     partial = target.with_suffix(".part")
@@ -83,7 +91,24 @@ def build(wheel: Path, out: Path, pyodide: Path) -> Path:
             entry.external_attr = 0o644 << 16
             archive.writestr(entry, data, compresslevel=9)
     shutil.move(partial, target)
+    bundle_path(target).write_bytes(bundle(files))
     return target
+
+
+def bundle_path(wheel: Path) -> Path:
+    """Where :func:`build` puts the bundle of ``wheel``: the same name, ``.tar.gz`` for ``.whl``."""
+    return wheel.with_name(wheel.name[: -len(".whl")] + ".tar.gz")
+
+
+def bundle(files: dict[str, bytes]) -> bytes:
+    """``files`` (path in site-packages: bytes) as one gzip'd tar, level 9, no timestamps, the same bytes each build."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for member, data in files.items():
+            entry = tarfile.TarInfo(member)
+            entry.size, entry.mode, entry.mtime = len(data), 0o644, 0
+            archive.addfile(entry, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
 
 
 def main(argv: list[str] | None = None) -> int:

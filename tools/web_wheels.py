@@ -7,8 +7,9 @@ version, so pages name neither it nor the version; they load these stable files 
 
 - ``manifest.json``: ``name``, ``version``, ``wheel`` (its file name), ``sha256``, ``bytes``,
   ``url`` (from the site's root), ``browser_wheel`` (the same file, relative to the
-  manifest: what ``web/pyodide-nojspi.mjs`` fetches and installs) and the ``pyodide`` and
-  ``pyscript`` versions the build vendored.
+  manifest), ``browser_bundle`` (the same files as one ``.tar.gz``, made beside the wheel:
+  what ``web/pyodide-nojspi.mjs`` fetches and unpacks, smaller than the wheel),
+  ``bundle_bytes``, and the ``pyodide`` and ``pyscript`` versions the build vendored.
 - ``pyscript.json``: a PyScript config for the site's pages (``config="./wheels/pyscript.json"``
   in the demo at ``/``, ``config="../wheels/pyscript.json"`` in the lab at ``/lab/``):
   just the ``interpreter``, ``web/pyodide-nojspi.mjs``, a path from the site's root (PyScript
@@ -44,9 +45,11 @@ def install(wheel: Path, out: Path, pyodide: str, pyscript: str) -> None:
     """Copy the browser ``wheel`` into ``out`` (replacing older builds) and write its manifest and config."""
     name, version = wheel.name.split("-")[:2]
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob(f"{name}-*.whl"):
+    for old in [*out.glob(f"{name}-*.whl"), *out.glob(f"{name}-*.tar.gz")]:
         old.unlink()
     shutil.copyfile(wheel, out / wheel.name)
+    bundle = wheel.with_name(wheel.name[: -len(".whl")] + ".tar.gz")  # tools/browser_wheel.py's
+    shutil.copyfile(bundle, out / bundle.name)
     write_json(out / "manifest.json", {
         "name": name,
         "version": version,
@@ -55,6 +58,8 @@ def install(wheel: Path, out: Path, pyodide: str, pyscript: str) -> None:
         "bytes": wheel.stat().st_size,
         "url": f"./wheels/{wheel.name}",
         "browser_wheel": f"./{wheel.name}",
+        "browser_bundle": f"./{bundle.name}",
+        "bundle_bytes": bundle.stat().st_size,
         "pyodide": pyodide,
         "pyscript": pyscript,
     })

@@ -23,9 +23,10 @@
 // It also installs pyflowmesh, so that pages need no `packages` (which PyScript installs
 // with micropip: loading micropip and packaging, importing them, resolving, then fetching
 // the wheel, one after the other, after Pyodide is up). The build's wheels/manifest.json
-// names the browser wheel (`browser_wheel`: bytecode for this Pyodide, without the
-// simulator; tools/browser_wheel.py); it is fetched as soon as this module loads, while
-// Pyodide boots, and unpacked into site-packages as soon as Pyodide is up. Without a
+// names the browser bundle (`browser_bundle`: bytecode for this Pyodide, without the
+// simulator, as one .tar.gz; tools/browser_wheel.py), or else the browser wheel
+// (`browser_wheel`, the same files as a wheel); it is fetched as soon as this module loads,
+// while Pyodide boots, and unpacked into site-packages as soon as Pyodide is up. Without a
 // manifest (a page of another site) nothing is installed.
 
 import { loadPyodide as loadVendoredPyodide, version } from "./vendor/pyodide/pyodide.mjs";
@@ -35,16 +36,17 @@ export { version };
 const INDEX_URL = new URL("./vendor/pyodide/", import.meta.url).href;
 const MANIFEST_URL = new URL("./wheels/manifest.json", import.meta.url);
 
-// {name, buffer} of the browser wheel, or null; started when this module loads.
+// {name, format, buffer} of the browser bundle (or wheel), or null; started when this module loads.
 const browserWheel = (async () => {
   const response = await fetch(MANIFEST_URL);
   if (!response.ok) return null;
   const manifest = await response.json();
-  if (!manifest.browser_wheel) return null;
-  const url = new URL(manifest.browser_wheel, MANIFEST_URL);
+  const name = manifest.browser_bundle || manifest.browser_wheel;
+  if (!name) return null;
+  const url = new URL(name, MANIFEST_URL);
   const wheel = await fetch(url);
   if (!wheel.ok) throw new Error(`pyodide-nojspi: ${url}: HTTP ${wheel.status}`);
-  return { name: manifest.browser_wheel, buffer: await wheel.arrayBuffer() };
+  return { name, format: manifest.browser_bundle ? "gztar" : "wheel", buffer: await wheel.arrayBuffer() };
 })();
 browserWheel.catch(() => {}); // reported when loadPyodide awaits it
 // "Suspending" (the standard JSPI API) and "Suspender" (its first origin trial) are
@@ -82,7 +84,11 @@ export async function loadPyodide(options = {}) {
     restoreJspi();
   }
   const wheel = await browserWheel;
-  if (wheel) pyodide.unpackArchive(wheel.buffer, "wheel"); // into site-packages, as micropip would
+  if (wheel) {
+    // Into site-packages, as micropip would (a wheel goes there by itself; a tar where it is told).
+    const extractDir = wheel.format === "wheel" ? undefined : pyodide.runPython("import sysconfig; sysconfig.get_path('purelib')");
+    pyodide.unpackArchive(wheel.buffer, wheel.format, extractDir ? { extractDir } : {});
+  }
   performance.mark("pyflowmesh:pyodide-ready");
   return pyodide;
 }
