@@ -1,7 +1,7 @@
 // import pyflowmesh in the vendored Pyodide under Node, from the browser wheel: how long it takes
 // and where the time goes. Fast to iterate on (no browser); bench/startup_bench.py measures tabs.
 //
-//   node bench/import_node.mjs [--runs 5] [--profile] [--wheel web/wheels/<wheel>.whl]
+//   node bench/import_node.mjs [--runs 5] [--profile] [--modules] [--wheel web/wheels/<wheel>.whl]
 //
 // Each run boots a fresh Pyodide, unpacks the wheel into site-packages, then times
 // `import pyflowmesh` and `from pyflowmesh import use_flow, FlowMesh` (plus the browser
@@ -36,6 +36,34 @@ import pyflowmesh.transports.broadcast_channel, pyflowmesh.transports.web_locks,
 runtime_ms = (time.perf_counter() - t) * 1000
 new = sorted(set(sys.modules) - before)
 [ms, runtime_ms, [m for m in new if m.startswith("pyflowmesh")], [m for m in new if not m.startswith("pyflowmesh")]]
+`;
+// --modules: each module's own time (its exec_module, less the imports it ran), one extra run.
+const PER_MODULE = `
+import sys, time
+from importlib import _bootstrap_external as external
+stack, own = [], {}
+original = external.SourcelessFileLoader.exec_module
+def exec_module(self, module):
+    stack.append(0.0)
+    t = time.perf_counter()
+    try:
+        original(self, module)
+    finally:
+        spent = time.perf_counter() - t
+        children = stack.pop()
+        own[module.__name__] = (spent - children) * 1000
+        if stack:
+            stack[-1] += spent
+external.SourcelessFileLoader.exec_module = exec_module
+t = time.perf_counter()
+import pyflowmesh
+from pyflowmesh import use_flow, FlowMesh
+import pyflowmesh.transports.broadcast_channel, pyflowmesh.transports.web_locks, pyflowmesh.transports.page_lifecycle
+total = (time.perf_counter() - t) * 1000
+external.SourcelessFileLoader.exec_module = original
+lines = [f"{ms:7.2f} ms  {name}" for name, ms in sorted(own.items(), key=lambda kv: -kv[1])]
+lines.append(f"{sum(own.values()):7.2f} ms  in modules' own code, of {total:.2f} ms")
+"\\n".join(lines)
 `;
 const PROFILED = `
 import cProfile, io, pstats
@@ -72,6 +100,10 @@ for (const key of ["boot_ms", "install_ms", "import_ms", "runtime_ms", "total_ms
 }
 summary.modules = results[0]?.modules;
 summary.stdlib_modules = results[0]?.stdlib_modules;
+if (argv.includes("--modules")) {
+  const { pyodide } = await boot();
+  console.error(pyodide.runPython(PER_MODULE));
+}
 if (profile) {
   const { pyodide } = await boot();
   console.error(pyodide.runPython(PROFILED));

@@ -59,11 +59,57 @@ def _is_classvar(annotation: Any) -> bool:
     return getattr(annotation, "__origin__", annotation) is ClassVar
 
 
+# A field as _process reads it: name, annotation, default, default_factory, kw_only, repr,
+# compare, whether it is a ClassVar, and the dataclasses.Field the class body gave (or None).
+_Spec = tuple[str, Any, Any, Any, bool, bool, bool, bool, Any]
+
+
+class _LazyFields:
+    """A class's ``__dataclass_fields__``, made of :class:`dataclasses.Field` objects on first use only.
+
+    Making ten ``Field`` objects per class was a third of the decorator's cost; only
+    :mod:`dataclasses`' functions (and tests) read them.
+    """
+
+    __slots__ = ("specs", "home")
+
+    def __init__(self, specs: tuple[_Spec, ...]) -> None:
+        self.specs = specs
+        self.home: Any = None
+
+    def __get__(self, instance: Any, owner: Any) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for name, annotation, default, _factory, kw_only, _repr, _compare, classvar, given in self.specs:
+            spec: Any = given if given is not None else dataclasses.field(default=default)
+            spec.name, spec.type = name, annotation
+            spec._field_type = _FIELD_CLASSVAR if classvar else _FIELD
+            if not classvar and spec.kw_only is _MISSING:
+                spec.kw_only = kw_only
+            fields[name] = spec
+        self.home.__dataclass_fields__ = fields
+        return fields
+
+
+def _specs_of(base: Any) -> tuple[_Spec, ...]:
+    """The fields of a base class: one of ours, a standard dataclass, or neither (none)."""
+    specs = base.__dict__.get("__struct_specs__")
+    if specs is not None:
+        return tuple(specs)
+    fields = base.__dict__.get("__dataclass_fields__")
+    if not fields:
+        return ()
+    return tuple((f.name, f.type, f.default, f.default_factory, f.kw_only is True, f.repr, f.compare,
+                  f._field_type is _FIELD_CLASSVAR, f) for f in fields.values()
+                 if f._field_type in (_FIELD, _FIELD_CLASSVAR))
+
+
 def _process(cls: Any, init: bool, repr_: bool, eq: bool, frozen: bool, slots: bool, kw_only: bool) -> Any:
-    all_fields: dict[str, Any] = {}
+    specs: dict[str, _Spec] = {}
     for base in cls.__mro__[-1:0:-1]:
-        all_fields.update(base.__dict__.get("__dataclass_fields__", {}))
-    annotations = cls.__dict__.get("__annotations__")
+        for spec in _specs_of(base):
+            specs[spec[0]] = spec
+    own = cls.__dict__
+    annotations = own.get("__annotations__")
     if annotations is None:  # Python 3.14 without ``from __future__ import annotations``: evaluated lazily
         try:
             import annotationlib  # type: ignore[import-not-found,unused-ignore]
@@ -72,80 +118,85 @@ def _process(cls: Any, init: bool, repr_: bool, eq: bool, frozen: bool, slots: b
         except ImportError:
             annotations = getattr(cls, "__annotations__", {})
     for name, annotation in annotations.items():
-        default = cls.__dict__.get(name, _MISSING)
-        spec: Any = default if isinstance(default, dataclasses.Field) else dataclasses.field(default=default)
-        spec.name = name
-        spec.type = annotation
-        if _is_classvar(annotation):
-            spec._field_type = _FIELD_CLASSVAR
-        else:
-            spec._field_type = _FIELD
-            if spec.kw_only is _MISSING:
-                spec.kw_only = kw_only
-            if spec.default is not _MISSING and type(spec.default) in (list, dict, set):
-                raise ValueError(f"mutable default {type(spec.default)} for field {name} is not allowed: "
-                                 "use default_factory")
-        if isinstance(default, dataclasses.Field):
-            if spec.default is _MISSING:
+        value = own.get(name, _MISSING)
+        classvar = _is_classvar(annotation)
+        if isinstance(value, dataclasses.Field):
+            field_kw_only = kw_only if value.kw_only is _MISSING else bool(value.kw_only)
+            specs[name] = (name, annotation, value.default, value.default_factory, field_kw_only, value.repr,
+                           value.compare, classvar, value)
+            if value.default is _MISSING:
                 delattr(cls, name)
             else:
-                setattr(cls, name, spec.default)
-        all_fields[name] = spec
-    for name, value in cls.__dict__.items():
+                setattr(cls, name, value.default)
+        else:
+            specs[name] = (name, annotation, value, _MISSING, kw_only, True, True, classvar, None)
+        if not classvar and type(specs[name][2]) in (list, dict, set):
+            raise ValueError(f"mutable default {type(specs[name][2])} for field {name} is not allowed: "
+                             "use default_factory")
+    for name, value in own.items():
         if isinstance(value, dataclasses.Field) and name not in annotations:
             raise TypeError(f"{name!r} is a field but has no type annotation")
 
-    fields = [f for f in all_fields.values() if f._field_type is _FIELD]
-    names = tuple(f.name for f in fields)
-    positional = tuple(f.name for f in fields if not f.kw_only)
+    fields = [spec for spec in specs.values() if not spec[7]]
+    names = tuple(spec[0] for spec in fields)
+    positional = tuple(spec[0] for spec in fields if not spec[4])
     seen_default = False
-    for f in fields:
-        if not f.kw_only:
-            if f.default is not _MISSING or f.default_factory is not _MISSING:
+    for name, _, default, factory, field_kw_only, *_ in fields:
+        if not field_kw_only:
+            if default is not _MISSING or factory is not _MISSING:
                 seen_default = True
             elif seen_default:
-                raise TypeError(f"non-default argument {f.name!r} follows default argument")
+                raise TypeError(f"non-default argument {name!r} follows default argument")
 
-    if slots and "__slots__" not in cls.__dict__:
-        body = dict(cls.__dict__)
+    # The methods go into the class body (a slotted class is made anew: one type() call) or
+    # onto the class; never over a method the class defines itself.
+    home: list[Any] = []  # the final class, for the frozen __setattr__
+    qualname = cls.__qualname__
+    lazy = _LazyFields(tuple(specs.values()))
+    methods: dict[str, Any] = {"__struct_specs__": lazy.specs, "__dataclass_fields__": lazy}
+    if init:
+        methods["__init__"] = _make_init(qualname, fields, positional, frozen)
+    if repr_:
+        methods["__repr__"] = _make_repr(tuple(spec[0] for spec in fields if spec[5]))
+    compared = tuple(spec[0] for spec in fields if spec[6])
+    values: Callable[[Any], Any] = attrgetter(*compared) if compared else (lambda self: ())
+    if eq:
+        methods["__eq__"] = _make_eq(values)
+    class_hash = own.get("__hash__", _MISSING)
+    explicit_hash = not (class_hash is _MISSING or (class_hash is None and "__eq__" in own))
+    forced: dict[str, Any] = {}
+    if eq and not explicit_hash:
+        forced["__hash__"] = _make_hash(values) if frozen else None
+    if frozen:
+        forced["__setattr__"], forced["__delattr__"] = _make_frozen(home, frozenset(names))
+    methods["__match_args__"] = positional
+    methods = {name: value for name, value in methods.items() if name not in own or name.startswith("__struct")}
+    methods["__dataclass_fields__"] = lazy
+    methods.update(forced)
+
+    if slots and "__slots__" not in own:
+        body = dict(own)
         inherited = {name for base in cls.__mro__[1:-1] for name in base.__dict__.get("__slots__", ())}
         body["__slots__"] = tuple(name for name in names if name not in inherited)
         for name in names:
             body.pop(name, None)
         body.pop("__dict__", None)
         body.pop("__weakref__", None)
-        qualname = cls.__qualname__
+        body.update(methods)
         cls = type(cls)(cls.__name__, cls.__bases__, body)
         cls.__qualname__ = qualname
-    cls.__dataclass_fields__ = all_fields
-
-    def put(name: str, value: Any) -> None:
-        if name not in cls.__dict__:
+    else:
+        for name, value in methods.items():
             setattr(cls, name, value)
-
-    if init:
-        put("__init__", _make_init(cls, fields, positional, frozen))
-    if repr_:
-        put("__repr__", _make_repr(tuple(f.name for f in fields if f.repr)))
-    compared = tuple(f.name for f in fields if f.compare)
-    values: Callable[[Any], Any] = attrgetter(*compared) if compared else (lambda self: ())
-    if eq:
-        put("__eq__", _make_eq(values))
-    class_hash = cls.__dict__.get("__hash__", _MISSING)
-    explicit_hash = not (class_hash is _MISSING or (class_hash is None and "__eq__" in cls.__dict__))
-    if eq and not explicit_hash:
-        cls.__hash__ = _make_hash(values) if frozen else None
-    if frozen:
-        cls.__setattr__, cls.__delattr__ = _make_frozen(cls, frozenset(names))
-    put("__match_args__", positional)
+    lazy.home = cls
+    home.append(cls)
     return cls
 
 
-def _make_init(cls: Any, fields: list[dataclasses.Field[Any]], positional: tuple[str, ...], frozen: bool) -> Any:
-    specs: tuple[tuple[str, Any, Any], ...] = tuple((f.name, f.default, f.default_factory) for f in fields)
-    qualname = cls.__qualname__
+def _make_init(qualname: str, fields: list[_Spec], positional: tuple[str, ...], frozen: bool) -> Any:
+    specs = tuple((spec[0], spec[2], spec[3]) for spec in fields)
     npositional = len(positional)
-    all_names = frozenset(f.name for f in fields)
+    all_names = frozenset(spec[0] for spec in fields)
     nfields = len(all_names)
     set_value = object.__setattr__ if frozen else setattr
 
@@ -208,15 +259,15 @@ def _make_hash(values: Callable[[Any], Any]) -> Any:
     return __hash__
 
 
-def _make_frozen(cls: Any, names: frozenset[str]) -> tuple[Any, Any]:
+def _make_frozen(home: list[Any], names: frozenset[str]) -> tuple[Any, Any]:
     def __setattr__(self: Any, name: str, value: Any) -> None:
-        if type(self) is cls or name in names:
+        if type(self) is home[0] or name in names:
             raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-        super(cls, self).__setattr__(name, value)
+        super(home[0], self).__setattr__(name, value)
 
     def __delattr__(self: Any, name: str) -> None:
-        if type(self) is cls or name in names:
+        if type(self) is home[0] or name in names:
             raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
-        super(cls, self).__delattr__(name)
+        super(home[0], self).__delattr__(name)
 
     return __setattr__, __delattr__
