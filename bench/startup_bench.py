@@ -20,6 +20,11 @@
   it (the config's ``packages`` through micropip, or the loader's ``pyflowmesh_wheel``),
   timed in Python; and the bytes of the wheel (or bundle) the browser downloads.
 
+* :func:`bc_cold_start_trial`: the anchor, broadcast-channel 7.4.0's page (``web/lab/bc.html``,
+  once ``./build.sh bench`` has bundled it into ``web/vendor/broadcast-channel/``), as many
+  tabs opened at once, interleaved with the trials above: until exactly one tab leads and every
+  tab has made its elector (its followers wait in the Web Lock's queue, knowing no leader).
+
 ``trees``: each is a checkout whose ``web/`` is built and whose ``tools/server.py`` serves it
 (so a snapshot of an earlier build can be measured beside this one, trials interleaved).
 
@@ -141,6 +146,42 @@ def cold_start_trial(browser: Any, base_url: str, tabs: int, warm: bool, timeout
         context.close()
 
 
+# The anchor: broadcast-channel 7.4.0's page (web/lab/bc.html, bundled by ./build.sh bench), the
+# same number of tabs opened at once. Its followers wait in the Web Lock's queue without learning
+# who leads, so "settled" is: every tab has made its elector and exactly one tab leads.
+BC_TAB_JS = """() => ({ origin: performance.timeOrigin, state: window.bcl.state(), events: window.bcl.events(),
+  ready_ms: (performance.getEntriesByType("navigation")[0] || {}).domContentLoadedEventEnd || null })"""
+
+
+def bc_cold_start_trial(browser: Any, base_url: str, tabs: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    """broadcast-channel's page in ``tabs`` tabs at once (a first visit): until one leads and all run an elector."""
+    context = browser.new_context()
+    try:
+        channel = f"bc-cold-{uuid.uuid4().hex[:8]}"
+        pages = [context.new_page() for _ in range(tabs)]
+        for page in pages:
+            page.goto(f"{base_url}/lab/bc.html?channel={channel}", wait_until="commit")
+        deadline = time.monotonic() + timeout_s
+        for page in pages:
+            page.wait_for_function("window.bcl_ready === true && !!window.bcl",
+                                   timeout=max(1000.0, (deadline - time.monotonic()) * 1000), polling=20)
+        while True:
+            data = [page.evaluate(BC_TAB_JS) for page in pages]
+            leaders = [d for d in data if d["state"]["role"] == "leader"]
+            if len(leaders) == 1 and all(d["ready_ms"] for d in data):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("broadcast-channel's tabs did not settle on one leader")
+            time.sleep(0.05)
+        start = min(d["origin"] for d in data)
+        led = leaders[0]
+        led_at = led["origin"] + next(e["at"] for e in led["events"] if e["role"] == "leader")
+        last_ready = max(d["origin"] + d["ready_ms"] for d in data)
+        return {"all_following_ms": max(led_at, last_ready) - start, "last_ready_ms": last_ready - start}
+    finally:
+        context.close()
+
+
 def _summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {name: describe([t[name] for t in trials])
                            for name in ("all_following_ms", "last_ready_ms", "election_after_last_ready_ms")}
@@ -223,6 +264,8 @@ def run(trees: dict[str, Path], *, trials: int = 5, tabs: int = 4, import_trials
         browser = playwright.chromium.launch(executable_path=chromium, args=args)
         stack.callback(browser.close)
         out["chromium"] = browser.version
+        bc = all((tree / "web" / "vendor" / "broadcast-channel" / "bc.js").is_file() for tree in trees.values())
+        bc_trials: list[dict[str, Any]] = []
         for _ in range(import_trials):
             for name in trees:
                 raw[name]["import"].append(import_trial(browser, urls[name]))
@@ -233,6 +276,11 @@ def run(trees: dict[str, Path], *, trials: int = 5, tabs: int = 4, import_trials
                     raw[name][mode].append(trial)
                     log(f"startup {name} {mode} {i + 1}/{trials}: all follow one leader after "
                         f"{trial['all_following_ms']:.0f} ms (last tab ready {trial['last_ready_ms']:.0f} ms)")
+            if bc:
+                trial = bc_cold_start_trial(browser, next(iter(urls.values())), tabs)
+                bc_trials.append(trial)
+                log(f"startup broadcast-channel first {i + 1}/{trials}: one leader, every tab ready after "
+                    f"{trial['all_following_ms']:.0f} ms")
     for name, runs in raw.items():
         imports = runs["import"]
         entry: dict[str, Any] = {
@@ -255,6 +303,10 @@ def run(trees: dict[str, Path], *, trials: int = 5, tabs: int = 4, import_trials
         if runs["warm"]:
             entry["warm"] = _summary(runs["warm"])
         out["trees"][name] = entry
+    if bc_trials:
+        out["broadcast_channel"] = {"first": {key: describe([t[key] for t in bc_trials])
+                                              for key in ("all_following_ms", "last_ready_ms")},
+                                    "trials": bc_trials}
     return out
 
 
@@ -277,6 +329,13 @@ def report_lines(result: dict[str, Any]) -> list[str]:
                          f"{s['all_following_ms']['p95']:.0f} ms; last ready p50 {s['last_ready_ms']['p50']:.0f}; "
                          f"election after last ready p50 {s['election_after_last_ready_ms']['p50']:.0f} ms; "
                          f"per tab p50 (ms): {parts}")
+        floor = imp["boot_ms"]["p50"]
+        lines.append(f"[{name}] floor (one tab's loadPyodide alone, with the wheel) p50 {floor:.0f} ms")
+    anchor = result.get("broadcast_channel")
+    if anchor:
+        f = anchor["first"]["all_following_ms"]
+        lines.append(f"[broadcast-channel 7.4.0] first: one leader, every tab ready p50 {f['p50']:.0f} / "
+                     f"p95 {f['p95']:.0f} ms")
     return lines
 
 
