@@ -277,7 +277,11 @@ def run(trees: dict[str, Path], *, trials: int = 5, tabs: int = 4, import_trials
                     log(f"startup {name} {mode} {i + 1}/{trials}: all follow one leader after "
                         f"{trial['all_following_ms']:.0f} ms (last tab ready {trial['last_ready_ms']:.0f} ms)")
             if bc:
-                trial = bc_cold_start_trial(browser, next(iter(urls.values())), tabs)
+                try:
+                    trial = bc_cold_start_trial(browser, next(iter(urls.values())), tabs)
+                except Exception as error:  # the anchor failing must not lose our own figures
+                    log(f"startup broadcast-channel first {i + 1}/{trials}: failed ({error})")
+                    continue
                 bc_trials.append(trial)
                 log(f"startup broadcast-channel first {i + 1}/{trials}: one leader, every tab ready after "
                     f"{trial['all_following_ms']:.0f} ms")
