@@ -410,6 +410,7 @@ def _startup(s: dict[str, Any] | None) -> list[str]:
         return [head, "", "Not measured in this run.", ""]
     imp = s["import"]
     floor = imp["boot_ms"]["p50"]  # one tab's loadPyodide, alone: the runtime's own start
+    anchor = ((s.get("broadcast_channel") or {}).get("first") or {}).get("all_following_ms")
     rows = []
     for mode, label in (("first", "first visit (empty cache)"), ("warm", "return visit (cached runtime)")):
         if mode not in s:
@@ -417,12 +418,17 @@ def _startup(s: dict[str, Any] | None) -> list[str]:
         f = s[mode]["all_following_ms"]
         t = s[mode]["per_tab"]
         rows.append([label, f"{_f(f['p50'])} / {_f(f['p95'])} ms", f"{f['p50'] / floor:.1f} x",
+                     f"{f['p50'] / anchor['p50']:.0f} x" if anchor else "not measured",
                      f"{_f(t['to_loader']['p50'])} / {_f(t['pyodide']['p50'])} / {_f(t['to_imported']['p50'])} / "
                      f"{_f(t['to_mesh']['p50'])} / {_f(t['to_following']['p50'])}",
                      f"{_f(s[mode]['election_after_last_ready_ms']['p50'])} ms"])
     return [
         head, "",
+        *(_table(["anchor: broadcast-channel 7.4.0's page, 4 tabs at once (first visit)",
+                  "until one leads and every tab runs its elector, p50 / p95"],
+                 [["", f"{_f(anchor['p50'])} / {_f(anchor['p95'])} ms"]]) + [""] if anchor else []),
         *_table(["4 lab tabs at once", "until all follow one leader, p50 / p95", "against one tab's Pyodide boot",
+                 "against the anchor",
                  "per tab p50, ms: PyScript / Pyodide + wheel / to imports done / to mesh / ready to following",
                  "election after the last tab was ready, p50"], rows),
         "",

@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         log("browser: real Chromium tabs of the lab page (web/lab/), with the mesh and without it")
         results["browser"] = browser_bench.run_all(quick=args.quick, log=log)
         log("browser: cold start of 4 lab tabs at once and import pyflowmesh (bench/startup_bench.py)")
-        results["startup"] = startup_bench.run({"this": ROOT}, trials=2 if args.quick else 5, tabs=4,
-                                               import_trials=2 if args.quick else 5, log=log)["trees"]["this"]
+        startup = startup_bench.run({"this": ROOT}, trials=2 if args.quick else 5, tabs=4,
+                                    import_trials=2 if args.quick else 5, log=log)
+        results["startup"] = {**startup["trees"]["this"], "broadcast_channel": startup.get("broadcast_channel")}
         log("browser: shared live streams (web/lab/stream.html) against the test server's SSE feed")
         with browser_bench.Harness(log) as harness:
             results["streams"] = stream_bench.run_streams(harness, quick=args.quick, log=log)
