@@ -15,7 +15,7 @@ field list instead of generated code, so they are slower per call (an ``__init__
 over the fields); no class here is built often enough for that to show.
 
 Not supported (pyflowmesh does not use them): ``order``, ``unsafe_hash``, ``InitVar``,
-``__post_init__``, ``field(init=False)``, ``weakref_slot``, pickling a frozen slotted instance.
+``__post_init__``, ``field(init=False)``, ``weakref_slot``.
 """
 
 from __future__ import annotations
@@ -170,6 +170,9 @@ def _process(cls: Any, init: bool, repr_: bool, eq: bool, frozen: bool, slots: b
     if frozen:
         forced["__setattr__"], forced["__delattr__"] = _make_frozen(home, frozenset(names))
     methods["__match_args__"] = positional
+    methods["__replace__"] = _replace  # copy.replace(), as dataclasses gives since Python 3.13
+    if frozen and slots:  # copy and pickle restore a frozen slotted instance without its __setattr__
+        methods["__getstate__"], methods["__setstate__"] = _make_state(names)
     methods = {name: value for name, value in methods.items() if name not in own or name.startswith("__struct")}
     methods["__dataclass_fields__"] = lazy
     methods.update(forced)
@@ -271,3 +274,18 @@ def _make_frozen(home: list[Any], names: frozenset[str]) -> tuple[Any, Any]:
         super(home[0], self).__delattr__(name)
 
     return __setattr__, __delattr__
+
+
+def _replace(self: Any, /, **changes: Any) -> Any:
+    return dataclasses.replace(self, **changes)
+
+
+def _make_state(names: tuple[str, ...]) -> tuple[Any, Any]:
+    def __getstate__(self: Any) -> list[Any]:
+        return [getattr(self, name) for name in names]
+
+    def __setstate__(self: Any, state: list[Any]) -> None:
+        for name, value in zip(names, state, strict=True):
+            object.__setattr__(self, name, value)
+
+    return __getstate__, __setstate__
