@@ -22,7 +22,9 @@ from .core.stats import MeshStats
 from .core.wire import VERSION as PROTOCOL_VERSION
 from .errors import (
     CallTimeoutError,
+    FlowCancelledError,
     FlowInterruptedError,
+    FlowTimeoutError,
     MeshDisposedError,
     MeshError,
     MessageTooLarge,
@@ -30,6 +32,7 @@ from .errors import (
     ScopeChangedError,
     SharedCallTimeoutError,
     SharedFlowError,
+    SharedFlowTimeoutError,
 )
 
 if TYPE_CHECKING:
@@ -78,6 +81,9 @@ __all__ = [
     "SharedFlowError",
     "CallTimeoutError",
     "SharedCallTimeoutError",
+    "FlowTimeoutError",
+    "SharedFlowTimeoutError",
+    "FlowCancelledError",
     "MessageTooLarge",
     "ProtocolError",
     "FlowInterruptedError",

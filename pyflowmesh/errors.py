@@ -8,9 +8,12 @@ __all__ = [
     "MeshDisposedError",
     "MessageTooLarge",
     "CallTimeoutError",
+    "FlowTimeoutError",
+    "FlowCancelledError",
     "FlowInterruptedError",
     "ScopeChangedError",
     "SharedCallTimeoutError",
+    "SharedFlowTimeoutError",
     "ProtocolError",
     "shared_error",
 ]
@@ -49,6 +52,22 @@ class CallTimeoutError(MeshError, TimeoutError):
 
     Every tab waiting on that execute gets this error (shared like any failure), so
     a call that never returns can never leave a page "loading" for good.
+    """
+
+
+class FlowTimeoutError(CallTimeoutError):
+    """A flow's call ran longer than the flow's own ``timeout`` (``use_flow(..., timeout=ms)``).
+
+    The call is cancelled in the tab that ran it, and every tab waiting on that execute
+    gets this error (a ``TimeoutError``), shared like any failure.
+    """
+
+
+class FlowCancelledError(MeshError):
+    """``flow.cancel()`` stopped this tab's wait for the execute.
+
+    Not an ``asyncio.CancelledError``: the task that awaited ``execute`` was not
+    cancelled and goes on. The shared call is cancelled only when no tab waits on it.
     """
 
 
@@ -100,7 +119,17 @@ class SharedCallTimeoutError(SharedFlowError, CallTimeoutError):
     :class:`CallTimeoutError` (and so a ``TimeoutError``), as in the tab whose call it was."""
 
 
+class SharedFlowTimeoutError(SharedCallTimeoutError, FlowTimeoutError):
+    """A call ran past its flow's ``timeout`` in another tab: shared like any failure, and still a
+    :class:`FlowTimeoutError` (and so a ``TimeoutError``), as in the tab whose call it was."""
+
+
+_SHARED_TYPES: dict[str, type[SharedFlowError]] = {
+    CallTimeoutError.__name__: SharedCallTimeoutError,
+    FlowTimeoutError.__name__: SharedFlowTimeoutError,
+}
+
+
 def shared_error(key: str, error_type: str, message: str, origin: str, retry_in: float) -> SharedFlowError:
     """The error an execute raises for a failure that happened in another tab (``origin``)."""
-    cls = SharedCallTimeoutError if error_type == CallTimeoutError.__name__ else SharedFlowError
-    return cls(key, error_type, message, origin, retry_in)
+    return _SHARED_TYPES.get(error_type, SharedFlowError)(key, error_type, message, origin, retry_in)

@@ -26,6 +26,7 @@ from .core.config import MeshConfig
 from .core.effects import (
     STREAM_EFFECT_TYPES,
     CacheUpdated,
+    CallRetrying,
     CancelCall,
     Effect,
     FailureShared,
@@ -41,6 +42,7 @@ from .core.effects import (
 )
 from .core.members import Member, MeshChange
 from .core.node import MeshNode
+from .core.policy import CallPolicy
 from .core.stats import MeshStats
 from .core.values import check_flow_key, check_json
 from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
@@ -140,6 +142,10 @@ class FlowMesh:
         self._members: tuple[Member, ...] = ()  # as the last MembersChanged said
         self._change_listeners: list[Callable[[MeshChange], None]] = []
         self._flows: dict[str, FlowFunction] = {}
+        # Per flow, how its calls are made: the core's CallPolicy and the page's should_retry.
+        self._policies: dict[str, CallPolicy] = {}
+        self._should_retry: dict[str, Callable[[BaseException, int], Any]] = {}
+        self._retry_listeners: dict[str, list[Callable[[CallRetrying], None]]] = {}
         self._waiters: dict[int, Waiter] = {}
         # Per key, its listeners; a key's entry goes with its last listener, so both hold
         # at most one entry per key someone listens to now (a Flow follows one key at a time).
@@ -343,8 +349,13 @@ class FlowMesh:
 
     # --- flows ---------------------------------------------------------------------------
 
-    def register(self, key: str, function: FlowFunction) -> None:
+    def register(self, key: str, function: FlowFunction, policy: CallPolicy | None = None,
+                 should_retry: Callable[[BaseException, int], Any] | None = None) -> None:
         """Make ``function`` runnable as the flow ``key`` in this tab (``use_flow`` does this).
+
+        ``policy`` says how many attempts a call gets and how long it may take (the flow's
+        ``retry`` and ``timeout``); ``should_retry(error, attempt)`` (may be async) says
+        whether a failed attempt may be retried at all.
 
         Raises:
             ValueError: another function is already registered under ``key``, or ``key`` is
@@ -357,8 +368,28 @@ class FlowMesh:
                 f"flow key {key!r} is already used by {existing!r} on channel {self.channel!r}; "
                 "pass a distinct key= to use_flow"
             )
+        self._node.register_flow(key, policy)
         self._flows[key] = function
-        self._node.register_flow(key)
+        if policy is None:
+            self._policies.pop(key, None)
+        else:
+            self._policies[key] = policy
+        if should_retry is None:
+            self._should_retry.pop(key, None)
+        else:
+            self._should_retry[key] = should_retry
+
+    def on_retry(self, key: str, callback: Callable[[CallRetrying], None]) -> Callable[[], None]:
+        """Call ``callback(retrying)`` when this tab retries a call of cache key ``key``.
+
+        ``retrying`` is a :class:`~pyflowmesh.core.effects.CallRetrying` (``error``,
+        ``attempt``, ``max_attempts``, ``delay``). Only the calling tab retries: the tabs
+        waiting on its call hear of its last outcome only.
+
+        Returns:
+            A function that unsubscribes.
+        """
+        return _subscribe_key(self._retry_listeners, key, callback)
 
     async def run(self, key: str, *args: Any) -> Any:
         """Execute the registered flow ``key`` with ``args`` through the mesh; return its data."""
@@ -453,7 +484,7 @@ class FlowMesh:
         # The same ID: the digest in every envelope and lock keeps the two scopes apart.
         self._node = self._new_node(old.node_id, config)
         for key in self._flows:
-            self._node.register_flow(key)
+            self._node.register_flow(key, self._policies.get(key))
         if self._streams is not None:
             self._streams.rejoin(self._node)
         self._transport.set_scope(self._node.scope_digest)
@@ -574,6 +605,8 @@ class FlowMesh:
             task = self._loop.create_task(self._call(effect, node))
             self._calls[effect.call_id] = task
             task.add_done_callback(functools.partial(self._call_done, effect.call_id))
+        elif isinstance(effect, CallRetrying):
+            self._tell(self._retry_listeners.get(effect.key, ()), lambda: effect, node)
         elif isinstance(effect, CancelCall):
             running = self._calls.pop(effect.call_id, None)
             if running is not None:
@@ -664,15 +697,40 @@ class FlowMesh:
             failure = error
         except BaseException as error:  # noqa: B036 - every outcome must reach the node
             failure = _interrupted(call.flow, error)
+        retry = True
+        if failure is not None and not isinstance(failure, TypeError):
+            retry = await self._may_retry(call, failure)
         if not self._disposed and node is self._node:  # else: disposed, or a call of a scope this tab left
             if failure is None:
                 node.call_succeeded(call.call_id, result, self._now())
             else:
                 # A TypeError (a result that is not JSON, a bad call) is a bug a retry cannot fix: no back-off.
-                node.call_failed(call.call_id, failure, self._now(), back_off=not isinstance(failure, TypeError))
+                fixable = not isinstance(failure, TypeError)
+                node.call_failed(call.call_id, failure, self._now(), back_off=fixable, retry=fixable and retry)
             self._flush()
         if isinstance(failure, FlowInterruptedError) and isinstance(failure.__cause__, (KeyboardInterrupt, SystemExit)):
             raise failure.__cause__
+
+    async def _may_retry(self, call: StartCall, failure: BaseException) -> bool:
+        """The flow's ``should_retry(error, attempt)``, where it has one and attempts remain; a raising
+        one is a no (logged), for an error a page cannot judge is no reason to call again."""
+        should_retry = self._should_retry.get(call.flow)
+        policy = self._policies.get(call.flow)
+        if should_retry is None or policy is None or call.attempt >= policy.max_attempts:
+            return True
+        try:
+            verdict = should_retry(failure, call.attempt)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            return bool(verdict)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return False
+        except Exception:
+            log.exception("pyflowmesh: should_retry of flow %r raised; not retrying", call.flow)
+            return False
 
     # --- transport events ---------------------------------------------------------------
 

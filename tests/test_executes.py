@@ -113,10 +113,12 @@ async def test_a_cancelled_execute_restores_the_status_and_mesh_data_still_reach
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(follower.execute(), 0.05)
     assert follower.status == "idle"
-    # the shared call goes on; another tab's result reaches the cancelled flow's data
+    # nobody waits on the leader's call any more (the follower withdrew): it is cancelled
+    await until(lambda: leader.stats.calls_cancelled == 1, what="the call nobody waits on cancelled")
+    # another tab's result still reaches the cancelled flow's data
     data = await ends(other.execute(), "the other tab's execute")
     await until(lambda: follower.data == data, what="the mesh data in the cancelled flow")
-    assert follower.status == "success" and len(server.calls) == 1
+    assert follower.status == "success" and len(server.calls) == 2
     assert all(not t._node.executes.table.by_waiter for t in tabs), "a cancelled waiter was kept"
 
 
@@ -132,8 +134,10 @@ async def test_cancelling_every_waiter_of_a_follower_forgets_the_key_and_the_nex
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    # the follower withdrew its request: the leader's call nobody waits on is cancelled
+    await until(lambda: next(t for t in tabs if t is leader).stats.calls_cancelled == 1, what="the call cancelled")
     assert (await ends(follower.execute(7), "the next execute"))["args"] == [7]
-    assert len(server.calls) == 1
+    assert len(server.calls) == 2
 
 
 # --- 8. values are copies -------------------------------------------------------------------

@@ -47,3 +47,46 @@ def test_request_and_invalidate_pairs_cannot_make_a_leader_run_unboundedly_many_
                      2100.0)
         started += sum(isinstance(e, StartCall) for e in node.take_effects())
     assert started <= MAX_SERVED, f"{started} calls running at once, none of them ended"
+
+
+def _leader_serving(*askers: str) -> tuple[object, int]:
+    """A leader ``z`` running a call of ``f`` that ``askers`` asked for; the call's ID."""
+    from pyflowmesh.core.effects import StartCall
+    from pyflowmesh.core.wire import Request, encode
+
+    clock = WallClock()
+    leader = clocked_node("z", clock)
+    leader.start(0.0)
+    leader.tick(1000.0)
+    leader.tick(2000.0)
+    leader.take_effects()
+    for n, asker in enumerate(askers):
+        leader.receive(encode(Request(src=asker, dst="z", req=n + 1, key="f", flow="f", args=[],
+                                      sent=clock.wall)), 2100.0)
+    (call,) = [e for e in leader.take_effects() if isinstance(e, StartCall)]
+    return leader, call.call_id
+
+
+def test_a_withdrawn_request_cancels_the_call_once_no_tab_waits() -> None:
+    from pyflowmesh.core.effects import CancelCall
+    from pyflowmesh.core.wire import Withdraw, encode
+
+    leader, call_id = _leader_serving("a", "b")
+    leader.receive(encode(Withdraw(src="a", dst="z", req=1, key="f")), 2200.0)  # type: ignore[attr-defined]
+    assert not any(isinstance(e, CancelCall) for e in leader.take_effects())  # b still waits
+    leader.receive(encode(Withdraw(src="b", dst="z", req=2, key="f")), 2300.0)  # type: ignore[attr-defined]
+    assert [e for e in leader.take_effects() if isinstance(e, CancelCall)] == [CancelCall(call_id)]
+    assert leader.stats.calls_cancelled == 1  # type: ignore[attr-defined]
+    assert leader.pending_keys() == []  # type: ignore[attr-defined]
+
+
+def test_a_withdrawal_from_a_tab_that_did_not_ask_or_for_another_tab_changes_nothing() -> None:
+    from pyflowmesh.core.effects import CancelCall
+    from pyflowmesh.core.wire import Withdraw, encode
+
+    leader, _ = _leader_serving("a")
+    for forged in (Withdraw(src="x", dst="z", req=1, key="f"), Withdraw(src="a", dst="y", req=1, key="f"),
+                   Withdraw(src="a", dst="z", req=1, key="other")):
+        leader.receive(encode(forged), 2200.0)  # type: ignore[attr-defined]
+        assert not any(isinstance(e, CancelCall) for e in leader.take_effects())  # type: ignore[attr-defined]
+    assert leader.pending_keys() == ["f"] and leader.stats.calls_cancelled == 0  # type: ignore[attr-defined]

@@ -16,7 +16,8 @@ from .values import load_json
 from .wire import Message
 
 __all__ = [
-    "Effect", "Send", "StartCall", "CancelCall", "Resolve", "Reject", "LeaderChanged", "CacheUpdated", "FailureShared",
+    "Effect", "Send", "StartCall", "CancelCall", "CallRetrying", "Resolve", "Reject", "LeaderChanged", "CacheUpdated",
+    "FailureShared",
     "WatchPeers", "MembersChanged", "Renamed", "Source", "EFFECT_TYPES",
     "OpenSource", "CloseSource", "Deliver", "StreamChanged", "StreamState", "STREAM_EFFECT_TYPES",
 ]
@@ -44,6 +45,7 @@ class StartCall:
     flow: str
     args: tuple[Any, ...]
     key: str
+    attempt: int = 1  # of the flow's retry policy's max_attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,20 @@ class CancelCall:
     """
 
     call_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallRetrying:
+    """Attempt ``attempt`` of the call of ``key`` failed with ``error``; attempt ``attempt + 1``
+    starts in ``delay`` ms (a new ``StartCall``). For the page's ``on_retry``; nothing to carry out.
+    """
+
+    key: str
+    flow: str
+    attempt: int
+    max_attempts: int
+    error: BaseException
+    delay: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +206,13 @@ class StreamChanged:
 
 
 Effect = (
-    Send | StartCall | CancelCall | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared | WatchPeers
-    | MembersChanged | Renamed | OpenSource | CloseSource | Deliver | StreamChanged
+    Send | StartCall | CancelCall | CallRetrying | Resolve | Reject | LeaderChanged | CacheUpdated | FailureShared
+    | WatchPeers | MembersChanged | Renamed | OpenSource | CloseSource | Deliver | StreamChanged
 )
 STREAM_EFFECT_TYPES: tuple[type, ...] = (OpenSource, CloseSource, Deliver, StreamChanged)
 """The effects of streams (``core/streams.py``); the runtime hands them to ``stream.py``."""
 EFFECT_TYPES: tuple[type, ...] = (
-    Send, StartCall, CancelCall, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeers,
+    Send, StartCall, CancelCall, CallRetrying, Resolve, Reject, LeaderChanged, CacheUpdated, FailureShared, WatchPeers,
     MembersChanged, Renamed, *STREAM_EFFECT_TYPES,
 )
 """Every effect type: a driver checks it handles each (an effect nobody carries out is a silent bug)."""

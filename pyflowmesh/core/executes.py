@@ -21,12 +21,12 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import CallTimeoutError, MessageTooLarge, shared_error
+from ..errors import CallTimeoutError, FlowTimeoutError, MessageTooLarge, shared_error
 from .backoff import MAX_ERROR_TEXT, MAX_ERROR_TYPE, Backoff, SharedBackoff
 from .cache import SharedCache
 from .claims import ClaimBook, PeerClaims
 from .config import MeshConfig
-from .effects import CancelCall, FailureShared, Reject, Resolve, Source, StartCall
+from .effects import CallRetrying, CancelCall, FailureShared, Reject, Resolve, Source, StartCall
 from .election import Role
 from .pending import ANY_WAIT, NEVER, WAITING_ON_LEADER, Pending, PendingTable, Phase
 from .port import Port
@@ -47,6 +47,7 @@ from .wire import (
     Request,
     Result,
     Sync,
+    Withdraw,
     encode,
 )
 
@@ -71,6 +72,7 @@ class Executes:
         self._claims = claims
         self.registered: set[str] = set()  # flows this tab can run (the leader declines others)
         self.table = PendingTable(config)
+        self.policies = self.table.policies  # flow -> CallPolicy (retries, timeout), set by register
         self._sharing = ResultSharing(port, config, cache, backoff, self.table, self)
         self._peer = PeerClaims(port, config, self.table, claims, self._sharing, self)
         self._requests = LeaderRequests(port, config, self.table, self.registered, cache, backoff, claims,
@@ -112,8 +114,10 @@ class Executes:
     def cancel(self, waiter: int, now: float) -> None:
         """The caller stopped waiting: forget ``waiter``; a key nobody needs any more is dropped.
 
-        A call in progress, or a claim announced to other tabs, goes on: other tabs may
-        wait on it, and its result still fills the cache.
+        A request to another tab is withdrawn (``Withdraw``), so that tab stops serving it
+        to us. This tab's own call is cancelled once no tab is known to wait on it: no
+        local waiter and no tab that asked for it. A claimed call (peer-to-peer) goes on,
+        since the tabs following a claim do not say so; its result still fills the cache.
         """
         pending = self.table.by_waiter.pop(waiter, None)
         if pending is None:
@@ -121,8 +125,34 @@ class Executes:
         for waiters in (pending.waiters, pending.later):
             if waiter in waiters:
                 waiters.remove(waiter)
-        if not pending.waiters and not pending.later and not pending.requesters and pending.phase in ANY_WAIT:
+        if pending.waiters or pending.later or pending.requesters:
+            return
+        if pending.phase in ANY_WAIT:
             self.table.drop(pending)
+            if pending.phase in (Phase.REQUESTED, Phase.ACCEPTED) and pending.target is not None:
+                self._port.send(Withdraw(src=self._port.me(), dst=pending.target, req=pending.req, key=pending.key))
+        elif pending.phase is Phase.CALLING and not pending.claimed:
+            self._cancel_call(pending)
+
+    def _cancel_call(self, pending: Pending) -> None:
+        """Stop this tab's call for ``pending``: nobody waits on it any more."""
+        self.table.drop(pending)
+        if self.table.by_call.pop(pending.call_id, None) is not None and pending.retry_at == NEVER:
+            self._port.emit(CancelCall(pending.call_id))
+        self._port.stats.calls_cancelled += 1
+
+    def on_withdraw(self, message: Withdraw, now: float) -> None:
+        """A tab that asked us for ``key`` no longer waits: serve it no more, and cancel a call
+        nobody waits on."""
+        pending = self.table.by_key.get(message.key)
+        if pending is None or message.src not in pending.requesters:
+            return
+        pending.requesters.discard(message.src)
+        if not pending.waiters and not pending.later and not pending.requesters:
+            if pending.phase is Phase.CALLING and not pending.claimed:
+                self._cancel_call(pending)
+            elif pending.phase in ANY_WAIT:
+                self.table.drop(pending)
 
     def share(self, key: str, value: Any, now: float) -> None:
         """Offer a result produced outside any flow (``FlowMesh.share_result``).
@@ -221,16 +251,43 @@ class Executes:
             self._port.internal_error(error)
             self.finish(pending, now, error=error, renew=False)
 
-    def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
+    def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True,
+                    retry: bool = True) -> None:
         pending = self.table.by_call.pop(call_id, None)
         if pending is None:
             return
         try:
+            if retry and self._retry(pending, error, now):
+                return
             self.table.drop(pending)
             self._fail(pending, error, now, back_off)
         except Exception as bug:
             self._port.internal_error(bug)
             self.finish(pending, now, error=error, renew=False)
+
+    def _retry(self, pending: Pending, error: BaseException, now: float) -> bool:
+        """Schedule the next attempt of ``pending``'s call, if its flow's policy allows one in time.
+
+        The tabs waiting on the call keep waiting (nothing is sent), a claim stays alive;
+        the next attempt gets its call ID now, so the Pending stays reachable (``by_call``)
+        even if an invalidation supersedes it meanwhile.
+        """
+        policy = self.table.policy(pending.flow)
+        delay = policy.retry_delay(pending.attempt)
+        if pending.attempt >= policy.max_attempts or now + delay >= pending.call_deadline:
+            return False
+        self._port.emit(CallRetrying(pending.key, pending.flow, pending.attempt, policy.max_attempts, error, delay))
+        self._port.stats.retries += 1
+        pending.retry_at = now + delay
+        pending.call_id = self.table.new_id()
+        self.table.by_call[pending.call_id] = pending
+        pending.deadline = self._calling_deadline(pending, now)
+        return True
+
+    def _calling_deadline(self, pending: Pending, now: float) -> float:
+        """When a call in progress needs attention: its claim's refresh, its next attempt, its end."""
+        refresh = now + self._config.heartbeat if pending.claimed else NEVER
+        return min(refresh, pending.retry_at, pending.call_deadline)
 
     def abandon_all(self, error: BaseException) -> None:
         """Fail every local waiter (the member is leaving)."""
@@ -266,9 +323,14 @@ class Executes:
         if pending.phase is Phase.CALLING:
             if now >= pending.call_deadline:
                 self._time_out(pending, now)
-            else:  # a claimed call in progress: keep the claim alive
+                return
+            if now >= pending.retry_at:  # the next attempt
+                pending.retry_at = NEVER
+                pending.attempt += 1
+                self._launch(pending)
+            if pending.claimed:  # a claimed call in progress: keep the claim alive
                 self._port.send(Claim(src=self._port.me(), key=pending.key, running=True))
-                pending.deadline = min(now + self._config.heartbeat, pending.call_deadline)
+            pending.deadline = self._calling_deadline(pending, now)
         elif pending.phase is Phase.CLAIMING:
             self._start_call(pending, now)
         elif now >= pending.patience:  # waited on other tabs long enough: call ourselves
@@ -319,6 +381,9 @@ class Executes:
             self._requests.on_accept(message, now)
         elif isinstance(message, Decline):
             self._requests.on_decline(message, now)
+        elif isinstance(message, Withdraw):
+            if message.dst == self._port.me():
+                self.on_withdraw(message, now)
         elif isinstance(message, Result):
             self._on_result(message, now)
         elif isinstance(message, Failure):
@@ -414,25 +479,37 @@ class Executes:
             pending.waiters += pending.later
             pending.later, pending.invalidated = [], False
         pending.call_id = self.table.new_id()
-        pending.call_deadline = now + self._config.call_timeout
-        refresh = now + self._config.heartbeat if pending.claimed else NEVER
-        self.table.enter(pending, Phase.CALLING, min(refresh, pending.call_deadline), self._port.me())
+        pending.attempt, pending.retry_at = 1, NEVER
+        pending.call_deadline = now + pending.budget  # every attempt together (the flow's timeout)
+        self.table.enter(pending, Phase.CALLING, self._calling_deadline(pending, now), self._port.me())
         if pending.claimed:  # the claim won: say so, or the tabs following it give it up (see PeerClaims)
             self._port.send(Claim(src=self._port.me(), key=pending.key, running=True))
+        self._launch(pending)
+
+    def _launch(self, pending: Pending) -> None:
+        """Start attempt ``pending.attempt`` of the call, as ``pending.call_id``."""
         self.table.by_call[pending.call_id] = pending
         self._port.stats.calls += 1
-        self._port.emit(StartCall(pending.call_id, pending.flow, pending.args, pending.key))
+        self._port.emit(StartCall(pending.call_id, pending.flow, pending.args, pending.key, pending.attempt))
 
     def _time_out(self, pending: Pending, now: float) -> None:
         self.table.by_call.pop(pending.call_id, None)
-        self._port.emit(CancelCall(pending.call_id))
+        if pending.retry_at == NEVER:  # an attempt runs (else the next one had not started)
+            self._port.emit(CancelCall(pending.call_id))
         self.table.drop(pending)
-        timeout = self._config.call_timeout
-        error = CallTimeoutError(f"flow {pending.flow!r} ran longer than call_timeout ({timeout:g} ms)")
+        policy = self.table.policy(pending.flow)
+        tries = f" in {pending.attempt} attempts" if pending.attempt > 1 else ""
+        error: CallTimeoutError
+        if policy.timeout is not None:
+            limit = policy.timeout
+            error = FlowTimeoutError(f"flow {pending.flow!r} took longer than its timeout ({limit:g} ms){tries}")
+        else:
+            timeout = self._config.call_timeout
+            error = CallTimeoutError(f"flow {pending.flow!r} ran longer than call_timeout ({timeout:g} ms){tries}")
         self._fail(pending, error, now, back_off=True)
 
     def _abort(self, pending: Pending, error: BaseException) -> None:
-        if self.table.by_call.pop(pending.call_id, None) is not None:
+        if self.table.by_call.pop(pending.call_id, None) is not None and pending.retry_at == NEVER:
             self._port.emit(CancelCall(pending.call_id))
         self.finish(pending, 0.0, error=error, renew=False)
 

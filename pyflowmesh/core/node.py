@@ -29,6 +29,7 @@ from .election import BullyElection, Role
 from .executes import MIN_RECORDS, RECORDS_PER_ENTRY, Executes
 from .members import Member, Members
 from .pending import Phase
+from .policy import DEFAULT_POLICY, CallPolicy
 from .port import Port
 from .stats import MeshStats
 from .streams import Streams
@@ -63,7 +64,7 @@ def _random_suffix(node_id: str) -> str:
     return f"{node_id[: MAX_NODE_ID - 7]}~{os.urandom(3).hex()}"
 
 
-_ADDRESSED = re.compile(r'(?:request|accept|decline|sync)","src":"(?:[^"\\]|\\.)*","dst":"((?:[^"\\]|\\.)*)"')
+_ADDRESSED = re.compile(r'(?:request|accept|decline|withdraw|sync)","src":"(?:[^"\\]|\\.)*","dst":"((?:[^"\\]|\\.)*)"')
 
 
 def addressed_elsewhere(raw: Any, head: str, me: str) -> bool:
@@ -358,13 +359,24 @@ class MeshNode:
                 self._say_hello()
                 self.streams.resume(now)
 
-    def register_flow(self, flow: str) -> None:
-        """This tab can run ``flow``: a leader serves requests only for flows it has.
+    def register_flow(self, flow: str, policy: CallPolicy | None = None) -> None:
+        """This tab can run ``flow``, with ``policy`` (retries, timeout; one attempt by default).
+
+        A leader serves requests only for flows it has. A tab waiting on another tab's
+        call of ``flow`` waits as long as ``policy`` lets that call take.
 
         Raises:
-            TypeError, ValueError: ``flow`` is not a non-empty str that UTF-8 can carry.
+            TypeError, ValueError: ``flow`` is not a non-empty str that UTF-8 can carry,
+                or ``policy`` is not a :class:`~pyflowmesh.core.policy.CallPolicy`.
         """
-        self.executes.registered.add(check_flow_key(flow))
+        check_flow_key(flow)
+        if policy is not None and not isinstance(policy, CallPolicy):
+            raise TypeError(f"a flow's policy is a CallPolicy, got {type(policy).__name__}")
+        self.executes.registered.add(flow)
+        if policy is None or policy == DEFAULT_POLICY:
+            self.executes.policies.pop(flow, None)
+        else:
+            self.executes.policies[flow] = policy
 
     def submit(self, flow: str, args: tuple[Any, ...], now: float) -> int:
         """Start an execute of a registered flow; its waiter ID, whose outcome comes as ``Resolve``/``Reject``.
@@ -446,12 +458,20 @@ class MeshNode:
                 self._wake(now)
                 self.executes.call_succeeded(call_id, value, now)
 
-    def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
-        """A ``StartCall`` raised ``error``; ``back_off=False`` for errors a retry cannot fix."""
+    def call_failed(self, call_id: int, error: BaseException, now: float, back_off: bool = True,
+                    retry: bool = True) -> None:
+        """A ``StartCall`` raised ``error``.
+
+        ``back_off=False`` for errors no later call can fix (no shared back-off);
+        ``retry=False`` for errors the flow's policy must not retry (its ``should_retry``
+        said no): the call fails at once. Otherwise a flow with ``max_attempts`` left
+        starts its next attempt after the policy's delay (``CallRetrying``, then a new
+        ``StartCall``), and only the last failure reaches the waiting tabs.
+        """
         if not self._left:
             with self._guard(now):
                 self._wake(now)
-                self.executes.call_failed(call_id, error, now, back_off)
+                self.executes.call_failed(call_id, error, now, back_off, retry)
 
     def share_result(self, key: str, value: Any, now: float) -> None:
         """Put ``value`` in every tab's cache under ``key``.

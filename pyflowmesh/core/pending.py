@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from .config import MeshConfig
 from .effects import Source
+from .policy import DEFAULT_POLICY, CallPolicy
 from .structs import dataclass  # @dataclass without its cost at import
 from .values import load_json
 
@@ -63,12 +64,15 @@ class Pending:
     flow: str
     args_json: str  # the arguments as canonical JSON: a Request always carries what the key says
     patience: float  # when this tab stops waiting on other tabs and calls itself
+    budget: float  # how long the flow's call may take, every attempt together (its CallPolicy)
     phase: Phase = Phase.AWAIT_LEADER
     deadline: float = NEVER
     target: str | None = None  # the leader asked, or the claim owner followed
     req: int = 0
     call_id: int = 0
     call_deadline: float = NEVER
+    attempt: int = 0  # the attempt of the call running (or waited out before the next one)
+    retry_at: float = NEVER  # when the next attempt starts; NEVER while one runs
     claimed: bool = False  # this tab announced a claim for the key
     superseded: bool = False  # invalidated while its call ran: it answers only who already waited
     invalidated: bool = False  # invalidated while it waited: executes after that wait for a new call
@@ -91,12 +95,22 @@ class PendingTable:
         self.by_waiter: dict[int, Pending] = {}  # one entry per open execute
         self.by_call: dict[int, Pending] = {}  # one per call in progress (superseded ones too)
         self._next_id = 0
+        self.policies: dict[str, CallPolicy] = {}  # the call policy of each flow registered here
+
+    def policy(self, flow: str) -> CallPolicy:
+        """The call policy of ``flow`` as registered in this tab (one attempt, ``call_timeout``, else)."""
+        return self.policies.get(flow, DEFAULT_POLICY)
 
     def new(self, key: str, flow: str, args_json: str, now: float) -> Pending:
-        """A Pending (not yet in the table) whose patience starts ``now``."""
+        """A Pending (not yet in the table) whose patience starts ``now``.
+
+        A tab waiting on another tab's call waits as long as that call may take, retries
+        included (the flow's budget): the same flow has the same policy in every tab.
+        """
         config = self._config
-        patience = now + config.effective_request_timeout + config.call_timeout + config.heartbeat
-        return Pending(key=key, flow=flow, args_json=args_json, patience=patience)
+        budget = self.policy(flow).budget(config.call_timeout)
+        patience = now + config.effective_request_timeout + budget + config.heartbeat
+        return Pending(key=key, flow=flow, args_json=args_json, patience=patience, budget=budget)
 
     def enter(self, pending: Pending, phase: Phase, deadline: float, target: str | None = None) -> None:
         """The one place a Pending changes phase; waiting on others never outlasts its patience."""

@@ -54,7 +54,7 @@ class LeaderRequests:
     def on_accept(self, message: Accept, now: float) -> None:
         pending = self._table.by_key.get(message.key)
         if pending and pending.phase is Phase.REQUESTED and pending.req == message.req:
-            self._table.enter(pending, Phase.ACCEPTED, now + self._config.call_timeout)
+            self._table.enter(pending, Phase.ACCEPTED, now + pending.budget, pending.target)
 
     def on_decline(self, message: Decline, now: float) -> None:
         pending = self._table.by_key.get(message.key)

@@ -38,7 +38,9 @@ class MeshStats:
         members_unlisted: tabs heard but not listed as members, the list being full (MAX_MEMBERS).
         leader_changes: times this tab's view of the leader changed.
         calls: calls of flow functions made in this tab.
-        failed_calls: of those, the ones that raised.
+        failed_calls: executes whose call failed for good (after its last attempt, or its timeout).
+        retries: attempts of a call started again after a failure (a flow's ``retry`` policy).
+        calls_cancelled: calls stopped because no tab waited on them any more (``flow.cancel()``).
         served_by_mesh: executes answered by a result another tab produced.
         served_from_cache: executes answered from this tab's cache without waiting.
         requests_served: requests from other tabs this tab accepted as leader.
@@ -65,6 +67,8 @@ class MeshStats:
     leader_changes: int = 0
     calls: int = 0
     failed_calls: int = 0
+    retries: int = 0
+    calls_cancelled: int = 0
     served_by_mesh: int = 0
     served_from_cache: int = 0
     requests_served: int = 0

@@ -14,8 +14,8 @@ classes that behave the same where it matters: keyword-only and frozen as declar
 field list instead of generated code, so they are slower per call (an ``__init__`` loops
 over the fields); no class here is built often enough for that to show.
 
-Not supported (pyflowmesh does not use them): ``order``, ``unsafe_hash``, ``InitVar``,
-``__post_init__``, ``field(init=False)``, ``weakref_slot``.
+``__post_init__`` runs after ``__init__`` as with dataclasses. Not supported (pyflowmesh does
+not use them): ``order``, ``unsafe_hash``, ``InitVar``, ``field(init=False)``, ``weakref_slot``.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def _process(cls: Any, init: bool, repr_: bool, eq: bool, frozen: bool, slots: b
     lazy = _LazyFields(tuple(specs.values()))
     methods: dict[str, Any] = {"__struct_specs__": lazy.specs, "__dataclass_fields__": lazy}
     if init:
-        methods["__init__"] = _make_init(qualname, fields, positional, frozen)
+        methods["__init__"] = _make_init(qualname, fields, positional, frozen, hasattr(cls, "__post_init__"))
     if repr_:
         methods["__repr__"] = _make_repr(tuple(spec[0] for spec in fields if spec[5]))
     compared = tuple(spec[0] for spec in fields if spec[6])
@@ -196,7 +196,7 @@ def _process(cls: Any, init: bool, repr_: bool, eq: bool, frozen: bool, slots: b
     return cls
 
 
-def _make_init(qualname: str, fields: list[_Spec], positional: tuple[str, ...], frozen: bool) -> Any:
+def _make_init(qualname: str, fields: list[_Spec], positional: tuple[str, ...], frozen: bool, post_init: bool) -> Any:
     specs = tuple((spec[0], spec[2], spec[3]) for spec in fields)
     npositional = len(positional)
     all_names = frozenset(spec[0] for spec in fields)
@@ -217,6 +217,8 @@ def _make_init(qualname: str, fields: list[_Spec], positional: tuple[str, ...], 
                 raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument {name!r}")
             set_value(self, name, value)
         if len(kwargs) == nfields:
+            if post_init:
+                self.__post_init__()
             return
         missing = []
         for name, default, factory in specs:
@@ -231,6 +233,8 @@ def _make_init(qualname: str, fields: list[_Spec], positional: tuple[str, ...], 
         if missing:
             raise TypeError(f"{qualname}.__init__() missing {len(missing)} required argument(s): "
                             + ", ".join(repr(name) for name in missing))
+        if post_init:
+            self.__post_init__()
 
     __init__.__qualname__ = f"{qualname}.__init__"
     return __init__

@@ -59,6 +59,7 @@ __all__ = [
     "StreamEvent",
     "StreamStatus",
     "StreamOwner",
+    "Withdraw",
     "EventId",
     "MAX_STREAM_KEY",
     "MAX_EVENT_ID",
@@ -217,6 +218,21 @@ class Decline:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Withdraw:
+    """The asker of request ``req`` no longer waits for ``key`` (its page cancelled the execute).
+
+    The asked tab stops serving ``key`` to ``src``, and cancels its call when no tab waits
+    on it any more.
+    """
+
+    TYPE: ClassVar[str] = "withdraw"
+    src: str
+    dst: str
+    req: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
     """A successful result for ``key``, ``age`` ms old, produced by ``origin`` as ``version``.
 
@@ -372,12 +388,12 @@ class StreamOwner:
 
 
 Message = (
-    Hello | Election | Answer | Coordinator | Heartbeat | Bye | Alive | Request | Accept | Decline
+    Hello | Election | Answer | Coordinator | Heartbeat | Bye | Alive | Request | Accept | Decline | Withdraw
     | Result | Failure | Claim | Invalidate | Sync | StreamListen | StreamEvent | StreamStatus | StreamOwner
 )
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
-    for cls in (Hello, Election, Answer, Coordinator, Heartbeat, Bye, Alive, Request, Accept, Decline,
+    for cls in (Hello, Election, Answer, Coordinator, Heartbeat, Bye, Alive, Request, Accept, Decline, Withdraw,
                 Result, Failure, Claim, Invalidate, Sync, StreamListen, StreamEvent, StreamStatus, StreamOwner)
 }
 

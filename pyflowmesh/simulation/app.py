@@ -11,6 +11,7 @@ from typing import Any
 
 from ..core.config import MeshConfig
 from ..core.effects import StartCall
+from ..core.policy import Backoff, CallPolicy
 from ..core.values import check_json
 from .calls import CallOutcome, CallPlan
 from .clock import quantize
@@ -18,7 +19,7 @@ from .tab import Tab
 
 __all__ = [
     "FLOWS", "OPTIONAL_FLOW", "PATHOLOGIES", "PATHOLOGY_WEIGHTS", "SCOPES", "FlowCancelled", "NotJSON", "Server",
-    "ServerDown", "sim_config",
+    "ServerDown", "sim_config", "page_policies",
 ]
 
 # The flows of the simulated page, with the arguments executes draw from: 6 cache keys.
@@ -59,6 +60,30 @@ class NotJSON:
 # for str(); mutate: changes the arguments it got, in place.
 PATHOLOGIES = ("cancelled", "hang", "huge", "not-json", "big-int", "mutate")
 PATHOLOGY_WEIGHTS = (2, 2, 1, 2, 1, 3)
+
+
+def page_policies(seed: int, heartbeat: float) -> dict[str, CallPolicy]:
+    """The call policies of the simulated page's flows (``use_flow(..., retry=..., timeout=...)``).
+
+    Drawn from the seed with an RNG of their own, so that the rest of a seed's run is as it
+    was without them: "report" retries (2 or 3 attempts), "user" may retry and may have a
+    timeout, "search" has a timeout of its own (a hung call gives a ``FlowTimeoutError``),
+    "dashboard" keeps the defaults.
+    """
+    rng = random.Random(f"pyflowmesh-policies-{seed}")
+    backoffs: tuple[Backoff, ...] = ("fixed", "linear", "exponential")
+
+    def delay() -> float:
+        return quantize(rng.uniform(0.05, 0.4) * heartbeat)
+
+    policies = {
+        "report": CallPolicy(max_attempts=rng.choice((2, 3)), delay=delay(), backoff=rng.choice(backoffs)),
+        "search": CallPolicy(timeout=quantize(rng.uniform(1.0, 3.0) * heartbeat)),
+    }
+    if rng.random() < 0.7:
+        policies["user"] = CallPolicy(max_attempts=rng.choice((1, 2, 3)), delay=delay(), backoff=rng.choice(backoffs),
+                                      timeout=rng.choice((None, quantize(4.0 * heartbeat))))
+    return policies
 
 
 def sim_config(strategy: str = "leader-follower", *, heartbeat: float = 1000.0, locks: bool = True,
@@ -105,11 +130,13 @@ class Server:
         self.down = False
         self.outages: list[list[float]] = []  # [start, end] of each outage (end inf while it lasts)
         self.keys_down: set[str] = set()  # keys whose endpoint is down (a long outage of one key)
+        self.flaky: dict[str, int] = {}  # key -> how many of its next calls fail ("flaky" fault)
         self.call_count = 0
         self.calls: dict[str, list[CallLog]] = defaultdict(list)
         # Call ends reported to tabs: (time, True unless it failed with a back-off, scope digest)
         self.ends: dict[str, list[tuple[float, bool, str]]] = defaultdict(list)
         self.produced: dict[int, float] = {}  # call number -> when its response was produced
+        self.given_up: set[int] = set()  # call numbers their tab's node gave up on (CancelCall)
         self.produced_values: dict[int, str] = {}  # call number -> the value returned, as JSON
         # Pathological flow functions: the chance that a call started before ``pathology_until``
         # misbehaves, and how (PATHOLOGIES, weighted).
@@ -128,6 +155,13 @@ class Server:
         elif self.outages and self.outages[-1][1] == math.inf:
             self.outages[-1][1] = now
 
+    def give_up(self, tab: Tab, key: str) -> None:
+        """The tab's node cancelled its latest call of ``key`` (nobody waits on it, or it timed out)."""
+        for call in reversed(self.calls.get(key, ())):
+            if call[1] == tab.id and call[3] not in self.given_up:
+                self.given_up.add(call[3])
+                return
+
     def calls_of(self, key: str, since: float = -math.inf) -> list[float]:
         """Start times of the calls of ``key`` since ``since``."""
         return [call[0] for call in self.calls.get(key, ()) if call[0] >= since]
@@ -138,6 +172,9 @@ class Server:
         number = self.call_count
         key = call.key
         ok = not self.down and key not in self.keys_down
+        if ok and self.flaky.get(key, 0) > 0:  # a flaky endpoint: this call fails, a later one may not
+            self.flaky[key] -= 1
+            ok = False
         waiting = [r.start for r in tab.waiters.values() if r.key == key]
         self.calls[key].append((now, tab.id, ok, number, min(waiting, default=math.inf), tab.digest, tab.index,
                                 tab.scope_since if tab.scope_since is not None else now))

@@ -92,6 +92,7 @@ class Oracle:
         # when P last became true (None while false).
         self.converged_since: float | None = None
         self.leadership_changes: list[float] = []  # times P went false
+        self.converged_spans: list[list[float]] = []  # [since, until] of each period P held (until inf: holds)
         self.failovers: list[float] = []  # how long each such period lasted
 
     # --- as the run goes ----------------------------------------------------------------------
@@ -140,10 +141,12 @@ class Oracle:
         converged = bool(converged_leaders(t for t in world.open_tabs if not t.fresh and not t.away))
         if converged and self.converged_since is None:
             self.converged_since = world.now
+            self.converged_spans.append([world.now, math.inf])
             if self.leadership_changes:
                 self.failovers.append(world.now - self.leadership_changes[-1])
         elif not converged and self.converged_since is not None:
             self.converged_since = None
+            self.converged_spans[-1][1] = world.now
             self.leadership_changes.append(world.now)
 
     def check_cached(self, tab: Tab, effect: CacheUpdated) -> None:
@@ -312,6 +315,13 @@ class Oracle:
                 return ended + sim.lock_delay[1] + beat + 4 * delay
             return ended + config.silence_limit(beat, hidden) + 2 * beat + 4 * delay
 
+        def listed(viewer: Tab) -> set[str]:
+            try:
+                return set(viewer.node.members.ids())
+            except Exception as error:  # a member ID that is no str got in: the decoder let it through
+                self.violate("exception", f"tab {viewer.id}: its member list cannot be read: {error!r}")
+                return set()
+
         def check(viewer: Tab, listed: set[str], should: set[str]) -> None:
             for missing in sorted(should - listed - {viewer.id}):
                 self.violate("members", f"tab {viewer.id} ({viewer.node.role}) does not list the live member {missing}")
@@ -324,7 +334,7 @@ class Oracle:
             scope_mates = {t.id for t in live if t.digest == viewer.digest}
             node = viewer.node
             if config.strategy == "peer-to-peer":
-                check(viewer, set(node.members.ids()), scope_mates)
+                check(viewer, listed(viewer), scope_mates)
                 continue
             if not node.is_leader:
                 leader = by_id.get(node.leader or "")
@@ -332,7 +342,7 @@ class Oracle:
                     self.violate("members", f"tab {viewer.id} names {node.successor} its successor, its leader "
                                             f"{leader.id} {leader.node.successor}")
                 continue
-            check(viewer, set(node.members.ids()), scope_mates)
+            check(viewer, listed(viewer), scope_mates)
 
     def check_held(self, when: str) -> None:
         """No live tab holds in its cache a value the server produced for another scope (the effects
@@ -412,6 +422,45 @@ class Oracle:
         # Once settled: Request → Accept → call → Result, or claim → call → Result.
         quiet = config.claim_window + call_max + 4 * delay_max
         return Bounds(convergence=convergence, fault_execute=convergence + fault_tail, quiet_execute=quiet)
+
+    # Faults after which a key may rightly be called anew within one execute: a tab left, froze, slept
+    # or came back, a twin or a scope switch moved the mesh, a caller's cancel ended a call.
+    _DISRUPTIONS = frozenset({"crash", "close", "freeze", "throttle", "bfcache", "twin-id", "hand-over",
+                              "scope-switch", "cancel", "long-outage"})
+    # Faults that strike all through the fault phase (forged posts, misbehaving flows, cancelling callers).
+    _PHASE_WIDE = frozenset({"hostile", "pathological", "cancel-callers"})
+
+    def excess_attempts(self, quiet_at: float) -> list[Violation]:
+        """k. A failing execute (the server's error), whose mesh (leader-follower) kept one leader and met
+        no disruption from its start to its end, saw at most its flow's ``max_attempts`` calls of its key
+        in its scope: the calling tab retries, every other tab waits, only the last failure is shared."""
+        sim, server = self.world, self.server
+        if sim.config.strategy != "leader-follower":
+            return []
+        disrupted = [t for t, kind in sim.faults.times if kind in self._DISRUPTIONS]
+        phase_wide = any(sim.faults.get(kind) for kind in self._PHASE_WIDE)
+        found = []
+        for record in sim.execs:
+            if record.outcome != "rejected" or record.end is None or record.tab_gone or record.digest is None:
+                continue
+            error = record.error
+            if getattr(error, "error_type", type(error).__name__) != "ServerDown":
+                continue
+            start, end = record.start, record.end
+            if phase_wide and start < quiet_at:
+                continue
+            if any(start - self.world.delay[1] <= t <= end for t in disrupted):
+                continue
+            if not any(a <= start and b >= end for a, b in self.converged_spans):
+                continue
+            policy = sim.policies.get(record.flow)
+            most = policy.max_attempts if policy is not None else 1
+            calls = [c for c in server.calls.get(record.key, ()) if start <= c[0] <= end and c[5] == record.digest]
+            if len(calls) > most:
+                found.append(Violation(
+                    "retries", end, f"execute of {record.key!r} in tab {record.tab} ({start:.1f}..{end:.1f}) saw "
+                    f"{len(calls)} calls (tabs {', '.join(c[1] for c in calls)}); its flow allows {most} attempt(s)"))
+        return found
 
     def judge(self, bounds: Bounds, quiet_at: float, end_at: float) -> SimulationReport:
         """The end-of-run checks (a. to g. of :class:`SimulationReport`, and leftovers), and the report."""
@@ -493,8 +542,8 @@ class Oracle:
                 if call[0] >= stable:
                     by_scope[call[5]].append(call)
             for first, second in (pair for group in by_scope.values() for pair in zip(group, group[1:], strict=False)):
-                if second[0] - first[0] >= config.stale_time:
-                    continue
+                if second[0] - first[0] >= config.stale_time or first[3] in server.given_up:
+                    continue  # (a call given up produced nothing: nobody waited on it any more, or it timed out)
                 first_end = server.produced.get(first[3], math.inf) + 2 * delay_max
                 if concurrent_only and second[4] > first_end:
                     continue
@@ -523,6 +572,9 @@ class Oracle:
                     violations.append(Violation(
                         "backoff", start, f"tab {tab_id} called {key!r} at {start:.1f}, within the back-off "
                         f"of the failure at {failed_at:.1f} (error_backoff {config.error_backoff:.0f}ms)"))
+
+        # k. retries: with a stable mesh, a failing execute's key is called at most its flow's max_attempts times
+        violations.extend(self.excess_attempts(quiet_at))
 
         # f. what a caller passed to execute is unchanged (a flow may mutate only its own copy)
         for record in sim.execs:

@@ -53,6 +53,7 @@ from ..core.config import MeshConfig
 from ..core.effects import (
     EFFECT_TYPES,
     CacheUpdated,
+    CallRetrying,
     CancelCall,
     CloseSource,
     Deliver,
@@ -70,6 +71,7 @@ from ..core.effects import (
 )
 from ..core.election import Role
 from ..core.node import MeshNode
+from ..core.policy import CallPolicy
 from ..core.values import cache_key
 from ..core.wire import Message
 from ..errors import MeshDisposedError, MeshError, ScopeChangedError
@@ -80,7 +82,21 @@ from .streams import SimStreams
 from .tab import Tab
 from .text import describe_post, safe_repr
 
-__all__ = ["ANY_SCOPE", "NetworkError", "VirtualNetwork", "converged_leaders", "every_effect"]
+__all__ = ["ANY_SCOPE", "FaultLog", "NetworkError", "VirtualNetwork", "converged_leaders", "every_effect"]
+
+
+class FaultLog(Counter[str]):
+    """How many faults of each kind struck, and when each was counted (``times``: (time, kind))."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self._clock = clock
+        self.times: list[tuple[float, str]] = []
+
+    def __setitem__(self, kind: str, count: int) -> None:
+        if count > self.get(kind, 0):
+            self.times.append((self._clock(), kind))
+        super().__setitem__(kind, count)
 
 ANY_SCOPE: Any = object()
 """"Every scope", where a scope may be given (``None`` is the shared scope)."""
@@ -141,6 +157,7 @@ class VirtualNetwork:
         server: decides how flow calls end (default: :class:`EchoServer`).
         decoded: deliver the decoded message (``MeshNode.handle``) rather than its text.
         log_posts: keep every post in ``posts`` as ``(time, sender ID, message)``.
+        policies: each flow's call policy (retries, timeout), registered with it in every tab.
     """
 
     default_flows: tuple[str, ...] = ()
@@ -162,9 +179,11 @@ class VirtualNetwork:
         server: CallServer | None = None,
         decoded: bool = False,
         log_posts: bool = False,
+        policies: Mapping[str, CallPolicy] | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
+        self.policies: dict[str, CallPolicy] = dict(policies or {})  # the page's flows' retry/timeout policies
         self.config = config
         self.locks = locks
         self.delay = delay
@@ -182,7 +201,7 @@ class VirtualNetwork:
         self.execs: list[ExecRecord] = []
         self.messages = 0  # posts
         self.deliveries = 0  # posts taken in by a tab
-        self.faults: Counter[str] = Counter()  # what happened to the tabs: crashes, freezes...
+        self.faults = FaultLog(lambda: self.now)  # what happened to the tabs (crashes, freezes...), and when
         self.events: Counter[str] = Counter()  # what the core did: calls given up, renames...
         self.trace: list[str] | None = [] if verbose else None
         self._leadership_dirty = False  # set when a tab's view of its leader may have changed
@@ -191,6 +210,7 @@ class VirtualNetwork:
         self._hung: dict[tuple[int, int], CallOutcome] = {}  # calls that never return
         self._handlers = every_effect({
             Send: self._on_send, StartCall: self._on_start_call, CancelCall: self._on_cancel_call,
+            CallRetrying: self._on_call_retrying,
             Resolve: self._settle, Reject: self._settle, LeaderChanged: self._on_leader_changed,
             CacheUpdated: self._on_cache_updated, FailureShared: self._on_failure_shared,
             WatchPeers: self._on_watch_peers, MembersChanged: self._on_members_changed, Renamed: self._on_renamed,
@@ -491,6 +511,7 @@ class VirtualNetwork:
         """The page executes ``record``'s flow (skipped, and so recorded, in a closed or frozen tab)."""
         record.start = self.now
         record.tab_index = tab.index
+        record.digest = tab.digest
         self.execs.append(record)
         if not tab.alive or tab.frozen:
             record.tab_gone = not tab.alive
@@ -715,8 +736,9 @@ class VirtualNetwork:
     def _leadership_changed(self) -> None:
         """Some tab's view of its leader may have changed (a tab opened, left, or heard of a leader)."""
 
-    def _call_ended(self, tab: Tab, outcome: CallOutcome) -> None:
-        """A call's outcome is about to reach the node that started it."""
+    def _call_ended(self, tab: Tab, outcome: CallOutcome, retried: bool) -> None:
+        """A call's outcome reached the node that started it (its effects not yet carried out);
+        ``retried``: it was a failed attempt the node starts again (the flow's retry policy)."""
 
     def _call_given_up(self, tab: Tab, key: str) -> None:
         """The tab's node gave up on a call of ``key`` it started (``CancelCall``)."""
@@ -753,6 +775,16 @@ class VirtualNetwork:
             self._hung[(tab.index, effect.call_id)] = plan.outcome
         else:
             self._push(self.now + plan.duration, _CALL_DONE, tab, effect.call_id, plan.outcome)
+
+    def _on_call_retrying(self, tab: Tab, effect: CallRetrying) -> None:
+        """A failed attempt is retried (the flow's policy): the next StartCall comes after the delay."""
+        self.events["retries"] += 1
+        policy = self.policies.get(effect.flow)
+        if policy is None or effect.attempt >= policy.max_attempts:
+            self._problem("retry", f"tab {tab.id}: attempt {effect.attempt} of {effect.key!r} retried, but its flow "
+                                   f"allows {policy.max_attempts if policy else 1} attempt(s)")
+        self.log(tab, f"attempt {effect.attempt}/{effect.max_attempts} of {effect.key} failed; "
+                      f"retry in {effect.delay:g}ms")
 
     def _on_cancel_call(self, tab: Tab, effect: CancelCall) -> None:
         """The node gave up on a call; the runtime cancels its task."""
@@ -889,18 +921,21 @@ class VirtualNetwork:
             if self.rng.random() < 0.5:
                 return
             self.events["late outcomes"] += 1
-        else:
-            self._call_ended(tab, outcome)
         self.log(tab, f"call {call_id} {'ok' if ok else 'failed'}{' (late, after CancelCall)' if late else ''}")
+        # The page's should_retry says no to one failure in five (the runtime asks it before reporting).
+        retry = ok or not back_off or self.rng.random() >= 0.2
+        retries = tab.node.stats.retries
         try:
             if ok:
                 tab.node.call_succeeded(call_id, value, self._local(tab))
             elif back_off:
-                tab.node.call_failed(call_id, value, self._local(tab))
+                tab.node.call_failed(call_id, value, self._local(tab), retry=retry)
             else:
                 tab.node.call_failed(call_id, value, self._local(tab), back_off=False)
         except BaseException:
             self._exception(tab, "call_succeeded" if ok else "call_failed")
+        if not late:
+            self._call_ended(tab, outcome, tab.node.stats.retries > retries)
         if late:
             effects = tab.node.take_effects()
             if effects:
@@ -1053,7 +1088,7 @@ class VirtualNetwork:
         node = MeshNode(node_id, config, new_id=lambda old: self._fresh_id(), wall_clock=lambda: self.now,
                         locks=self.locks)
         for flow in flows:
-            node.register_flow(flow)
+            node.register_flow(flow, self.policies.get(flow))
         for stream in self.default_streams:
             node.register_stream(stream, self.stream_grace)
         return node

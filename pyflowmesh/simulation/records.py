@@ -30,6 +30,7 @@ class ExecRecord:
     cancelled: bool = False  # its caller stopped waiting (MeshNode.cancel); ``end`` is when
     bad_args: bool = False  # its arguments are not fit to share: a TypeError from execute is expected
     tab_index: int = -1
+    digest: str | None = None  # the scope digest of its tab when it started
     on_end: Callable[[ExecRecord], None] | None = field(default=None, repr=False, compare=False)
     sent_args: str = field(default="", repr=False)  # the arguments as JSON when the execute started
 

@@ -37,7 +37,8 @@ class SimulationReport:
        outage, no work left from them), calls of one key (across all tabs) start at least
        ``stale_time`` apart, in both strategies (bursts of executes a few ms apart included).
        Without ``share_cache``, only a call by a tab that already waited for the key while
-       the earlier call ran counts.
+       the earlier call ran counts. A call its tab gave up (``CancelCall``: no tab waited on
+       it any more, or it timed out) produced nothing, so the next one is no duplicate.
     d. No exception escapes a node input, and ``stats.internal_errors`` stays 0.
     e. No tab calls a key within ``error_backoff`` of a failure it heard (no retry storm),
        and no key is blocked (an execute rejected with a back-off's ``SharedFlowError``)
@@ -55,6 +56,12 @@ class SimulationReport:
        with ``ScopeChangedError`` (``scope-changed``), and no outcome of a call started before
        the switch reaches the new node. Convergence (a), duplicate calls (c), back-offs (e)
        and sync are checked per scope: each scope is a mesh of its own.
+    k. Retries (leader-follower): a failing execute (the server's error) whose mesh kept one
+       leader and met no disruption (a tab leaving, freezing, sleeping or coming back, a twin, a
+       scope switch, a cancel; nor forged posts or misbehaving flows) from its start to its end
+       saw at most its flow's ``max_attempts`` calls of its key in its scope: the calling tab
+       retries, every other tab waits, only the last failure is shared (``retries``). And no tab
+       retries past its flow's ``max_attempts`` (``retry``, checked as it happens).
     j. Members (checked a few heartbeats after the end, nothing failing meanwhile): every
        live tab is a member as its leader sees it (peer-to-peer: as every live tab of its
        scope sees it); no tab lists a member that ended longer ago than the end of a tab

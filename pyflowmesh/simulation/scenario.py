@@ -156,6 +156,7 @@ class RandomScenario:
         """The quiet phase starts: everything thaws and shows, the server is up."""
         sim = self.sim
         sim.set_server_down(False)
+        sim.server.flaky.clear()
         sim.streams.server.fail_rate = 0.0
         for tab in list(sim.open_tabs):
             if tab.away:
@@ -473,6 +474,34 @@ class RandomScenario:
                 switch(tab)
         sim.at(when, act)
 
+    def make_an_endpoint_flaky(self, when: float, prefer_leader: bool) -> None:
+        """From ``when``, one key's next 1 to 4 calls fail (a flaky endpoint): flows that retry
+        ride it out or fail after their last attempt; executes are made of it meanwhile."""
+        sim, rng = self.sim, self.rng
+        flow = rng.choice(tuple(FLOWS))
+        key = cache_key(flow, rng.choice(FLOWS[flow]))
+        failures = rng.randint(1, 4)
+
+        def act() -> None:
+            sim.faults["flaky"] += 1
+            sim.server.flaky[key] = failures
+            sim.log(None, f"{key} fails its next {failures} call(s)")
+
+        sim.at(when, act)
+        for _ in range(rng.randint(1, 3)):
+            self.execute_key_at(flow, key, when + rng.uniform(0, max(0.0, min(self.beat, self.quiet_at - when))))
+
+    def execute_key_at(self, flow: str, key: str, when: float) -> None:
+        """An execute of ``key`` (of ``flow``) in a tab picked then."""
+        args = next(a for a in FLOWS[flow] if cache_key(flow, a) == key)
+
+        def act() -> None:
+            candidates = [t for t in self.sim.open_tabs if not t.frozen and flow in t.flows]
+            if candidates:
+                self.execute_in(self.rng.choice(candidates), flow, args, False)
+
+        self.sim.at(when, act)
+
     def post_noise(self, when: float, prefer_leader: bool) -> None:
         """A foreign script, or another version of the page, posts on the channel."""
         self.sim.inject(self.rng.choice(NOISE), when)
@@ -483,6 +512,7 @@ class RandomScenario:
         "pathological": make_flows_misbehave, "hostile": post_hostile_messages, "cancel": let_callers_cancel,
         "bfcache": send_a_tab_to_the_bfcache, "twin-id": open_a_twin, "bad-args": execute_bad_arguments,
         "long-outage": plan_a_long_outage, "scope-switch": switch_scopes, "hand-over": hand_over,
+        "flaky": make_an_endpoint_flaky,
     }
 
 

@@ -10,11 +10,13 @@ a run reports everything that went wrong.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.config import MeshConfig
 from ..core.effects import CacheUpdated
-from .app import FLOWS, Server
+from ..core.policy import CallPolicy
+from .app import FLOWS, Server, page_policies
 from .calls import CallOutcome
 from .invariants import Oracle
 from .network import VirtualNetwork
@@ -46,9 +48,12 @@ class Simulation(VirtualNetwork):
         call_duration: tuple[float, float] = (5.0, 200.0),
         lock_delay: tuple[float, float] = (40.0, 90.0),
         verbose: bool = False,
+        policies: Mapping[str, CallPolicy] | None = None,
     ) -> None:
+        if policies is None:  # the page's own, drawn from the seed
+            policies = page_policies(seed, config.heartbeat)
         super().__init__(seed, config, locks=locks, delay=delay, call_duration=call_duration, lock_delay=lock_delay,
-                         verbose=verbose)
+                         verbose=verbose, policies=policies)
         self.server: Server = Server(self.rng, config, call_duration, self.faults)
         self.oracle = Oracle(self, self.server)
         self.violations = self.oracle.violations
@@ -94,13 +99,15 @@ class Simulation(VirtualNetwork):
     def _leadership_changed(self) -> None:
         self.oracle.leadership_changed()
 
-    def _call_ended(self, tab: Tab, outcome: CallOutcome) -> None:
+    def _call_ended(self, tab: Tab, outcome: CallOutcome, retried: bool) -> None:
         ok, _, key, back_off, _ = outcome
-        self.server.ends[key].append((self.now, ok or not back_off, tab.digest))  # a failure without back-off
+        if not retried:  # a failed attempt that is retried is no failure the mesh hears of
+            self.server.ends[key].append((self.now, ok or not back_off, tab.digest))  # a failure without back-off
         if not ok and back_off:
             self.oracle.note_failure(tab, key)
 
     def _call_given_up(self, tab: Tab, key: str) -> None:
+        self.server.give_up(tab, key)
         self.oracle.note_failure(tab, key)  # giving up is a failure: a back-off may start
 
     def _resolved(self, tab: Tab, record: ExecRecord, value: Any, source: str) -> None:

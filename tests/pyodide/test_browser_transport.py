@@ -69,6 +69,7 @@ async def test_every_message_type_round_trips_through_the_real_channel(selenium_
         p.Request(src="a", dst="b", req=7, key='f[1,"x"]', flow="f", args=[1, "x"]),
         p.Accept(src="b", dst="a", req=7, key="k"),
         p.Decline(src="b", dst="a", req=7, key="k", reason="unknown-flow"),
+        p.Withdraw(src="a", dst="b", req=7, key="k"),
         p.Result(
             src="b", key="k", value={"deep": [1, 2.5, None, True, "ü"]}, version=2, origin="b", age=12.5, shared=True
         ),
