@@ -19,8 +19,8 @@ From the plain wheel in ``dist/`` (``py3-none-any``, sources, for PyPI) this wri
 Entries are stored deflated at level 9 with fixed timestamps, so the same sources give the
 same file. Beside the wheel, the same files as one gzip'd tar (``<wheel name minus
 .whl>.tar.gz``, the *bundle*): what pages download. A zip compresses each file on its own;
-one stream over all of them shares the names and the code that recur between modules (117 KB
-against 138 KB here), and Pyodide unpacks either (``pyodide.unpackArchive``). The wheel
+one stream over all of them shares the names and the code that recur between modules (133 KB
+against 155 KB here), and Pyodide unpacks either (``pyodide.unpackArchive``). The wheel
 stays for Pyodide's lock file (``loadPackage``). Prints the new wheel's path. Standard
 library and ``node`` only.
 
