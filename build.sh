@@ -61,7 +61,8 @@ commands:
                         into dist/ and assemble the offline browser runtime:
                         web/vendor/pyodide/  (npm pyodide@${PYODIDE_VERSION} + PyPI wheels in its lock)
                         web/vendor/pyscript/ (npm @pyscript/core@${PYSCRIPT_VERSION}, dist/)
-                        web/wheels/          (our wheel, manifest.json, pyscript.json)
+                        web/wheels/          (the browser wheel: bytecode for that Pyodide, without the
+                                             simulator; manifest.json, pyscript.json)
   demo [--port N]       build if needed, then serve the site in web/ with tools/server.py: the demo
                         (web/demo/) at http://127.0.0.1:N/ (default \$PORT or 8000), the lab at /lab/
   test [--level L]... [pytest args]
@@ -136,9 +137,13 @@ do_build() {
     build_wheel
     fetch_npm "pyodide@${PYODIDE_VERSION}" "pyodide-${PYODIDE_VERSION}.tgz" "." "$PYODIDE_DIR"
     fetch_npm "@pyscript/core@${PYSCRIPT_VERSION}" "pyscript-core-${PYSCRIPT_VERSION}.tgz" "dist" "$PYSCRIPT_DIR"
+    # The browser's wheel: bytecode compiled by the vendored Pyodide (in Node), without the simulator.
+    log "compiling the browser wheel with Pyodide ${PYODIDE_VERSION} (node)"
+    BROWSER_WHEEL="$("$PYTHON" tools/browser_wheel.py "$WHEEL" "$CACHE/browser-wheel" --pyodide "$PYODIDE_DIR")"
+    log "built $BROWSER_WHEEL ($(stat -c %s "$BROWSER_WHEEL") bytes)"
     ensure_build_venv
-    "$VENV/bin/python" tools/vendor_pyodide.py "$PYODIDE_DIR" "${PYODIDE_LOCK_PACKAGES[@]}" --add-wheel "$WHEEL"
-    "$PYTHON" tools/web_wheels.py "$WHEEL" "$WHEELS_DIR" --pyodide "$PYODIDE_VERSION" --pyscript "$PYSCRIPT_VERSION"
+    "$VENV/bin/python" tools/vendor_pyodide.py "$PYODIDE_DIR" "${PYODIDE_LOCK_PACKAGES[@]}" --add-wheel "$BROWSER_WHEEL"
+    "$PYTHON" tools/web_wheels.py "$BROWSER_WHEEL" "$WHEELS_DIR" --pyodide "$PYODIDE_VERSION" --pyscript "$PYSCRIPT_VERSION"
     log "build done in $(elapsed "$t0") s"
 }
 

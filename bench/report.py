@@ -88,6 +88,7 @@ def render(results: dict[str, Any], png: str) -> str:
     out += _streams(results.get("streams") or {})
     out += _sim(sim)
     out += _size_import(b)
+    out += _startup(results.get("startup"))
     out += _poor(results)
     return "\n".join(out) + "\n"
 
@@ -398,6 +399,53 @@ def _size_import(b: dict[str, Any]) -> list[str]:
         "",
         "Measured in a page of the server's origin that loads Pyodide directly (no PyScript), times "
         "taken with `time.perf_counter()` inside Pyodide.",
+        "",
+    ]
+
+
+def _startup(s: dict[str, Any] | None) -> list[str]:
+    """Cold start and the browser's download (bench/startup_bench.py)."""
+    head = "## 7. Cold start: 4 tabs opened at once, and what the browser downloads"
+    if not s or "first" not in s:
+        return [head, "", "Not measured in this run.", ""]
+    imp = s["import"]
+    floor = imp["boot_ms"]["p50"]  # one tab's loadPyodide, alone: the runtime's own start
+    anchor = ((s.get("broadcast_channel") or {}).get("first") or {}).get("all_following_ms")
+    rows = []
+    for mode, label in (("first", "first visit (empty cache)"), ("warm", "return visit (cached runtime)")):
+        if mode not in s:
+            continue
+        f = s[mode]["all_following_ms"]
+        t = s[mode]["per_tab"]
+        rows.append([label, f"{_f(f['p50'])} / {_f(f['p95'])} ms", f"{f['p50'] / floor:.1f} x",
+                     f"{f['p50'] / anchor['p50']:.0f} x" if anchor else "not measured",
+                     f"{_f(t['to_loader']['p50'])} / {_f(t['pyodide']['p50'])} / {_f(t['to_imported']['p50'])} / "
+                     f"{_f(t['to_mesh']['p50'])} / {_f(t['to_following']['p50'])}",
+                     f"{_f(s[mode]['election_after_last_ready_ms']['p50'])} ms"])
+    return [
+        head, "",
+        *(_table(["anchor: broadcast-channel 7.4.0's page, 4 tabs at once (first visit)",
+                  "until one leads and every tab runs its elector, p50 / p95"],
+                 [["", f"{_f(anchor['p50'])} / {_f(anchor['p95'])} ms"]]) + [""] if anchor else []),
+        *_table(["4 lab tabs at once", "until all follow one leader, p50 / p95", "against one tab's Pyodide boot",
+                 "against the anchor",
+                 "per tab p50, ms: PyScript / Pyodide + wheel / to imports done / to mesh / ready to following",
+                 "election after the last tab was ready, p50"], rows),
+        "",
+        *_table(["", ""], [
+            ["what the browser downloads of ours", f"{', '.join(w['name'] for w in imp['wheels'])}: "
+             f"{imp['download_bytes'] / 1024:.1f} KiB (installed by the {imp['installed']}; bytecode only: "
+             f"{imp['sourceless']}; simulator installed: {imp['simulation_installed']})"],
+            ["`import pyflowmesh` + runtime and browser transports, fresh page",
+             f"p50 {_f(imp['import_ms']['p50'], 1)} + {_f(imp['import_browser_ms']['p50'], 1)} = "
+             f"{_f(imp['total_ms']['p50'], 1)} ms"],
+            ["floor: one tab's `loadPyodide` alone (with the wheel)", f"p50 {_f(floor)} ms"],
+        ]),
+        "",
+        "Each trial opens the tabs in a new browser context (a first visit), and again in a context that "
+        "loaded the page once (a return visit); per-tab spans come from `performance` marks of "
+        "`web/pyodide-nojspi.mjs` and `web/lab/lab.py`. The tabs share 2 cores, so a tab's start is mostly "
+        "CPU contention between the tabs (see docs/build-notes.md, \"Cold start\").",
         "",
     ]
 

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import browser_bench, election_before, failover_bench, lag_bench, sim_bench, stream_bench
+from . import browser_bench, election_before, failover_bench, lag_bench, sim_bench, startup_bench, stream_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "browser"):
         log("browser: real Chromium tabs of the lab page (web/lab/), with the mesh and without it")
         results["browser"] = browser_bench.run_all(quick=args.quick, log=log)
+        log("browser: cold start of 4 lab tabs at once and import pyflowmesh (bench/startup_bench.py)")
+        startup = startup_bench.run({"this": ROOT}, trials=2 if args.quick else 5, tabs=4,
+                                    import_trials=2 if args.quick else 5, log=log)
+        results["startup"] = {**startup["trees"]["this"], "broadcast_channel": startup.get("broadcast_channel")}
         log("browser: shared live streams (web/lab/stream.html) against the test server's SSE feed")
         with browser_bench.Harness(log) as harness:
             results["streams"] = stream_bench.run_streams(harness, quick=args.quick, log=log)

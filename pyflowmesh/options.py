@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 from .core.policy import BACKOFFS, MAX_ATTEMPTS, Backoff, CallPolicy
+from .core.structs import dataclass  # @dataclass without its cost at import
 from .core.values import check_flow_key
 from .core.wire import MAX_MILLIS
 

@@ -35,9 +35,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, Protocol
 
+from .core.structs import dataclass  # @dataclass without its cost at import
 from .core.values import check_json, dump_json
 
 __all__ = ["Storage", "MemoryStorage", "PersistStats", "Persistence", "stats", "storage", "use_storage",

@@ -24,12 +24,12 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from .core.effects import CloseSource, Deliver, Effect, OpenSource, StreamChanged
 from .core.node import MeshNode
 from .core.streams import DEFAULT_GRACE
+from .core.structs import dataclass  # @dataclass without its cost at import
 from .core.values import check_flow_key, flow_key_for
 from .errors import FlowInterruptedError
 from .mesh import FlowMesh, _members, _mesh_for, _subscribe

@@ -675,11 +675,12 @@ def test_a_back_off_that_overflows_in_a_long_outage_is_caught(monkeypatch: pytes
     call_failed = MeshNode.call_failed
     failures: dict[int, int] = {}
 
-    def overflowing(self: MeshNode, call_id: int, error: BaseException, now: float, back_off: bool = True) -> None:
+    def overflowing(self: MeshNode, call_id: int, error: BaseException, now: float, back_off: bool = True,
+                    retry: bool = True) -> None:
         failures[id(self)] = failures.get(id(self), 0) + 1
         if failures[id(self)] > 600:
             raise OverflowError("int too large to convert to float")
-        call_failed(self, call_id, error, now, back_off)
+        call_failed(self, call_id, error, now, back_off, retry)
 
     monkeypatch.setattr(MeshNode, "call_failed", overflowing)
     parent = Simulation(0, sim_config())

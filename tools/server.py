@@ -13,9 +13,14 @@ So a path whose first segment names an entry of ``web/`` (other than ``demo``) i
 from ``web/``, and any other path from ``web/demo/``.
 
 Files are served with the MIME types browsers insist on
-(``.mjs`` as JavaScript, ``.wasm`` as ``application/wasm``) and
-``Cache-Control: no-store`` so a rebuilt wheel is never served stale (tests of the
-back/forward cache set ``server.cache_control = "no-cache"``: ``no-store`` keeps pages out of it).
+(``.mjs`` as JavaScript, ``.wasm`` as ``application/wasm``). Pages get
+``Cache-Control: no-store`` (``server.cache_control``; tests of the back/forward cache set
+it to ``"no-cache"``: ``no-store`` keeps pages out of that cache). The runtime every page
+shares (``/vendor/``, ``/wheels/``, ``/pyodide-nojspi.mjs``: megabytes) gets ``no-cache``
+(``RUNTIME_CACHE_CONTROL``): the browser keeps it and asks each time whether it changed
+(``If-Modified-Since``: a 304 for an unchanged file, so a rebuilt wheel is never served
+stale), and Chromium keeps the compiled WebAssembly of ``pyodide.asm.wasm`` in its code
+cache for the next visit, which it never does for a ``no-store`` response.
 
 The API lets tests see how often "the backend" was really called:
 
@@ -261,6 +266,11 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().lower() not in ("0", "false", "off", "no", "")
 
 
+# The runtime every page loads (first path segment): cached by the browser, revalidated on each use.
+RUNTIME_PATHS = frozenset({"vendor", "wheels", "pyodide-nojspi.mjs"})
+RUNTIME_CACHE_CONTROL = "no-cache"
+
+
 class Handler(SimpleHTTPRequestHandler):
     server: DemoServer
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
@@ -282,7 +292,9 @@ class Handler(SimpleHTTPRequestHandler):
 
     # -- plumbing -------------------------------------------------------
     def end_headers(self) -> None:
-        self.send_header("Cache-Control", self.server.cache_control)
+        first = urlsplit(self.path).path.lstrip("/").split("/", 1)[0]
+        shared = first in RUNTIME_PATHS and self.server.cache_control == "no-store"
+        self.send_header("Cache-Control", RUNTIME_CACHE_CONTROL if shared else self.server.cache_control)
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002

@@ -120,7 +120,7 @@ def check_pins(packages: dict[str, PackageSpec], specs: list[str]) -> list[str]:
 
 def is_in_place(folder: Path, entry: PackageSpec) -> bool:
     path = folder / entry.file_name
-    return path.is_file() and sha256_of(path) == entry.sha256
+    return path.is_file() and sha256_of(path) == str(entry.sha256)
 
 
 def provide(lock: PyodideLockSpec, keys: list[str], folder: Path) -> None:
@@ -157,8 +157,21 @@ def add_wheel(lock: PyodideLockSpec, wheel: Path, folder: Path) -> PyodideLockSp
         (folder / old.file_name).unlink(missing_ok=True)
     target = folder / wheel.name
     shutil.copyfile(wheel, target)
-    # The entry's name, imports, depends (from the wheel's metadata) and sha256.
-    lock = add_wheels_to_spec(lock, [target], base_path=folder)
+    tags = parse_wheel_filename(wheel.name)[3]
+    python = "cp" + "".join(lock.info.python.split(".")[:2])
+    if any(t.interpreter == python and t.abi == "none" and t.platform == "any" for t in tags):
+        # Bytecode for the lock's Python (tools/browser_wheel.py's cp314-none-any, the tag
+        # Pyodide's own py-compile gives): pyodide-lock's check accepts only pyXY-none-any,
+        # abi3 and platform wheels, so this entry is written here, as that function would.
+        with zipfile.ZipFile(target) as zf:
+            imports = sorted({n.split("/")[0] for n in zf.namelist()
+                              if n.count("/") == 1 and n.split("/")[1] in ("__init__.py", "__init__.pyc")})
+        lock.packages[name] = PackageSpec(
+            name=name, version=str(parse_wheel_filename(wheel.name)[1]), file_name=wheel.name,
+            install_dir="site", sha256=sha256_of(target), package_type="package", imports=imports, depends=[])
+    else:
+        # The entry's name, imports, depends (from the wheel's metadata) and sha256.
+        lock = add_wheels_to_spec(lock, [target], base_path=folder)
     print(f"vendor_pyodide: {wheel.name} is in the lock as {name!r} (sha256 {lock.packages[name].sha256[:12]}...)")
     return lock
 

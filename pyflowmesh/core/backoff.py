@@ -10,11 +10,9 @@ than a bounded number of records or bytes.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-
 from ..errors import SharedFlowError, shared_error
 from .config import MeshConfig
+from .structs import dataclass  # @dataclass without its cost at import
 from .wire import SyncFailure
 
 __all__ = ["Backoff", "SharedBackoff", "digest", "MAX_ATTEMPT", "MAX_ERROR_TEXT", "MAX_ERROR_TYPE",
@@ -29,6 +27,8 @@ MAX_ERROR_TYPE = 200
 def digest(key: str) -> bytes:
     """A short stand-in for a key in tables that never need the key back (claims, failure counts):
     a key may be as long as a message, and a hostile script can send a thousand of them."""
+    import hashlib  # here, not at import: Pyodide compiles hashlib from source (zipimport), 5-10 ms
+
     return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 

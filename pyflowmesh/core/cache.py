@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
+from .structs import dataclass  # @dataclass without its cost at import
 from .values import load_json
 from .wire import SyncEntry
 

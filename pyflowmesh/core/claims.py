@@ -11,13 +11,12 @@ with it. What a tab knows of claims is kept by a 16-byte digest of the key, boun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .backoff import digest
 from .config import MeshConfig
 from .pending import Pending, PendingTable, Phase, Router
 from .port import Port
 from .sharing import ResultSharing
+from .structs import dataclass  # @dataclass without its cost at import
 from .values import load_json
 from .wire import Claim, Failure, Request, Result
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, fields, replace
 from typing import Any, Literal
 
+from .structs import dataclass  # @dataclass without its cost at import
 from .wire import MAX_INTERVAL, MAX_MILLIS, MIN_INTERVAL
 
 __all__ = ["MeshConfig", "Strategy", "STRATEGIES", "MAX_SCOPE_LENGTH"]

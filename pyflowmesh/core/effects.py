@@ -8,10 +8,10 @@ out and reports back: a ``StartCall`` comes back as ``call_succeeded`` or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from .members import Member
+from .structs import dataclass  # @dataclass without its cost at import
 from .values import load_json
 from .wire import Message
 

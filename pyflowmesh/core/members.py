@@ -25,10 +25,10 @@ cannot grow it; with Web Locks a forged ID holds no lock and leaves at once.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from .config import MeshConfig
 from .stats import MeshStats
+from .structs import dataclass  # @dataclass without its cost at import
 from .wire import MAX_MEMBERS, MemberEntry
 
 __all__ = ["Member", "MeshChange", "Members"]

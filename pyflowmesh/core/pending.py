@@ -14,13 +14,14 @@ executes of one key in one tab share one call. Its phase changes only through
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
 from typing import Any, Protocol
 
 from .config import MeshConfig
 from .effects import Source
 from .policy import DEFAULT_POLICY, CallPolicy
+from .structs import dataclass  # @dataclass without its cost at import
 from .values import load_json
 
 __all__ = ["Phase", "Pending", "PendingTable", "Router", "TRANSITIONS", "WAITING_ON_LEADER", "ANY_WAIT", "NEVER"]

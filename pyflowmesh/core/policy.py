@@ -12,9 +12,9 @@ Whether an error may be retried at all (``should_retry``) is the runtime's quest
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
+from .structs import dataclass  # @dataclass without its cost at import
 from .wire import MAX_MILLIS
 
 __all__ = ["Backoff", "BACKOFFS", "CallPolicy", "DEFAULT_POLICY", "MAX_ATTEMPTS"]

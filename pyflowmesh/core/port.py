@@ -9,11 +9,11 @@ can be built and tested alone, and the node is the one place that composes them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .effects import Effect
 from .election import Role
 from .stats import MeshStats
+from .structs import dataclass  # @dataclass without its cost at import
 from .wire import MAX_MILLIS, Message
 
 __all__ = ["Port"]

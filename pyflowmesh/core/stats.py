@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from .structs import dataclass  # @dataclass without its cost at import
 
 __all__ = ["MAX_DETAILS_PER_KIND", "MAX_DROP_REASONS", "MeshStats"]
 

@@ -30,7 +30,7 @@ first), ``MAX_LEASES`` leases per stream.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from ..errors import shared_error
 from .backoff import MAX_ATTEMPT, MAX_ERROR_TEXT, MAX_ERROR_TYPE
@@ -38,6 +38,7 @@ from .config import MeshConfig
 from .effects import CloseSource, Deliver, OpenSource, StreamChanged, StreamState
 from .election import Role
 from .port import Port
+from .structs import dataclass  # @dataclass without its cost at import
 from .values import check_flow_key, check_json, dump_json, load_json
 from .wire import (
     MAX_COUNT,

@@ -21,14 +21,14 @@ one channel are two meshes that never act on each other's messages.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields
 from itertools import accumulate
 from typing import Any, ClassVar, cast
 
 from ..errors import ProtocolError
+from .structs import dataclass  # @dataclass without its cost at import
 from .values import MAX_DEPTH, MAX_FLOW_KEY, check_json, is_text
 
 __all__ = [
@@ -432,6 +432,8 @@ def scope_digest(channel: str, scope: str | None) -> str:
     name = channel.encode("utf-8", "surrogatepass")
     # The channel's length first: no other pair of channel and scope gives the same bytes.
     data = b"pyflowmesh-scope\0%d:" % len(name) + name + scope.encode("utf-8", "surrogatepass")
+    import hashlib  # here, not at import: Pyodide compiles hashlib from source (zipimport)
+
     return hashlib.sha256(data).hexdigest()[:16]
 
 

@@ -105,7 +105,7 @@ def pyproject_version() -> str:
 def pyflowmesh_wheel(request) -> Path:
     """The wheel of pyflowmesh in the dist dir (checked present and not older than the source)."""
     dist_dir = Path(request.config.getoption("dist_dir"))
-    wheels = sorted(dist_dir.glob("pyflowmesh-*-py3-none-any.whl"))
+    wheels = sorted(dist_dir.glob("pyflowmesh-*.whl"))  # the browser wheel (cp3XX-none-any: bytecode)
     if not wheels:
         pytest.fail(f"no pyflowmesh wheel in {dist_dir}: run ./build.sh build", pytrace=False)
     wheel = wheels[-1]

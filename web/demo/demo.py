@@ -35,8 +35,9 @@ CROWN = (
 params = js.URLSearchParams.new(window.location.search)
 HEARTBEAT = float(params.get("heartbeat") or 2000)
 DELAY_MS = int(params.get("delay_ms") or 800)
+STALE_MS = float(params.get("stale_ms") or 15_000)  # how long a result is served without a call
 
-mesh = FlowMesh(channel=CHANNEL, heartbeat=HEARTBEAT, stale_time=15_000, error_backoff=3000)
+mesh = FlowMesh(channel=CHANNEL, heartbeat=HEARTBEAT, stale_time=STALE_MS, error_backoff=3000)
 fetching_here = False
 
 

@@ -112,6 +112,8 @@ import pyflowmesh.mesh
 from pyflowmesh import FlowMesh, SharedFlowError, use_flow
 from pyflowmesh.core.values import cache_key
 
+js.performance.mark("lab:imported")  # cold-start stamps (bench/startup_bench.py): the page's imports are done
+
 params = js.URLSearchParams.new(js.location.search)
 
 
@@ -151,6 +153,7 @@ if options.get("error_backoff", 0) > options.get("max_error_backoff", 30_000):
 
 mesh = FlowMesh(CHANNEL, scope=SCOPE, **options) if USE_MESH else None
 js.window.lab_node_id = mesh.node_id if mesh else None
+js.performance.mark("lab:mesh")  # the mesh has joined (its first election is under way)
 
 
 def make_fetch(key: str):
