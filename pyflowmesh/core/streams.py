@@ -97,6 +97,11 @@ class StreamInfo:
     hidden_leases: set[str] = field(default_factory=set)  # listeners whose page said it is hidden
 
 
+def _check_grace(grace: object) -> None:
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= MAX_GRACE:
+        raise ValueError(f"a stream's grace must be a number of ms from 0 to {MAX_GRACE:g}, got {grace!r}")
+
+
 class Streams:
     """The streams of one tab: listening, running sources, sharing events."""
 
@@ -125,8 +130,7 @@ class Streams:
                 already has ``MAX_STREAMS`` registered streams.
         """
         check_flow_key(key)
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= MAX_GRACE:
-            raise ValueError(f"a stream's grace must be a number of ms from 0 to {MAX_GRACE:g}, got {grace!r}")
+        _check_grace(grace)
         if key not in self.registered and len(self.registered) >= MAX_REGISTERED:
             raise ValueError(f"this tab has {MAX_REGISTERED} streams registered already")
         self.registered[key] = float(grace)
@@ -140,8 +144,7 @@ class Streams:
             TypeError, ValueError: a bad prefix or grace, or ``MAX_REGISTERED`` families already.
         """
         check_flow_key(prefix)
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= MAX_GRACE:
-            raise ValueError(f"a stream's grace must be a number of ms from 0 to {MAX_GRACE:g}, got {grace!r}")
+        _check_grace(grace)
         if prefix not in self.families and len(self.families) >= MAX_REGISTERED:
             raise ValueError(f"this tab has {MAX_REGISTERED} stream families registered already")
         self.families[prefix] = float(grace)
