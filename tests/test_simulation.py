@@ -72,7 +72,7 @@ def test_a_thousand_seeds_of_up_to_30_tabs_hold_every_invariant() -> None:
     # 30 tabs, not 50: without Web Locks every follower says Alive once a heartbeat, so a seed's
     # deliveries grow with the square of its tabs. Runs of 50 tabs and of 10,000 seeds are for
     # `python -m pyflowmesh.simulation` (docs/benchmarks.md, the issues' notes), not for CI.
-    summary = run_many(range(1000), max_tabs=30, strategy="both")
+    summary = run_many(range(1000), max_tabs=30, strategy="both", workers=2)  # both of CI's cores
     details = "\n".join(
         f"{report.summary()}\n" + "\n".join(f"    {v}" for v in report.violations[:5])
         for report in summary.failures[:20]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from .plan import FAULT_KINDS, plan
+from .plan import FAULT_KINDS, RunPlan, plan
 from .report import SimulationReport
 from .scenario import run_plan
 
@@ -140,15 +142,35 @@ def run_many(
     progress: Callable[[SimulationReport], None] | None = None,
     faults: Iterable[str] = FAULT_KINDS,
     pathologies: Iterable[str] | None = None,
+    workers: int = 1,
 ) -> Summary:
-    """Run every seed's plan (:func:`plan`) and sum up the reports."""
+    """Run every seed's plan (:func:`plan`) and sum up the reports, in seed order.
+
+    ``workers`` > 1 runs the seeds in that many processes (started afresh, not forked: the
+    caller may have threads); a seed's run is the same wherever it runs.
+    """
     summary = Summary()
     started = time.perf_counter()
     faults = tuple(faults)
-    for seed in seeds:
-        report = run_plan(plan(seed, max_tabs, strategy, locks, faults, pathologies), verbose=verbose)
+    plans = [plan(seed, max_tabs, strategy, locks, faults, pathologies) for seed in seeds]
+    if workers > 1 and len(plans) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            reports: Iterable[SimulationReport] = pool.map(_run, plans, [verbose] * len(plans), chunksize=4)
+            _add_all(summary, reports, progress)
+    else:
+        _add_all(summary, (_run(planned, verbose) for planned in plans), progress)
+    summary.wall = time.perf_counter() - started
+    return summary
+
+
+def _run(planned: RunPlan, verbose: bool) -> SimulationReport:
+    return run_plan(planned, verbose=verbose)
+
+
+def _add_all(summary: Summary, reports: Iterable[SimulationReport],
+             progress: Callable[[SimulationReport], None] | None) -> None:
+    for report in reports:
         summary.add(report)
         if progress is not None:
             progress(report)
-    summary.wall = time.perf_counter() - started
-    return summary

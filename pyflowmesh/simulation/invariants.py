@@ -663,7 +663,7 @@ class Oracle:
         report = SimulationReport(
             seed=sim.seed, plan=None, config=config, violations=violations, bounds=bounds,
             quiet_at=quiet_at, end_at=end_at, tabs_opened=sum(1 for t in sim.tabs if t.started),
-            faults=sim.faults, executes=len(sim.execs), outcomes=outcomes, calls=server.call_count,
+            faults=Counter(sim.faults), executes=len(sim.execs), outcomes=outcomes, calls=server.call_count,
             messages=sim.messages, deliveries=sim.deliveries,
             elections=sum(t.node.stats.elections for t in sim.tabs),
             convergence=convergence, max_fault_latency=max_fault, max_quiet_latency=max_quiet,
