@@ -154,3 +154,20 @@ def test_without_a_policy_the_mesh_call_timeout_still_applies() -> None:
     node.advance(node.node.config.call_timeout)
     (rejected,) = node.of(Reject)
     assert type(rejected.error) is CallTimeoutError
+
+
+def test_no_retry_starts_while_the_mesh_backs_off_after_another_calls_failure() -> None:
+    from pyflowmesh.core.wire import Failure, encode
+    from pyflowmesh.errors import SharedFlowError
+
+    node = Driven.leader(policy=CallPolicy(max_attempts=3, delay=100))
+    node.submit("flow", ())
+    node.fail(node.one(StartCall).call_id, ConnectionError("503"))
+    node.one(CallRetrying)
+    # meanwhile another tab's call of the key failed for good: the shared back-off starts
+    node.node.receive(encode(Failure(src="x", key="f", error_type="ServerDown", message="down", retry_in=1000.0,
+                                     attempt=1, shared=True)), node.now + 10)
+    node.advance(100)
+    assert not node.of(StartCall)  # no call within the back-off
+    (rejected,) = node.of(Reject)
+    assert isinstance(rejected.error, SharedFlowError) and rejected.error.retry_in > 0

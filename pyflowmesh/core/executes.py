@@ -438,6 +438,12 @@ class Executes:
                 self._time_out(pending, now)
                 return
             if now >= pending.retry_at:  # the next attempt
+                backoff = self._backoff.active(pending.key, now)
+                if backoff is not None:  # another call of the key failed meanwhile: the mesh backs off, so do we
+                    self.table.by_call.pop(pending.call_id, None)
+                    self.table.drop(pending)
+                    self._fail(pending, self._backoff.error(pending.key, backoff, now), now, back_off=False)
+                    return
                 pending.retry_at = NEVER
                 pending.attempt += 1
                 self._launch(pending)
