@@ -23,7 +23,7 @@ from .core.effects import CallRetrying, Source
 from .core.policy import CallPolicy
 from .core.values import cache_key, check_flow_key, check_json, flow_key_for
 from .errors import CallTimeoutError, FlowCancelledError, FlowTimeoutError, ScopeChangedError
-from .mesh import FlowMesh, _members, _mesh_for, _subscribe
+from .mesh import FlowMesh, _members, _mesh_for, _subscribe, ask_should_retry
 from .options import UNSET, FlowOptions
 from .persist import Persistence
 from .polling import Polling, StopReason
@@ -452,16 +452,9 @@ class Flow(Generic[T]):
             except Exception as error:
                 if attempt >= policy.max_attempts or isinstance(error, TypeError):
                     raise
-                if retry is not None and retry.should_retry is not None:
-                    try:
-                        verdict = retry.should_retry(error, attempt)
-                        if inspect.isawaitable(verdict):
-                            verdict = await verdict
-                    except Exception:
-                        log.exception("pyflowmesh: should_retry of flow %r raised; not retrying", self.key)
-                        verdict = False
-                    if not verdict:
-                        raise
+                if retry is not None and retry.should_retry is not None and not await ask_should_retry(
+                        retry.should_retry, error, attempt, self.key):
+                    raise
                 delay = policy.retry_delay(attempt)
                 self._callback("on_retry", error, attempt, policy.max_attempts)
                 await asyncio.sleep(delay / 1000.0)

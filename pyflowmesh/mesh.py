@@ -751,19 +751,7 @@ class FlowMesh:
         policy = self._policies.get(call.flow)
         if should_retry is None or policy is None or call.attempt >= policy.max_attempts:
             return True
-        try:
-            verdict = should_retry(failure, call.attempt)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-            return bool(verdict)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            return False
-        except Exception:
-            log.exception("pyflowmesh: should_retry of flow %r raised; not retrying", call.flow)
-            return False
+        return await ask_should_retry(should_retry, failure, call.attempt, call.flow)
 
     # --- transport events ---------------------------------------------------------------
 
@@ -795,6 +783,26 @@ _LISTENER_EFFECTS = (LeaderChanged, MembersChanged, CacheUpdated, FailureShared)
 def _told_last(effect: Effect) -> bool:
     """The sort key that puts the effects calling the page's listeners after the rest."""
     return isinstance(effect, _LISTENER_EFFECTS)
+
+
+async def ask_should_retry(should_retry: Callable[[BaseException, int], Any], failure: BaseException, attempt: int,
+                           flow: str) -> bool:
+    """The page's ``should_retry(error, attempt)`` (sync or async), for the mesh's calls and a local
+    flow's alike: one that raises says no (logged), for an error a page cannot judge is no reason to
+    call again; only the cancellation of the task asking is passed on."""
+    try:
+        verdict = should_retry(failure, attempt)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        return bool(verdict)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return False
+    except Exception:
+        log.exception("pyflowmesh: should_retry of flow %r raised; not retrying", flow)
+        return False
 
 
 def _subscribe(listeners: list[Callable[..., None]], callback: Callable[..., None]) -> Callable[[], None]:
