@@ -147,9 +147,13 @@ class Executes:
     def _cancel_call(self, pending: Pending) -> None:
         """Stop this tab's call for ``pending``: nobody waits on it any more."""
         self.table.drop(pending)
+        self._end_call(pending)
+        self._port.stats.calls_cancelled += 1
+
+    def _end_call(self, pending: Pending) -> None:
+        """Forget ``pending``'s call; if an attempt of it runs (not a wait for the next one), cancel it."""
         if self.table.by_call.pop(pending.call_id, None) is not None and pending.retry_at == NEVER:
             self._port.emit(CancelCall(pending.call_id))
-        self._port.stats.calls_cancelled += 1
 
     def on_withdraw(self, message: Withdraw, now: float) -> None:
         """A tab that asked us for ``key`` no longer waits: serve it no more, and cancel a call
@@ -440,7 +444,7 @@ class Executes:
             if now >= pending.retry_at:  # the next attempt
                 backoff = self._backoff.active(pending.key, now)
                 if backoff is not None:  # another call of the key failed meanwhile: the mesh backs off, so do we
-                    self.table.by_call.pop(pending.call_id, None)
+                    self._end_call(pending)  # (its next attempt had not started: nothing to cancel)
                     self.table.drop(pending)
                     self._fail(pending, self._backoff.error(pending.key, backoff, now), now, back_off=False)
                     return
@@ -635,9 +639,7 @@ class Executes:
         self._port.emit(StartCall(pending.call_id, pending.flow, pending.args, pending.key, pending.attempt))
 
     def _time_out(self, pending: Pending, now: float) -> None:
-        self.table.by_call.pop(pending.call_id, None)
-        if pending.retry_at == NEVER:  # an attempt runs (else the next one had not started)
-            self._port.emit(CancelCall(pending.call_id))
+        self._end_call(pending)
         self.table.drop(pending)
         policy = self.table.policy(pending.flow)
         tries = f" in {pending.attempt} attempts" if pending.attempt > 1 else ""
@@ -651,8 +653,7 @@ class Executes:
         self._fail(pending, error, now, back_off=True)
 
     def _abort(self, pending: Pending, error: BaseException) -> None:
-        if self.table.by_call.pop(pending.call_id, None) is not None and pending.retry_at == NEVER:
-            self._port.emit(CancelCall(pending.call_id))
+        self._end_call(pending)
         self.finish(pending, 0.0, error=error, renew=False)
 
     # --- outcomes --------------------------------------------------------------------------
