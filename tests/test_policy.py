@@ -171,3 +171,30 @@ def test_no_retry_starts_while_the_mesh_backs_off_after_another_calls_failure() 
     assert not node.of(StartCall)  # no call within the back-off
     (rejected,) = node.of(Reject)
     assert isinstance(rejected.error, SharedFlowError) and rejected.error.retry_in > 0
+
+
+def test_a_superseded_calls_failure_starts_the_back_off_for_the_newer_calls_retry() -> None:
+    # Simulator seed 3588: call 1 waits for its retry; an invalidation supersedes it and an
+    # execute starts call 2; call 1's retry fails, then call 2's first attempt: call 2's retry
+    # must not hit the server within the back-off that call 1's failure started.
+    from pyflowmesh.errors import SharedFlowError
+
+    node = Driven.leader(policy=CallPolicy(max_attempts=2, delay=100))
+    node.submit("flow", ())
+    node.fail(node.one(StartCall).call_id, ConnectionError("503"))
+    node.one(CallRetrying)
+    node.node.invalidate("f", node.now + 1)
+    node.submit("flow", ())
+    newer = node.one(StartCall)
+    node.advance(100)
+    older = node.one(StartCall)  # call 1's second attempt
+    assert older.call_id != newer.call_id
+    node.fail(older.call_id, ConnectionError("503"))
+    (old_waiter,) = node.of(Reject)  # who waited on call 1 has its outcome
+    assert isinstance(old_waiter.error, ConnectionError)
+    node.fail(newer.call_id, ConnectionError("503"))
+    node.one(CallRetrying)
+    node.advance(100)
+    assert not node.of(StartCall)  # no call within the back-off of the older call's failure
+    (rejected,) = node.of(Reject)
+    assert isinstance(rejected.error, SharedFlowError) and rejected.error.retry_in > 0

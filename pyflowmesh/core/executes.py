@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import CallTimeoutError, FlowTimeoutError, MessageTooLarge, shared_error
-from .backoff import MAX_ERROR_TEXT, MAX_ERROR_TYPE, Backoff, SharedBackoff
+from .backoff import Backoff, SharedBackoff
 from .cache import SharedCache
 from .claims import ClaimBook, PeerClaims
 from .config import MeshConfig
@@ -547,14 +547,7 @@ class Executes:
         if pending is None or pending.phase is Phase.CALLING:
             return  # our own call, if any, still publishes its result when it ends
         if pending.after != -math.inf and (started is None or started <= pending.after):
-            # A call older than the invalidation this wait follows: it waits for a newer one. If that
-            # was the answer of the tab it asked (a producer that has not heard of the invalidation),
-            # or the end of the claim it followed, nobody will: it is served anew at once, not at its
-            # patience.
-            if message.to is not None and message.src == pending.target and pending.phase in WAITING_ON_LEADER:
-                self.fall_back(pending, now)
-            elif pending.phase is Phase.FOLLOWING_CLAIM and pending.target == message.src:
-                self.route(pending, now)  # the claim it followed ended with that older call
+            self._older_outcome(pending, message, now)
             return
         unserved = pending.requesters - set(message.to) if message.to is not None else set()
         self.finish(pending, now, data=data, source="mesh")
@@ -562,6 +555,18 @@ class Executes:
             self._port.send(Result(src=self._port.me(), key=message.key, value=message.value,
                                    version=message.version, origin=message.origin, age=message.age,
                                    shared=message.shared, to=sorted(unserved), sent=message.sent, started=started))
+
+    def _older_outcome(self, pending: Pending, message: Result | Failure, now: float) -> None:
+        """The outcome of a call older than the invalidation ``pending`` follows: it waits for a newer one.
+
+        If that was the answer of the tab it asked (a producer that has not heard of the
+        invalidation), or the end of the claim it followed, nobody will: it is served anew at
+        once, not at its patience.
+        """
+        if message.to is not None and message.src == pending.target and pending.phase in WAITING_ON_LEADER:
+            self.fall_back(pending, now)
+        elif pending.phase is Phase.FOLLOWING_CLAIM and pending.target == message.src:
+            self.route(pending, now)  # the claim it followed ended with that older call
 
     def _on_failure(self, message: Failure, now: float) -> None:
         if message.to is not None and self._port.me() not in message.to:
@@ -577,6 +582,9 @@ class Executes:
         self._port.emit(FailureShared(message.key, error))
         pending = self.table.by_key.get(message.key)
         if pending is None or pending.phase is Phase.CALLING:
+            return
+        if message.started is not None and message.started <= pending.after:
+            self._older_outcome(pending, message, now)  # a call older than the invalidation this wait follows
             return
         unserved = pending.requesters - set(message.to) if message.to is not None else set()
         self.finish(pending, now, error=error)
@@ -711,12 +719,10 @@ class Executes:
         self._port.stats.failed_calls += 1
         if not pending.superseded:
             self._claims.forget(pending.key)
-            self._sharing.publish_failure(pending.key, error, now, pending.requesters, back_off)
-        elif pending.requesters or pending.claimed:  # who waited on it before the invalidation (as above)
-            self._port.send(Failure(src=self._port.me(), key=pending.key,
-                                    error_type=type(error).__name__[:MAX_ERROR_TYPE],
-                                    message=describe(error)[:MAX_ERROR_TEXT], retry_in=0.0, attempt=1,
-                                    shared=False, to=None if pending.claimed else sorted(pending.requesters)))
+            self._sharing.publish_failure(pending.key, error, now, pending.requesters, back_off, pending.started)
+        else:  # (its claim, if any, is the newer call's now)
+            self._sharing.publish_outdated_failure(pending.key, error, now, pending.requesters, pending.claimed,
+                                                   back_off, pending.started)
         self.finish(pending, now, error=error)
 
     def _publish(self, key: str, data: str, now: float, requesters: set[str], started: float | None) -> None:

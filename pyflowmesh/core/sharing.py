@@ -73,13 +73,10 @@ class ResultSharing:
                 self.publish_failure(key, error, now, requesters, back_off=False)
 
     def publish_failure(self, key: str, error: BaseException, now: float, requesters: set[str],
-                        back_off: bool) -> None:
+                        back_off: bool, started: float | None = None) -> None:
         """A call of ``key`` failed here: start the shared back-off (if ``back_off``) and tell the tabs."""
         port = self._port
-        message = describe(error)[:MAX_ERROR_TEXT]
-        if not is_text(message):  # e.g. a file name decoded with surrogateescape: UTF-8 cannot carry it
-            message = message.encode("utf-8", "backslashreplace").decode()
-        error_type = type(error).__name__[:MAX_ERROR_TYPE]
+        error_type, message = _error_fields(error)
         shared = self._config.share_errors
         attempt = self._backoff.next_attempt(key)
         retry_in = 0.0
@@ -88,8 +85,29 @@ class ResultSharing:
             self._backoff.set(key, Backoff(now + retry_in, error_type, message, attempt, port.me()))
         if shared or requesters:
             port.send(Failure(src=port.me(), key=key, error_type=error_type, message=message, retry_in=retry_in,
-                              attempt=attempt, shared=shared and back_off, to=None if shared else sorted(requesters)))
+                              attempt=attempt, shared=shared and back_off, to=None if shared else sorted(requesters),
+                              started=started))
         port.emit(FailureShared(key, error))
+
+    def publish_outdated_failure(self, key: str, error: BaseException, now: float, requesters: set[str],
+                                 claimed: bool, back_off: bool, started: float | None) -> None:
+        """A call superseded by an invalidation of ``key`` failed here.
+
+        Only the executes that waited on it before the invalidation get the failure (the tabs
+        that asked; every tab, unshared, if this tab claimed the key: a claim's followers are
+        anonymous); the executes after it wait for the newer call. But the failure is the
+        server's state now, so this tab, which calls the key, backs off all the same: the newer
+        call's next attempt must not hammer a failing server (simulator seed 3588).
+        """
+        port = self._port
+        error_type, message = _error_fields(error)
+        if back_off and self._config.share_errors:
+            attempt = self._backoff.next_attempt(key)
+            self._backoff.set(key, Backoff(now + self._backoff.delay(attempt), error_type, message, attempt,
+                                           port.me()))
+        if requesters or claimed:
+            port.send(Failure(src=port.me(), key=key, error_type=error_type, message=message, retry_in=0.0,
+                              attempt=1, shared=False, to=None if claimed else sorted(requesters), started=started))
 
     def store(self, key: str, data: str, version: int, origin: str, age: float, now: float,
               started: float | None) -> None:
@@ -200,3 +218,11 @@ class ResultSharing:
                     self._backoff.set(failure.key, Backoff.heard(
                         until=now + retry_in, error_type=failure.error_type, message=failure.message,
                         attempt=failure.attempt, origin=failure.origin))
+
+
+def _error_fields(error: BaseException) -> tuple[str, str]:
+    """The type name and the text of ``error`` as a ``Failure`` carries them (bounded, UTF-8)."""
+    message = describe(error)[:MAX_ERROR_TEXT]
+    if not is_text(message):  # e.g. a file name decoded with surrogateescape: UTF-8 cannot carry it
+        message = message.encode("utf-8", "backslashreplace").decode()
+    return type(error).__name__[:MAX_ERROR_TYPE], message

@@ -271,6 +271,10 @@ class Failure:
     attempt: int
     shared: bool
     to: list[str] | None = None
+    # When the failed call started (wall clock, ms), as ``Result.started``: a wait that follows
+    # an invalidation at ``at`` is not failed by a call that started before it (it waits for
+    # the newer call), though the back-off starts all the same: the server fails now.
+    started: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
