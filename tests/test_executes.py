@@ -569,6 +569,38 @@ def test_a_call_that_began_after_the_mutation_but_before_its_tab_heard_of_it_is_
     assert resolved == {first, refetch} and leader.stats.calls == 2  # f[1] before, f[2] once
 
 
+def test_a_tab_that_hears_of_a_mutation_late_keeps_the_entry_of_a_call_that_began_after_it() -> None:
+    # Simulator seed 5166: the leader had not heard of a mutation when it called f[2] and cached
+    # the new data; a request that follows the mutation (after=) makes it apply the invalidation,
+    # which must drop only what predates it, or the refetch calls the server a second time.
+    from support import route_sends
+
+    from pyflowmesh.core.effects import Resolve, Send, StartCall
+
+    clock, leader, follower, mutator = _three_tabs()
+    clock.wall += 100
+    mutator.invalidate_flows(["f"], 3300.0)
+    route_sends(mutator, [follower], 3301.0)  # the leader misses the Invalidate
+    clock.wall += 5
+    mine = leader.submit("f", (2,), 3305.0)
+    (call,) = [e for e in leader.take_effects() if isinstance(e, StartCall)]
+    clock.wall += 10
+    leader.call_succeeded(call.call_id, {"v": "new"}, 3315.0)
+    assert Resolve(mine, '{"v":"new"}', "call") in leader.take_effects()
+    waiter = follower.submit("f", (2,), 3316.0)
+    request = next(e for e in follower.take_effects() if isinstance(e, Send))
+    leader.receive(request.data, 3317.0)  # (its Result broadcast has not reached the follower yet)
+    answer = leader.take_effects()
+    assert not [e for e in answer if isinstance(e, StartCall)]
+    assert leader.get_cached("f[2]", 3317.0) == {"v": "new"}
+    assert leader.get_cached("f[1]", 3317.0) is None  # what predates the mutation is gone
+    for effect in answer:
+        if isinstance(effect, Send):
+            follower.receive(effect.data, 3318.0)
+    assert Resolve(waiter, '{"v":"new"}', "mesh") in follower.take_effects()
+    assert leader.stats.calls == 2  # f[1] before the mutation, f[2] once
+
+
 def test_a_result_of_a_call_that_began_before_the_invalidation_is_neither_cached_nor_taken_by_a_refetch() -> None:
     from support import route_sends
 

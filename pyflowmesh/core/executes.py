@@ -318,8 +318,9 @@ class Executes:
     def _apply_flows(self, flows: Iterable[str], at: float) -> None:
         """Apply an invalidation of ``flows`` at ``at``: drop their keys, supersede their calls that
         began before ``at`` (one that began later, before this tab heard of it, already fetches the
-        new data: refetches join it), and say so (``FlowsInvalidated``). A flow already invalidated
-        at ``at`` or later is left alone."""
+        new data: refetches join it; an entry whose call began later is that new data, simulator
+        seed 5166), and say so (``FlowsInvalidated``). A flow already invalidated at ``at`` or
+        later is left alone."""
         applied = tuple(flow for flow in flows if at > self.invalidated_at(flow))
         if not applied:
             return
@@ -329,6 +330,8 @@ class Executes:
         while len(self._invalidated) > self._max_invalidated:
             self._invalidated.popitem(last=False)  # the least recent: a page invalidating this many flows at once
         for entry in self._cache.held():
+            if entry.started is not None and entry.started > at:
+                continue  # its call began after the mutation (a tab that hears of it late): the new data
             if any(key_of_flow(entry.key, flow) for flow in applied):
                 self._cache.invalidate(entry.key)
                 self._claims.forget(entry.key)
