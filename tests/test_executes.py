@@ -601,6 +601,37 @@ def test_a_tab_that_hears_of_a_mutation_late_keeps_the_entry_of_a_call_that_bega
     assert leader.stats.calls == 2  # f[1] before the mutation, f[2] once
 
 
+def test_a_failure_of_a_call_that_began_before_the_invalidation_does_not_fail_a_refetch() -> None:
+    from support import route_sends
+
+    from pyflowmesh.core.effects import Reject, Resolve
+    from pyflowmesh.core.wire import Failure, Result, encode
+
+    clock, leader, follower, mutator = _three_tabs()
+    clock.wall += 100
+    at = clock.wall
+    mutator.invalidate_flows(["f"], 3300.0)
+    route_sends(mutator, [follower], 3301.0)
+    waiter = follower.submit("f", (1,), 3302.0)
+    follower.take_effects()
+    src = leader.node_id
+    older = Failure(src=src, key="f[1]", error_type="ServerDown", message="down", retry_in=500.0, attempt=1,
+                    shared=True, started=at - 1)  # a call the leader began before it heard of the mutation
+    follower.receive(encode(older), 3303.0)
+    assert not [e for e in follower.take_effects() if isinstance(e, Reject)]  # it waits for the newer call
+    fresh = Result(src=src, key="f[1]", value={"v": "new"}, version=2 * 10**12, origin=src, age=0.0,
+                   shared=True, started=at + 1)
+    follower.receive(encode(fresh), 3304.0)
+    assert Resolve(waiter, '{"v":"new"}', "mesh") in follower.take_effects()
+    later = follower.submit("f", (3,), 3305.0)
+    follower.take_effects()
+    newer = Failure(src=src, key="f[3]", error_type="ServerDown", message="down", retry_in=500.0, attempt=1,
+                    shared=True, started=at + 2)
+    follower.receive(encode(newer), 3306.0)
+    (rejected,) = [e for e in follower.take_effects() if isinstance(e, Reject)]
+    assert rejected.waiter == later
+
+
 def test_a_result_of_a_call_that_began_before_the_invalidation_is_neither_cached_nor_taken_by_a_refetch() -> None:
     from support import route_sends
 

@@ -279,12 +279,20 @@ def test_a_member_counts_a_deep_message_as_dropped() -> None:
 
 
 def test_an_invalidation_of_flows_and_the_stamps_that_order_calls_after_it_round_trip_and_are_bounded() -> None:
-    from pyflowmesh.core.wire import MAX_INVALIDATED_FLOWS, Invalidate, Request, Result
+    from pyflowmesh.core.wire import MAX_INVALIDATED_FLOWS, Failure, Invalidate, Request, Result
 
     for message in (Invalidate(src="a", key=None, flows=["dashboard", "user"], at=1.7e12),
                     Request(src="a", dst="b", req=1, key="f[1]", flow="f", args=[1], after=1.7e12),
-                    Result(src="a", key="f", value=1, version=1, origin="a", age=0.0, shared=True, started=1.7e12)):
+                    Result(src="a", key="f", value=1, version=1, origin="a", age=0.0, shared=True, started=1.7e12),
+                    Failure(src="a", key="f", error_type="E", message="m", retry_in=0.0, attempt=1, shared=True,
+                            started=1.7e12)):
         assert decode(encode(message)) == message
+    failure = '{"proto":"pyflowmesh","v":2,"type":"failure","src":"a","key":"f","error_type":"E","message":"m",'
+    failure += '"retry_in":0,"attempt":1,"shared":true,'
+    assert decode(failure + '"started":null}').started is None  # type: ignore[union-attr]
+    for started in ("-1", "1e300", '"x"'):
+        with pytest.raises(ProtocolError):
+            decode(failure + f'"started":{started}}}')
     legacy = '{"proto":"pyflowmesh","v":2,"type":"invalidate","src":"a","key":"k"}'
     assert decode(legacy) == Invalidate(src="a", key="k")
     head = '{"proto":"pyflowmesh","v":2,"type":"invalidate","src":"a",'
