@@ -17,7 +17,7 @@ import logging
 import math
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .core.effects import CallRetrying, Source
 from .core.policy import CallPolicy
@@ -25,8 +25,10 @@ from .core.values import cache_key, check_flow_key, check_json, flow_key_for
 from .errors import CallTimeoutError, FlowCancelledError, FlowTimeoutError, ScopeChangedError
 from .mesh import FlowMesh, _members, _mesh_for, _subscribe, ask_should_retry
 from .options import UNSET, FlowOptions
-from .persist import Persistence
-from .polling import Polling, StopReason
+
+if TYPE_CHECKING:  # imported where a flow asks for them: most pages poll nothing and persist nothing
+    from .persist import Persistence
+    from .polling import Polling, StopReason
 
 __all__ = ["Flow", "FlowStatus", "use_flow"]
 
@@ -86,7 +88,11 @@ class Flow(Generic[T]):
         self._batch: _Batch | None = None
         self._last_start = -math.inf
         # polling={...} (polling.py): one tab of the mesh polls; None without the option
-        self._polling = Polling(self, self.options.polling) if self.options.polling is not None else None
+        self._polling: Polling | None = None
+        if self.options.polling is not None:
+            from .polling import Polling  # with the streams it rides on
+
+            self._polling = Polling(self, self.options.polling)
         if mesh is not None:
             mesh.register(key, function, self.options.call_policy(),
                           self.options.retry.should_retry if self.options.retry else None)
@@ -98,6 +104,8 @@ class Flow(Generic[T]):
 
     def _restore(self, persist_key: str) -> None:
         """Show the data an earlier visit stored, marked stale, and revalidate it once."""
+        from .persist import Persistence
+
         mesh = self.mesh
         persist = self._persist = Persistence(self.key, persist_key, self.options.persist_storage,
                                               (lambda: mesh._node.scope_digest) if mesh is not None else str)

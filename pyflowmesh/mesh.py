@@ -47,7 +47,6 @@ from .core.policy import CallPolicy
 from .core.stats import MeshStats
 from .core.values import check_flow_key, check_json
 from .errors import FlowInterruptedError, MeshDisposedError, ScopeChangedError
-from .persist import forget_scope
 from .transports import Transport, default_transport
 
 __all__ = ["FlowMesh", "Waiter", "new_node_id"]
@@ -485,6 +484,8 @@ class FlowMesh:
         if config.scope == self.config.scope and not forget:
             return
         if forget:
+            from .persist import forget_scope
+
             forget_scope(self._node.scope_digest)  # persist.py: every entry of the old scope on this device
         self._switching = True
         try:

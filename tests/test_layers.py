@@ -114,3 +114,19 @@ def test_the_public_names_still_load_the_runtime_on_first_use() -> None:
             "from pyflowmesh import use_flow, FlowMesh, Flow, FlowStatus; print(use_flow.__module__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "pyflowmesh.flow"
+
+
+def test_a_page_that_neither_polls_nor_persists_never_loads_those_modules() -> None:
+    # The browser pays for every module a page imports (issue 10, item 7): polling (and the
+    # stream driver it rides on) and persistence load with the first flow that asks for them.
+    code = ("import sys; from pyflowmesh import use_flow, FlowMesh; "
+            "print(sorted(m for m in ('pyflowmesh.polling', 'pyflowmesh.stream', 'pyflowmesh.persist') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    code = ("import sys; from pyflowmesh import use_flow; "
+            "use_flow(lambda: 1, key='status', polling={'interval': 1000}, persist_key='status'); "
+            "print(sorted(m for m in ('pyflowmesh.polling', 'pyflowmesh.stream', 'pyflowmesh.persist') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['pyflowmesh.persist', 'pyflowmesh.polling', 'pyflowmesh.stream']"
