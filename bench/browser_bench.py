@@ -579,6 +579,13 @@ def bench_failover(h: Harness, *, locks: bool, trials: int, tabs: int, heartbeat
     return out
 
 
+HANDS_OFF_S = 0.3
+"""How long a failover trial leaves the survivors alone before asking their state. The times
+come from each tab's own stamps, so asking sooner gains nothing, and each ``pfm.state()`` is
+Python on the survivor's main thread: asked while the lock's grant or the ``Bye`` arrives, it
+would hold that up (the anchor's trial waits as long, for the same reason)."""
+
+
 def _failover_trial(h: Harness, pages: list[Any], mode: str, heartbeat: float, rng: random.Random) -> dict[str, Any]:
     # A random phase against the heartbeat: without locks, detection waits out the silence
     # limit counted from the leader's last heartbeat, so the phase matters.
@@ -599,6 +606,7 @@ def _failover_trial(h: Harness, pages: list[Any], mode: str, heartbeat: float, r
     deadline = time.monotonic() + 4 * heartbeat / 1000 + 10
     result: dict[str, Any] = {"mode": mode, "old_leader": old, "elected_ms": None, "all_follow_ms": None,
                               "_dead_page": leader_page}
+    time.sleep(HANDS_OFF_S)
     while time.monotonic() < deadline:
         time.sleep(0.05)
         try:

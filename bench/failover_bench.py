@@ -26,7 +26,7 @@ import random
 import time
 from typing import Any
 
-from .browser_bench import ROOT, Harness, Log, _failover_trial, describe, time_origin
+from .browser_bench import HANDS_OFF_S, ROOT, Harness, Log, _failover_trial, describe, time_origin
 
 BC_READY_JS = "window.bcl_ready === true"
 BC_PAGE = "lab/bc.html"
@@ -80,6 +80,7 @@ def _bc_trial(pages: list[Any], mode: str, rng: random.Random, timeout_s: float)
     deadline = time.monotonic() + timeout_s
     result: dict[str, Any] = {"mode": mode, "old_leader": old, "elected_ms": None, "all_follow_ms": None,
                               "_dead_page": leader_page}
+    time.sleep(HANDS_OFF_S)
     while time.monotonic() < deadline:
         time.sleep(0.02)
         try:
