@@ -601,11 +601,10 @@ def test_a_tab_that_hears_of_a_mutation_late_keeps_the_entry_of_a_call_that_bega
     assert leader.stats.calls == 2  # f[1] before the mutation, f[2] once
 
 
-def test_a_failure_of_a_call_that_began_before_the_invalidation_does_not_fail_a_refetch() -> None:
+def _refetching_after_a_mutation() -> tuple[MeshNode, MeshNode, float, int]:
+    """The leader, a follower that heard of a mutation of flow ``f`` at ``at`` (the leader did
+    not) and refetches ``f[1]``: its ``waiter``."""
     from support import route_sends
-
-    from pyflowmesh.core.effects import Reject, Resolve
-    from pyflowmesh.core.wire import Failure, Result, encode
 
     clock, leader, follower, mutator = _three_tabs()
     clock.wall += 100
@@ -614,6 +613,14 @@ def test_a_failure_of_a_call_that_began_before_the_invalidation_does_not_fail_a_
     route_sends(mutator, [follower], 3301.0)
     waiter = follower.submit("f", (1,), 3302.0)
     follower.take_effects()
+    return leader, follower, at, waiter
+
+
+def test_a_failure_of_a_call_that_began_before_the_invalidation_does_not_fail_a_refetch() -> None:
+    from pyflowmesh.core.effects import Reject, Resolve
+    from pyflowmesh.core.wire import Failure, Result, encode
+
+    leader, follower, at, waiter = _refetching_after_a_mutation()
     src = leader.node_id
     older = Failure(src=src, key="f[1]", error_type="ServerDown", message="down", retry_in=500.0, attempt=1,
                     shared=True, started=at - 1)  # a call the leader began before it heard of the mutation
@@ -633,18 +640,10 @@ def test_a_failure_of_a_call_that_began_before_the_invalidation_does_not_fail_a_
 
 
 def test_a_result_of_a_call_that_began_before_the_invalidation_is_neither_cached_nor_taken_by_a_refetch() -> None:
-    from support import route_sends
-
     from pyflowmesh.core.effects import Resolve
     from pyflowmesh.core.wire import Result, encode
 
-    clock, leader, follower, mutator = _three_tabs()
-    clock.wall += 100
-    at = clock.wall
-    mutator.invalidate_flows(["f"], 3300.0)
-    route_sends(mutator, [follower], 3301.0)
-    waiter = follower.submit("f", (1,), 3302.0)
-    follower.take_effects()
+    leader, follower, at, waiter = _refetching_after_a_mutation()
     src = origin = leader.node_id
     stale = Result(src=src, key="f[1]", value={"v": "stale"}, version=2 * 10**12, origin=origin, age=0.0,
                    shared=True, started=at - 1)  # a call the leader began before it heard of the mutation
