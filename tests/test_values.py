@@ -77,3 +77,32 @@ def test_flow_keys() -> None:
     for bad in ("", "x" * (MAX_FLOW_KEY + 1), "\ud800"):
         with pytest.raises(ValueError):
             check_flow_key(bad)
+
+
+def test_the_fast_path_of_check_json_accepts_nothing_that_the_full_check_refuses() -> None:
+    # check_json tries _plain_json (exact built-in types, no path names) on every value a tab
+    # receives; only the full _check may refuse, so the fast path must never accept more.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pyflowmesh.core.values import MAX_DEPTH, _check, _plain_json
+
+    scalars = st.one_of(st.none(), st.booleans(), st.floats(), st.sampled_from([math.nan, math.inf, -math.inf]),
+                        st.integers(min_value=-(10**310), max_value=10**310) | st.sampled_from([10**300, -(10**300)]),
+                        st.text(alphabet=st.characters(blacklist_categories=()), max_size=5) | st.just("\ud800"))
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.tuples(inner)
+                          | st.dictionaries(st.text(max_size=3) | st.just("\udfff"), inner, max_size=3), max_leaves=12)
+
+    def deep(value: object, levels: int) -> object:
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    @settings(max_examples=400, deadline=None)
+    @given(values, st.integers(min_value=0, max_value=MAX_DEPTH + 2))
+    def fast_never_accepts_more(value: object, levels: int) -> None:
+        nested = deep(value, levels)
+        if _plain_json(nested, 0):
+            _check(nested, "v", 0)  # raises if the fast path accepted what the full check refuses
+
+    fast_never_accepts_more()
