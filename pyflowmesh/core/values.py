@@ -73,7 +73,7 @@ def _plain_json(value: Any, depth: int) -> bool:
                 return False
         return True
     if kind is int:
-        return -_INT_LIMIT < value < _INT_LIMIT
+        return bool(-_INT_LIMIT < value < _INT_LIMIT)
     if kind is float:
         return math.isfinite(value)
     return value is None or kind is bool
