@@ -491,10 +491,10 @@ def _poor(results: dict[str, Any]) -> list[str]:
                 "",
                 "  Still above the best case: a cold start (every tab joins at once and stands when its join "
                 "window ends; staggering it too would trade start-up latency for messages), and a crash with "
-                "Web Locks, because each tab hears of the lock on its own schedule (40-90 ms apart). A "
-                "successor named in the leader's heartbeats, announcing itself at once while the others wait "
-                "`coordinator_timeout` for it, would make every hand-over one Coordinator post and save the "
-                "`answer_timeout` wait; not done.",
+                "Web Locks when the simulator's tabs hear of the lock on their own schedules (40-90 ms "
+                "apart) and a successor that went too leaves them to elect. With the named successor the "
+                "usual hand-over is one `Coordinator` post and no `answer_timeout` wait (the successor "
+                "announces itself on the `Bye` or the lock, and the others follow it on the same news).",
             ]
     locks, nolocks = b.get("failover_locks"), b.get("failover_no_locks")
     if locks and nolocks and locks["crash_all_follow"]["p50"] and nolocks["crash_all_follow"]["p50"]:
@@ -505,9 +505,9 @@ def _poor(results: dict[str, Any]) -> list[str]:
             "That is the design: a follower presumes its leader dead 2.5 heartbeats after the last one, so "
             "1.5 to 2.5 heartbeats after the crash; at the default 5 s heartbeat that is 7.5 to 12.5 s (see "
             "the simulator's *crash, no locks*). Pages in a secure context (https, localhost) take the lock "
-            "path. With locks a crash costs the browser's lock hand-off plus one `answer_timeout` "
-            f"({_f(locks.get('answer_timeout_ms'))} ms here: the new leader waits that long for a higher "
-            "candidate), about twice a polite close; a named successor would save the `answer_timeout`.")
+            "path. With locks a crash costs the browser's lock hand-off (the named successor and the "
+            "other followers follow on the grant itself; section 3b sets it beside broadcast-channel and "
+            "the browser's floor).")
     mesh = b.get("calls_mesh")
     if mesh:
         top = mesh["sizes"][-1]
@@ -521,11 +521,11 @@ def _poor(results: dict[str, Any]) -> list[str]:
     imp = b.get("import")
     if imp and (imp.get("compile_ms") or {}).get("p50"):
         out.append(
-            f"- **Import time is mostly compiling source**: `import pyflowmesh` takes "
-            f"{_f(imp['import_ms']['p50'], 0)} ms in a fresh Pyodide, and compiling the package's "
-            f"{imp['py_files']} modules from source takes about {_f(imp['compile_ms']['p50'], 0)} ms of it "
-            "(the wheel ships no bytecode). Small next to Pyodide's own boot; a wheel with .pyc files for "
-            "Pyodide's Python would remove most of it.")
+            f"- **Import time was mostly compiling source**: `import pyflowmesh` takes "
+            f"{_f(imp['import_ms']['p50'], 0)} ms in a fresh Pyodide from the plain wheel, and compiling the "
+            f"package's {imp['py_files']} modules from source takes about {_f(imp['compile_ms']['p50'], 0)} ms "
+            "of it. Pages load the browser bundle instead: bytecode compiled by the build's Pyodide, no "
+            "docstrings, no simulator (section 7).")
     if len(out) == 2:
         out.append("- None stands out in this run.")
     return out + [""]
