@@ -379,7 +379,10 @@ async def test_web_locks_tell_every_tab_of_a_crashed_follower_and_hand_a_crashed
 
     tabs = [FlowMesh("t-members", heartbeat=60_000, transport=Transport(BroadcastChannel(), WebLocks()))
             for _ in range(3)]
-    await until(lambda: all(t.peers == 2 for t in tabs) and sum(t.is_leader for t in tabs) == 1, "3 members")
+    # (peers count Hellos already; a tab still in its join window follows nobody, names no successor)
+    await until(lambda: all(t.peers == 2 for t in tabs) and sum(t.is_leader for t in tabs) == 1
+                and len({t.leader_id for t in tabs}) == 1 and all(t.successor is not None for t in tabs),
+                "3 members following one leader that names its successor")
     leader = next(t for t in tabs if t.is_leader)
     follower = next(t for t in tabs if not t.is_leader and t.node_id != leader.successor)
     successor = next(t for t in tabs if t.node_id == leader.successor)
