@@ -11,8 +11,10 @@ machine); durations measured inside one tab use its ``performance.now()``.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -48,6 +50,14 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval
         if time.monotonic() - start > timeout_s:
             raise AssertionError(f"gave up after {timeout_s:.1f} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def record_figure(path: Path, name: str, value: Any) -> None:
+    """Add ``name: value`` to the JSON figures file ``path`` (under test-artifacts/), for the notes."""
+    path.parent.mkdir(exist_ok=True)
+    figures = json.loads(path.read_text()) if path.is_file() else {}
+    figures[name] = value
+    path.write_text(json.dumps(figures, indent=1, sort_keys=True))
 
 
 _START = """([flow, args, at]) => {

@@ -11,10 +11,10 @@ of the test server's ``/api/data``, whose calls the server counts.
 from __future__ import annotations
 
 import contextlib
-import json
-import time
 from pathlib import Path
 from typing import Any
+
+from labtabs import record_figure, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ROOT / "test-artifacts" / "poll-figures.json"
@@ -22,19 +22,7 @@ TIMEOUT_S = 60.0
 
 
 def record(name: str, value: Any) -> None:
-    FIGURES.parent.mkdir(exist_ok=True)
-    figures = json.loads(FIGURES.read_text()) if FIGURES.is_file() else {}
-    figures[name] = value
-    FIGURES.write_text(json.dumps(figures, indent=1, sort_keys=True))
-
-
-def wait_for(condition: Any, what: str, timeout_s: float = TIMEOUT_S) -> None:
-    __tracebackhide__ = True
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    record_figure(FIGURES, name, value)
 
 
 def state(page: Any) -> dict[str, Any]:
@@ -58,7 +46,7 @@ def one_poller(tabs: list[Any]) -> Any:
         found[:] = [page for page in tabs if state(page)["pollers"]]
         return len(found) == 1 and sum(state(page)["pollers"] for page in tabs) == 1
 
-    wait_for(one, "exactly one tab polling")
+    wait_for(one, TIMEOUT_S, "exactly one tab polling")
     return found[0]
 
 
@@ -67,25 +55,25 @@ def test_five_tabs_one_poller_and_a_takeover_after_the_pollers_crash(open_tabs, 
     tabs = open_tabs(5, "/lab/poll.html?channel=poll-5&heartbeat=1000&interval=300")
     for page in tabs:
         page.evaluate("window.pollStart()")
-    wait_for(lambda: api.calls >= 3, "the first polls")
+    wait_for(lambda: api.calls >= 3, TIMEOUT_S, "the first polls")
     poller = one_poller(tabs)
     assert state(poller)["leader"]
     start = api.calls
-    wait_for(lambda: api.calls >= start + 10, "ten more polls")
+    wait_for(lambda: api.calls >= start + 10, TIMEOUT_S, "ten more polls")
     # one call per poll for the whole mesh: each call's number reached every tab, none was skipped
     latest = api.calls
-    wait_for(lambda: all(calls_seen(page) >= latest for page in tabs), "every tab at the latest poll")
+    wait_for(lambda: all(calls_seen(page) >= latest for page in tabs), TIMEOUT_S, "every tab at the latest poll")
     assert one_poller(tabs) is poller
     record("calls_for_10_polls_in_5_tabs", api.calls - start)
 
     crash(poller)
     rest = [page for page in tabs if page is not poller]
     crashed_at = api.calls
-    wait_for(lambda: api.calls >= crashed_at + 5, "polls after the crash")
+    wait_for(lambda: api.calls >= crashed_at + 5, TIMEOUT_S, "polls after the crash")
     successor = one_poller(rest)
     assert state(successor)["leader"]
     latest = api.calls
-    wait_for(lambda: all(calls_seen(page) >= latest for page in rest), "every live tab at the latest poll")
+    wait_for(lambda: all(calls_seen(page) >= latest for page in rest), TIMEOUT_S, "every live tab at the latest poll")
     assert all(state(page)["polling"] for page in rest)
 
 
@@ -95,7 +83,7 @@ def test_persisted_data_shows_at_once_in_a_tab_opened_after_every_tab_closed(ope
     tabs = open_tabs(2, path)
     for page in tabs:
         page.evaluate("window.pollStart()")
-    wait_for(lambda: all(calls_seen(page) >= 1 for page in tabs), "the first execute in both tabs")
+    wait_for(lambda: all(calls_seen(page) >= 1 for page in tabs), TIMEOUT_S, "the first execute in both tabs")
     assert api.calls == 1
     for page in tabs:
         page.close()
@@ -103,5 +91,5 @@ def test_persisted_data_shows_at_once_in_a_tab_opened_after_every_tab_closed(ope
     first = page.evaluate("window.firstState")
     assert first["data"] == {"calls": 1} and first["source"] == "storage" and first["stale"] is True
     assert first["status"] == "success"
-    wait_for(lambda: state(page)["source"] != "storage" and not state(page)["stale"], "the revalidation")
+    wait_for(lambda: state(page)["source"] != "storage" and not state(page)["stale"], TIMEOUT_S, "the revalidation")
     assert api.calls == 2 and state(page)["data"] == {"calls": 2}

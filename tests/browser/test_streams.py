@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labtabs import record_figure, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ROOT / "test-artifacts" / "stream-figures.json"
@@ -31,19 +32,7 @@ TIMEOUT_S = 60.0
 
 
 def record(name: str, value: Any) -> None:
-    FIGURES.parent.mkdir(exist_ok=True)
-    figures = json.loads(FIGURES.read_text()) if FIGURES.is_file() else {}
-    figures[name] = value
-    FIGURES.write_text(json.dumps(figures, indent=1, sort_keys=True))
-
-
-def wait_for(condition: Any, what: str, timeout_s: float = TIMEOUT_S) -> None:
-    __tracebackhide__ = True
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    record_figure(FIGURES, name, value)
 
 
 def ids(page: Any) -> list[int]:
@@ -76,7 +65,7 @@ def leader_of(tabs: list[Any]) -> Any:
         found[:] = [page for page in tabs if state(page)["leader"]]
         return len(found) == 1
 
-    wait_for(one, "one leader among the tabs")
+    wait_for(one, TIMEOUT_S, "one leader among the tabs")
     return found[0]
 
 
@@ -88,7 +77,7 @@ def test_tabs_hold_one_connection_and_a_leader_gone_gives_exactly_one_new_one(op
     tabs = open_tabs(count, f"/lab/stream.html?channel=streams-{kind}&heartbeat=1000")
     for page in tabs:
         page.evaluate(f"window.streamStart({json.dumps(kind)})")
-    wait_for(lambda: all(len(ids(page)) >= 20 for page in tabs), "20 events in every tab")
+    wait_for(lambda: all(len(ids(page)) >= 20 for page in tabs), TIMEOUT_S, "20 events in every tab")
     stats = feed.stats()
     assert stats[f"{kind}_open"] == 1 and stats[f"{kind}_opened"] == 1, stats
     check_no_loss_no_double(tabs)
@@ -99,7 +88,8 @@ def test_tabs_hold_one_connection_and_a_leader_gone_gives_exactly_one_new_one(op
     crashed_at = time.time()
     rest = [page for page in tabs if page is not leader]
     target = feed.latest() + 30
-    wait_for(lambda: all(ids(page) and ids(page)[-1] >= target for page in rest), "30 events after the crash")
+    wait_for(lambda: all(ids(page) and ids(page)[-1] >= target for page in rest), TIMEOUT_S,
+             "30 events after the crash")
     stats = feed.stats()
     assert stats[f"{kind}_opened"] == 2 and stats[f"{kind}_open"] == 1, stats
     assert stats["resumes"][-1] not in (None, ""), "the new leader resumed from the last event the mesh saw"
@@ -115,7 +105,8 @@ def test_tabs_hold_one_connection_and_a_leader_gone_gives_exactly_one_new_one(op
         leader.close()
         rest = [page for page in rest if page is not leader]
         target = feed.latest() + 30
-        wait_for(lambda: all(ids(page) and ids(page)[-1] >= target for page in rest), "30 events after the close")
+        wait_for(lambda: all(ids(page) and ids(page)[-1] >= target for page in rest), TIMEOUT_S,
+                 "30 events after the close")
         stats = feed.stats()
         assert stats["sse_opened"] == 3 and stats["sse_open"] == 1, stats
         check_no_loss_no_double(rest)
