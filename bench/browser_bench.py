@@ -586,31 +586,38 @@ Python on the survivor's main thread: asked while the lock's grant or the ``Bye`
 would hold that up (the anchor's trial waits as long, for the same reason)."""
 
 
-def _failover_trial(h: Harness, pages: list[Any], mode: str, heartbeat: float, rng: random.Random) -> dict[str, Any]:
-    # A random phase against the heartbeat: without locks, detection waits out the silence
-    # limit counted from the leader's last heartbeat, so the phase matters.
-    time.sleep(rng.uniform(0.0, heartbeat / 1000))
-    states = [page.evaluate("pfm.state()") for page in pages]
+def end_leader(pages: list[Any], mode: str, api: str, timeout_s: float, poll_s: float) -> dict[str, Any]:
+    """Close (``mode`` ``"close"``: ``page.close()``, its ``pagehide`` runs) or crash
+    (``chrome://crash``) the leading tab of ``pages``; time until the others follow one new leader.
+
+    ``api`` is the page's JS object, ``pfm`` (the lab) or ``bcl`` (the anchor's page): its
+    ``state()`` gives ``node_id``, ``role``, ``leader_id``; its ``events()`` the tab's view of the
+    leader over time (``leader``, ``at``: ``performance.now()``). The clock starts just before the
+    Playwright call (the browser's clock). Returns ``all_follow_ms`` (when the last survivor
+    followed), ``elected_ms`` (when the new leader knew it), ``new_leader``, ``error`` (a survivor
+    died with the leader: a shared renderer), and, for the caller, ``_dead_page``,
+    ``_survivors`` and ``_states`` (the survivors' last states).
+    """
+    states = [page.evaluate(f"{api}.state()") for page in pages]
     old = next(s["node_id"] for s in states if s["role"] == "leader")
     leader_page = pages[[s["node_id"] for s in states].index(old)]
     survivors = [p for p in pages if p is not leader_page]
     origins = [time_origin(p) for p in survivors]
-    marks = [len(p.evaluate("pfm.events()")) for p in survivors]
-    notes_before = [p.evaluate("window.labNotes.length") for p in survivors]
+    marks = [len(p.evaluate(f"{api}.events()")) for p in survivors]
     t0 = time.time() * 1000
     if mode == "close":
         leader_page.close()
     else:
         with contextlib.suppress(Exception):
             leader_page.goto("chrome://crash", timeout=5000)
-    deadline = time.monotonic() + 4 * heartbeat / 1000 + 10
+    deadline = time.monotonic() + timeout_s
     result: dict[str, Any] = {"mode": mode, "old_leader": old, "elected_ms": None, "all_follow_ms": None,
-                              "_dead_page": leader_page}
+                              "_dead_page": leader_page, "_survivors": survivors, "_states": []}
     time.sleep(HANDS_OFF_S)
     while time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(poll_s)
         try:
-            states = [p.evaluate("pfm.state()") for p in survivors]
+            states = [p.evaluate(f"{api}.state()") for p in survivors]
         except Exception as error:  # a survivor died with the leader (a shared renderer)
             result["error"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
             break
@@ -619,19 +626,30 @@ def _failover_trial(h: Harness, pages: list[Any], mode: str, heartbeat: float, r
             new = leaders[0]
             times = []
             for page, origin, mark in zip(survivors, origins, marks, strict=True):
-                events = page.evaluate("pfm.events()")[mark:]
+                events = page.evaluate(f"{api}.events()")[mark:]
                 adopted = next((e for e in events if e["leader"] == new), None)
                 times.append(origin + adopted["at"] - t0 if adopted else None)
             if all(t is not None for t in times):
                 new_page = survivors[[s["node_id"] for s in states].index(new)]
-                result.update(new_leader=new, all_follow_ms=max(times),
-                              elected_ms=times[survivors.index(new_page)],
-                              elections=sum(s["stats"].get("elections", 0) for s in states))
+                result.update(new_leader=new, all_follow_ms=max(times), elected_ms=times[survivors.index(new_page)],
+                              _states=states)
             break
-    if mode == "close":
-        notes = [n for p, k in zip(survivors, notes_before, strict=True)
-                 for n in p.evaluate(f"window.labNotes.slice({k})")]
-        result["pagehide_seen"] = any(n.get("event") == "pagehide" and n.get("node_id") == old for n in notes)
+    return result
+
+
+def _failover_trial(h: Harness, pages: list[Any], mode: str, heartbeat: float, rng: random.Random) -> dict[str, Any]:
+    # A random phase against the heartbeat: without locks, detection waits out the silence
+    # limit counted from the leader's last heartbeat, so the phase matters.
+    time.sleep(rng.uniform(0.0, heartbeat / 1000))
+    notes_before = {id(p): p.evaluate("window.labNotes.length") for p in pages}
+    result = end_leader(pages, mode, "pfm", timeout_s=4 * heartbeat / 1000 + 10, poll_s=0.05)
+    survivors, states = result.pop("_survivors"), result.pop("_states")
+    if states:
+        result["elections"] = sum(s["stats"].get("elections", 0) for s in states)
+    if mode == "close" and "error" not in result:
+        notes = [n for p in survivors for n in p.evaluate(f"window.labNotes.slice({notes_before[id(p)]})")]
+        result["pagehide_seen"] = any(n.get("event") == "pagehide" and n.get("node_id") == result["old_leader"]
+                                      for n in notes)
     return result
 
 

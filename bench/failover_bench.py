@@ -26,7 +26,7 @@ import random
 import time
 from typing import Any
 
-from .browser_bench import HANDS_OFF_S, ROOT, Harness, Log, _failover_trial, describe, time_origin
+from .browser_bench import ROOT, Harness, Log, _failover_trial, describe, end_leader
 
 BC_READY_JS = "window.bcl_ready === true"
 BC_PAGE = "lab/bc.html"
@@ -65,42 +65,8 @@ def bc_wait_leader(pages: list[Any], timeout_s: float = 30.0) -> str:
 
 def _bc_trial(pages: list[Any], mode: str, rng: random.Random, timeout_s: float) -> dict[str, Any]:
     time.sleep(rng.uniform(0.0, 0.5))
-    states = [page.evaluate("bcl.state()") for page in pages]
-    old = next(s["node_id"] for s in states if s["role"] == "leader")
-    leader_page = pages[[s["node_id"] for s in states].index(old)]
-    survivors = [p for p in pages if p is not leader_page]
-    origins = [time_origin(p) for p in survivors]
-    marks = [len(p.evaluate("bcl.events()")) for p in survivors]
-    t0 = time.time() * 1000
-    if mode == "close":
-        leader_page.close()
-    else:
-        with contextlib.suppress(Exception):
-            leader_page.goto("chrome://crash", timeout=5000)
-    deadline = time.monotonic() + timeout_s
-    result: dict[str, Any] = {"mode": mode, "old_leader": old, "elected_ms": None, "all_follow_ms": None,
-                              "_dead_page": leader_page}
-    time.sleep(HANDS_OFF_S)
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
-        try:
-            states = [p.evaluate("bcl.state()") for p in survivors]
-        except Exception as error:  # a survivor died with the leader (a shared renderer)
-            result["error"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
-            break
-        leaders = [s["node_id"] for s in states if s["role"] == "leader"]
-        if len(leaders) == 1 and leaders[0] != old and all(s["leader_id"] == leaders[0] for s in states):
-            new = leaders[0]
-            times: list[float] = []
-            for page, origin, mark in zip(survivors, origins, marks, strict=True):
-                events = page.evaluate("bcl.events()")[mark:]
-                adopted = next((e for e in events if e["leader"] == new), None)
-                if adopted is not None:
-                    times.append(origin + adopted["at"] - t0)
-            if len(times) == len(survivors):
-                new_page = survivors[[s["node_id"] for s in states].index(new)]
-                result.update(new_leader=new, all_follow_ms=max(times), elected_ms=times[survivors.index(new_page)])
-            break
+    result = end_leader(pages, mode, "bcl", timeout_s=timeout_s, poll_s=0.02)
+    del result["_survivors"], result["_states"]
     return result
 
 
