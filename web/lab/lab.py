@@ -99,6 +99,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -356,34 +357,31 @@ if TRACE and mesh is not None:
 
     mesh._apply = traced_apply  # type: ignore[method-assign]
 
-    def traced_on_message(data: Any) -> None:
-        """FlowMesh._on_message, with a stamp after each of its two steps."""
+    def traced(step: Callable[[], None], data: Any) -> None:
+        """One input of the member (``step``: the node takes it in), then its effects, with a stamp
+        before, between and after; ``data`` is what the trace shows of it."""
         assert mesh is not None
         start = js.performance.now()
         if mesh._disposed:
             return
-        mesh._node.receive(data, mesh._now())
+        step()
         received = js.performance.now()
         applied.clear()
         mesh._flush()
         if len(trace) < TRACE_LIMIT:
             trace.append((start, received, js.performance.now(), data, list(applied)))
 
+    def traced_on_message(data: Any) -> None:
+        """FlowMesh._on_message, with a stamp after each of its two steps."""
+        assert mesh is not None
+        traced(lambda: mesh._node.receive(data, mesh._now()), data)
+
     mesh._on_message = traced_on_message  # type: ignore[method-assign]  # _Events calls it by name
 
     def traced_on_peer_gone(node_id: str) -> None:
         """FlowMesh._on_peer_gone (a Web Lock granted: that tab is gone), traced as a message would be."""
         assert mesh is not None
-        start = js.performance.now()
-        if mesh._disposed:
-            return
-        mesh._node.peer_gone(node_id, mesh._now())
-        received = js.performance.now()
-        applied.clear()
-        mesh._flush()
-        if len(trace) < TRACE_LIMIT:
-            trace.append((start, received, js.performance.now(), json.dumps({"type": "peer_gone", "src": node_id}),
-                          list(applied)))
+        traced(lambda: mesh._node.peer_gone(node_id, mesh._now()), json.dumps({"type": "peer_gone", "src": node_id}))
 
     mesh._on_peer_gone = traced_on_peer_gone  # type: ignore[method-assign]
 
