@@ -79,10 +79,7 @@ class ResultSharing:
         error_type, message = _error_fields(error)
         shared = self._config.share_errors
         attempt = self._backoff.next_attempt(key)
-        retry_in = 0.0
-        if back_off and shared:
-            retry_in = self._backoff.delay(attempt)
-            self._backoff.set(key, Backoff(now + retry_in, error_type, message, attempt, port.me()))
+        retry_in = self._back_off(key, attempt, error_type, message, now) if back_off and shared else 0.0
         if shared or requesters:
             port.send(Failure(src=port.me(), key=key, error_type=error_type, message=message, retry_in=retry_in,
                               attempt=attempt, shared=shared and back_off, to=None if shared else sorted(requesters),
@@ -99,15 +96,19 @@ class ResultSharing:
         server's state now, so this tab, which calls the key, backs off all the same: the newer
         call's next attempt must not hammer a failing server (simulator seed 3588).
         """
-        port = self._port
         error_type, message = _error_fields(error)
         if back_off and self._config.share_errors:
-            attempt = self._backoff.next_attempt(key)
-            self._backoff.set(key, Backoff(now + self._backoff.delay(attempt), error_type, message, attempt,
-                                           port.me()))
+            self._back_off(key, self._backoff.next_attempt(key), error_type, message, now)
         if requesters or claimed:
+            port = self._port
             port.send(Failure(src=port.me(), key=key, error_type=error_type, message=message, retry_in=0.0,
                               attempt=1, shared=False, to=None if claimed else sorted(requesters), started=started))
+
+    def _back_off(self, key: str, attempt: int, error_type: str, message: str, now: float) -> float:
+        """Start this tab's back-off of ``key`` after its ``attempt``-th failure here; how long it lasts."""
+        retry_in = self._backoff.delay(attempt)
+        self._backoff.set(key, Backoff(now + retry_in, error_type, message, attempt, self._port.me()))
+        return retry_in
 
     def store(self, key: str, data: str, version: int, origin: str, age: float, now: float,
               started: float | None) -> None:
