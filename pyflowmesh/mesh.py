@@ -163,6 +163,9 @@ class FlowMesh:
         self._switching = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        # While the member takes an input from the browser (see _take_input): the executes it
+        # resolved, woken at its end.
+        self._wakes: list[tuple[Callable[..., None], Waiter, contextvars.Context | None]] | None = None
         self._disposed = False
         self._streams: Any = None  # stream.py's driver of this member's streams, once it has one
         self._transport.set_scope(self._node.scope_digest)
@@ -425,7 +428,7 @@ class FlowMesh:
         self._check_open()
         if key not in self._flows:
             raise LookupError(f"no flow {key!r} is registered on channel {self.channel!r}")
-        future = Waiter(self._loop, _wake_soon if WAKE_IN_MICROTASK else None)
+        future = Waiter(self._loop, self._wake_soon if WAKE_IN_MICROTASK else None)
         node = self._node
         waiter = node.submit(key, args, self._now())  # TypeError for non-JSON arguments
         self._waiters[waiter] = future
@@ -555,7 +558,7 @@ class FlowMesh:
         self._disposed = True
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer = self._timer_at = None
         for task in list(self._calls.values()):
             task.cancel()
         self._calls.clear()
@@ -687,25 +690,30 @@ class FlowMesh:
             log.exception("pyflowmesh: a listener on channel %r raised", self.channel)
 
     def _arm_timer(self) -> None:
+        """Make sure the loop calls :meth:`_on_timer` by the node's next deadline.
+
+        A timer already armed for that deadline or an earlier one stays: the node's ``tick``
+        is harmless when early, and re-arms for what is then due. So a deadline that moves
+        later (each ``Result`` ends a request's, each heartbeat moves the silence limit) costs
+        nothing; only an earlier one replaces the timer (``call_later`` makes a JS timer and a
+        proxy under Pyodide, about as much as the node's whole handling of a message).
+        """
         deadline = None if self._disposed else self._node.next_deadline()
-        if deadline == self._timer_at and self._timer is not None:
+        if deadline is None or (self._timer is not None and self._timer_at is not None
+                                and self._timer_at <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_at = deadline
-        if deadline is not None:
-            # call_later, not call_at: Pyodide's loop refuses a time in the past ("Can't schedule
-            # in the past"), and a deadline may have passed while the tab was busy.
-            delay = max(0.0, deadline / 1000.0 - self._loop.time())
-            self._timer = self._loop.call_later(delay, self._on_timer)
+        # call_later, not call_at: Pyodide's loop refuses a time in the past ("Can't schedule
+        # in the past"), and a deadline may have passed while the tab was busy.
+        delay = max(0.0, deadline / 1000.0 - self._loop.time())
+        self._timer = self._loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        if not self._disposed:
-            self._node.tick(self._now())
-            self._flush()
+        self._take_input(self._node.tick)
 
     async def _call(self, call: StartCall, node: MeshNode) -> None:
         """Run one flow call for ``node`` and report its outcome to it, whatever happens.
@@ -756,26 +764,64 @@ class FlowMesh:
 
     # --- transport events ---------------------------------------------------------------
 
-    def _on_message(self, data: Any) -> None:
-        if not self._disposed:
-            self._node.receive(data, self._now())
+    def _take_input(self, step: Callable[[float], None]) -> None:
+        """Take one input from the browser (``step(now)``: a message, a lock's grant, a timer...).
+
+        The executes it resolves are woken at its end, in this same call (see
+        :meth:`_wake_soon`): nothing of the page's is on the stack of a transport's
+        event or of the loop's timer, as in the microtask that follows it, without the
+        microtask's proxy.
+        """
+        if self._disposed:
+            return
+        outermost = self._begin_input()
+        try:
+            step(self._now())
             self._flush()
+        finally:
+            self._end_input(outermost)
+
+    def _begin_input(self) -> bool:
+        """Collect the wakes of the input starting now; ``True`` unless an input is taken already."""
+        if self._wakes is not None:
+            return False
+        self._wakes = []
+        return True
+
+    def _end_input(self, outermost: bool) -> None:
+        """At the end of the outermost input, wake the executes it resolved, in order."""
+        if not outermost or self._wakes is None:
+            return
+        wakes, self._wakes = self._wakes, None
+        for index, (callback, future, context) in enumerate(wakes):
+            try:
+                _resume(self._loop, callback, future, context)
+            except BaseException:  # SystemExit out of a task: the others still wake, later
+                for rest in wakes[index + 1:]:
+                    _wake_soon(self._loop, *rest)
+                raise
+
+    def _wake_soon(self, loop: asyncio.AbstractEventLoop, callback: Callable[..., None], future: Waiter,
+                   context: contextvars.Context | None) -> None:
+        """How a resolved execute wakes (:data:`WAKE_IN_MICROTASK`): at the end of the input that
+        resolved it, or, resolved by a call of the page's, in the microtask after it."""
+        if self._wakes is not None:
+            self._wakes.append((callback, future, context))
+        else:
+            _wake_soon(loop, callback, future, context)
+
+    def _on_message(self, data: Any) -> None:
+        self._take_input(functools.partial(self._node.receive, data))
 
     def _on_peer_gone(self, node_id: str) -> None:
-        if not self._disposed:
-            self._node.peer_gone(node_id, self._now())
-            self._flush()
+        self._take_input(functools.partial(self._node.peer_gone, node_id))
 
     def _on_visibility(self, hidden: bool) -> None:
         self._hidden = hidden
-        if not self._disposed:
-            self._node.set_hidden(hidden, self._now())
-            self._flush()
+        self._take_input(functools.partial(self._node.set_hidden, hidden))
 
     def _on_frozen(self, frozen: bool) -> None:
-        if not self._disposed:
-            self._node.set_frozen(frozen, self._now())
-            self._flush()
+        self._take_input(functools.partial(self._node.set_frozen, frozen))
 
 
 _LISTENER_EFFECTS = (LeaderChanged, MembersChanged, CacheUpdated, FailureShared)
@@ -836,12 +882,14 @@ def _subscribe_key(
 
 # --- what a waiting execute awaits ----------------------------------------------------------
 
-# In the browser, a waiting execute wakes up in a JS microtask of the task that resolved it (the
-# BroadcastChannel message that brought the result), instead of a task of its own. Pyodide's
-# WebLoop runs every call_soon as a separate browser task (a MessageChannel post: no setTimeout
-# clamp, but the tab's other tasks, and under CPU contention the OS, come first): measured in 10
-# tabs on two busy cores, that hop was the largest part of a follower's lag (bench/lag_bench.py).
-# False: the asyncio way (loop.call_soon), as in CPython; the lab's ?wake=task sets it, to compare.
+# A resolved execute wakes up at the end of the input that resolved it (FlowMesh._take_input: the
+# BroadcastChannel message that brought the result, in the same browser task), or, resolved by a
+# call of the page's, in a JS microtask after it; not in a task of its own. Pyodide's WebLoop runs
+# every call_soon as a separate browser task (a MessageChannel post: no setTimeout clamp, but the
+# tab's other tasks, and under CPU contention the OS, come first): measured in 10 tabs on two busy
+# cores, that hop was the largest part of a follower's lag (bench/lag_bench.py); the microtask's
+# proxy then cost as much again as the decoding of the message. False: the asyncio way
+# (loop.call_soon), as in CPython before; the lab's ?wake=task sets it, to compare.
 WAKE_IN_MICROTASK = True
 
 
@@ -872,23 +920,25 @@ def _wake_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], f
     """Run ``callback(future)`` in a microtask where there is one, else with ``loop.call_soon``."""
     if _microtask is None:
         loop.call_soon(callback, future, context=context)
+    else:
+        _microtask(functools.partial(_resume, loop, callback, future, context))
+
+
+def _resume(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], future: Waiter,
+            context: contextvars.Context | None) -> None:
+    """Run ``callback(future)`` (a task's wake-up) now, unless a task is mid-step (then ``call_soon``)."""
+    if asyncio.current_task(loop) is not None:  # a task is mid-step (a suspended stack): wait our turn
+        loop.call_soon(callback, future, context=context)
         return
-
-    def run() -> None:
-        if asyncio.current_task(loop) is not None:  # a task is mid-step (a suspended stack): wait our turn
-            loop.call_soon(callback, future, context=context)
-            return
-        if asyncio.events._get_running_loop() is not loop:
-            asyncio.events._set_running_loop(loop)
-        try:
-            if context is None:
-                callback(future)
-            else:
-                context.run(callback, future)
-        except Exception as error:
-            loop.call_exception_handler({"message": "pyflowmesh: waking an execute failed", "exception": error})
-
-    _microtask(run)
+    if asyncio.events._get_running_loop() is not loop:
+        asyncio.events._set_running_loop(loop)
+    try:
+        if context is None:
+            callback(future)
+        else:
+            context.run(callback, future)
+    except Exception as error:
+        loop.call_exception_handler({"message": "pyflowmesh: waking an execute failed", "exception": error})
 
 
 class Waiter:

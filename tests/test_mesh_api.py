@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, until
+from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, settled, until
 
 from pyflowmesh import FlowMesh, MeshDisposedError, SharedFlowError, use_flow
 from pyflowmesh.transports.memory import MemoryHub
@@ -521,3 +521,20 @@ def test_flow_mesh_stays_usable_after_a_listener_and_a_flow_raise_anything(strat
         assert tab.get_cached("x") == 1 and tab.stats.internal_errors == 0
 
     asyncio.run(main())
+
+
+@async_test
+async def test_a_deadline_that_moves_later_keeps_the_armed_timer_which_fires_early_and_harmlessly() -> None:
+    tabs = open_tabs(MemoryHub(), 2)
+    leader = await settle(tabs)
+    follower = next(tab for tab in tabs if tab is not leader)
+    await asyncio.sleep(0.01)
+    armed, armed_at = follower._timer, follower._timer_at
+    assert armed is not None and armed_at is not None and armed_at <= follower._node.next_deadline()
+    # Each heartbeat moves the follower's silence deadline later: the timer stays (no new JS timer).
+    await until(lambda: follower._node.next_deadline() > armed_at, what="a heartbeat moving the deadline later")
+    assert follower._timer is armed
+    await until(lambda: follower._timer is not armed, what="the early timer to fire")
+    # It ticked (harmless when early) and armed a timer for what is due now.
+    assert follower._timer_at == follower._node.next_deadline()
+    assert settled(tabs) and leaders(tabs) == [leader]

@@ -6,10 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from support import async_test
+from support import async_test, open_tabs, settle
 
 from pyflowmesh import mesh as mesh_module
 from pyflowmesh.mesh import Waiter
+from pyflowmesh.transports.memory import MemoryHub
 
 
 def recording_wake(log: list[str]) -> Any:
@@ -91,3 +92,34 @@ def test_cpython_has_no_microtasks_so_the_mesh_wakes_with_call_soon() -> None:
 
 async def _await(waiter: Waiter) -> Any:
     return await waiter
+
+
+@async_test
+async def test_an_execute_a_message_resolves_resumes_at_the_end_of_that_message_not_after_other_tasks() -> None:
+    hub = MemoryHub()
+    tabs = open_tabs(hub, 2)
+    for tab in tabs:
+        tab.register("f", _one)
+    leader = await settle(tabs)
+    follower = next(tab for tab in tabs if tab is not leader)
+    order: list[str] = []
+    handle = follower._on_message
+
+    def on_message(data: Any) -> None:  # _Events calls it by name
+        handle(data)
+        if isinstance(data, str) and '"type":"result"' in data:
+            order.append("message handled")
+
+    follower._on_message = on_message  # type: ignore[method-assign]
+
+    async def execute() -> None:
+        assert await follower.run("f") == 1
+        order.append("execute resumed")
+
+    await asyncio.wait_for(execute(), 5)
+    assert order == ["execute resumed", "message handled"]
+    assert follower._wakes is None  # the input is over: a wake from the page's own calls takes the microtask
+
+
+async def _one() -> int:
+    return 1

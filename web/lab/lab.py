@@ -358,18 +358,23 @@ if TRACE and mesh is not None:
     mesh._apply = traced_apply  # type: ignore[method-assign]
 
     def traced(step: Callable[[], None], data: Any) -> None:
-        """One input of the member (``step``: the node takes it in), then its effects, with a stamp
-        before, between and after; ``data`` is what the trace shows of it."""
+        """One input of the member, as ``FlowMesh._take_input`` takes it (``step``: the node takes
+        it in), then its effects, with a stamp before, between and after (the executes it resolved
+        wake after that); ``data`` is what the trace shows of it."""
         assert mesh is not None
         start = js.performance.now()
         if mesh._disposed:
             return
-        step()
-        received = js.performance.now()
-        applied.clear()
-        mesh._flush()
-        if len(trace) < TRACE_LIMIT:
-            trace.append((start, received, js.performance.now(), data, list(applied)))
+        outermost = mesh._begin_input()
+        try:
+            step()
+            received = js.performance.now()
+            applied.clear()
+            mesh._flush()
+            if len(trace) < TRACE_LIMIT:
+                trace.append((start, received, js.performance.now(), data, list(applied)))
+        finally:
+            mesh._end_input(outermost)
 
     def traced_on_message(data: Any) -> None:
         """FlowMesh._on_message, with a stamp after each of its two steps."""
