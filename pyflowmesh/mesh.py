@@ -169,6 +169,7 @@ class FlowMesh:
         self._disposed = False
         self._streams: Any = None  # stream.py's driver of this member's streams, once it has one
         self._transport.set_scope(self._node.scope_digest)
+        self._transport.skip_addressed(*self._node.address_rule)
         self._transport.open(self.config.channel, self.node_id, _Events(self))
         self._node.start(self._now())
         self._flush()
@@ -226,6 +227,8 @@ class FlowMesh:
     @property
     def stats(self) -> MeshStats:
         """Counters: messages sent, received and dropped, elections, calls, served from the mesh..."""
+        # What the channel skipped for the member (Channel.skip_addressed) it received all the same.
+        self._node.stats.received += self._transport.take_skipped()
         return self._node.stats
 
     @property
@@ -518,6 +521,7 @@ class FlowMesh:
         if self._streams is not None:
             self._streams.rejoin(self._node)
         self._transport.set_scope(self._node.scope_digest)
+        self._transport.skip_addressed(*self._node.address_rule)
         now = self._now()
         if self._hidden:
             self._node.set_hidden(True, now)
@@ -674,6 +678,7 @@ class FlowMesh:
             self.node_id = effect.node_id
             if not self._disposed:
                 self._transport.rename(effect.node_id)
+                self._transport.skip_addressed(*node.address_rule)
         elif isinstance(effect, STREAM_EFFECT_TYPES) and self._streams is not None:
             self._streams.apply(effect, node)  # stream.py: sources as tasks, events to the Streams
         else:

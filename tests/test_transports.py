@@ -19,7 +19,7 @@ import pyflowmesh.mesh
 from pyflowmesh import FlowMesh, use_flow
 from pyflowmesh.core.wire import scope_digest
 from pyflowmesh.transports import Channel, Transport, default_transport, lock_name
-from pyflowmesh.transports.memory import MemoryHub
+from pyflowmesh.transports.memory import MemoryChannel, MemoryHub
 
 
 class RoomChannel(Channel):
@@ -197,3 +197,29 @@ async def test_freeze_makes_a_leader_hand_over_and_resume_makes_it_rejoin() -> N
 def test_lock_names_keep_the_0_1_format_and_add_the_scope() -> None:
     assert lock_name("c", "n") == "pyflowmesh:c:n"
     assert lock_name("c", "n", "s") == "pyflowmesh:c:s:n"
+
+
+@async_test
+async def test_a_channel_skips_a_request_and_its_answer_between_two_other_tabs_and_the_member_counts_them() -> None:
+    hub, server = MemoryHub(), Server()
+    tabs = open_tabs(hub, 3)
+    flows = [use_flow(server.fetch, tab, key="skip") for tab in tabs]
+    leader = await settle(tabs)
+    asker, bystander = (tab for tab in tabs if tab is not leader)
+    posted: list[str] = []
+    hub.on_post(lambda channel, data: posted.append(json.loads(data)["type"]))
+    channel = bystander.transport.channel
+    assert isinstance(channel, MemoryChannel)
+    skipped_before = channel._skipped
+    assert await flows[tabs.index(asker)].execute(1) == {"args": [1], "call": 1}
+    await asyncio.sleep(0.01)
+    assert {"request", "accept", "result"} <= set(posted)
+    # The asker's request to the leader and the leader's accept never reached the bystander's member...
+    assert channel._skipped - skipped_before == 2
+    # ...which counts them received all the same, once it is asked.
+    node_count = bystander._node.stats.received
+    assert bystander.stats.received == node_count + skipped_before + 2
+    assert channel._skipped == 0
+    # The result reached it: its cache has the entry (shared), served without a call.
+    assert await flows[tabs.index(bystander)].execute(1) == {"args": [1], "call": 1}
+    assert len(server.calls) == 1

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import MeshDisposedError
 from .backoff import SharedBackoff
@@ -50,7 +50,7 @@ from .wire import (
     scope_digest,
 )
 
-__all__ = ["MeshNode", "MAX_NODE_ID"]
+__all__ = ["MeshNode", "MAX_NODE_ID", "AddressRule", "addressed_elsewhere"]
 
 MAX_NODE_ID = 128
 
@@ -64,7 +64,27 @@ def _random_suffix(node_id: str) -> str:
     return f"{node_id[: MAX_NODE_ID - 7]}~{os.urandom(3).hex()}"
 
 
-_ADDRESSED = re.compile(r'(?:request|accept|decline|withdraw|sync)","src":"(?:[^"\\]|\\.)*","dst":"((?:[^"\\]|\\.)*)"')
+# What follows the envelope's head in a message addressed to one tab, its ID (as JSON text) the
+# group. Written to read the same in Python's re and in JavaScript (a channel may apply it
+# before the member sees the message: AddressRule); linear time in both.
+ADDRESSED_PATTERN = r'(?:request|accept|decline|withdraw|sync)","src":"(?:[^"\\]|\\.)*","dst":"((?:[^"\\]|\\.)*)"'
+_ADDRESSED = re.compile(ADDRESSED_PATTERN)
+
+
+class AddressRule(NamedTuple):
+    """How to tell, unread, a message :meth:`MeshNode.receive` would drop as addressed to another tab.
+
+    Text that starts with ``head`` and matches ``pattern`` right after it is addressed to
+    the tab whose ID (as JSON text) is the match's first group; unless that is ``me``, the
+    member drops it unread (:func:`addressed_elsewhere`). A channel may apply the rule
+    before the member sees the message (``Channel.skip_addressed``): a request to the leader
+    and its answer reach every tab, and in the browser each costs the tabs it is not for a
+    call into Python.
+    """
+
+    head: str
+    me: str
+    pattern: str = ADDRESSED_PATTERN
 
 
 def addressed_elsewhere(raw: Any, head: str, me: str) -> bool:
@@ -218,6 +238,11 @@ class MeshNode:
         """The phase of this tab's work on cache key ``key`` (``None``: it works on no such key)."""
         pending = self.executes.table.by_key.get(key)
         return None if pending is None else pending.phase
+
+    @property
+    def address_rule(self) -> AddressRule:
+        """The rule a channel may drop messages for other tabs by (it changes with a rename)."""
+        return AddressRule(self._head, self._me)
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next be called, or ``None`` if nothing is scheduled."""

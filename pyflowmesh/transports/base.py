@@ -76,6 +76,20 @@ class Channel(ABC):
     def close(self) -> None:
         """Leave the channel; nothing reaches ``receive`` any more, even what was already on its way. Idempotent."""
 
+    def skip_addressed(self, head: str, me: str, pattern: str) -> None:  # noqa: B027 (optional, not abstract)
+        """From now on, the member would drop unread text addressed to another tab: it may go unreceived.
+
+        That is text that starts with ``head`` and matches ``pattern`` (a regular expression
+        that reads the same in Python and JavaScript) right after it, with a first group other
+        than ``me`` (``pyflowmesh.core.node.AddressRule``). Optional: a channel for which
+        receiving costs little ignores it, as this default does; one that skips counts what it
+        skipped (:meth:`take_skipped`). Stays across :meth:`close` and :meth:`open`.
+        """
+
+    def take_skipped(self) -> int:
+        """How many messages it skipped (:meth:`skip_addressed`) since it was last asked; 0 if it never skips."""
+        return 0
+
 
 class PeerWatch(ABC):
     """Learns at once that a tab is gone, through a lock each member holds while it lives."""
@@ -264,6 +278,14 @@ class Transport:
         if self.peers is not None and not self._cached:
             self.peers.release()
             self.peers.hold(self._node_id, scope)
+
+    def skip_addressed(self, head: str, me: str, pattern: str) -> None:
+        """The member's rule for what it drops unread as addressed elsewhere (:meth:`Channel.skip_addressed`)."""
+        self.channel.skip_addressed(head, me, pattern)
+
+    def take_skipped(self) -> int:
+        """Messages the channel skipped by that rule since the last call (the member counts them received)."""
+        return self.channel.take_skipped()
 
     def close(self) -> None:
         """Leave the channel and release everything (listeners, proxies, the lock). Idempotent."""

@@ -21,6 +21,7 @@ reported gone to the members of its scope that watch it. Each tab's page is a
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -120,6 +121,10 @@ class MemoryChannel(Channel):
         self._receive: Callable[[Any], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = 0  # how many times it was opened: a message on its way to an earlier opening is dropped
+        # The member's rule for what it would drop unread (skip_addressed), applied here as the
+        # browser's channel applies it in JS, so tests see the member count what was skipped.
+        self._skip: tuple[str, str, re.Pattern[str]] | None = None
+        self._skipped = 0
 
     def open(self, name: str, receive: Callable[[Any], None]) -> None:
         self.close()
@@ -140,13 +145,26 @@ class MemoryChannel(Channel):
             if self in members:
                 members.remove(self)
 
+    def skip_addressed(self, head: str, me: str, pattern: str) -> None:
+        self._skip = (head, me, re.compile(pattern))
+
+    def take_skipped(self) -> int:
+        skipped, self._skipped = self._skipped, 0
+        return skipped
+
     def _deliver(self, data: Any) -> None:
         if self._receive is not None and self._loop is not None:
             self._loop.call_soon(self._arrive, self._opened, data)
 
     def _arrive(self, opened: int, data: Any) -> None:
-        if self._receive is not None and opened == self._opened:
-            self._receive(data)
+        if self._receive is None or opened != self._opened:
+            return
+        if self._skip is not None and isinstance(data, str) and data.startswith(self._skip[0]):
+            match = self._skip[2].match(data, len(self._skip[0]))
+            if match is not None and match.group(1) != self._skip[1]:
+                self._skipped += 1
+                return
+        self._receive(data)
 
 
 class MemoryLocks(PeerWatch):

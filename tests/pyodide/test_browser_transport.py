@@ -395,3 +395,52 @@ async def test_web_locks_tell_every_tab_of_a_crashed_follower_and_hand_a_crashed
     await until(lambda: successor.is_leader, "the successor to take over")
     assert successor.stats.handovers == 1 and successor.peers == 0
     successor.dispose()
+
+
+@run_in_pyodide
+async def test_the_js_listener_hands_python_text_and_skips_what_is_addressed_to_another_tab(selenium_mesh):
+    import asyncio
+
+    import js
+
+    from pyflowmesh.core.config import MeshConfig
+    from pyflowmesh.core.node import MeshNode
+    from pyflowmesh.core.wire import Accept, Request, encode
+    from pyflowmesh.transports import broadcast_channel
+    from pyflowmesh.transports.broadcast_channel import BroadcastChannel
+
+    rule = MeshNode("me", MeshConfig.from_options({"channel": "t-skip"})).address_rule
+    to_other = encode(Request(src="asker", dst="other", req=1, key="f", flow="f", args=[]))
+    to_me = encode(Request(src="asker", dst="me", req=2, key="f", flow="f", args=[]))
+    answer_to_other = encode(Accept(src="leader", dst="other", req=1, key="f"))
+    sender = js.BroadcastChannel.new("t-skip")
+
+    async def deliveries(channel: BroadcastChannel, expected: int) -> list:
+        received: list = []
+        channel.skip_addressed(*rule)
+        channel.open("t-skip", received.append)
+        for data in (to_other, to_me, answer_to_other, js.Object.new(), "not ours"):
+            sender.postMessage(data)
+        for _ in range(200):
+            if len(received) >= expected:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # nothing more comes
+        return received
+
+    try:
+        channel = BroadcastChannel()
+        assert await deliveries(channel, 3) == [to_me, None, "not ours"]
+        assert channel.take_skipped() == 2 and channel.take_skipped() == 0
+        channel.close()
+        assert channel.live_proxies == 0
+        # Where the page's CSP forbids making a function from text, the Python listener reads every event.
+        broadcast_channel._factory[:] = [None]
+        fallback = BroadcastChannel()
+        assert await deliveries(fallback, 5) == [to_other, to_me, answer_to_other, None, "not ours"]
+        assert fallback.take_skipped() == 0
+        fallback.close()
+        assert fallback.live_proxies == 0
+    finally:
+        broadcast_channel._factory.clear()
+        sender.close()
