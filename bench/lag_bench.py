@@ -26,9 +26,9 @@ at each size:
   awaiting execute running again (asyncio's ``call_soon`` in Pyodide's WebLoop).
   From ``pfm.trace()`` (``lab.py``'s ``?trace=1``).
 
-Rounds alternate between the waiting execute waking in a microtask of the message that
-resolved it (``pyflowmesh.mesh.WAKE_IN_MICROTASK``, the default) and in a browser task of
-its own (asyncio's ``call_soon`` in Pyodide's WebLoop, as before): ``lag`` / ``parts`` and
+Rounds alternate between the waiting execute waking at the end of the message that
+resolved it, in the same browser task (``pyflowmesh.mesh.WAKE_IN_MICROTASK``, the default)
+and in a browser task of its own (asyncio's ``call_soon`` in Pyodide's WebLoop, as before): ``lag`` / ``parts`` and
 ``lag_task_wake`` / ``parts_task_wake``, measured in the same tabs.
 """
 

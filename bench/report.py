@@ -268,7 +268,7 @@ def _lag(data: dict[str, Any] | None) -> list[str]:
         "`Result`, on a channel of its own; not a floor: it reaches a follower's listener only once that "
         "tab's main thread is free again, so it shows how long a `Result` keeps a follower busy (the "
         "member's Python, the resumed execute, the lab's own rendering). Rounds alternate, in "
-        "the same tabs, between the waiting execute waking in a microtask of the message that resolved it "
+        "the same tabs, between the waiting execute waking at the end of the message that resolved it "
         "(`pyflowmesh.mesh.WAKE_IN_MICROTASK`, now the default) and *before*: in a browser task of its own "
         "(asyncio's `call_soon` in Pyodide's WebLoop, as pyflowmesh did until this change).",
         "",
@@ -282,7 +282,7 @@ def _lag(data: dict[str, Any] | None) -> list[str]:
         "*effects*, carrying out what it queued (the waiter's future resolved, listeners, the timer); "
         "*resume*, the future resolved to the awaiting execute running again (before: asyncio's `call_soon`, "
         "in Pyodide's WebLoop a `MessageChannel` post, a browser task of its own, no `setTimeout` clamp; now "
-        "a microtask of the same task).",
+        "the end of the same task).",
         "",
         *_table(["tabs", "wake-up", "channel", "to Python", "receive", "effects", "resume"], parts),
         "",
