@@ -502,6 +502,7 @@ class FlowMesh:
     def _switch(self, config: MeshConfig) -> None:
         changed = ScopeChangedError(f"the scope of channel {self.channel!r} changed while this execute waited")
         old = self._node
+        old.stats.received += self._transport.take_skipped()  # the old scope's: the new one counts afresh
         old.leave(self._now(), changed)  # a Bye (a leader hands over); its waiters get `changed`
         for task in list(self._calls.values()):
             task.cancel()  # a call of the old scope; _call would discard its outcome anyway
@@ -677,8 +678,8 @@ class FlowMesh:
             log.warning("pyflowmesh: another tab used this tab's ID on %r; now %s", self.channel, effect.node_id)
             self.node_id = effect.node_id
             if not self._disposed:
+                self._transport.skip_addressed(*node.address_rule)  # first: a failed rename must not keep the old rule
                 self._transport.rename(effect.node_id)
-                self._transport.skip_addressed(*node.address_rule)
         elif isinstance(effect, STREAM_EFFECT_TYPES) and self._streams is not None:
             self._streams.apply(effect, node)  # stream.py: sources as tasks, events to the Streams
         else:
@@ -702,10 +703,17 @@ class FlowMesh:
         later (each ``Result`` ends a request's, each heartbeat moves the silence limit) costs
         nothing; only an earlier one replaces the timer (``call_later`` makes a JS timer and a
         proxy under Pyodide, about as much as the node's whole handling of a message).
+
+        Not while the page is hidden: then the timer follows the deadline from the message
+        that moved it, as before. Chrome runs a chain of timers, each set from the one
+        before, once a minute in a page hidden for five minutes; a timer set from a message
+        starts no chain, so a follower that hears heartbeats keeps its own pace.
         """
         deadline = None if self._disposed else self._node.next_deadline()
-        if deadline is None or (self._timer is not None and self._timer_at is not None
-                                and self._timer_at <= deadline):
+        if deadline is None:
+            return  # a timer still armed fires, ticks and finds nothing due
+        armed = self._timer_at if self._timer is not None else None
+        if armed is not None and (armed == deadline or (armed < deadline and not self._hidden)):
             return
         if self._timer is not None:
             self._timer.cancel()

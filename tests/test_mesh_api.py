@@ -538,3 +538,20 @@ async def test_a_deadline_that_moves_later_keeps_the_armed_timer_which_fires_ear
     # It ticked (harmless when early) and armed a timer for what is due now.
     assert follower._timer_at == follower._node.next_deadline()
     assert settled(tabs) and leaders(tabs) == [leader]
+
+
+@async_test
+async def test_while_hidden_the_timer_follows_the_deadline_from_the_message_that_moved_it() -> None:
+    hub = MemoryHub()
+    tabs = open_tabs(hub, 2)
+    leader = await settle(tabs)
+    follower = next(tab for tab in tabs if tab is not leader)
+    hub.page(follower).hide()
+    await asyncio.sleep(0.01)
+    armed, armed_at = follower._timer, follower._timer_at
+    assert armed is not None and armed_at is not None
+    # A heartbeat moves the silence deadline later: re-armed from the message (Chrome starts no
+    # chain of timers from it, and throttles chains in pages hidden for long to once a minute).
+    await until(lambda: follower._node.next_deadline() > armed_at, what="a heartbeat moving the deadline later")
+    assert follower._timer is not armed and follower._timer_at == follower._node.next_deadline()
+    assert settled(tabs)

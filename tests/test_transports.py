@@ -223,3 +223,18 @@ async def test_a_channel_skips_a_request_and_its_answer_between_two_other_tabs_a
     # The result reached it: its cache has the entry (shared), served without a call.
     assert await flows[tabs.index(bystander)].execute(1) == {"args": [1], "call": 1}
     assert len(server.calls) == 1
+
+
+@async_test
+async def test_what_a_channel_skipped_before_a_scope_switch_is_not_counted_in_the_new_scope() -> None:
+    hub, server = MemoryHub(), Server()
+    tabs = open_tabs(hub, 3)
+    flows = [use_flow(server.fetch, tab, key="skip") for tab in tabs]
+    leader = await settle(tabs)
+    asker, bystander = (tab for tab in tabs if tab is not leader)
+    await flows[tabs.index(asker)].execute(1)
+    await asyncio.sleep(0.01)
+    channel = bystander.transport.channel
+    assert isinstance(channel, MemoryChannel) and channel._skipped >= 2  # not yet counted: nobody read stats
+    bystander.set_scope("user-2")
+    assert bystander.stats.received == 0  # the new scope's member counts afresh
