@@ -4,6 +4,7 @@ nesting measured before parsing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -302,3 +303,26 @@ def test_an_invalidation_of_flows_and_the_stamps_that_order_calls_after_it_round
                  '"key":null,"flows":["f"],"at":1e300}'):
         with pytest.raises(ProtocolError):
             decode(head + body)
+
+
+def test_encode_writes_nested_structs_as_objects_in_field_order_and_leaves_the_values_uncopied() -> None:
+    value = {"items": [{"id": 1}], "name": "x"}
+    sync = p.Sync(src="a", dst="b", entries=[p.SyncEntry(key="k", value=value, version=3, origin="a", age=1.5)],
+                  failures=[p.SyncFailure(key="f", error_type="E", message="m", retry_in=5.0, attempt=1, origin="a")])
+    heartbeat = p.Heartbeat(src="a", term=2, interval=1000.0, hidden=False,
+                            members=[p.MemberEntry(id="b", locks=True)])
+    assert json.loads(encode(sync))["entries"] == [{"key": "k", "value": value, "version": 3, "origin": "a", "age": 1.5}]
+    assert encode(sync).endswith('"failures":[{"key":"f","error_type":"E","message":"m","retry_in":5.0,'
+                                 '"attempt":1,"origin":"a"}]}')  # fields in order; an optional None left out
+    assert json.loads(encode(heartbeat))["members"] == [{"id": "b", "locks": True}]
+    assert "successor" not in json.loads(encode(heartbeat))
+    for message in (sync, heartbeat):
+        assert encode(decode(encode(message))) == encode(message)
+    with pytest.raises(TypeError):  # only the wire's own structs become objects; a value must be JSON already
+        encode(p.Result(src="a", key="k", value=_Point(1, 2), version=1, origin="a", age=0.0, shared=True))
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+    y: int

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, field, fields
+from dataclasses import field, fields, is_dataclass
 from itertools import accumulate
 from typing import Any, ClassVar, cast
 
@@ -459,9 +459,12 @@ def _check_scope_digest(scope: str) -> str:
 def encode(message: Message, scope: str = "") -> str:
     """The message as JSON text, in the envelope of ``scope`` (a :func:`scope_digest`; ``""``: shared).
 
-    Values must already have passed :func:`check_json`.
+    Values must already have passed :func:`check_json`. The fields are read, not copied
+    (``dataclasses.asdict`` copied every value, however large, only for ``json.dumps`` to
+    read it): the structs a message nests (:class:`MemberEntry`, :class:`SyncEntry`...)
+    become objects as ``json.dumps`` meets them (:func:`_fields_of`).
     """
-    body = asdict(message)  # type: ignore[call-overload]
+    body = _fields_of(message)
     for name in _OPTIONAL_FIELDS:
         if body.get(name, 0) is None:
             del body[name]
@@ -473,7 +476,26 @@ def encode(message: Message, scope: str = "") -> str:
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=False,
+        default=_fields_of,
     )
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per struct type of this module, its fields in order
+
+
+def _fields_of(struct: Any) -> dict[str, Any]:
+    """A struct of this module by its fields, in order, as ``dataclasses.asdict`` lists them, values uncopied.
+
+    Raises:
+        TypeError: ``struct`` is anything else (``json.dumps`` passes on a value that is not JSON).
+    """
+    names = _FIELD_NAMES.get(type(struct))
+    if names is None:
+        kind = type(struct)
+        if kind.__module__ != __name__ or not is_dataclass(kind):
+            raise TypeError(f"{kind.__qualname__} is not JSON data")
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
+    return {name: getattr(struct, name) for name in names}
 
 
 # --- decoding and validation ----------------------------------------------------------------
