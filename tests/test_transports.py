@@ -8,6 +8,7 @@ registry that ``use_flow`` looks members up in.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -199,42 +200,53 @@ def test_lock_names_keep_the_0_1_format_and_add_the_scope() -> None:
     assert lock_name("c", "n", "s") == "pyflowmesh:c:s:n"
 
 
-@async_test
-async def test_a_channel_skips_a_request_and_its_answer_between_two_other_tabs_and_the_member_counts_them() -> None:
+@dataclasses.dataclass
+class _OneExecute:
+    """Three tabs; one follower (the asker) executed once; the other (the bystander) only heard it."""
+
+    tabs: list[FlowMesh]
+    flows: list[Any]
+    server: Server
+    bystander: FlowMesh
+    channel: MemoryChannel  # the bystander's
+    skipped_before: int  # what its channel had skipped before the execute (the joins' syncs)
+    posted: list[str]  # the types of the messages posted since
+
+
+async def _one_execute_between_two_other_tabs() -> _OneExecute:
     hub, server = MemoryHub(), Server()
     tabs = open_tabs(hub, 3)
     flows = [use_flow(server.fetch, tab, key="skip") for tab in tabs]
     leader = await settle(tabs)
     asker, bystander = (tab for tab in tabs if tab is not leader)
-    posted: list[str] = []
-    hub.on_post(lambda channel, data: posted.append(json.loads(data)["type"]))
     channel = bystander.transport.channel
     assert isinstance(channel, MemoryChannel)
-    skipped_before = channel._skipped
+    scene = _OneExecute(tabs, flows, server, bystander, channel, channel._skipped, [])
+    hub.on_post(lambda name, data: scene.posted.append(json.loads(data)["type"]))
     assert await flows[tabs.index(asker)].execute(1) == {"args": [1], "call": 1}
     await asyncio.sleep(0.01)
-    assert {"request", "accept", "result"} <= set(posted)
+    return scene
+
+
+@async_test
+async def test_a_channel_skips_a_request_and_its_answer_between_two_other_tabs_and_the_member_counts_them() -> None:
+    scene = await _one_execute_between_two_other_tabs()
+    bystander, channel = scene.bystander, scene.channel
+    assert {"request", "accept", "result"} <= set(scene.posted)
     # The asker's request to the leader and the leader's accept never reached the bystander's member...
-    assert channel._skipped - skipped_before == 2
+    assert channel._skipped - scene.skipped_before == 2
     # ...which counts them received all the same, once it is asked.
     node_count = bystander._node.stats.received
-    assert bystander.stats.received == node_count + skipped_before + 2
+    assert bystander.stats.received == node_count + scene.skipped_before + 2
     assert channel._skipped == 0
     # The result reached it: its cache has the entry (shared), served without a call.
-    assert await flows[tabs.index(bystander)].execute(1) == {"args": [1], "call": 1}
-    assert len(server.calls) == 1
+    assert await scene.flows[scene.tabs.index(bystander)].execute(1) == {"args": [1], "call": 1}
+    assert len(scene.server.calls) == 1
 
 
 @async_test
 async def test_what_a_channel_skipped_before_a_scope_switch_is_not_counted_in_the_new_scope() -> None:
-    hub, server = MemoryHub(), Server()
-    tabs = open_tabs(hub, 3)
-    flows = [use_flow(server.fetch, tab, key="skip") for tab in tabs]
-    leader = await settle(tabs)
-    asker, bystander = (tab for tab in tabs if tab is not leader)
-    await flows[tabs.index(asker)].execute(1)
-    await asyncio.sleep(0.01)
-    channel = bystander.transport.channel
-    assert isinstance(channel, MemoryChannel) and channel._skipped >= 2  # not yet counted: nobody read stats
-    bystander.set_scope("user-2")
-    assert bystander.stats.received == 0  # the new scope's member counts afresh
+    scene = await _one_execute_between_two_other_tabs()
+    assert scene.channel._skipped >= 2  # not yet counted: nobody read the bystander's stats
+    scene.bystander.set_scope("user-2")
+    assert scene.bystander.stats.received == 0  # the new scope's member counts afresh
