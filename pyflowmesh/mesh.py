@@ -227,8 +227,7 @@ class FlowMesh:
     @property
     def stats(self) -> MeshStats:
         """Counters: messages sent, received and dropped, elections, calls, served from the mesh..."""
-        # What the channel skipped for the member (Channel.skip_addressed) it received all the same.
-        self._node.stats.received += self._transport.take_skipped()
+        self._count_skipped(self._node)
         return self._node.stats
 
     @property
@@ -502,7 +501,7 @@ class FlowMesh:
     def _switch(self, config: MeshConfig) -> None:
         changed = ScopeChangedError(f"the scope of channel {self.channel!r} changed while this execute waited")
         old = self._node
-        old.stats.received += self._transport.take_skipped()  # the old scope's: the new one counts afresh
+        self._count_skipped(old)  # the old scope's: the new one counts afresh
         old.leave(self._now(), changed)  # a Bye (a leader hands over); its waiters get `changed`
         for task in list(self._calls.values()):
             task.cancel()  # a call of the old scope; _call would discard its outcome anyway
@@ -588,6 +587,10 @@ class FlowMesh:
     def _new_node(self, node_id: str, config: MeshConfig) -> MeshNode:
         # With a peer watch (Web Locks), the members learn of this tab's end from its lock.
         return MeshNode(node_id, config, wall_clock=_wall_clock, locks=self._transport.peers is not None)
+
+    def _count_skipped(self, node: MeshNode) -> None:
+        """What the channel skipped for ``node`` (``Channel.skip_addressed``) it received all the same."""
+        node.stats.received += self._transport.take_skipped()
 
     def _check_open(self) -> None:
         if self._disposed:

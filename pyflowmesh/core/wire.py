@@ -489,9 +489,9 @@ def _fields_of(struct: Any) -> dict[str, Any]:
     Raises:
         TypeError: ``struct`` is anything else (``json.dumps`` passes on a value that is not JSON).
     """
-    names = _FIELD_NAMES.get(type(struct))
+    kind = type(struct)
+    names = _FIELD_NAMES.get(kind)
     if names is None:
-        kind = type(struct)
         if kind.__module__ != __name__ or not is_dataclass(kind):
             raise TypeError(f"{kind.__qualname__} is not JSON data")
         names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
