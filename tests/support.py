@@ -48,6 +48,13 @@ async def settle(tabs: list[FlowMesh]) -> FlowMesh:
     return leaders(tabs)[0]
 
 
+async def leader_and_follower(hub: MemoryHub, **options: Any) -> tuple[list[FlowMesh], FlowMesh, FlowMesh]:
+    """Two tabs on ``hub``, settled: both, the leader, the follower."""
+    tabs = open_tabs(hub, 2, **options)
+    leader = await settle(tabs)
+    return tabs, leader, next(tab for tab in tabs if tab is not leader)
+
+
 class Server:
     """A fake API that counts its calls and can be switched to failing."""
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from support import HEARTBEAT, Server, async_test, leaders, open_tabs, settle, settled, until
+from support import HEARTBEAT, Server, async_test, leader_and_follower, leaders, open_tabs, settle, settled, until
 
 from pyflowmesh import FlowMesh, MeshDisposedError, SharedFlowError, use_flow
 from pyflowmesh.transports.memory import MemoryHub
@@ -306,10 +306,7 @@ async def test_values_that_are_not_json_are_a_type_error_where_offered() -> None
 
 @async_test
 async def test_a_bad_result_in_the_leader_is_a_clean_error_in_the_follower() -> None:
-    hub = MemoryHub()
-    tabs = open_tabs(hub, 2)
-    leader = await settle(tabs)
-    follower = next(t for t in tabs if t is not leader)
+    _, leader, follower = await leader_and_follower(MemoryHub())
     use_flow(lambda: object(), leader, key="bad")
     flow = use_flow(lambda: object(), follower, key="bad")
     with pytest.raises((SharedFlowError, TypeError)) as caught:
@@ -367,10 +364,7 @@ async def test_use_flow_with_an_options_dict_shares_one_member_per_channel() -> 
 
 @async_test
 async def test_dispose_fails_waiting_executes_and_stops_sending() -> None:
-    hub = MemoryHub()
-    tabs = open_tabs(hub, 2)
-    leader = await settle(tabs)
-    follower = next(t for t in tabs if t is not leader)
+    _, leader, follower = await leader_and_follower(MemoryHub())
     use_flow(lambda: asyncio.sleep(10), leader, key="slow")
     flow = use_flow(lambda: asyncio.sleep(10), follower, key="slow")
     waiting = asyncio.ensure_future(flow.execute())
@@ -525,9 +519,7 @@ def test_flow_mesh_stays_usable_after_a_listener_and_a_flow_raise_anything(strat
 
 @async_test
 async def test_a_deadline_that_moves_later_keeps_the_armed_timer_which_fires_early_and_harmlessly() -> None:
-    tabs = open_tabs(MemoryHub(), 2)
-    leader = await settle(tabs)
-    follower = next(tab for tab in tabs if tab is not leader)
+    tabs, leader, follower = await leader_and_follower(MemoryHub())
     await asyncio.sleep(0.01)
     armed, armed_at = follower._timer, follower._timer_at
     assert armed is not None and armed_at is not None and armed_at <= follower._node.next_deadline()
@@ -543,9 +535,7 @@ async def test_a_deadline_that_moves_later_keeps_the_armed_timer_which_fires_ear
 @async_test
 async def test_while_hidden_the_timer_follows_the_deadline_from_the_message_that_moved_it() -> None:
     hub = MemoryHub()
-    tabs = open_tabs(hub, 2)
-    leader = await settle(tabs)
-    follower = next(tab for tab in tabs if tab is not leader)
+    tabs, leader, follower = await leader_and_follower(hub)
     hub.page(follower).hide()
     await asyncio.sleep(0.01)
     armed, armed_at = follower._timer, follower._timer_at

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from support import async_test, open_tabs, settle
+from support import async_test, leader_and_follower
 
 from pyflowmesh import mesh as mesh_module
 from pyflowmesh.mesh import Waiter
@@ -96,12 +96,9 @@ async def _await(waiter: Waiter) -> Any:
 
 @async_test
 async def test_an_execute_a_message_resolves_resumes_at_the_end_of_that_message_not_after_other_tasks() -> None:
-    hub = MemoryHub()
-    tabs = open_tabs(hub, 2)
+    tabs, _, follower = await leader_and_follower(MemoryHub())
     for tab in tabs:
         tab.register("f", _one)
-    leader = await settle(tabs)
-    follower = next(tab for tab in tabs if tab is not leader)
     order: list[str] = []
     handle = follower._on_message
 
