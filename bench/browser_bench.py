@@ -79,6 +79,34 @@ def describe(values: list[float]) -> dict[str, Any]:
             "min": min(values), "max": max(values), "mean": statistics.fmean(values)}
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of every CPU of the machine since boot (``/proc/stat``)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_quiet(busy_below: float = 0.2, window_s: float = 0.5, max_s: float = 20.0) -> float:
+    """Wait until the machine's CPUs were less than ``busy_below`` busy over ``window_s``.
+
+    A tab just opened goes on working after it says it is ready (V8 compiles Pyodide's
+    WebAssembly in background threads for seconds), and on 2 cores that slows every tab. A
+    trial that follows a fresh tab waits for the machine to be quiet, so that trials of one
+    kind are not slowed more than another's. Gives up after ``max_s``; returns the seconds waited.
+    """
+    t0 = time.monotonic()
+    before = _cpu_times()
+    while time.monotonic() - t0 < max_s:
+        time.sleep(window_s)
+        after = _cpu_times()
+        busy, total = after[0] - before[0], after[1] - before[1]
+        if total > 0 and busy / total < busy_below:
+            break
+        before = after
+    return time.monotonic() - t0
+
+
 # ---- the browser's processes -------------------------------------------------------
 
 
@@ -586,17 +614,28 @@ Python on the survivor's main thread: asked while the lock's grant or the ``Bye`
 would hold that up (the anchor's trial waits as long, for the same reason)."""
 
 
-def end_leader(pages: list[Any], mode: str, api: str, timeout_s: float, poll_s: float) -> dict[str, Any]:
+WATCH_LOCK_JS = """(name) => { window.__grant = null; navigator.locks.request(name, {mode: "shared"}, () => {
+  window.__grant = performance.timeOrigin + performance.now(); }); }"""
+"""Queue a shared request for the lock ``name`` (held by another tab); ``window.__grant`` stamps
+its grant (ms since the epoch, the browser's clock): the moment the browser freed that tab's locks."""
+
+
+def end_leader(pages: list[Any], mode: str, api: str, timeout_s: float, poll_s: float,
+               watcher: Any = None) -> dict[str, Any]:
     """Close (``mode`` ``"close"``: ``page.close()``, its ``pagehide`` runs) or crash
     (``chrome://crash``) the leading tab of ``pages``; time until the others follow one new leader.
 
     ``api`` is the page's JS object, ``pfm`` (the lab) or ``bcl`` (the anchor's page): its
-    ``state()`` gives ``node_id``, ``role``, ``leader_id``; its ``events()`` the tab's view of the
-    leader over time (``leader``, ``at``: ``performance.now()``). The clock starts just before the
-    Playwright call (the browser's clock). Returns ``all_follow_ms`` (when the last survivor
-    followed), ``elected_ms`` (when the new leader knew it), ``new_leader``, ``error`` (a survivor
-    died with the leader: a shared renderer), and, for the caller, ``_dead_page``,
-    ``_survivors`` and ``_states`` (the survivors' last states).
+    ``state()`` gives ``node_id``, ``role``, ``leader_id`` and ``lock`` (a Web Lock the tab holds
+    while it lives, or null); its ``events()`` the tab's view of the leader over time (``leader``,
+    ``at``: ``performance.now()``). The clock starts just before the Playwright call (the
+    browser's clock). Returns ``all_follow_ms`` (when the last survivor followed), ``elected_ms``
+    (when the new leader knew it), ``new_leader``, ``follow_ms`` (each survivor's), ``views``
+    (each survivor's leader changes after the trigger: ``[leader, ms]``), ``error`` (a survivor
+    died with the leader: a shared renderer), ``floor_ms`` (with a ``watcher`` page of the same origin and context and a
+    leader's ``lock``: when the browser granted the watcher that lock, i.e. freed the old
+    leader's locks, the floor of a hand-over by lock; else None), and, for the caller,
+    ``_dead_page``, ``_survivors`` and ``_states`` (the survivors' last states).
     """
     states = [page.evaluate(f"{api}.state()") for page in pages]
     old = next(s["node_id"] for s in states if s["role"] == "leader")
@@ -604,6 +643,12 @@ def end_leader(pages: list[Any], mode: str, api: str, timeout_s: float, poll_s: 
     survivors = [p for p in pages if p is not leader_page]
     origins = [time_origin(p) for p in survivors]
     marks = [len(p.evaluate(f"{api}.events()")) for p in survivors]
+    lock = states[pages.index(leader_page)].get("lock") if watcher is not None else None
+    if lock:
+        watcher.evaluate(WATCH_LOCK_JS, lock)
+        time.sleep(0.05)
+        if watcher.evaluate("window.__grant") is not None:
+            raise RuntimeError(f"the leader's lock {lock} was not held")
     t0 = time.time() * 1000
     if mode == "close":
         leader_page.close()
@@ -612,7 +657,7 @@ def end_leader(pages: list[Any], mode: str, api: str, timeout_s: float, poll_s: 
             leader_page.goto("chrome://crash", timeout=5000)
     deadline = time.monotonic() + timeout_s
     result: dict[str, Any] = {"mode": mode, "old_leader": old, "elected_ms": None, "all_follow_ms": None,
-                              "_dead_page": leader_page, "_survivors": survivors, "_states": []}
+                              "floor_ms": None, "_dead_page": leader_page, "_survivors": survivors, "_states": []}
     time.sleep(HANDS_OFF_S)
     while time.monotonic() < deadline:
         time.sleep(poll_s)
@@ -624,25 +669,34 @@ def end_leader(pages: list[Any], mode: str, api: str, timeout_s: float, poll_s: 
         leaders = [s["node_id"] for s in states if s["role"] == "leader"]
         if len(leaders) == 1 and leaders[0] != old and all(s["leader_id"] == leaders[0] for s in states):
             new = leaders[0]
-            times = []
+            times, views = [], []
             for page, origin, mark in zip(survivors, origins, marks, strict=True):
                 events = page.evaluate(f"{api}.events()")[mark:]
                 adopted = next((e for e in events if e["leader"] == new), None)
                 times.append(origin + adopted["at"] - t0 if adopted else None)
+                views.append([[e["leader"], round(origin + e["at"] - t0, 1)] for e in events])
             if all(t is not None for t in times):
                 new_page = survivors[[s["node_id"] for s in states].index(new)]
                 result.update(new_leader=new, all_follow_ms=max(times), elected_ms=times[survivors.index(new_page)],
-                              _states=states)
+                              follow_ms=times, views=views, _states=states)
             break
+    if lock:
+        for _ in range(50):
+            granted = watcher.evaluate("window.__grant")
+            if granted is not None:
+                result["floor_ms"] = granted - t0
+                break
+            time.sleep(0.02)
     return result
 
 
-def _failover_trial(h: Harness, pages: list[Any], mode: str, heartbeat: float, rng: random.Random) -> dict[str, Any]:
+def _failover_trial(h: Harness, pages: list[Any], mode: str, heartbeat: float, rng: random.Random,
+                    watcher: Any = None) -> dict[str, Any]:
     # A random phase against the heartbeat: without locks, detection waits out the silence
     # limit counted from the leader's last heartbeat, so the phase matters.
     time.sleep(rng.uniform(0.0, heartbeat / 1000))
     notes_before = {id(p): p.evaluate("window.labNotes.length") for p in pages}
-    result = end_leader(pages, mode, "pfm", timeout_s=4 * heartbeat / 1000 + 10, poll_s=0.05)
+    result = end_leader(pages, mode, "pfm", timeout_s=4 * heartbeat / 1000 + 10, poll_s=0.05, watcher=watcher)
     survivors, states = result.pop("_survivors"), result.pop("_states")
     if states:
         result["elections"] = sum(s["stats"].get("elections", 0) for s in states)

@@ -3,7 +3,9 @@
 Two watchers wait, each with a plain JS shared-mode request, on the lock of a tab that
 crashes: one in a light page (``web/lab/bc.html``), one in a Pyodide lab tab (``web/lab/``,
 the weight of a pyflowmesh member). The crashing tab is, in turn, a Pyodide lab tab (its
-member's own lock) and a light page (``bc.html`` holding a lock from JS). So the figures
+member's own lock), a light page (``bc.html`` holding a lock from JS) and the same page with
+Pyodide booted and pyflowmesh imported but no mesh (``bc.html?pyodide=1``, the
+failover bench's anchor at a PyScript page's weight). So the figures
 separate what the crashed page's weight costs (the browser releases its locks only once its
 renderer is gone) from what the watcher's weight costs (a busy renderer runs the grant's
 callback later). ``python -m bench.crash_lock_release [trials]`` (default 5); prints the times
@@ -18,18 +20,17 @@ import statistics
 import sys
 import time
 
-from .browser_bench import Harness
-from .failover_bench import _chromium_args
+from .browser_bench import WATCH_LOCK_JS, Harness
+from .failover_bench import _chromium_args, open_bc_tabs
 
-WATCH_JS = """(name) => { window.__grant = null; navigator.locks.request(name, {mode: "shared"}, () => {
-  window.__grant = performance.timeOrigin + performance.now(); }); }"""
 HOLD_JS = """(name) => { navigator.locks.request(name, () => new Promise(() => {})); }"""
 WATCHERS = ("light", "pyodide")
+CRASHED = ("pyodide", "light", "light+pyodide")
 
 
 def measure(trials: int = 5) -> dict[str, list[float | None]]:
     """Per ``<crashed>-><watcher>`` pair, the ms from the crash call to each trial's grant."""
-    out: dict[str, list[float | None]] = {f"{crashed}->{watcher}": [] for crashed in ("pyodide", "light")
+    out: dict[str, list[float | None]] = {f"{crashed}->{watcher}": [] for crashed in CRASHED
                                           for watcher in WATCHERS}
     with Harness(print, args=_chromium_args()) as h:
         context = h.browser.new_context()
@@ -38,19 +39,18 @@ def measure(trials: int = 5) -> dict[str, list[float | None]]:
         heavy = h.open_tabs(context, 1, f"channel=watcher-{random.randint(0, 10**9)}")[0][0]
         watchers = {"light": light, "pyodide": heavy}
         for _ in range(trials):
-            for crashed in ("pyodide", "light"):
+            for crashed in CRASHED:
                 if crashed == "pyodide":
                     channel = f"crash-lock-{random.randint(0, 10**9)}"
                     page = h.open_tabs(context, 1, f"channel={channel}&locks=1")[0][0]
                     name = f"pyflowmesh:{channel}:{page.evaluate('pfm.state()')['node_id']}"
                 else:
-                    page = context.new_page()
-                    page.goto(h.url("/lab/bc.html?channel=light"))
+                    page = open_bc_tabs(h, context, 1, "channel=light" + ("&pyodide=1" if "+" in crashed else ""))[0]
                     name = f"light-{random.randint(0, 10**9)}"
                     page.evaluate(HOLD_JS, name)
                 time.sleep(0.5)
                 for watcher in watchers.values():
-                    watcher.evaluate(WATCH_JS, name)
+                    watcher.evaluate(WATCH_LOCK_JS, name)
                 time.sleep(0.3)
                 if any(watcher.evaluate("window.__grant") is not None for watcher in watchers.values()):
                     raise RuntimeError(f"the lock {name} was not held")

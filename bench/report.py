@@ -208,16 +208,31 @@ def _failover_vs_bc(data: dict[str, Any] | None) -> list[str]:
     head = "## 3b. Failover beside the anchor: broadcast-channel 7.4.0's LeaderElection"
     if not data or not data.get("configs"):
         return [head, "", "Not measured in this run.", ""]
-    rows = []
+    rows, floors = [], []
     for config in data["configs"]:
-        anchor = data["anchor"].get(f"locks{int(config['locks'])}") or {}
+        # The anchor's trials beside this configuration (older result files: over the whole run).
+        anchors = config.get("anchors") or data["anchor"]
+        anchor = anchors.get(f"locks{int(config['locks'])}") or {}
+        heavy = anchors.get(f"locks{int(config['locks'])}-pyodide") or {}
+        for who, figures in ((_config_label(config), config), ("broadcast-channel beside it", anchor),
+                             ("broadcast-channel in a Pyodide page beside it", heavy)):
+            floor, above = figures.get("crash_floor") or {}, figures.get("crash_above_floor") or {}
+            if floor.get("n"):
+                follow = figures["crash_all_follow"]
+                floors.append([who, floor["n"], f"{_f(floor['p50'], 1)} / {_f(floor['p95'], 1)}",
+                               f"{_f(follow['p50'], 1)} / {_f(follow['p95'], 1)}",
+                               f"{_f(above['p50'], 1)} / {_f(above['p95'], 1)}"])
         for mode, label in (("close", "polite close"), ("crash", "crash")):
             mine, theirs = config[f"{mode}_all_follow"], anchor.get(f"{mode}_all_follow") or {}
+            theirs_heavy = heavy.get(f"{mode}_all_follow") or {}
             ratios = config["ratios"][mode]
+            ratios_heavy = (config.get("ratios_same_weight") or {}).get(mode) or {}
             rows.append([f"{_config_label(config)}: {label}", mine["n"], f"{_f(mine['p50'])} / {_f(mine['p95'])}",
                          f"{_f(theirs.get('p50'))} / {_f(theirs.get('p95'))}",
                          f"{_x(ratios['p50'])} / {_x(ratios['p95'])}",
-                         config[f"{mode}_failed"] + anchor.get(f"{mode}_failed", 0)])
+                         f"{_f(theirs_heavy.get('p50'))} / {_f(theirs_heavy.get('p95'))}",
+                         f"{_x(ratios_heavy.get('p50'))} / {_x(ratios_heavy.get('p95'))}",
+                         config[f"{mode}_failed"] + anchor.get(f"{mode}_failed", 0) + heavy.get(f"{mode}_failed", 0)])
     return [
         head,
         "",
@@ -229,11 +244,22 @@ def _failover_vs_bc(data: dict[str, Any] | None) -> list[str]:
         "Playwright call that closes or crashes the leader's tab to the moment the last survivor follows "
         "one new leader (for broadcast-channel: the new leader's lock granted, and each other survivor "
         "receiving its leader `tell`). Ratio: pyflowmesh / broadcast-channel (below 1: pyflowmesh is "
-        "faster).",
+        "faster). With Web Locks the anchor also runs in a page of a pyflowmesh tab's weight "
+        "(`bc.html?pyodide=1`: PyScript boots the same Pyodide and imports pyflowmesh, which makes no "
+        "mesh), after the light page's trial: a crashed tab's lock is freed only once its renderer is "
+        "gone, and a renderer holding a Pyodide runtime takes longer to go (`bench/crash_lock_release.py`).",
         "",
         *_table(["trigger", "trials", "pyflowmesh p50 / p95 (ms)", "broadcast-channel p50 / p95 (ms)",
-                 "ratio p50 / p95", "no single leader"], rows),
+                 "ratio p50 / p95", "broadcast-channel in a Pyodide page (ms)", "ratio p50 / p95",
+                 "no single leader"], rows),
         "",
+        *([("The floor of a crash with Web Locks, in the same trials: a light page of the same origin "
+            "watches the crashed leader's own lock (pyflowmesh's member lock; a lock the anchor's page "
+            "holds beside the library's) in shared mode, and its grant is the moment the browser freed "
+            "the dead tab's locks. *Above the floor*: the last survivor's follow minus that moment, per "
+            "trial."), "",
+           *_table(["crash, Web Locks on", "trials", "lock freed p50 / p95 (ms)", "all follow p50 / p95 (ms)",
+                    "above the floor p50 / p95 (ms)"], floors), ""] if floors else []),
     ]
 
 
@@ -589,11 +615,14 @@ def summary(results: dict[str, Any]) -> str:
                          f"{_f(data['crash_all_follow']['p50'])}/{_f(data['crash_all_follow']['p95'])} ms")
     vs = results.get("failover_vs_bc") or {}
     for config in vs.get("configs") or []:
-        anchor = (vs.get("anchor") or {}).get(f"locks{int(config['locks'])}") or {}
+        anchor = (config.get("anchors") or vs.get("anchor") or {}).get(f"locks{int(config['locks'])}") or {}
         lines.append(f"failover vs broadcast-channel ({_config_label(config)}): " + "; ".join(
             f"{mode} p50/p95 {_f(config[f'{mode}_all_follow']['p50'])}/{_f(config[f'{mode}_all_follow']['p95'])} ms "
             f"against {_f((anchor.get(f'{mode}_all_follow') or {}).get('p50'))}/"
-            f"{_f((anchor.get(f'{mode}_all_follow') or {}).get('p95'))} ms ({_x(config['ratios'][mode]['p50'])} p50)"
+            f"{_f((anchor.get(f'{mode}_all_follow') or {}).get('p95'))} ms ({_x(config['ratios'][mode]['p50'])} p50"
+            + (f"; {_x(same)} p50 of it in a Pyodide page)"
+               if (same := ((config.get('ratios_same_weight') or {}).get(mode) or {}).get('p50')) is not None
+               else ")")
             for mode in ("close", "crash")))
     for row in (results.get("lag") or {}).get("sizes") or []:
         lag = row["lag"]

@@ -53,7 +53,9 @@ and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
   ``started``/``ended`` are ``performance.now()``, the ``*_wall`` ones ``Date.now()``
   (comparable across tabs); ``source`` is ``call``, ``mesh`` or ``cache``.
 * ``state()``: ``{node_id, role, leader, leader_id, term, stats, disposed, live_proxies,
-  transport_sent, hidden, mesh, protocol_version, config}``.
+  transport_sent, hidden, mesh, protocol_version, config}``, and ``lock``: the Web Lock this
+  tab's member holds while it lives (``None`` without locks), which a benchmark watches for
+  the moment the browser frees a crashed tab's locks.
 * ``state("memory")``: what this tab holds now, after a ``gc.collect()``: ``{wasm_bytes``
   (Pyodide's WebAssembly memory), ``gc_objects`` (Python objects the collector tracks),
   ``live_proxies`` (the transport's PyProxies), ``lab_proxies``, and the sizes of the
@@ -112,6 +114,7 @@ import pyflowmesh.core.wire
 import pyflowmesh.mesh
 from pyflowmesh import FlowMesh, SharedFlowError, use_flow
 from pyflowmesh.core.values import cache_key
+from pyflowmesh.transports import lock_name
 
 js.performance.mark("lab:imported")  # cold-start stamps (bench/startup_bench.py): the page's imports are done
 
@@ -216,6 +219,7 @@ def state() -> dict[str, Any]:
         "live_proxies": getattr(transport, "live_proxies", None), "transport_sent": getattr(transport, "sent", None),
         "hidden": js.document.visibilityState == "hidden", "mesh": True, "scope": mesh.scope,
         "peers": mesh.peers, "successor": mesh.successor, "members": [[m.node_id, m.role] for m in mesh.members],
+        "lock": lock_name(CHANNEL, mesh.node_id, mesh._node.scope_digest) if options["use_locks"] else None,
         "protocol_version": pyflowmesh.core.wire.VERSION,
         "config": {**{k: v for k, v in options.items()}, "flows": FLOW_KEYS, "delay_ms": DELAY_MS,
                    "stamps": mesh._node.wall() is not None,
