@@ -257,7 +257,9 @@ def _failover_vs_bc(data: dict[str, Any] | None) -> list[str]:
             "watches the crashed leader's own lock (pyflowmesh's member lock; a lock the anchor's page "
             "holds beside the library's) in shared mode, and its grant is the moment the browser freed "
             "the dead tab's locks. *Above the floor*: the last survivor's follow minus that moment, per "
-            "trial."), "",
+            "trial. The watcher is granted the lock together with the tabs that wait on it (pyflowmesh: "
+            "every survivor; broadcast-channel: its next leader), so its stamp comes later when more tabs "
+            "wake with it."), "",
            *_table(["crash, Web Locks on", "trials", "lock freed p50 / p95 (ms)", "all follow p50 / p95 (ms)",
                     "above the floor p50 / p95 (ms)"], floors), ""] if floors else []),
     ]
