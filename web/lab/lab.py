@@ -54,7 +54,7 @@ and raises ``ConnectionError`` on a non-OK answer. Its data is the server's JSON
   (comparable across tabs); ``source`` is ``call``, ``mesh`` or ``cache``.
 * ``state()``: ``{node_id, role, leader, leader_id, term, stats, disposed, live_proxies,
   transport_sent, hidden, mesh, protocol_version, config}``, and ``lock``: the Web Lock this
-  tab's member holds while it lives (``None`` without locks), which a benchmark watches for
+  tab's member holds while it lives (``None`` without Web Locks), which a benchmark watches for
   the moment the browser frees a crashed tab's locks.
 * ``state("memory")``: what this tab holds now, after a ``gc.collect()``: ``{wasm_bytes``
   (Pyodide's WebAssembly memory), ``gc_objects`` (Python objects the collector tracks),
@@ -219,7 +219,8 @@ def state() -> dict[str, Any]:
         "live_proxies": getattr(transport, "live_proxies", None), "transport_sent": getattr(transport, "sent", None),
         "hidden": js.document.visibilityState == "hidden", "mesh": True, "scope": mesh.scope,
         "peers": mesh.peers, "successor": mesh.successor, "members": [[m.node_id, m.role] for m in mesh.members],
-        "lock": lock_name(CHANNEL, mesh.node_id, mesh._node.scope_digest) if options["use_locks"] else None,
+        "lock": (lock_name(CHANNEL, mesh.node_id, mesh._node.scope_digest)
+                 if getattr(transport, "peers", None) is not None else None),  # Web Locks in use
         "protocol_version": pyflowmesh.core.wire.VERSION,
         "config": {**{k: v for k, v in options.items()}, "flows": FLOW_KEYS, "delay_ms": DELAY_MS,
                    "stamps": mesh._node.wall() is not None,
