@@ -196,6 +196,35 @@ def test_hostile_stream_messages_are_dropped_or_bounded() -> None:
     assert tab.stats.internal_errors == 0
 
 
+def test_an_answer_relayed_ahead_of_the_broadcasts_waits_for_them() -> None:
+    """An owner's answer to a listener (``to``) may reach a tab before broadcasts it relays: every
+    pair of tabs has its own delay (simulator seed 20710, where a tab went from event 88 to 90). A tab
+    that has been delivering broadcasts waits for them; one starting or back from a freeze jumps."""
+    tab = node()
+    tab.register_stream("s")
+    tab.start(0)
+    tab.receive(p.encode(p.Coordinator(src="z", term=1, interval=1000.0, hidden=False)), 1)
+    assert tab.leader == "z"
+    tab.listen("s", 2)
+
+    def event(seq: int, to: list[str] | None = None, src: str = "z") -> list[tuple[int, bool]]:
+        tab.receive(body("stream-event", src=src, stream="s", seq=seq, event_id=seq, data=seq, to=to), 10 + seq)
+        return [(d.seq, d.latest) for d in tab.take_effects() if isinstance(d, Deliver)]
+
+    tab.take_effects()
+    assert event(1) == [(1, False)]
+    assert event(2) == [(2, False)]
+    assert event(4, to=["b"], src="y") == []  # another tab's answer, ahead of broadcast 3
+    assert event(4, to=["a"], src="y") == []  # this tab's own, also ahead of it
+    assert event(3) == [(3, False)]
+    assert event(4) == [(4, False)]
+    tab.set_frozen(True, 20)
+    tab.set_frozen(False, 30)
+    assert event(7, to=["a"], src="y") == [(7, True)]  # back from a freeze: events may be lost, the latest
+    assert event(8) == [(8, False)]
+    assert tab.stats.internal_errors == 0
+
+
 # --- several tabs ------------------------------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@ the stream's grace period. Each event is broadcast once (``StreamEvent``) with a
 per-stream sequence number ``seq`` the owner continues from the highest it knows;
 every tab delivers an event to its listeners only if its ``seq`` is above the last
 it delivered: once, in order. A tab that starts listening gets the latest event it
-knows at once, and the owner sends it the latest to be sure. A failing source
+knows at once, and the owner sends it the latest to be sure (a tab that is already
+delivering waits for the broadcasts instead, which that answer may overtake). A failing source
 starts one back-off for the whole mesh (``StreamStatus``: ``error_backoff`` doubled
 per consecutive failure, at most ``max_error_backoff``); every owner, including the
 next one, waits it out before reopening.
@@ -590,13 +591,21 @@ class Streams:
 
     def _heard(self, info: StreamInfo, seq: int, event_id: EventId, text: str, now: float,
                latest: bool = False) -> None:
-        """An event of ``info`` (from the wire or this tab's source): keep the latest, deliver a new one."""
+        """An event of ``info`` (from the wire or this tab's source): keep the latest, deliver a new one.
+
+        ``latest``: an owner's answer to a listener (``to``), which may skip events. It is
+        delivered as a jump only to a tab that is starting or catching up. A tab that has been
+        delivering the broadcasts waits for them instead: an answer relayed by another tab can
+        overtake the broadcasts it relays (every pair of tabs has its own delay), and those arrive.
+        """
         if seq > info.seq or info.data is None and seq == info.seq:
             info.seq, info.event_id, info.data = seq, event_id, text
             if info.key not in self.registered:
                 self.streams[info.key] = self.streams.pop(info.key)  # most recently heard last
         if info.listening and seq > info.delivered:
             jump = seq != info.delivered + 1
+            if jump and latest and info.delivered and not info.catch_up:
+                return
             self._deliver(info, seq, event_id, text, latest=jump and (latest or info.catch_up or not info.delivered))
             info.catch_up = False
 
