@@ -648,7 +648,7 @@ def end_leader(pages: list[Any], mode: str, api: str, timeout_s: float, poll_s: 
         watcher.evaluate(WATCH_LOCK_JS, lock)
         time.sleep(0.05)
         if watcher.evaluate("window.__grant") is not None:
-            raise RuntimeError(f"the leader's lock {lock} was not held")
+            lock = None  # not held (yet): this trial has no floor
     t0 = time.time() * 1000
     if mode == "close":
         leader_page.close()
