@@ -604,9 +604,10 @@ class Streams:
                 self.streams[info.key] = self.streams.pop(info.key)  # most recently heard last
         if info.listening and seq > info.delivered:
             jump = seq != info.delivered + 1
-            if jump and latest and info.delivered and not info.catch_up:
+            starting = info.catch_up or not info.delivered  # a jump is what it may get: the latest
+            if jump and latest and not starting:
                 return
-            self._deliver(info, seq, event_id, text, latest=jump and (latest or info.catch_up or not info.delivered))
+            self._deliver(info, seq, event_id, text, latest=jump and starting)
             info.catch_up = False
 
     def _deliver(self, info: StreamInfo, seq: int, event_id: EventId, text: str, latest: bool) -> None:
