@@ -43,7 +43,7 @@ def measure(trials: int = 5) -> dict[str, list[float | None]]:
                 if crashed == "pyodide":
                     channel = f"crash-lock-{random.randint(0, 10**9)}"
                     page = h.open_tabs(context, 1, f"channel={channel}&locks=1")[0][0]
-                    name = f"pyflowmesh:{channel}:{page.evaluate('pfm.state()')['node_id']}"
+                    name = page.evaluate("pfm.state()")["lock"]  # its member's lock
                 else:
                     page = open_bc_tabs(h, context, 1, "channel=light" + ("&pyodide=1" if "+" in crashed else ""))[0]
                     name = f"light-{random.randint(0, 10**9)}"

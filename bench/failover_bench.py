@@ -87,9 +87,7 @@ class _Group:
         self.rng = random.Random(f"failover-{name}")
         # A light page of the same origin and context that watches the leader's lock in each
         # trial: when the browser frees it is the floor of a hand-over by lock.
-        self.watcher = self.context.new_page()
-        self.watcher.goto(h.url(f"/{BC_PAGE}?channel=watcher-{name}&locks=1"), wait_until="domcontentloaded")
-        self.watcher.wait_for_function(BC_READY_JS)
+        self.watcher = open_bc_tabs(h, self.context, 1, f"channel=watcher-{name}&locks=1")[0]
         self.refill()
 
     def refill(self) -> None:
