@@ -8,8 +8,9 @@ From the plain wheel in ``dist/`` (``py3-none-any``, sources, for PyPI) this wri
   library): compiled by the vendored Pyodide itself, in Node
   (``tools/pyodide_compile.mjs``), so its magic number and bytecode are those of the Python
   the browser runs, whatever ``python3`` the build machine has; the tag ``cp<XY>`` says
-  which (Pyodide's own ``py-compile`` names its wheels the same way). Docstrings of modules
-  and functions are left out, class docstrings, asserts and line numbers stay;
+  which (Pyodide's own ``py-compile`` names its wheels the same way). Docstrings and the
+  annotations of functions are left out (nothing reads them at run time); a class body's
+  annotations (a struct's fields), asserts and line numbers stay;
 - without ``pyflowmesh/simulation/`` (the simulator), ``pyflowmesh/testing.py`` and
   ``pyflowmesh/transports/memory.py`` (the in-memory transport of CPython tests and the
   simulator): nothing a page imports reaches them (:data:`EXCLUDE`);
@@ -19,8 +20,8 @@ From the plain wheel in ``dist/`` (``py3-none-any``, sources, for PyPI) this wri
 Entries are stored deflated at level 9 with fixed timestamps, so the same sources give the
 same file. Beside the wheel, the same files as one gzip'd tar (``<wheel name minus
 .whl>.tar.gz``, the *bundle*): what pages download. A zip compresses each file on its own;
-one stream over all of them shares the names and the code that recur between modules (133 KB
-against 155 KB here), and Pyodide unpacks either (``pyodide.unpackArchive``). The wheel
+one stream over all of them shares the names and the code that recur between modules (138 KB
+against 161 KB here), and Pyodide unpacks either (``pyodide.unpackArchive``). The wheel
 stays for Pyodide's lock file (``loadPackage``). Prints the new wheel's path. Standard
 library and ``node`` only.
 

@@ -6,7 +6,10 @@
 // magic number and the bytecode are those of the Python that the browser runs, whatever
 // python3 the build machine has), with an unchecked-hash header (no timestamp: the same
 // sources give the same bytes). Docstrings are left out (the browser never shows them), and
-// so are the column tables (PEP 657's carets under the failing expression, as with
+// so are the annotations of functions and of names outside class bodies (nothing in the
+// package reads them at run time, and each `def` would build them: a fifth of the bytecode,
+// a tenth of the download); a class body keeps its own, which core/structs.py reads for the
+// fields. So are the column tables (PEP 657's carets under the failing expression, as with
 // `python -X no_debug_ranges`: about a quarter of the bytecode); asserts and line numbers stay,
 // so tracebacks still name every line. tools/browser_wheel.py runs this and packs the
 // .pyc files, without the sources, into the browser's wheel. Prints one line of JSON:
@@ -35,6 +38,39 @@ def without_docstrings(tree):
                     and isinstance(first.value.value, str):
                 node.body = node.body[1:] or [ast.copy_location(ast.Pass(), first)]
     return tree
+
+class WithoutAnnotations(ast.NodeTransformer):
+    # A function's annotations go; a class body's \`name: type\` stays (the fields of a
+    # struct). \`x: T = v\` elsewhere becomes \`x = v\`, and \`x: T\` alone (no effect but an
+    # entry in __annotations__) goes.
+    def visit_FunctionDef(self, node):
+        for arg in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs,
+                    node.args.vararg, node.args.kwarg):
+            if arg is not None:
+                arg.annotation = None
+        node.returns = None
+        self.generic_visit(node)
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node):
+        node.decorator_list = [self.visit(d) for d in node.decorator_list]
+        node.bases = [self.visit(b) for b in node.bases]
+        node.body = [s if isinstance(s, ast.AnnAssign) else self.visit(s) for s in node.body]
+        return node
+
+    def visit_AnnAssign(self, node):
+        if node.value is None:
+            return None
+        return ast.copy_location(ast.Assign(targets=[node.target], value=node.value), node)
+
+def without_annotations(tree):
+    tree = WithoutAnnotations().visit(tree)
+    for node in ast.walk(tree):  # a body of nothing but \`x: T\` lines gets a \`pass\`
+        if not isinstance(node, ast.Module) and getattr(node, "body", None) == []:
+            node.body = [ast.Pass()]
+    return ast.fix_missing_locations(tree)
 
 def varint(value):
     out = bytearray()
@@ -70,7 +106,7 @@ files = 0
 for source in sorted(pathlib.Path("/src").rglob("*.py")):
     relative = str(source.relative_to("/src"))
     data = source.read_bytes()
-    code = without_columns(compile(without_docstrings(ast.parse(data, relative)), relative, "exec", dont_inherit=True))
+    code = without_columns(compile(without_annotations(without_docstrings(ast.parse(data, relative))), relative, "exec", dont_inherit=True))
     source.with_suffix(".pyc").write_bytes(
         _code_to_hash_pyc(code, importlib.util.source_hash(data), checked=False))
     files += 1

@@ -16,6 +16,34 @@ def test_pyflowmesh_imports_inside_pyodide(selenium_mesh, pyproject_version):
 
 
 @run_in_pyodide
+def test_the_browser_wheel_leaves_out_what_nothing_reads_at_run_time(selenium_mesh):
+    # tools/pyodide_compile.mjs: bytecode only, no docstrings, no annotations of functions,
+    # while a class body keeps its own (the fields of a struct) and tracebacks keep lines.
+    import dataclasses
+    import pathlib
+    import traceback
+
+    import pyflowmesh
+    from pyflowmesh import FlowMesh, use_flow
+    from pyflowmesh.core.wire import Result, decode
+    from pyflowmesh.errors import ProtocolError
+
+    package = pathlib.Path(pyflowmesh.__file__).parent
+    assert not list(package.rglob("*.py")) and list(package.rglob("*.pyc"))
+    assert use_flow.__doc__ is None and use_flow.__annotations__ == {}
+    assert FlowMesh.__init__.__annotations__ == {}
+    fields = {field.name: field.type for field in dataclasses.fields(Result)}
+    assert "key" in fields and all(isinstance(kind, str) and kind for kind in fields.values())
+    try:
+        decode("{not json")
+    except ProtocolError as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        assert frames and all(frame.lineno and frame.lineno > 0 for frame in frames)
+    else:
+        raise AssertionError("decode took text that is not JSON")
+
+
+@run_in_pyodide
 async def test_broadcast_channel_delivers_between_two_channels(selenium_mesh):
     import asyncio
     import json
