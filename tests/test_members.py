@@ -252,6 +252,7 @@ async def test_peers_members_and_on_change_over_joins_polite_leaves_and_crashes(
     assert [m.node_id for m in members] == sorted((t.node_id for t in tabs), reverse=True)
     assert {m.node_id: m.role for m in members if not m.is_self} == {
         t.node_id: "leader" if t is leader else "follower" for t in tabs if t is not watcher}
+    assert [m.id for m in members] == [m.node_id for m in members]  # the shorter name
     newcomer.dispose()
     await until(lambda: all(t.peers == 2 for t in tabs if not t.disposed), what="the polite leave")
     crashed = next(t for t in tabs if not t.disposed and t is not leader and t is not watcher)

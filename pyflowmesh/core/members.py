@@ -48,6 +48,11 @@ class Member:
     role: str
     is_self: bool = False
 
+    @property
+    def id(self) -> str:
+        """The member's ID: ``node_id`` under the shorter name."""
+        return self.node_id
+
 
 @dataclass(frozen=True, slots=True)
 class MeshChange:
