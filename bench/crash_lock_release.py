@@ -8,8 +8,10 @@ Pyodide booted and pyflowmesh imported but no mesh (``bc.html?pyodide=1``, the
 failover bench's anchor at a PyScript page's weight). So the figures
 separate what the crashed page's weight costs (the browser releases its locks only once its
 renderer is gone) from what the watcher's weight costs (a busy renderer runs the grant's
-callback later). ``python -m bench.crash_lock_release [trials]`` (default 5); prints the times
-in ms, p50 each.
+callback later). ``python -m bench.crash_lock_release [trials] [--kill]`` (default 5 trials);
+prints the times in ms, p50 each. ``--kill`` ends the tab with ``chrome://kill`` instead (the
+renderer exits at once, without the crash handler's work), which separates what the crash
+handling costs from what the process's own end costs.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ WATCHERS = ("light", "pyodide")
 CRASHED = ("pyodide", "light", "light+pyodide")
 
 
-def measure(trials: int = 5) -> dict[str, list[float | None]]:
-    """Per ``<crashed>-><watcher>`` pair, the ms from the crash call to each trial's grant."""
+def measure(trials: int = 5, url: str = "chrome://crash") -> dict[str, list[float | None]]:
+    """Per ``<crashed>-><watcher>`` pair, the ms from the crash call (``goto(url)``) to each trial's grant."""
     out: dict[str, list[float | None]] = {f"{crashed}->{watcher}": [] for crashed in CRASHED
                                           for watcher in WATCHERS}
     with Harness(print, args=_chromium_args()) as h:
@@ -56,7 +58,7 @@ def measure(trials: int = 5) -> dict[str, list[float | None]]:
                     raise RuntimeError(f"the lock {name} was not held")
                 t0 = time.time() * 1000
                 with contextlib.suppress(Exception):
-                    page.goto("chrome://crash", timeout=5000)
+                    page.goto(url, timeout=5000)
                 time.sleep(0.3)  # hands off the watchers meanwhile: the grants carry their own stamps
                 for kind, watcher in watchers.items():
                     granted = None
@@ -72,7 +74,11 @@ def measure(trials: int = 5) -> dict[str, list[float | None]]:
 
 
 if __name__ == "__main__":
-    results = measure(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    args = sys.argv[1:]
+    url = "chrome://kill" if "--kill" in args else "chrome://crash"
+    counts = [a for a in args if a != "--kill"]
+    results = measure(int(counts[0]) if counts else 5, url)
+    print(f"ended with {url}")
     for pair, times in results.items():
         got = [t for t in times if t is not None]
         print(f"crashed {pair} watcher: p50", statistics.median(got) if got else None, "all", times)
