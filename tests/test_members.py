@@ -305,25 +305,30 @@ async def test_a_hand_over_costs_one_post_and_no_election(how: str) -> None:
         tab.dispose()
 
 
+@pytest.mark.parametrize("sharer", ["the leader, whose call runs", "a follower, while the leader's call runs"])
 @async_test
-async def test_share_error_fails_every_tabs_waiters_and_listeners_and_starts_the_back_off() -> None:
+async def test_share_error_fails_every_tabs_waiters_and_listeners_and_starts_the_back_off(sharer: str) -> None:
     hub, server = MemoryHub(), Server(delay=0.5)
     tabs = open_tabs(hub, 3, heartbeat=HEARTBEAT)
     leader = await settle(tabs)
-    tabs.sort(key=lambda tab: tab is not leader)  # the leader, whose call runs, shares the error
+    tabs.sort(key=lambda tab: (tab is leader) == sharer.startswith("a follower"))  # tabs[0] shares the error
     flows = [use_flow(server.fetch, tab, key="k") for tab in tabs]
     errors: list[tuple[int, BaseException]] = []
     for index, tab in enumerate(tabs):
         tab.on_error(cache_key("k", ()), lambda e, index=index: errors.append((index, e)))
     waiting = [asyncio.ensure_future(flow.execute()) for flow in flows]
     await asyncio.sleep(0.05)
+    assert len(server.calls) == 1  # the leader's call runs
     boom = ConnectionError("the server said 503")
     tabs[0].shareError(cache_key("k", ()), boom)  # the TypeScript name, as ported pages call it
     outcomes = await asyncio.gather(*(ends(w, "an execute") for w in waiting), return_exceptions=True)
-    assert outcomes[0] is boom
-    assert all(isinstance(o, (SharedFlowError, ConnectionError)) for o in outcomes)
+    assert outcomes[0] is boom  # every execute fails, the one waiting on the running call too
+    assert all(isinstance(o, SharedFlowError) for o in outcomes[1:]), outcomes
     await until(lambda: {i for i, _ in errors} == {0, 1, 2}, what="every tab's on_error listener")
     assert dict(errors)[0] is boom and isinstance(dict(errors)[1], SharedFlowError)
+    # The call ran on, and what it returned reaches every tab's cache.
+    await until(lambda: all(tab.get_cached(cache_key("k", ())) is not None for tab in tabs), what="the call's result")
+    assert len(server.calls) == 1
     with pytest.raises(TypeError):
         tabs[1].share_error("k", "not an exception")  # type: ignore[arg-type]
     for tab in tabs:

@@ -198,10 +198,9 @@ class Executes:
 
         Every tab's waiters of ``key`` and its ``on_error`` listeners get it, and the
         key's shared back-off starts (with ``share_errors``; else only this tab's
-        waiters and the tabs that asked it for ``key`` hear of it). This tab's waiters
-        fail at once even while its own call of ``key`` runs (that call still shares
-        its result when it ends); another tab running a call of ``key`` keeps waiting
-        for it, as for any failure heard from the mesh.
+        waiters and the tabs that asked it for ``key`` hear of it). A tab's waiters fail
+        at once even while its own call of ``key`` runs, this tab's or another's (that
+        call runs on and shares its result when it ends), as for any shared failure.
 
         Raises (before any state changes):
             TypeError: ``error`` is not an exception, or ``key`` is not text.
@@ -217,7 +216,15 @@ class Executes:
         if pending.phase is not Phase.CALLING:
             self.finish(pending, now, error=error)
             return
-        for waiter in pending.waiters:  # the call runs on for the tabs that asked for it, and the cache
+        self._reject_waiters_of_call(pending, error)
+
+    def _reject_waiters_of_call(self, pending: Pending, error: BaseException) -> None:
+        """A shared failure reaches the waiters of this tab's running call of its key.
+
+        The call runs on, for the tabs that asked for it and for the cache; only the
+        executes that wait on it here end now, as every other tab's do.
+        """
+        for waiter in pending.waiters:
             self.table.by_waiter.pop(waiter, None)
             self._port.emit(Reject(waiter, error))
         pending.waiters = []
@@ -584,10 +591,15 @@ class Executes:
         error = shared_error(message.key, heard.error_type, heard.message, message.src, retry_in)
         self._port.emit(FailureShared(message.key, error))
         pending = self.table.by_key.get(message.key)
-        if pending is None or pending.phase is Phase.CALLING:
+        if pending is None:
             return
         if message.started is not None and message.started <= pending.after:
-            self._older_outcome(pending, message, now)  # a call older than the invalidation this wait follows
+            if pending.phase is not Phase.CALLING:
+                self._older_outcome(pending, message, now)  # a call older than the invalidation this wait follows
+            return
+        if pending.phase is Phase.CALLING:
+            if message.shared and self._config.share_errors:
+                self._reject_waiters_of_call(pending, error)  # every tab learns it together, callers too
             return
         unserved = pending.requesters - set(message.to) if message.to is not None else set()
         self.finish(pending, now, error=error)
