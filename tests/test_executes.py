@@ -28,7 +28,7 @@ from support import (
     until,
 )
 
-from pyflowmesh import SharedFlowError, use_flow
+from pyflowmesh import FlowMesh, SharedFlowError, use_flow
 from pyflowmesh.core.config import MeshConfig
 from pyflowmesh.core.node import MeshNode
 from pyflowmesh.errors import CallTimeoutError, MessageTooLarge
@@ -296,6 +296,49 @@ async def test_a_superseded_calls_failure_does_not_fail_executes_that_wait_for_t
     await asyncio.sleep(0.02)
     gates[1].set()
     assert await ends(second, "the execute after the invalidation") == {"call": 2}
+
+
+@async_test
+async def test_a_call_stopped_by_a_back_off_tells_every_tab_that_back_off_as_it_stands() -> None:
+    # Simulator seed 27271, peer-to-peer: a call superseded by an invalidation fails, which backs
+    # off only its own tab (its failure goes to its own waiters); the newer call's next attempt
+    # is then stopped by that back-off. The tabs must hear the back-off, or another tab calls
+    # the failing key at once.
+    hub = MemoryHub()
+    tabs = open_tabs(hub, 2, strategy="peer-to-peer")
+    await asyncio.sleep(0.05)
+    gate = asyncio.Event()
+    calls: list[str] = []
+
+    def fetcher(tab: FlowMesh) -> Any:
+        async def fetch() -> dict[str, int]:
+            calls.append(tab.node_id)
+            number = len(calls)
+            if number == 1:
+                await gate.wait()  # the call that the invalidation supersedes
+            raise ConnectionError(f"the server is down (call {number})")
+        return fetch
+
+    caller, other = tabs
+    retry = {"max_attempts": 3, "delay": 200, "should_retry": lambda error, attempt: "(call 1)" not in str(error)}
+    flow = use_flow(fetcher(caller), caller, key="down", retry=retry)
+    old = asyncio.ensure_future(flow.execute())
+    await until(lambda: len(calls) == 1, what="the first call")
+    flow.invalidate()
+    newer = asyncio.ensure_future(flow.execute())
+    await until(lambda: len(calls) == 2, what="the newer call's first attempt")
+    await asyncio.sleep(0.02)  # it failed; its next attempt is due in 200 ms
+    gate.set()  # the superseded call fails now (for good): this tab backs off
+    for execute in (old, newer):
+        with pytest.raises((ConnectionError, SharedFlowError)):
+            await ends(execute, "an execute of the failing key")
+    assert len(calls) == 2  # the newer call's retry was stopped by the back-off
+    with pytest.raises(SharedFlowError):
+        await ends(asyncio.ensure_future(use_flow(fetcher(other), other, key="down").execute()),
+                   "the other tab's execute")
+    assert len(calls) == 2  # the other tab heard the back-off and called nothing
+    for tab in tabs:
+        tab.dispose()
 
 
 @pytest.mark.parametrize("key", ["\ud800", b"k", 5, "k" * (2 << 20)],

@@ -456,7 +456,8 @@ class Executes:
                 if backoff is not None:  # another call of the key failed meanwhile: the mesh backs off, so do we
                     self._end_call(pending)  # (its next attempt had not started: nothing to cancel)
                     self.table.drop(pending)
-                    self._fail(pending, self._backoff.error(pending.key, backoff, now), now, back_off=False)
+                    self._fail(pending, self._backoff.error(pending.key, backoff, now), now, back_off=False,
+                               ongoing=backoff)
                     return
                 pending.retry_at = NEVER
                 pending.attempt += 1
@@ -730,11 +731,13 @@ class Executes:
             table.by_waiter[waiter] = pending
         self.route(pending, now)
 
-    def _fail(self, pending: Pending, error: BaseException, now: float, back_off: bool) -> None:
+    def _fail(self, pending: Pending, error: BaseException, now: float, back_off: bool,
+              ongoing: Backoff | None = None) -> None:
         self._port.stats.failed_calls += 1
         if not pending.superseded:
             self._claims.forget(pending.key)
-            self._sharing.publish_failure(pending.key, error, now, pending.requesters, back_off, pending.started)
+            self._sharing.publish_failure(pending.key, error, now, pending.requesters, back_off, pending.started,
+                                          ongoing)
         else:  # (its claim, if any, is the newer call's now)
             self._sharing.publish_outdated_failure(pending.key, error, now, pending.requesters, pending.claimed,
                                                    back_off, pending.started)

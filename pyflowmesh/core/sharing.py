@@ -73,13 +73,22 @@ class ResultSharing:
                 self.publish_failure(key, error, now, requesters, back_off=False)
 
     def publish_failure(self, key: str, error: BaseException, now: float, requesters: set[str],
-                        back_off: bool, started: float | None = None) -> None:
-        """A call of ``key`` failed here: start the shared back-off (if ``back_off``) and tell the tabs."""
+                        back_off: bool, started: float | None = None, ongoing: Backoff | None = None) -> None:
+        """A call of ``key`` failed here: start the shared back-off (if ``back_off``) and tell the tabs.
+
+        ``ongoing``: the back-off of ``key`` that stopped the call before its next attempt. The
+        tabs are told it as it stands, for the server failed meanwhile and they may not have
+        heard it as shared: a call superseded by an invalidation tells its failure only to its
+        own waiters (simulator seed 27271: another tab then called the failing key at once).
+        """
         port = self._port
         error_type, message = _error_fields(error)
         shared = self._config.share_errors
-        attempt = self._backoff.next_attempt(key)
-        retry_in = self._back_off(key, attempt, error_type, message, now) if back_off and shared else 0.0
+        if ongoing is not None and shared and ongoing.until > now:
+            attempt, retry_in, back_off = ongoing.attempt, ongoing.until - now, True
+        else:
+            attempt = self._backoff.next_attempt(key)
+            retry_in = self._back_off(key, attempt, error_type, message, now) if back_off and shared else 0.0
         if shared or requesters:
             port.send(Failure(src=port.me(), key=key, error_type=error_type, message=message, retry_in=retry_in,
                               attempt=attempt, shared=shared and back_off, to=None if shared else sorted(requesters),

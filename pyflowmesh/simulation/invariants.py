@@ -81,6 +81,7 @@ class Oracle:
         # a back-off.
         self.failure_times: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.hostile_leaders = False  # a forged Coordinator/Heartbeat was posted
+        self.hostile_lockless_leaders = False  # one that said its tab holds no Web Lock
         # From this time on (the settled quiet phase) a result a tab receives from the mesh
         # must also be in its cache: otherwise its other executes and on_cache_update miss it.
         self.settled_at = math.inf
@@ -121,6 +122,7 @@ class Oracle:
         kind = body.get("type")
         if kind in ("coordinator", "heartbeat"):
             self.hostile_leaders = True
+            self.hostile_lockless_leaders |= body.get("locks") is False
         failures = [body] if kind == "failure" else body.get("failures") if kind == "sync" else None
         scope = body.get("scope", "")  # the scope whose tabs accept it (a digest; "" the shared one)
         for failure in failures if isinstance(failures, list) else ():
@@ -452,8 +454,9 @@ class Oracle:
         # one if a tab died while hidden: its last heartbeat told its followers to wait that long.
         hidden_death = any(tab.died_hidden for tab in world.tabs)
         silence = config.silence_limit(heartbeat, hidden_death)
-        if forged_leaders and self.hostile_leaders and not world.locks:
-            # A forged leader (no Web Lock says it is gone) is followed this long at most.
+        if forged_leaders and self.hostile_leaders and (not world.locks or self.hostile_lockless_leaders):
+            # A forged leader (no Web Lock says it is gone: none in the world, or it said it
+            # holds none, as a page without Web Locks would; seed 27184) is followed this long at most.
             silence = max(silence, config.silence_limit(MAX_INTERVAL, True))
         # Then: the highest candidate announces itself answer_timeout after standing; a tab
         # that waits for a higher candidate gives up after coordinator_timeout and stands
