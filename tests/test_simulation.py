@@ -45,6 +45,7 @@ from pyflowmesh.simulation import (
 )
 
 OLD_KINDS = ("crash", "close", "freeze", "throttle", "join", "outage", "noise")
+KINDS_BEFORE_SHARE_ERROR = tuple(kind for kind in FAULT_KINDS if kind != "share-error")  # the kept seeds' runs
 
 # sim_config() timings with its 1 s heartbeat
 BEAT = 1000.0
@@ -119,7 +120,8 @@ def test_seeds_that_failed_beyond_the_thousand_hold_every_invariant(seed: int) -
     # its forged silence limit (the oracle's bound now allows for it, as without Web Locks);
     # 27271, peer-to-peer: a call superseded by an invalidation failed, and only its own tab
     # backed off, so another tab called the failing key at once (backoff).
-    report = run_plan(plan(seed, 50))
+    # Each with the fault kinds it was found with, so that it replays the same run.
+    report = run_plan(plan(seed, 50, faults=KINDS_BEFORE_SHARE_ERROR))
     assert report.ok, "\n".join(map(str, report.violations))
 
 

@@ -222,12 +222,13 @@ class Executes:
         """A shared failure reaches the waiters of this tab's running call of its key.
 
         The call runs on, for the tabs that asked for it and for the cache; only the
-        executes that wait on it here end now, as every other tab's do.
+        executes that wait here end now, as every other tab's do: those on this call and
+        those after an invalidation of the key, waiting for the next one.
         """
-        for waiter in pending.waiters:
+        for waiter in (*pending.waiters, *pending.later):
             self.table.by_waiter.pop(waiter, None)
             self._port.emit(Reject(waiter, error))
-        pending.waiters = []
+        pending.waiters, pending.later = [], []
 
     def invalidate(self, key: str | None, now: float) -> None:
         """Drop ``key`` (or everything) here and in every tab.

@@ -82,6 +82,7 @@ class Oracle:
         self.failure_times: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.hostile_leaders = False  # a forged Coordinator/Heartbeat was posted
         self.hostile_lockless_leaders = False  # one that said its tab holds no Web Lock
+        self.shared_errors: list[tuple[float, str, str, int]] = []  # share_error: (when, digest, key, tab index)
         # From this time on (the settled quiet phase) a result a tab receives from the mesh
         # must also be in its cache: otherwise its other executes and on_cache_update miss it.
         self.settled_at = math.inf
@@ -161,6 +162,35 @@ class Oracle:
             self.violate("value", f"tab {tab.id} cached {safe_repr(effect.value)} under {effect.key!r}")
         elif not forged:
             self.check_scope(tab, value, f"cached under {effect.key!r} (from {effect.origin})")
+
+    def note_shared_error(self, tab: Tab, key: str) -> None:
+        """The tab shared a failure of ``key`` (``share_error``): a back-off starts, and every waiter fails."""
+        self.note_failure(tab, key)
+        self.shared_errors.append((self.world.now, tab.digest, key, tab.index))
+
+    def shared_error_outcomes(self, delay_max: float) -> list[Violation]:
+        """An execute of a shared error's key, waiting in a tab of that scope when the failure
+        reached it (within two message delays), ends with an error. Left out: a tab frozen or in
+        the back/forward cache meanwhile (its inputs queue or drop), one that switched scope, and
+        executes after the sharer went (its post may not leave)."""
+        sim, found = self.world, []
+        for at, digest, key, origin in self.shared_errors:
+            sharer = sim.tabs[origin]
+            if sharer.end_time is not None and sharer.end_time <= at + 2 * delay_max:
+                continue
+            for record in sim.execs:
+                if (record.key != key or record.digest != digest or record.start >= at or record.outcome != "resolved"
+                        or record.end is None or record.end <= at + 2 * delay_max):
+                    continue
+                tab = sim.tabs[record.tab_index]
+                if any(a <= record.end and b >= record.start for a, b in tab.frozen_spans):
+                    continue
+                if tab.scope_since is not None and tab.scope_since > record.start:
+                    continue
+                found.append(Violation("share-error", record.end, (
+                    f"tab {record.tab}: execute of {key!r} waiting since {record.start:.1f} resolved at "
+                    f"{record.end:.1f} ({record.source}), after tab {sharer.id} shared its failure at {at:.1f}")))
+        return found
 
     def check_resolved(self, tab: Tab, record: ExecRecord, value: Any, source: str) -> bool:
         """An execute resolved with a value of its key; the server's (not a forger's) are checked
@@ -637,6 +667,10 @@ class Oracle:
 
         # k. retries: with a stable mesh, a failing execute's key is called at most its flow's max_attempts times
         violations.extend(self.excess_attempts(quiet_at))
+
+        # m. share_error: every execute of the key waiting in a tab of the scope when the failure
+        # reached it ends with an error, not a value (one waiting on its own tab's running call too)
+        violations.extend(self.shared_error_outcomes(delay_max))
 
         # f. what a caller passed to execute is unchanged (a flow may mutate only its own copy)
         for record in sim.execs:

@@ -23,9 +23,11 @@ FAULT_KINDS = (
     "hand-over",
     # issue 12: an endpoint fails its next few calls (the flows' retries, the last failure shared)
     "flaky",
+    # issue 10: a page shares a failure it saw itself (FlowMesh.share_error), calls of the key running
+    "share-error",
 )
 """The fault kinds a random scenario injects (:class:`~.scenario.RandomScenario` says what each does)."""
-FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.04, 1.5, 2.5, 2.5)
+FAULT_WEIGHTS = (4, 2, 3, 2, 3, 1, 1, 2, 2, 2, 2, 1, 1, 0.04, 1.5, 2.5, 2.5, 2.5)
 """How often each of :data:`FAULT_KINDS` strikes, relative to the others."""
 STRATEGY_BY_PARITY = ("leader-follower", "peer-to-peer")
 """``strategy="both"``: even seeds lead and follow, odd ones are peers."""

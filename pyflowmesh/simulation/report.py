@@ -77,6 +77,10 @@ class SimulationReport:
        scope sees it); no tab lists a member that ended longer ago than the end of a tab
        can take to be noticed (its lock, or its silence: 2.5 heartbeats, ``hidden_timeout``
        if it died hidden), forged IDs included; every follower names its leader's successor.
+    m. Shared errors: after a page's ``share_error`` of a key, every execute of that key that
+       waited in a tab of its scope when the failure reached it (two message delays; not
+       frozen, in the bfcache or switched meanwhile) ends with an error, even one waiting on
+       its own tab's running call (``share-error``); the back-off it starts is held to (e).
     Also: at the end no live tab has pending flows, calls or waiters.
     """
 

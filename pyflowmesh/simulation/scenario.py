@@ -522,6 +522,24 @@ class RandomScenario:
         for _ in range(rng.randint(1, 3)):
             self.execute_key_at(flow, key, when + rng.uniform(0, max(0.0, min(self.beat, self.quiet_at - when))))
 
+    def share_an_error(self, when: float, prefer_leader: bool) -> None:
+        """At ``when`` a page shares a failure of one key it saw itself (``FlowMesh.share_error``);
+        executes of that key come just before (some wait on a running call then) and after."""
+        sim, rng = self.sim, self.rng
+        flow = rng.choice(tuple(FLOWS))
+        key = cache_key(flow, rng.choice(FLOWS[flow]))
+
+        def act() -> None:
+            candidates = [t for t in sim.open_tabs if not t.frozen and flow in t.flows]
+            leaders = [t for t in candidates if t.node.role is Role.LEADER] if prefer_leader else []
+            if candidates:
+                sim.share_error_now(rng.choice(leaders or candidates), key)
+
+        for _ in range(rng.randint(1, 3)):
+            self.execute_key_at(flow, key, max(0.0, when - rng.uniform(0, self.call_max)))
+        sim.at(when, act)
+        self.execute_key_at(flow, key, when + rng.uniform(0, max(0.0, min(self.beat, self.quiet_at - when))))
+
     def execute_key_at(self, flow: str, key: str, when: float) -> None:
         """An execute of ``key`` (of ``flow``) in a tab picked then."""
         args = next(a for a in FLOWS[flow] if cache_key(flow, a) == key)
@@ -543,7 +561,7 @@ class RandomScenario:
         "pathological": make_flows_misbehave, "hostile": post_hostile_messages, "cancel": let_callers_cancel,
         "bfcache": send_a_tab_to_the_bfcache, "twin-id": open_a_twin, "bad-args": execute_bad_arguments,
         "long-outage": plan_a_long_outage, "scope-switch": switch_scopes, "hand-over": hand_over,
-        "flaky": make_an_endpoint_flaky,
+        "flaky": make_an_endpoint_flaky, "share-error": share_an_error,
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from ..core.config import MeshConfig
 from ..core.effects import CacheUpdated
 from ..core.policy import CallPolicy
-from .app import FLOWS, MutationLog, Server, page_policies
+from .app import FLOWS, MutationLog, Server, ServerDown, page_policies
 from .calls import CallOutcome
 from .invariants import Oracle
 from .network import VirtualNetwork
@@ -93,6 +93,22 @@ class Simulation(VirtualNetwork):
         count, digest = self.server.call_count, tab.digest
         if self.invalidate_flows_now(tab, flows):
             self.server.mutations.append(MutationLog(self.now, tab.id, tab.index, flows, count, digest))
+
+    def share_error_now(self, tab: Tab, key: str) -> bool:
+        """The tab's page saw ``key`` fail by other means and shares it (``FlowMesh.share_error``):
+        every tab's waiters of ``key`` fail, a running call's included, and its back-off starts.
+        Only if its page runs; returns whether it did."""
+        if not tab.alive or tab.frozen or tab.away:
+            return False
+        self.faults["share-error"] += 1
+        self.log(tab, f"share error of {key}")
+        try:
+            self.oracle.note_shared_error(tab, key)  # the back-off starts here (ServerDown is allowed)
+            tab.node.share_error(key, ServerDown(f"the page saw {key} fail"), self._local(tab))
+        except BaseException:
+            self._exception(tab, f"share_error({key!r})")
+        self._after_input(tab)
+        return True
 
     def calls_of(self, key: str, since: float = -math.inf) -> list[float]:
         """Start times of the server calls of ``key`` since ``since``."""
