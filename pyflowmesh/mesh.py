@@ -674,9 +674,10 @@ class FlowMesh:
             if not self._disposed:
                 self._transport.watch(effect.node_ids)
         elif isinstance(effect, MembersChanged):
-            change = MeshChange.between(self._members, effect.members)
-            self._members = effect.members
-            self._tell(self._change_listeners, lambda: change, node)
+            before, self._members = self._members, effect.members
+            change = MeshChange.between(before, effect.members)
+            if change.moves(before):  # not this tab's own role alone (joining -> candidate)
+                self._tell(self._change_listeners, lambda: change, node)
         elif isinstance(effect, Renamed):
             log.warning("pyflowmesh: another tab used this tab's ID on %r; now %s", self.channel, effect.node_id)
             self.node_id = effect.node_id
@@ -868,8 +869,19 @@ async def ask_should_retry(should_retry: Callable[[BaseException, int], Any], fa
         return False
 
 
+def _check_callback(callback: Any) -> None:
+    """A listener that is not callable is the caller's mistake: say so now, not at every later event."""
+    if not callable(callback):
+        raise TypeError(f"a listener must be callable, got {type(callback).__name__}")
+
+
 def _subscribe(listeners: list[Callable[..., None]], callback: Callable[..., None]) -> Callable[[], None]:
-    """Add ``callback`` to ``listeners``; return the function that removes it again."""
+    """Add ``callback`` to ``listeners``; return the function that removes it again.
+
+    Raises:
+        TypeError: ``callback`` is not callable.
+    """
+    _check_callback(callback)
     listeners.append(callback)
 
     def off() -> None:
@@ -883,7 +895,12 @@ def _subscribe_key(
     registry: dict[str, list[Callable[..., None]]], key: str, callback: Callable[..., None]
 ) -> Callable[[], None]:
     """Add ``callback`` to ``registry[key]``; the returned function removes it, and the key's
-    entry with its last listener (a page following ever-new keys must not keep one per key)."""
+    entry with its last listener (a page following ever-new keys must not keep one per key).
+
+    Raises:
+        TypeError: ``callback`` is not callable.
+    """
+    _check_callback(callback)
     listeners = registry.setdefault(key, [])
     listeners.append(callback)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -17,6 +18,7 @@ from pyflowmesh.core.node import MeshNode
 from pyflowmesh.core.stats import MeshStats
 from pyflowmesh.core.values import cache_key
 from pyflowmesh.core.wire import MAX_MEMBERS, Coordinator, Election, Heartbeat, MemberEntry, decode, encode
+from pyflowmesh.errors import MessageTooLarge
 from pyflowmesh.simulation.network import VirtualNetwork
 from pyflowmesh.transports.memory import MemoryHub
 
@@ -280,6 +282,22 @@ async def test_on_change_reports_leadership_lost_and_gained() -> None:
         tab.dispose()
 
 
+@async_test
+async def test_on_change_tells_news_only_and_takes_only_a_callable() -> None:
+    # A lone tab's own role moving from joining to candidate is no news: its first change is
+    # gaining the leadership. A listener that is not callable is refused at once.
+    hub = MemoryHub()
+    (tab,) = open_tabs(hub, 1)
+    changes: list[MeshChange] = []
+    tab.on_change(changes.append)
+    await until(lambda: tab.is_leader, what="the lone tab to lead")
+    assert [(c.leadership, c.leader, c.joined, c.left) for c in changes] == [("gained", tab.node_id, (), ())]
+    for listen in (tab.on_change, functools.partial(tab.on_cache_update, "k"), functools.partial(tab.on_error, "k")):
+        with pytest.raises(TypeError, match="callable"):
+            listen(42)  # type: ignore[arg-type]
+    tab.dispose()
+
+
 @pytest.mark.parametrize("how", ["dispose", "crash"])
 @async_test
 async def test_a_hand_over_costs_one_post_and_no_election(how: str) -> None:
@@ -331,6 +349,8 @@ async def test_share_error_fails_every_tabs_waiters_and_listeners_and_starts_the
     assert len(server.calls) == 1
     with pytest.raises(TypeError):
         tabs[1].share_error("k", "not an exception")  # type: ignore[arg-type]
+    with pytest.raises(MessageTooLarge):  # as share_result and invalidate: nothing half-done
+        tabs[1].share_error("k" * (2 << 20), ConnectionError("503"))
     for tab in tabs:
         tab.dispose()
 

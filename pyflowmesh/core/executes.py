@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import CallTimeoutError, FlowTimeoutError, MessageTooLarge, shared_error
-from .backoff import Backoff, SharedBackoff
+from .backoff import MAX_ATTEMPT, MAX_ERROR_TEXT, MAX_ERROR_TYPE, Backoff, SharedBackoff
 from .cache import SharedCache
 from .claims import ClaimBook, PeerClaims
 from .config import MeshConfig
@@ -204,10 +204,18 @@ class Executes:
 
         Raises (before any state changes):
             TypeError: ``error`` is not an exception, or ``key`` is not text.
+            MessageTooLarge: a failure of ``key`` would not fit in one message.
         """
         self._check_key(key)
         if not isinstance(error, BaseException):
             raise TypeError(f"share_error takes an exception for {key!r}, got {type(error).__name__}")
+
+        def probe() -> Message:  # error fields at their longest (see Sharing.publish_failure)
+            return Failure(src="x" * 128, key=key, error_type="x" * MAX_ERROR_TYPE, message="x" * MAX_ERROR_TEXT,
+                           retry_in=MAX_MILLIS, attempt=MAX_ATTEMPT, shared=True, started=float(MAX_COUNT))
+
+        if self._config.share_errors and self._exceeds_limit(len(key) + MAX_ERROR_TEXT, probe):
+            raise MessageTooLarge(f"the key {key[:40]!r}... does not fit in one message")
         pending = self.table.by_key.get(key)
         self._claims.forget(key)
         self._sharing.publish_failure(key, error, now, pending.requesters if pending is not None else set(), True)

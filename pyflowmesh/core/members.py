@@ -79,6 +79,11 @@ class MeshChange:
         """How many other live tabs there are."""
         return sum(not member.is_self for member in self.members)
 
+    def moves(self, before: tuple[Member, ...]) -> bool:
+        """Whether this is news for ``on_change`` after ``before``: a member joined or left, or the leader changed."""
+        leader = next((member.node_id for member in before if member.role == "leader"), None)
+        return bool(self.joined or self.left or self.leadership or self.leader != leader)
+
     @classmethod
     def between(cls, before: tuple[Member, ...], after: tuple[Member, ...]) -> MeshChange:
         """The change from the member list ``before`` to ``after``."""
