@@ -81,8 +81,7 @@ class MeshChange:
 
     def moves(self, before: tuple[Member, ...]) -> bool:
         """Whether this is news for ``on_change`` after ``before``: a member joined or left, or the leader changed."""
-        leader = next((member.node_id for member in before if member.role == "leader"), None)
-        return bool(self.joined or self.left or self.leadership or self.leader != leader)
+        return bool(self.joined or self.left or self.leadership or self.leader != _leader(before))
 
     @classmethod
     def between(cls, before: tuple[Member, ...], after: tuple[Member, ...]) -> MeshChange:
@@ -91,9 +90,13 @@ class MeshChange:
         new = {member.node_id for member in after if not member.is_self}
         was = any(member.is_self and member.role == "leader" for member in before)
         now = any(member.is_self and member.role == "leader" for member in after)
-        leader = next((member.node_id for member in after if member.role == "leader"), None)
-        return cls(after, leader, now, tuple(sorted(new - old, reverse=True)), tuple(sorted(old - new, reverse=True)),
-                   None if was == now else "gained" if now else "lost")
+        return cls(after, _leader(after), now, tuple(sorted(new - old, reverse=True)),
+                   tuple(sorted(old - new, reverse=True)), None if was == now else "gained" if now else "lost")
+
+
+def _leader(members: tuple[Member, ...]) -> str | None:
+    """The ID of the member listed as the leader, if any."""
+    return next((member.node_id for member in members if member.role == "leader"), None)
 
 
 @dataclass(slots=True)
