@@ -509,8 +509,7 @@ class RandomScenario:
         """From ``when``, one key's next 1 to 4 calls fail (a flaky endpoint): flows that retry
         ride it out or fail after their last attempt; executes are made of it meanwhile."""
         sim, rng = self.sim, self.rng
-        flow = rng.choice(tuple(FLOWS))
-        key = cache_key(flow, rng.choice(FLOWS[flow]))
+        flow, key = self.random_key()
         failures = rng.randint(1, 4)
 
         def act() -> None:
@@ -520,14 +519,13 @@ class RandomScenario:
 
         sim.at(when, act)
         for _ in range(rng.randint(1, 3)):
-            self.execute_key_at(flow, key, when + rng.uniform(0, max(0.0, min(self.beat, self.quiet_at - when))))
+            self.execute_key_at(flow, key, self.within_a_beat_after(when))
 
     def share_an_error(self, when: float, prefer_leader: bool) -> None:
         """At ``when`` a page shares a failure of one key it saw itself (``FlowMesh.share_error``);
         executes of that key come just before (some wait on a running call then) and after."""
         sim, rng = self.sim, self.rng
-        flow = rng.choice(tuple(FLOWS))
-        key = cache_key(flow, rng.choice(FLOWS[flow]))
+        flow, key = self.random_key()
 
         def act() -> None:
             candidates = [t for t in sim.open_tabs if not t.frozen and flow in t.flows]
@@ -538,7 +536,16 @@ class RandomScenario:
         for _ in range(rng.randint(1, 3)):
             self.execute_key_at(flow, key, max(0.0, when - rng.uniform(0, self.call_max)))
         sim.at(when, act)
-        self.execute_key_at(flow, key, when + rng.uniform(0, max(0.0, min(self.beat, self.quiet_at - when))))
+        self.execute_key_at(flow, key, self.within_a_beat_after(when))
+
+    def random_key(self) -> tuple[str, str]:
+        """A flow and the key of one of its arguments, picked at random."""
+        flow = self.rng.choice(tuple(FLOWS))
+        return flow, cache_key(flow, self.rng.choice(FLOWS[flow]))
+
+    def within_a_beat_after(self, when: float) -> float:
+        """A random moment within a heartbeat after ``when``, before the quiet phase."""
+        return when + self.rng.uniform(0, max(0.0, min(self.beat, self.quiet_at - when)))
 
     def execute_key_at(self, flow: str, key: str, when: float) -> None:
         """An execute of ``key`` (of ``flow``) in a tab picked then."""
